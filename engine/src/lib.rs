@@ -1,0 +1,146 @@
+//! Vasto's storage engine: shard replicas on RocksDB with last-writer-wins values.
+//!
+//! Every write is a RocksDB merge of a stored value (see [`header`]); the merge operator keeps the
+//! value with the greatest event time, so writes apply without read-before-write and every
+//! replica converges whatever order writes arrive in. Deletes are tombstones with event times.
+//! A compaction filter drops expired values and tombstones older than the grace period.
+//! This crate knows nothing of the network.
+
+pub mod header;
+mod meta;
+mod shard;
+
+pub use meta::{valid_keyspace_name, ShardMeta};
+pub use shard::{Shard, Write};
+
+use rocksdb::compaction_filter::Decision;
+use rocksdb::{BlockBasedOptions, Cache, Options};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use thiserror::Error;
+
+/// Errors from the storage engine.
+#[derive(Debug, Error)]
+pub enum EngineError {
+    /// RocksDB refused an operation (I/O error, full disk, corruption...).
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    /// A file or directory operation failed.
+    #[error("i/o on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// On-disk state that cannot be understood.
+    #[error("corrupt shard: {0}")]
+    Corrupt(String),
+    /// A keyspace name that cannot be used as a directory name.
+    #[error("invalid keyspace name {0:?}: use 1-64 characters from [A-Za-z0-9_.-], not starting with '.'")]
+    InvalidKeyspace(String),
+}
+
+/// Tunables shared by every shard of a store.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Shared block cache size in bytes.
+    pub block_cache_bytes: usize,
+    /// Tombstones whose event time is older than this are dropped by compaction. Replicated
+    /// writes older than this grace period could resurrect a deleted key, so keep it well above
+    /// any replication delay.
+    pub tombstone_grace: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self { block_cache_bytes: 256 << 20, tombstone_grace: Duration::from_secs(24 * 3600) }
+    }
+}
+
+/// Nanoseconds since the Unix epoch by this machine's clock (0 if the clock is before 1970).
+pub fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+/// Opens and creates shards under one data directory: `DIR/<keyspace>/<shard>/`.
+pub struct Engine {
+    root: PathBuf,
+    db_opts: Options,
+}
+
+impl Engine {
+    /// Prepares `root` (created if missing). No shard is opened yet.
+    pub fn new(root: &Path, options: &EngineOptions) -> Result<Self, EngineError> {
+        std::fs::create_dir_all(root).map_err(|source| EngineError::Io { path: root.to_path_buf(), source })?;
+        let cache = Cache::new_lru_cache(options.block_cache_bytes);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_bloom_filter(10.0, false);
+        table.set_cache_index_and_filter_blocks(true);
+        let mut db_opts = Options::default();
+        db_opts.set_block_based_table_factory(&table);
+        db_opts.set_max_background_jobs(2);
+        db_opts.set_bytes_per_sync(1 << 20);
+        db_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        // Re-compact every file at least daily so expired values and old tombstones that have
+        // settled in the last level (where nothing else rewrites them) are filtered out too.
+        db_opts.set_periodic_compaction_seconds(24 * 3600);
+        db_opts.set_merge_operator_associative("vasto-lww", shard::lww_merge);
+        let grace_ns = options.tombstone_grace.as_nanos() as u64;
+        db_opts.set_compaction_filter("vasto-expiry", move |_level: u32, _key: &[u8], value: &[u8]| {
+            match header::Header::split(value) {
+                Some((h, _)) => {
+                    let now = now_ns();
+                    if h.expired(now) || (h.tombstone && h.event_time_ns.saturating_add(grace_ns) < now) {
+                        Decision::Remove
+                    } else {
+                        Decision::Keep
+                    }
+                }
+                None => Decision::Keep,
+            }
+        });
+        Ok(Self { root: root.to_path_buf(), db_opts })
+    }
+
+    /// The data directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn shard_dir(&self, keyspace: &str, shard: u32) -> PathBuf {
+        self.root.join(keyspace).join(shard.to_string())
+    }
+
+    /// Opens every shard found under the data directory.
+    pub fn open_all(&self) -> Result<Vec<Shard>, EngineError> {
+        let mut shards = Vec::new();
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| EngineError::Io { path, source }
+        };
+        for ks in std::fs::read_dir(&self.root).map_err(io(&self.root))? {
+            let ks = ks.map_err(io(&self.root))?;
+            if !ks.file_type().map_err(io(&ks.path()))?.is_dir() || !valid_keyspace_name(&ks.file_name().to_string_lossy()) {
+                continue;
+            }
+            for entry in std::fs::read_dir(ks.path()).map_err(io(&ks.path()))? {
+                let entry = entry.map_err(io(&ks.path()))?;
+                if entry.file_name().to_string_lossy().parse::<u32>().is_ok() && entry.path().join("CURRENT").exists() {
+                    shards.push(Shard::open(&entry.path(), &self.db_opts, None)?);
+                }
+            }
+        }
+        Ok(shards)
+    }
+
+    /// Creates the shard replica described by `meta`, or opens it if it already exists (its
+    /// metadata is then updated to `meta`). Idempotent.
+    pub fn create_shard(&self, meta: &ShardMeta) -> Result<Shard, EngineError> {
+        if !valid_keyspace_name(&meta.keyspace) {
+            return Err(EngineError::InvalidKeyspace(meta.keyspace.clone()));
+        }
+        let dir = self.shard_dir(&meta.keyspace, meta.shard);
+        std::fs::create_dir_all(&dir).map_err(|source| EngineError::Io { path: dir.clone(), source })?;
+        Shard::open(&dir, &self.db_opts, Some(meta))
+    }
+}
+
+#[cfg(test)]
+mod tests;

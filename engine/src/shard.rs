@@ -1,0 +1,209 @@
+//! One shard replica: a RocksDB instance with a user column family (default) and a `meta` one.
+use crate::header::{self, encode_value, expiry_for, Header};
+use crate::{now_ns, EngineError, ShardMeta};
+use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+use std::cell::RefCell;
+use std::mem::ManuallyDrop;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+const META_CF: &str = "meta";
+const META_KEY: &[u8] = b"shard";
+
+thread_local! {
+    /// Per-thread scratch for encoding stored values, so writes do not allocate once warm.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(4096));
+}
+
+/// A write inside a batch.
+#[derive(Debug, Clone, Copy)]
+pub enum Write<'a> {
+    /// Put `value` under `key`; `ttl_ns` 0 means forever.
+    Put { key: &'a [u8], value: &'a [u8], event_time_ns: u64, ttl_ns: u64 },
+    /// Delete `key` with a tombstone at `event_time_ns`.
+    Delete { key: &'a [u8], event_time_ns: u64 },
+}
+
+/// An open shard replica. Dropping it closes RocksDB; [`Shard::remove_on_drop`] also deletes its
+/// directory once the last user has let go.
+pub struct Shard {
+    db: ManuallyDrop<DB>,
+    meta: ShardMeta,
+    dir: PathBuf,
+    write_opts: WriteOptions,
+    remove: AtomicBool,
+}
+
+impl Shard {
+    pub(crate) fn open(dir: &Path, opts: &Options, meta: Option<&ShardMeta>) -> Result<Self, EngineError> {
+        let cfs = vec![
+            ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, opts.clone()),
+            ColumnFamilyDescriptor::new(META_CF, Options::default()),
+        ];
+        let mut db_opts = opts.clone();
+        db_opts.create_if_missing(meta.is_some());
+        db_opts.create_missing_column_families(true);
+        let db = DB::open_cf_descriptors(&db_opts, dir, cfs)?;
+        let cf = db.cf_handle(META_CF).ok_or_else(|| EngineError::Corrupt(format!("{}: no meta column family", dir.display())))?;
+        let meta = match meta {
+            Some(m) => {
+                db.put_cf(cf, META_KEY, m.encode())?;
+                db.flush_cf(cf)?;
+                m.clone()
+            }
+            None => {
+                let raw = db.get_cf(cf, META_KEY)?.ok_or_else(|| EngineError::Corrupt(format!("{}: no shard metadata", dir.display())))?;
+                ShardMeta::decode(&raw).ok_or_else(|| EngineError::Corrupt(format!("{}: unreadable shard metadata", dir.display())))?
+            }
+        };
+        let mut write_opts = WriteOptions::default();
+        write_opts.set_sync(false);
+        Ok(Self { db: ManuallyDrop::new(db), meta, dir: dir.to_path_buf(), write_opts, remove: AtomicBool::new(false) })
+    }
+
+    /// Which keyspace/shard/replica this is.
+    pub fn meta(&self) -> &ShardMeta {
+        &self.meta
+    }
+
+    /// The shard's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Reads `key` and calls `f` with the live user value (`None` when missing, deleted or
+    /// expired). The slice borrows RocksDB's pinned buffer: nothing is copied.
+    pub fn get<R>(&self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R, EngineError> {
+        let pinned = self.db.get_pinned(key)?;
+        let live = pinned.as_deref().and_then(Header::split).and_then(|(h, user)| (!h.tombstone && !h.expired(now_ns())).then_some(user));
+        Ok(f(live))
+    }
+
+    /// Writes `value` under `key` unless a write with a later event time is already stored.
+    pub fn put(&self, key: &[u8], value: &[u8], event_time_ns: u64, ttl_ns: u64) -> Result<(), EngineError> {
+        let header = Header { event_time_ns, expires_at_ns: expiry_for(event_time_ns, ttl_ns), tombstone: false };
+        self.merge(key, header, value)
+    }
+
+    /// Records a tombstone for `key` at `event_time_ns`; older puts can never resurrect it.
+    pub fn delete(&self, key: &[u8], event_time_ns: u64) -> Result<(), EngineError> {
+        self.merge(key, Header { event_time_ns, expires_at_ns: 0, tombstone: true }, b"")
+    }
+
+    fn merge(&self, key: &[u8], header: Header, user: &[u8]) -> Result<(), EngineError> {
+        SCRATCH.with(|s| {
+            let mut buf = s.borrow_mut();
+            encode_value(&mut buf, header, user);
+            self.db.merge_opt(key, buf.as_slice(), &self.write_opts)?;
+            Ok(())
+        })
+    }
+
+    /// Applies all writes atomically, each with last-writer-wins semantics.
+    pub fn write_batch<'a>(&self, writes: impl IntoIterator<Item = Write<'a>>) -> Result<(), EngineError> {
+        let mut batch = WriteBatch::default();
+        SCRATCH.with(|s| {
+            let mut buf = s.borrow_mut();
+            for w in writes {
+                match w {
+                    Write::Put { key, value, event_time_ns, ttl_ns } => {
+                        let h = Header { event_time_ns, expires_at_ns: expiry_for(event_time_ns, ttl_ns), tombstone: false };
+                        encode_value(&mut buf, h, value);
+                        batch.merge(key, buf.as_slice());
+                    }
+                    Write::Delete { key, event_time_ns } => {
+                        encode_value(&mut buf, Header { event_time_ns, expires_at_ns: 0, tombstone: true }, b"");
+                        batch.merge(key, buf.as_slice());
+                    }
+                }
+            }
+        });
+        self.db.write_opt(batch, &self.write_opts)?;
+        Ok(())
+    }
+
+    /// Calls `f(key, value)` for up to `limit` live keys starting with `prefix`, in key order,
+    /// strictly after `start_after` when it is non-empty. Returns true when more keys follow.
+    pub fn scan(&self, prefix: &[u8], start_after: &[u8], limit: usize, mut f: impl FnMut(&[u8], &[u8])) -> Result<bool, EngineError> {
+        let mut it = self.db.raw_iterator();
+        if start_after > prefix {
+            it.seek(start_after);
+            if it.key() == Some(start_after) {
+                it.next();
+            }
+        } else {
+            it.seek(prefix);
+        }
+        let now = now_ns();
+        let mut emitted = 0usize;
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if let Some((h, user)) = Header::split(v) {
+                if !h.tombstone && !h.expired(now) {
+                    if emitted == limit {
+                        return Ok(true);
+                    }
+                    f(k, user);
+                    emitted += 1;
+                }
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(false)
+    }
+
+    /// Forces a full compaction that runs the expiry/tombstone filter over every key.
+    ///
+    /// RocksDB applies compaction filters to values, not to merge operands: the first pass folds
+    /// each key's operands into one value, the second filters those values.
+    pub fn compact(&self) -> Result<(), EngineError> {
+        self.db.flush()?;
+        for _ in 0..2 {
+            self.db.compact_range(None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
+    }
+
+    /// Counts the raw entries RocksDB holds, tombstones and expired values included (tests and status).
+    pub fn raw_entry_count(&self) -> Result<u64, EngineError> {
+        let mut it = self.db.raw_iterator();
+        it.seek_to_first();
+        let mut n = 0;
+        while it.valid() {
+            n += 1;
+            it.next();
+        }
+        it.status()?;
+        Ok(n)
+    }
+
+    /// RocksDB's estimate of live keys, for status reports.
+    pub fn estimated_keys(&self) -> u64 {
+        self.db.property_int_value("rocksdb.estimate-num-keys").ok().flatten().unwrap_or(0)
+    }
+
+    /// Deletes the shard's directory when the last reference is dropped.
+    pub fn remove_on_drop(&self) {
+        self.remove.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for Shard {
+    fn drop(&mut self) {
+        // SAFETY: `db` is never used again after this point; it must close before the directory goes.
+        unsafe { ManuallyDrop::drop(&mut self.db) };
+        if self.remove.load(Ordering::Acquire) {
+            if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+                eprintln!("vasto-engine: could not remove {}: {e}", self.dir.display());
+            }
+        }
+    }
+}
+
+/// The merge operator: keeps the last writer's value.
+pub(crate) fn lww_merge(_key: &[u8], existing: Option<&[u8]>, operands: &rocksdb::MergeOperands) -> Option<Vec<u8>> {
+    header::winner(existing, operands.iter()).map(<[u8]>::to_vec)
+}

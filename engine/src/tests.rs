@@ -1,0 +1,138 @@
+use super::*;
+
+fn meta(ks: &str, shard: u32) -> ShardMeta {
+    ShardMeta { keyspace: ks.into(), shard, shards: 4, replica: 0, replicas: 1 }
+}
+
+fn get(s: &Shard, key: &[u8]) -> Option<Vec<u8>> {
+    s.get(key, |v| v.map(<[u8]>::to_vec)).unwrap()
+}
+
+fn engine(dir: &Path) -> Engine {
+    Engine::new(dir, &EngineOptions::default()).unwrap()
+}
+
+#[test]
+fn put_get_delete_and_empty_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = engine(dir.path()).create_shard(&meta("ks", 1)).unwrap();
+    s.put(b"k", b"v", 10, 0).unwrap();
+    assert_eq!(get(&s, b"k"), Some(b"v".to_vec()));
+    s.put(b"empty", b"", 10, 0).unwrap();
+    assert_eq!(get(&s, b"empty"), Some(Vec::new()), "empty value must round-trip");
+    s.delete(b"k", 11).unwrap();
+    assert_eq!(get(&s, b"k"), None);
+    assert_eq!(get(&s, b"never"), None);
+}
+
+#[test]
+fn older_writes_never_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = engine(dir.path()).create_shard(&meta("ks", 0)).unwrap();
+    let t = now_ns();
+    s.put(b"k", b"new", t + 200, 0).unwrap();
+    s.put(b"k", b"old", t + 100, 0).unwrap();
+    assert_eq!(get(&s, b"k"), Some(b"new".to_vec()));
+    s.delete(b"k", t + 300).unwrap();
+    s.put(b"k", b"resurrect", t + 250, 0).unwrap();
+    s.compact().unwrap();
+    s.put(b"k", b"resurrect-after-compaction", t + 299, 0).unwrap();
+    assert_eq!(get(&s, b"k"), None, "a put older than the tombstone must not resurrect the key");
+    s.put(b"k", b"newest", t + 301, 0).unwrap();
+    assert_eq!(get(&s, b"k"), Some(b"newest".to_vec()));
+}
+
+#[test]
+fn batch_is_applied_with_lww() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = engine(dir.path()).create_shard(&meta("ks", 0)).unwrap();
+    s.put(b"b", b"kept", 500, 0).unwrap();
+    s.write_batch([
+        Write::Put { key: b"a", value: b"1", event_time_ns: 10, ttl_ns: 0 },
+        Write::Put { key: b"b", value: b"older", event_time_ns: 10, ttl_ns: 0 },
+        Write::Delete { key: b"c", event_time_ns: 10 },
+    ])
+    .unwrap();
+    assert_eq!(get(&s, b"a"), Some(b"1".to_vec()));
+    assert_eq!(get(&s, b"b"), Some(b"kept".to_vec()));
+    assert_eq!(get(&s, b"c"), None);
+}
+
+#[test]
+fn ttl_expires_in_real_time_and_compaction_drops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = engine(dir.path()).create_shard(&meta("ks", 0)).unwrap();
+    s.put(b"short", b"v", now_ns(), 1_000_000_000).unwrap();
+    s.put(b"long", b"v", now_ns(), 3600 * 1_000_000_000).unwrap();
+    assert_eq!(get(&s, b"short"), Some(b"v".to_vec()));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(get(&s, b"short"), None);
+    assert_eq!(get(&s, b"long"), Some(b"v".to_vec()));
+    assert_eq!(s.raw_entry_count().unwrap(), 2);
+    s.compact().unwrap();
+    assert_eq!(s.raw_entry_count().unwrap(), 1, "the compaction filter must drop the expired value");
+}
+
+#[test]
+fn old_tombstones_are_dropped_after_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = EngineOptions { tombstone_grace: Duration::from_millis(100), ..Default::default() };
+    let s = Engine::new(dir.path(), &opts).unwrap().create_shard(&meta("ks", 0)).unwrap();
+    s.put(b"k", b"v", 1, 0).unwrap();
+    s.delete(b"k", now_ns()).unwrap();
+    s.compact().unwrap();
+    assert_eq!(s.raw_entry_count().unwrap(), 1, "a fresh tombstone is kept");
+    std::thread::sleep(Duration::from_millis(200));
+    s.compact().unwrap();
+    assert_eq!(s.raw_entry_count().unwrap(), 0);
+}
+
+#[test]
+fn scan_pages_through_prefix_skipping_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = engine(dir.path()).create_shard(&meta("ks", 0)).unwrap();
+    for i in 0..10u8 {
+        s.put(&[b'p', b'0' + i], &[i], 1, 0).unwrap();
+    }
+    s.put(b"q0", b"other", 1, 0).unwrap();
+    s.put(b"o9", b"other", 1, 0).unwrap();
+    s.delete(b"p3", 2).unwrap();
+    let page = |after: &[u8]| {
+        let mut keys = Vec::new();
+        let more = s.scan(b"p", after, 4, |k, _| keys.push(k.to_vec())).unwrap();
+        (keys, more)
+    };
+    let (a, more) = page(b"");
+    assert_eq!(a, vec![b"p0".to_vec(), b"p1".to_vec(), b"p2".to_vec(), b"p4".to_vec()]);
+    assert!(more);
+    let (b, more) = page(b"p4");
+    assert_eq!(b, vec![b"p5".to_vec(), b"p6".to_vec(), b"p7".to_vec(), b"p8".to_vec()]);
+    assert!(more);
+    let (c, more) = page(b"p8");
+    assert_eq!(c, vec![b"p9".to_vec()]);
+    assert!(!more);
+    let mut all = 0;
+    assert!(!s.scan(b"", b"", 100, |_, _| all += 1).unwrap());
+    assert_eq!(all, 11, "metadata never shows up in the user key space");
+}
+
+#[test]
+fn shards_reopen_with_their_metadata_and_can_be_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let e = engine(dir.path());
+        e.create_shard(&meta("alpha", 2)).unwrap().put(b"k", b"v", 1, 0).unwrap();
+        e.create_shard(&meta("beta", 0)).unwrap();
+    }
+    let e = engine(dir.path());
+    let mut shards = e.open_all().unwrap();
+    shards.sort_by(|a, b| a.meta().keyspace.cmp(&b.meta().keyspace));
+    assert_eq!(shards.iter().map(|s| s.meta().clone()).collect::<Vec<_>>(), vec![meta("alpha", 2), meta("beta", 0)]);
+    assert_eq!(get(&shards[0], b"k"), Some(b"v".to_vec()));
+    let beta = shards.pop().unwrap();
+    let beta_dir = beta.dir().to_path_buf();
+    beta.remove_on_drop();
+    drop(beta);
+    assert!(!beta_dir.exists());
+    assert!(matches!(e.create_shard(&meta("../evil", 0)), Err(EngineError::InvalidKeyspace(_))));
+}

@@ -1,0 +1,147 @@
+//! Admin operations that need the stores: create and delete a keyspace.
+use crate::hub::{Ack, Pending, Shared};
+use crate::state::{unix_ms, CreatePlan, Reject};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use vasto_wire::fb::ShardCommandKind;
+use vasto_wire::{ShardInfo, Status};
+
+/// A shard command sent to a store and awaiting its ack.
+struct Sent {
+    id: u64,
+    store: String,
+    info: ShardInfo,
+    rx: oneshot::Receiver<Ack>,
+    pending: Pending,
+}
+
+/// Queues one shard command on a store's connection.
+fn send_command(shared: &Shared, store: &str, kind: ShardCommandKind, info: &ShardInfo) -> Result<Sent, Reject> {
+    let id = shared.frame_id();
+    let mut hub = shared.lock();
+    let Some(link) = hub.link(store) else {
+        return Err(Reject::new(Status::Unavailable, format!("store {store} is not connected")));
+    };
+    let (outbox, pending) = (link.outbox.clone(), Arc::clone(&link.pending));
+    let (tx, rx) = oneshot::channel();
+    pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
+    let mut out = Vec::new();
+    hub.enc.shard_command(&mut out, id, kind, info);
+    if outbox.send(Arc::new(out)).is_err() {
+        pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        return Err(Reject::new(Status::Unavailable, format!("store {store} is not connected")));
+    }
+    Ok(Sent { id, store: store.to_owned(), info: info.clone(), rx, pending })
+}
+
+/// Waits for the ack of `sent` until `deadline`.
+async fn await_ack(sent: Sent, deadline: Instant, what: &str) -> Result<(), Reject> {
+    let Sent { id, store, info, rx, pending } = sent;
+    let place = format!("{what} shard {} replica {} of {} on store {store}", info.shard, info.replica, info.keyspace);
+    match tokio::time::timeout_at(deadline, rx).await {
+        Ok(Ok(ack)) if ack.status == Status::Ok => Ok(()),
+        Ok(Ok(ack)) => Err(Reject::new(ack.status, format!("{place}: {}", ack.message))),
+        Ok(Err(_)) => Err(Reject::new(Status::Unavailable, format!("{place}: connection to the store was lost"))),
+        Err(_) => {
+            pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            Err(Reject::new(Status::Unavailable, format!("{place}: no answer within the command timeout")))
+        }
+    }
+}
+
+/// Sends `kind` for every (store, shard) and waits for all acks; returns the first failure.
+async fn run_commands(shared: &Shared, kind: ShardCommandKind, targets: &[(String, ShardInfo)], what: &str) -> Result<(), Reject> {
+    let deadline = Instant::now() + shared.config.command_timeout;
+    let mut sent = Vec::with_capacity(targets.len());
+    let mut first_err = None;
+    for (store, info) in targets {
+        match send_command(shared, store, kind, info) {
+            Ok(s) => sent.push(s),
+            Err(e) => {
+                first_err = Some(e);
+                break;
+            }
+        }
+    }
+    for s in sent {
+        if let Err(e) = await_ack(s, deadline, what).await {
+            first_err.get_or_insert(e);
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// Clears the busy mark of a keyspace when an operation ends, however it ends.
+struct BusyGuard<'a> {
+    shared: &'a Shared,
+    name: &'a str,
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.shared.lock().state.end(self.name);
+    }
+}
+
+/// Creates a keyspace: plans the placement, creates every replica on its store, and on success
+/// records it and pushes the new table. On failure, drops whatever was created.
+pub(crate) async fn create_keyspace(shared: &Shared, name: &str, shards: u32, replicas: u32) -> (Status, String) {
+    let placement = {
+        let mut hub = shared.lock();
+        match hub.state.plan_create(name, shards, replicas) {
+            Ok(CreatePlan::AlreadyExists) => return (Status::Ok, format!("keyspace {name} already exists")),
+            Ok(CreatePlan::New(placement)) => {
+                hub.state.begin(name, placement.clone());
+                placement
+            }
+            Err(r) => return (r.status, r.message),
+        }
+    };
+    let _busy = BusyGuard { shared, name };
+    let targets: Vec<(String, ShardInfo)> = placement
+        .iter()
+        .enumerate()
+        .flat_map(|(shard, row)| {
+            row.iter().enumerate().map(move |(replica, store)| {
+                let info = ShardInfo { keyspace: name.to_owned(), shard: shard as u32, shards, replica: replica as u32, replicas };
+                (store.clone(), info)
+            })
+        })
+        .collect();
+    if let Err(e) = run_commands(shared, ShardCommandKind::Create, &targets, "creating").await {
+        tracing::warn!(keyspace = name, error = %e.message, "create failed; dropping the replicas created");
+        // Best effort: a store that never got the create simply acks the drop.
+        let _ = run_commands(shared, ShardCommandKind::Drop, &targets, "dropping").await;
+        return (e.status, e.message);
+    }
+    let mut hub = shared.lock();
+    let version = hub.state.commit_create(name, shards, replicas, placement, unix_ms());
+    hub.push(&[name.to_owned()]);
+    tracing::info!(keyspace = name, shards, replicas, version, "keyspace created");
+    (Status::Ok, format!("keyspace {name} created"))
+}
+
+/// Deletes a keyspace: drops every replica, forgets it and pushes a table with exists=false.
+pub(crate) async fn delete_keyspace(shared: &Shared, name: &str) -> (Status, String) {
+    let targets = {
+        let mut hub = shared.lock();
+        match hub.state.plan_delete(name) {
+            Ok(targets) => {
+                hub.state.begin(name, Vec::new());
+                targets
+            }
+            Err(r) => return (r.status, r.message),
+        }
+    };
+    let _busy = BusyGuard { shared, name };
+    if let Err(e) = run_commands(shared, ShardCommandKind::Drop, &targets, "dropping").await {
+        tracing::warn!(keyspace = name, error = %e.message, "delete failed");
+        return (e.status, e.message);
+    }
+    let mut hub = shared.lock();
+    let version = hub.state.remove_keyspace(name, unix_ms());
+    hub.push(&[name.to_owned()]);
+    tracing::info!(keyspace = name, version, "keyspace deleted");
+    (Status::Ok, format!("keyspace {name} deleted"))
+}

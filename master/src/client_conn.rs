@@ -1,0 +1,70 @@
+//! A client or admin connection: subscriptions to routing tables and admin requests.
+use crate::admin::{create_keyspace, delete_keyspace};
+use crate::hub::{write_loop, Frame, Outbox, Shared};
+use crate::MasterError;
+use std::sync::Arc;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+use vasto_wire::{parse_frame, read_frame, FrameEncoder, Status, DEFAULT_MAX_FRAME};
+
+/// Encodes an admin reply and queues it.
+fn reply(outbox: &Outbox, enc: &mut FrameEncoder, id: u64, status: Status, message: &str, json: &str) {
+    let mut out = Vec::new();
+    enc.admin_reply(&mut out, id, status, message, json);
+    let _ = outbox.send(Arc::new(out));
+}
+
+/// Serves a connection whose hello said `Role::Client` or `Role::Admin`, until it closes.
+pub(crate) async fn serve_client(shared: Arc<Shared>, mut rd: OwnedReadHalf, wr: OwnedWriteHalf, mut buf: Vec<u8>) -> Result<(), MasterError> {
+    let conn = shared.conn_id();
+    let (outbox, rx) = mpsc::unbounded_channel::<Frame>();
+    // The writer ends once every sender is gone: this loop's and those of admin tasks in flight.
+    tokio::spawn(write_loop(wr, rx));
+    let result = client_loop(&shared, conn, &mut rd, &mut buf, &outbox).await;
+    shared.lock().unsubscribe_all(conn);
+    result
+}
+
+async fn client_loop(shared: &Arc<Shared>, conn: u64, rd: &mut OwnedReadHalf, buf: &mut Vec<u8>, outbox: &Outbox) -> Result<(), MasterError> {
+    let mut enc = FrameEncoder::new();
+    loop {
+        match read_frame(rd, buf, DEFAULT_MAX_FRAME).await {
+            Ok(()) => {}
+            Err(vasto_wire::WireError::Closed) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        let frame = parse_frame(buf)?;
+        let id = frame.id();
+        if let Some(sub) = frame.body_as_subscribe() {
+            let name = sub.keyspace().unwrap_or_default();
+            shared.lock().subscribe(conn, outbox, name);
+        } else if let Some(req) = frame.body_as_create_keyspace() {
+            let name = req.keyspace().unwrap_or_default().to_owned();
+            let (shards, replicas) = (req.shards(), req.replicas());
+            let (shared, outbox) = (Arc::clone(shared), outbox.clone());
+            tokio::spawn(async move {
+                let (status, message) = create_keyspace(&shared, &name, shards, replicas).await;
+                reply(&outbox, &mut FrameEncoder::new(), id, status, &message, "");
+            });
+        } else if let Some(req) = frame.body_as_delete_keyspace() {
+            let name = req.keyspace().unwrap_or_default().to_owned();
+            let (shared, outbox) = (Arc::clone(shared), outbox.clone());
+            tokio::spawn(async move {
+                let (status, message) = delete_keyspace(&shared, &name).await;
+                reply(&outbox, &mut FrameEncoder::new(), id, status, &message, "");
+            });
+        } else if frame.body_as_status_request().is_some() {
+            let status = shared.lock().state.status();
+            match serde_json::to_string(&status) {
+                Ok(json) => reply(outbox, &mut enc, id, Status::Ok, "", &json),
+                Err(e) => reply(outbox, &mut enc, id, Status::Internal, &format!("encoding the status: {e}"), ""),
+            }
+        } else if frame.body_as_heartbeat().is_some() {
+            // A keepalive from a client: nothing to do.
+        } else {
+            let what = frame.body_type().variant_name().unwrap_or("unknown");
+            let message = format!("unexpected {what} message: the master accepts subscribe, create/delete keyspace and status");
+            reply(outbox, &mut enc, id, Status::BadRequest, &message, "");
+        }
+    }
+}

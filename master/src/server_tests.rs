@@ -1,0 +1,329 @@
+//! End-to-end tests of the master over real loopback TCP with fake stores and clients.
+use super::*;
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::task::JoinHandle;
+use vasto_wire::fb::ShardCommandKind;
+use vasto_wire::{RoutingTable, ShardInfo};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+async fn start() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(serve(listener, MasterConfig { listen: addr, ..Default::default() }));
+    addr
+}
+
+async fn connect(addr: SocketAddr, role: Role) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let mut out = Vec::new();
+    FrameEncoder::new().hello(&mut out, role);
+    s.write_all(&out).await.expect("hello");
+    let mut buf = Vec::new();
+    read_frame(&mut s, &mut buf, DEFAULT_MAX_FRAME).await.expect("hello reply");
+    let reply = parse_frame(&buf).expect("parse").body_as_hello_reply().expect("hello reply");
+    assert_eq!(reply.status(), Status::Ok);
+    s
+}
+
+/// A fake store whose shard set survives "restarts", like a store's data directory.
+struct FakeStore {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl FakeStore {
+    async fn start(addr: SocketAddr, id: &str, shards: Arc<Mutex<BTreeSet<ShardInfo>>>) -> Self {
+        let s = connect(addr, Role::Store).await;
+        let (mut rd, mut wr) = s.into_split();
+        let mut out = Vec::new();
+        let held: Vec<ShardInfo> = shards.lock().expect("lock").iter().cloned().collect();
+        FrameEncoder::new().register(&mut out, id, &format!("{id}.example:7000"), 1 << 30, &held);
+        wr.write_all(&out).await.expect("register");
+        let wr = Arc::new(tokio::sync::Mutex::new(wr));
+        let heartbeat = {
+            let (wr, id) = (Arc::clone(&wr), id.to_owned());
+            tokio::spawn(async move {
+                let mut enc = FrameEncoder::new();
+                loop {
+                    let mut out = Vec::new();
+                    enc.heartbeat(&mut out, &id);
+                    if wr.lock().await.write_all(&out).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            })
+        };
+        let reader = tokio::spawn(async move {
+            let (mut buf, mut enc) = (Vec::new(), FrameEncoder::new());
+            while read_frame(&mut rd, &mut buf, DEFAULT_MAX_FRAME).await.is_ok() {
+                let Ok(frame) = parse_frame(&buf) else { return };
+                let Some(cmd) = frame.body_as_shard_command() else { continue };
+                let Some(info) = cmd.shard().map(ShardInfo::from_fb) else { continue };
+                {
+                    let mut held = shards.lock().expect("lock");
+                    if cmd.kind() == ShardCommandKind::Create {
+                        held.insert(info);
+                    } else {
+                        held.retain(|s| !(s.keyspace == info.keyspace && s.shard == info.shard));
+                    }
+                }
+                let mut out = Vec::new();
+                enc.status(&mut out, frame.id(), Status::Ok, "", 0);
+                if send(&wr, &out).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Self { tasks: vec![heartbeat, reader] }
+    }
+
+    /// Like kill -9: the tasks stop and the socket is closed.
+    fn kill(self) {
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn send(wr: &tokio::sync::Mutex<OwnedWriteHalf>, frame: &[u8]) -> std::io::Result<()> {
+    wr.lock().await.write_all(frame).await
+}
+
+#[derive(Debug)]
+enum Msg {
+    Table(RoutingTable),
+    Reply { id: u64, status: Status, message: String, json: String },
+}
+
+async fn next_msg(s: &mut TcpStream) -> Msg {
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, read_frame(s, &mut buf, DEFAULT_MAX_FRAME)).await.expect("in time").expect("frame");
+    let frame = parse_frame(&buf).expect("parse");
+    if let Some(t) = frame.body_as_routing_table() {
+        return Msg::Table(RoutingTable::from_fb(t));
+    }
+    let r = frame.body_as_admin_reply().expect("admin reply");
+    Msg::Reply {
+        id: frame.id(),
+        status: r.status(),
+        message: r.message().unwrap_or_default().to_owned(),
+        json: r.json().unwrap_or_default().to_owned(),
+    }
+}
+
+async fn request(s: &mut TcpStream, frame: Vec<u8>) {
+    s.write_all(&frame).await.expect("write");
+}
+
+async fn status(s: &mut TcpStream) -> ClusterStatus {
+    let mut out = Vec::new();
+    FrameEncoder::new().status_request(&mut out, 99);
+    request(s, out).await;
+    match next_msg(s).await {
+        Msg::Reply { id: 99, status: Status::Ok, json, .. } => serde_json::from_str(&json).expect("json"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn wait_stores_up(s: &mut TcpStream, n: usize) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while status(s).await.stores.iter().filter(|s| s.up).count() < n {
+        assert!(tokio::time::Instant::now() < deadline, "stores did not register");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads until a table of "ks" satisfying `pred` arrives; returns it and the replies seen.
+async fn table_where(s: &mut TcpStream, pred: impl Fn(&RoutingTable) -> bool) -> (RoutingTable, Vec<Msg>) {
+    let mut seen = Vec::new();
+    loop {
+        match next_msg(s).await {
+            Msg::Table(t) if pred(&t) => return (t, seen),
+            other => seen.push(other),
+        }
+    }
+}
+
+async fn reply_to(s: &mut TcpStream, id: u64, seen: Vec<Msg>) -> (Status, String) {
+    for m in seen {
+        if let Msg::Reply { id: got, status, message, .. } = m {
+            if got == id {
+                return (status, message);
+            }
+        }
+    }
+    loop {
+        if let Msg::Reply { id: got, status, message, .. } = next_msg(s).await {
+            if got == id {
+                return (status, message);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn create_push_store_down_and_delete() {
+    let addr = start().await;
+    let shards = Arc::new(Mutex::new(BTreeSet::new()));
+    let store = FakeStore::start(addr, "s1", Arc::clone(&shards)).await;
+    let mut client = connect(addr, Role::Admin).await;
+    let mut enc = FrameEncoder::new();
+
+    let mut out = Vec::new();
+    enc.subscribe(&mut out, "ks");
+    request(&mut client, out).await;
+    match next_msg(&mut client).await {
+        Msg::Table(t) => assert!(!t.exists && t.keyspace == "ks"),
+        other => panic!("unexpected {other:?}"),
+    }
+    wait_stores_up(&mut client, 1).await;
+
+    // Too many replicas for one store.
+    let mut out = Vec::new();
+    enc.create_keyspace(&mut out, 6, "ks", 4, 2);
+    request(&mut client, out).await;
+    let (st, msg) = reply_to(&mut client, 6, Vec::new()).await;
+    assert_eq!(st, Status::BadRequest);
+    assert!(msg.contains("needs 2 distinct stores but only 1"), "{msg}");
+
+    let mut out = Vec::new();
+    enc.create_keyspace(&mut out, 7, "ks", 4, 1);
+    request(&mut client, out).await;
+    let (t, seen) = table_where(&mut client, |t| t.exists).await;
+    assert_eq!((t.shards, t.replicas, t.routes.len()), (4, 1, 4));
+    assert!(t.routes.iter().flatten().all(|r| r.store_id == "s1" && r.up && r.address == "s1.example:7000"));
+    assert_eq!(reply_to(&mut client, 7, seen).await.0, Status::Ok);
+    assert_eq!(shards.lock().expect("lock").len(), 4, "the store got a create per shard");
+
+    // Same again: idempotent.
+    let mut out = Vec::new();
+    enc.create_keyspace(&mut out, 8, "ks", 4, 1);
+    request(&mut client, out).await;
+    assert_eq!(reply_to(&mut client, 8, Vec::new()).await.0, Status::Ok);
+
+    // The store dies: the client hears about it within 1.5 s.
+    let killed = tokio::time::Instant::now();
+    store.kill();
+    let down = tokio::time::timeout(Duration::from_millis(1500), table_where(&mut client, |t| t.exists && t.routes.iter().flatten().all(|r| !r.up)))
+        .await
+        .expect("store marked down within 1.5 s")
+        .0;
+    assert!(down.version > t.version);
+    assert!(killed.elapsed() < Duration::from_millis(1500));
+
+    // Deleting while the holder is down is refused.
+    let mut out = Vec::new();
+    enc.delete_keyspace(&mut out, 9, "ks");
+    request(&mut client, out).await;
+    let (st, msg) = reply_to(&mut client, 9, Vec::new()).await;
+    assert_eq!(st, Status::BadRequest);
+    assert!(msg.contains("is down"), "{msg}");
+
+    // The store comes back with its shards; then the delete goes through.
+    let store = FakeStore::start(addr, "s1", Arc::clone(&shards)).await;
+    let (up, _) = table_where(&mut client, |t| t.exists && t.routes.iter().flatten().all(|r| r.up)).await;
+    assert!(up.version > down.version);
+    let mut out = Vec::new();
+    enc.delete_keyspace(&mut out, 10, "ks");
+    request(&mut client, out).await;
+    let (gone, seen) = table_where(&mut client, |t| !t.exists).await;
+    assert!(gone.version > up.version);
+    assert_eq!(reply_to(&mut client, 10, seen).await.0, Status::Ok);
+    assert!(shards.lock().expect("lock").is_empty());
+
+    let mut out = Vec::new();
+    enc.delete_keyspace(&mut out, 11, "ks");
+    request(&mut client, out).await;
+    assert_eq!(reply_to(&mut client, 11, Vec::new()).await.0, Status::UnknownKeyspace);
+    store.kill();
+}
+
+#[tokio::test]
+async fn silent_store_is_marked_down_by_the_heartbeat_timeout() {
+    let addr = start().await;
+    let shards = Arc::new(Mutex::new(BTreeSet::new()));
+    let mut store = FakeStore::start(addr, "quiet", shards).await;
+    let mut client = connect(addr, Role::Admin).await;
+    wait_stores_up(&mut client, 1).await;
+    let mut out = Vec::new();
+    FrameEncoder::new().subscribe(&mut out, "ks");
+    request(&mut client, out).await;
+    let mut out = Vec::new();
+    FrameEncoder::new().create_keyspace(&mut out, 1, "ks", 2, 1);
+    request(&mut client, out).await;
+    table_where(&mut client, |t| t.exists).await;
+    // Stop the heartbeats but keep the socket open (a hung process).
+    store.tasks.remove(0).abort();
+    tokio::time::timeout(Duration::from_millis(1500), table_where(&mut client, |t| t.exists && t.routes.iter().flatten().all(|r| !r.up)))
+        .await
+        .expect("silent store marked down within 1.5 s");
+    store.kill();
+}
+
+#[tokio::test]
+async fn restarted_master_rebuilds_from_reports() {
+    let addr = start().await;
+    let shards: BTreeSet<ShardInfo> = (0..3)
+        .map(|shard| ShardInfo { keyspace: "users".into(), shard, shards: 3, replica: 0, replicas: 1 })
+        .collect();
+    let store = FakeStore::start(addr, "s9", Arc::new(Mutex::new(shards))).await;
+    let mut client = connect(addr, Role::Client).await;
+    let mut out = Vec::new();
+    FrameEncoder::new().subscribe(&mut out, "users");
+    request(&mut client, out).await;
+    let (t, _) = table_where(&mut client, |t| t.exists).await;
+    assert_eq!(t.keyspace, "users");
+    assert!(t.routes.iter().flatten().all(|r| r.store_id == "s9" && r.up));
+    let st = status(&mut client).await;
+    assert_eq!(st.stores.len(), 1);
+    assert_eq!(st.stores[0].replicas, 3);
+    assert_eq!(st.keyspaces[0].name, "users");
+    store.kill();
+}
+
+#[tokio::test]
+async fn bad_input_never_hurts_other_connections() {
+    let addr = start().await;
+
+    // Wrong protocol version: a clear refusal.
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let hello = vasto_wire::fb::Hello::create(&mut fbb, &vasto_wire::fb::HelloArgs { protocol_version: 999, role: Role::Client });
+    let args = vasto_wire::fb::FrameArgs { id: 0, body_type: vasto_wire::Body::Hello, body: Some(hello.as_union_value()) };
+    let frame = vasto_wire::fb::Frame::create(&mut fbb, &args);
+    fbb.finish(frame, None);
+    let mut out = Vec::new();
+    vasto_wire::write_len_prefix(&mut out, fbb.finished_data().len());
+    out.extend_from_slice(fbb.finished_data());
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(&out).await.expect("write");
+    let mut buf = Vec::new();
+    read_frame(&mut s, &mut buf, DEFAULT_MAX_FRAME).await.expect("reply");
+    let reply = parse_frame(&buf).expect("parse").body_as_hello_reply().expect("hello reply");
+    assert_eq!(reply.status(), Status::VersionMismatch);
+    assert!(reply.message().unwrap_or_default().contains("version"));
+
+    // Garbage after a good hello, and an oversized frame: those connections are closed.
+    let mut junk = connect(addr, Role::Admin).await;
+    junk.write_all(&[8, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]).await.expect("write");
+    let mut huge = connect(addr, Role::Client).await;
+    huge.write_all(&[0xff, 0xff, 0xff, 0xff]).await.expect("write");
+    for s in [&mut junk, &mut huge] {
+        let r = tokio::time::timeout(WAIT, read_frame(s, &mut buf, DEFAULT_MAX_FRAME)).await.expect("closed in time");
+        assert!(r.is_err());
+    }
+
+    // A data request sent to the master gets a BadRequest with its id.
+    let mut client = connect(addr, Role::Client).await;
+    let mut out = Vec::new();
+    FrameEncoder::new().get(&mut out, 42, "ks", 0, b"k");
+    request(&mut client, out).await;
+    assert!(matches!(next_msg(&mut client).await, Msg::Reply { id: 42, status: Status::BadRequest, .. }));
+    let mut out = Vec::new();
+    FrameEncoder::new().create_keyspace(&mut out, 43, ".bad", 1, 1);
+    request(&mut client, out).await;
+    assert!(matches!(next_msg(&mut client).await, Msg::Reply { id: 43, status: Status::BadRequest, .. }));
+    assert!(status(&mut client).await.stores.is_empty());
+}

@@ -1,0 +1,363 @@
+//! The master's soft state: stores, keyspaces, placement and routing versions.
+//!
+//! Pure data and decisions, no I/O and no clock reads: every method that bumps a version takes
+//! the current time in milliseconds, so the rules are unit-tested without sockets.
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use vasto_wire::{ReplicaRoute, RoutingTable, ShardInfo, Status};
+
+/// Largest shard count a keyspace may have.
+pub const MAX_SHARDS: u32 = 4096;
+
+/// Why an admin request was refused: the status and message sent back to the admin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Reject {
+    pub status: Status,
+    pub message: String,
+}
+
+impl Reject {
+    pub fn new(status: Status, message: impl Into<String>) -> Self {
+        Self { status, message: message.into() }
+    }
+
+    pub fn bad(message: impl Into<String>) -> Self {
+        Self::new(Status::BadRequest, message)
+    }
+}
+
+/// One registered store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoreRecord {
+    pub address: String,
+    pub capacity_bytes: u64,
+    pub up: bool,
+    /// Generation of the connection that registered last; only that connection may mark it down.
+    pub generation: u64,
+}
+
+/// One keyspace; `placement[shard][replica]` is a store id, "" while unknown (after a restart).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Keyspace {
+    pub shards: u32,
+    pub replicas: u32,
+    pub placement: Vec<Vec<String>>,
+}
+
+impl Keyspace {
+    fn empty(shards: u32, replicas: u32) -> Self {
+        Self { shards, replicas, placement: vec![vec![String::new(); replicas as usize]; shards as usize] }
+    }
+
+    fn holds(&self, store: &str) -> bool {
+        self.placement.iter().flatten().any(|s| s == store)
+    }
+}
+
+/// Outcome of planning a create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CreatePlan {
+    /// The keyspace exists with exactly these parameters: nothing to do.
+    AlreadyExists,
+    /// Create it with this placement (`[shard][replica]` -> store id).
+    New(Vec<Vec<String>>),
+}
+
+/// The next routing version: strictly greater than `prev` and never behind the wall clock, so
+/// versions keep increasing across master restarts.
+pub(crate) fn next_version(prev: u64, now_ms: u64) -> u64 {
+    prev.saturating_add(1).max(now_ms)
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// A keyspace name is 1 to 64 of `[A-Za-z0-9_.-]` and does not start with '.'.
+pub(crate) fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// Everything the master knows; rebuilt from store registrations after a restart.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub stores: BTreeMap<String, StoreRecord>,
+    pub keyspaces: BTreeMap<String, Keyspace>,
+    /// Current routing version of every keyspace name ever seen (kept after a delete).
+    pub versions: HashMap<String, u64>,
+    /// Keyspaces with a create or delete in flight, with the placement reserved by a create.
+    busy: HashMap<String, Vec<Vec<String>>>,
+    generations: u64,
+}
+
+impl State {
+    /// Records a store's (re)connection: it is up, owned by a new connection generation, and
+    /// every shard it reports is adopted. Returns the generation and the keyspaces whose routing
+    /// changed (their versions are already bumped).
+    pub fn register(&mut self, id: &str, address: &str, capacity_bytes: u64, shards: &[ShardInfo], now_ms: u64) -> (u64, Vec<String>) {
+        self.generations += 1;
+        let generation = self.generations;
+        let record = StoreRecord { address: address.to_owned(), capacity_bytes, up: true, generation };
+        self.stores.insert(id.to_owned(), record);
+        let mut affected = self.keyspaces_on(id);
+        affected.extend(shards.iter().filter(|info| self.adopt(id, info)).map(|info| info.keyspace.clone()));
+        (generation, self.bump_all(affected, now_ms))
+    }
+
+    /// A registration repeated on a live connection: re-syncs address, capacity and shard list.
+    /// Returns `None` when `generation` is no longer the store's current connection.
+    pub fn resync(&mut self, id: &str, generation: u64, address: &str, capacity_bytes: u64, shards: &[ShardInfo], now_ms: u64) -> Option<Vec<String>> {
+        if !self.is_current(id, generation) {
+            return None;
+        }
+        let mut affected = BTreeSet::new();
+        let record = self.stores.get_mut(id)?;
+        record.capacity_bytes = capacity_bytes;
+        if record.address != address {
+            record.address = address.to_owned();
+            affected = self.keyspaces_on(id);
+        }
+        affected.extend(shards.iter().filter(|info| self.adopt(id, info)).map(|info| info.keyspace.clone()));
+        Some(self.bump_all(affected, now_ms))
+    }
+
+    /// Marks a store down if `generation` is still its live connection; returns the keyspaces
+    /// whose routing changed (versions bumped). A stale connection's cleanup changes nothing.
+    pub fn store_down(&mut self, id: &str, generation: u64, now_ms: u64) -> Vec<String> {
+        if !self.is_current(id, generation) {
+            return Vec::new();
+        }
+        if let Some(record) = self.stores.get_mut(id) {
+            record.up = false;
+        }
+        let affected = self.keyspaces_on(id);
+        self.bump_all(affected, now_ms)
+    }
+
+    /// True while `generation` is the live connection of store `id`.
+    pub fn is_current(&self, id: &str, generation: u64) -> bool {
+        self.stores.get(id).is_some_and(|s| s.up && s.generation == generation)
+    }
+
+    /// Adopts one reported shard replica; true when the keyspace's routing changed.
+    fn adopt(&mut self, store: &str, info: &ShardInfo) -> bool {
+        let name = &info.keyspace;
+        let sane = valid_name(name)
+            && (1..=MAX_SHARDS).contains(&info.shards)
+            && info.replicas >= 1
+            && info.shard < info.shards
+            && info.replica < info.replicas;
+        if !sane {
+            tracing::warn!(store, ?info, "ignoring an invalid shard report");
+            return false;
+        }
+        if self.busy.contains_key(name) {
+            // A create or delete of this keyspace is in flight; it decides the outcome.
+            return false;
+        }
+        let ks = self.keyspaces.entry(name.clone()).or_insert_with(|| Keyspace::empty(info.shards, info.replicas));
+        if ks.shards != info.shards || ks.replicas != info.replicas {
+            tracing::warn!(store, ?info, shards = ks.shards, replicas = ks.replicas, "shard report disagrees with the keyspace; ignored");
+            return false;
+        }
+        let slot = &mut ks.placement[info.shard as usize][info.replica as usize];
+        if slot == store {
+            return false;
+        }
+        if !slot.is_empty() && self.stores.get(slot.as_str()).is_some_and(|s| s.up) {
+            tracing::warn!(store, holder = %slot, ?info, "replica already held by another live store; report ignored");
+            return false;
+        }
+        *slot = store.to_owned();
+        true
+    }
+
+    /// Names of the keyspaces with at least one replica on `store`.
+    pub fn keyspaces_on(&self, store: &str) -> BTreeSet<String> {
+        self.keyspaces.iter().filter(|(_, ks)| ks.holds(store)).map(|(name, _)| name.clone()).collect()
+    }
+
+    fn bump_all(&mut self, names: BTreeSet<String>, now_ms: u64) -> Vec<String> {
+        for name in &names {
+            self.bump(name, now_ms);
+        }
+        names.into_iter().collect()
+    }
+
+    /// Bumps the routing version of `name`; returns the new version.
+    pub fn bump(&mut self, name: &str, now_ms: u64) -> u64 {
+        let v = self.versions.entry(name.to_owned()).or_insert(0);
+        *v = next_version(*v, now_ms);
+        *v
+    }
+
+    /// Current routing version of `name` (0 if never seen).
+    pub fn version(&self, name: &str) -> u64 {
+        self.versions.get(name).copied().unwrap_or(0)
+    }
+
+    /// Number of replicas placed on each store by existing keyspaces.
+    pub fn placed(&self) -> HashMap<&str, usize> {
+        count(self.keyspaces.values().flat_map(|ks| ks.placement.iter()))
+    }
+
+    /// Number of replicas placed on each store, including placements reserved by creates in flight.
+    pub fn load(&self) -> HashMap<&str, usize> {
+        count(self.keyspaces.values().flat_map(|ks| ks.placement.iter()).chain(self.busy.values().flatten()))
+    }
+
+    /// Validates a create request and chooses the placement.
+    pub fn plan_create(&self, name: &str, shards: u32, replicas: u32) -> Result<CreatePlan, Reject> {
+        if !valid_name(name) {
+            return Err(Reject::bad(format!(
+                "invalid keyspace name {name:?}: use 1 to 64 of [A-Za-z0-9_.-], not starting with '.'"
+            )));
+        }
+        if !(1..=MAX_SHARDS).contains(&shards) {
+            return Err(Reject::bad(format!("shards must be in 1..={MAX_SHARDS}, got {shards}")));
+        }
+        if replicas == 0 {
+            return Err(Reject::bad("replicas must be at least 1"));
+        }
+        if self.busy.contains_key(name) {
+            return Err(Reject::bad(format!("another create or delete of keyspace {name} is in progress")));
+        }
+        if let Some(ks) = self.keyspaces.get(name) {
+            if ks.shards == shards && ks.replicas == replicas {
+                return Ok(CreatePlan::AlreadyExists);
+            }
+            return Err(Reject::bad(format!(
+                "keyspace {name} already exists with {} shards and {} replicas",
+                ks.shards, ks.replicas
+            )));
+        }
+        let live: Vec<&str> = self.stores.iter().filter(|(_, s)| s.up).map(|(id, _)| id.as_str()).collect();
+        if replicas as usize > live.len() {
+            return Err(Reject::bad(format!(
+                "keyspace needs {replicas} distinct stores but only {} are alive",
+                live.len()
+            )));
+        }
+        Ok(CreatePlan::New(place(&live, self.load(), shards, replicas)))
+    }
+
+    /// Marks `name` busy (reserving `placement` in the load); false if it already is.
+    pub fn begin(&mut self, name: &str, placement: Vec<Vec<String>>) -> bool {
+        if self.busy.contains_key(name) {
+            return false;
+        }
+        self.busy.insert(name.to_owned(), placement);
+        true
+    }
+
+    /// Clears the busy mark of `name`.
+    pub fn end(&mut self, name: &str) {
+        self.busy.remove(name);
+    }
+
+    /// Records a created keyspace and bumps its version.
+    pub fn commit_create(&mut self, name: &str, shards: u32, replicas: u32, placement: Vec<Vec<String>>, now_ms: u64) -> u64 {
+        self.keyspaces.insert(name.to_owned(), Keyspace { shards, replicas, placement });
+        self.bump(name, now_ms)
+    }
+
+    /// Validates a delete: every replica must be on a known, live store. Returns what to drop.
+    pub fn plan_delete(&self, name: &str) -> Result<Vec<(String, ShardInfo)>, Reject> {
+        if self.busy.contains_key(name) {
+            return Err(Reject::bad(format!("another create or delete of keyspace {name} is in progress")));
+        }
+        let Some(ks) = self.keyspaces.get(name) else {
+            return Err(Reject::new(Status::UnknownKeyspace, format!("keyspace {name} does not exist")));
+        };
+        let mut drops = Vec::new();
+        for (shard, row) in ks.placement.iter().enumerate() {
+            for (replica, store) in row.iter().enumerate() {
+                if store.is_empty() {
+                    return Err(Reject::bad(format!(
+                        "shard {shard} replica {replica} of {name} is on a store that has not registered since the master started; bring it back before deleting"
+                    )));
+                }
+                if !self.stores.get(store).is_some_and(|s| s.up) {
+                    return Err(Reject::bad(format!(
+                        "store {store} holding replicas of {name} is down; bring it back before deleting"
+                    )));
+                }
+                let info = ShardInfo {
+                    keyspace: name.to_owned(),
+                    shard: shard as u32,
+                    shards: ks.shards,
+                    replica: replica as u32,
+                    replicas: ks.replicas,
+                };
+                drops.push((store.clone(), info));
+            }
+        }
+        Ok(drops)
+    }
+
+    /// Forgets a deleted keyspace and bumps its version (its table now says exists=false).
+    pub fn remove_keyspace(&mut self, name: &str, now_ms: u64) -> u64 {
+        self.keyspaces.remove(name);
+        self.bump(name, now_ms)
+    }
+
+    /// The routing table of `name` as clients see it.
+    pub fn table(&self, name: &str) -> RoutingTable {
+        let version = self.version(name);
+        let Some(ks) = self.keyspaces.get(name) else {
+            return RoutingTable { keyspace: name.to_owned(), exists: false, version, ..Default::default() };
+        };
+        let routes = ks
+            .placement
+            .iter()
+            .map(|row| row.iter().map(|id| self.route(id)).collect())
+            .collect();
+        RoutingTable { keyspace: name.to_owned(), exists: true, version, shards: ks.shards, replicas: ks.replicas, routes }
+    }
+
+    /// Where store `id` is; an unknown store has address "" and is down.
+    pub fn route(&self, id: &str) -> ReplicaRoute {
+        match self.stores.get(id) {
+            Some(s) => ReplicaRoute { store_id: id.to_owned(), address: s.address.clone(), up: s.up },
+            None => ReplicaRoute { store_id: id.to_owned(), address: String::new(), up: false },
+        }
+    }
+}
+
+fn count<'a>(rows: impl Iterator<Item = &'a Vec<String>>) -> HashMap<&'a str, usize> {
+    let mut counts = HashMap::new();
+    for store in rows.flatten().filter(|s| !s.is_empty()) {
+        *counts.entry(store.as_str()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Places `replicas` copies of each of `shards` shards on distinct stores of `live`, the least
+/// loaded first (ties by store id). Caller guarantees `replicas <= live.len()`.
+pub(crate) fn place<'a>(live: &[&'a str], mut load: HashMap<&'a str, usize>, shards: u32, replicas: u32) -> Vec<Vec<String>> {
+    let mut placement = Vec::with_capacity(shards as usize);
+    for _ in 0..shards {
+        let mut row: Vec<String> = Vec::with_capacity(replicas as usize);
+        for _ in 0..replicas {
+            let pick = live
+                .iter()
+                .copied()
+                .filter(|id| !row.iter().any(|r| r == id))
+                .min_by_key(|id| (load.get(id).copied().unwrap_or(0), *id));
+            let Some(pick) = pick else { break };
+            *load.entry(pick).or_insert(0) += 1;
+            row.push(pick.to_owned());
+        }
+        placement.push(row);
+    }
+    placement
+}
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

@@ -1,0 +1,94 @@
+//! The cluster status document returned (as JSON) to a `StatusRequest`.
+use crate::state::State;
+use serde::{Deserialize, Serialize};
+
+/// Everything the master knows, as sent in the `json` field of the status reply.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// Every store ever registered with this master, sorted by id.
+    pub stores: Vec<StoreStatus>,
+    /// Every keyspace, sorted by name.
+    pub keyspaces: Vec<KeyspaceStatus>,
+}
+
+/// One store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStatus {
+    /// Stable store id.
+    pub id: String,
+    /// Data address clients connect to.
+    pub address: String,
+    /// True while the store's connection to the master is alive.
+    pub up: bool,
+    /// Size of the store's data filesystem in bytes.
+    pub capacity_bytes: u64,
+    /// Number of shard replicas placed on this store.
+    pub replicas: u64,
+}
+
+/// One keyspace and its routing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyspaceStatus {
+    /// Keyspace name.
+    pub name: String,
+    /// Number of shards.
+    pub shards: u32,
+    /// Replicas per shard.
+    pub replicas: u32,
+    /// Current routing version.
+    pub version: u64,
+    /// `routes[shard][replica]`; replica 0 is the primary.
+    pub routes: Vec<Vec<RouteStatus>>,
+}
+
+/// Where one replica lives.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteStatus {
+    /// Store id ("" when no store has reported this replica since the master started).
+    pub store_id: String,
+    /// The store's address ("" when the store is unknown).
+    pub address: String,
+    /// Whether the store is up.
+    pub up: bool,
+}
+
+impl State {
+    /// Builds the status document.
+    pub(crate) fn status(&self) -> ClusterStatus {
+        let placed = self.placed();
+        let stores = self
+            .stores
+            .iter()
+            .map(|(id, s)| StoreStatus {
+                id: id.clone(),
+                address: s.address.clone(),
+                up: s.up,
+                capacity_bytes: s.capacity_bytes,
+                replicas: placed.get(id.as_str()).copied().unwrap_or(0) as u64,
+            })
+            .collect();
+        let keyspaces = self
+            .keyspaces
+            .iter()
+            .map(|(name, ks)| KeyspaceStatus {
+                name: name.clone(),
+                shards: ks.shards,
+                replicas: ks.replicas,
+                version: self.version(name),
+                routes: ks
+                    .placement
+                    .iter()
+                    .map(|row| {
+                        row.iter()
+                            .map(|id| {
+                                let r = self.route(id);
+                                RouteStatus { store_id: r.store_id, address: r.address, up: r.up }
+                            })
+                            .collect()
+                    })
+                    .collect(),
+            })
+            .collect();
+        ClusterStatus { stores, keyspaces }
+    }
+}

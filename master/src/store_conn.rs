@@ -1,0 +1,138 @@
+//! A store's connection: registration, heartbeats, acks of shard commands, and marking the
+//! store down when the connection breaks or falls silent.
+use crate::hub::{fail_pending, write_loop, Ack, Frame, Pending, Shared, StoreLink};
+use crate::state::unix_ms;
+use crate::MasterError;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+use vasto_wire::{fb, parse_frame, read_frame, FrameEncoder, ShardInfo, Status, DEFAULT_MAX_FRAME};
+
+/// An owned copy of a `Register` frame.
+struct Registration {
+    store_id: String,
+    address: String,
+    capacity_bytes: u64,
+    shards: Vec<ShardInfo>,
+}
+
+impl Registration {
+    fn from_fb(reg: fb::Register<'_>) -> Result<Self, MasterError> {
+        let store_id = reg.store_id().unwrap_or_default().to_owned();
+        if store_id.is_empty() {
+            return Err(MasterError::Protocol("register without a store id".into()));
+        }
+        Ok(Self {
+            store_id,
+            address: reg.address().unwrap_or_default().to_owned(),
+            capacity_bytes: reg.capacity_bytes(),
+            shards: reg.shards().iter().flat_map(|v| v.iter()).map(ShardInfo::from_fb).collect(),
+        })
+    }
+}
+
+/// Reads one frame, failing if none arrives within the heartbeat timeout.
+async fn read_timed(shared: &Shared, rd: &mut OwnedReadHalf, buf: &mut Vec<u8>, store: &str) -> Result<(), MasterError> {
+    let timeout = shared.config.heartbeat_timeout;
+    match tokio::time::timeout(timeout, read_frame(rd, buf, DEFAULT_MAX_FRAME)).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(MasterError::HeartbeatTimeout { store: store.to_owned(), timeout }),
+    }
+}
+
+/// Serves a connection whose hello said `Role::Store`, until it breaks.
+pub(crate) async fn serve_store(shared: Arc<Shared>, mut rd: OwnedReadHalf, wr: OwnedWriteHalf, mut buf: Vec<u8>) -> Result<(), MasterError> {
+    read_timed(&shared, &mut rd, &mut buf, "(unregistered)").await?;
+    let frame = parse_frame(&buf)?;
+    let reg = frame
+        .body_as_register()
+        .ok_or_else(|| MasterError::Protocol("a store must register right after its hello".into()))?;
+    let reg = Registration::from_fb(reg)?;
+    let store = reg.store_id.clone();
+
+    let (outbox, rx) = mpsc::unbounded_channel::<Frame>();
+    let writer = tokio::spawn(write_loop(wr, rx));
+    let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+    let generation = {
+        let mut hub = shared.lock();
+        let (generation, affected) =
+            hub.state.register(&store, &reg.address, reg.capacity_bytes, &reg.shards, unix_ms());
+        hub.attach_link(&store, StoreLink { generation, outbox: outbox.clone(), pending: Arc::clone(&pending) });
+        hub.push(&affected);
+        generation
+    };
+    tracing::info!(store = %store, address = %reg.address, shards = reg.shards.len(), generation, "store registered");
+
+    let result = store_loop(&shared, &mut rd, &mut buf, &store, generation, &outbox, &pending).await;
+
+    fail_pending(&pending);
+    {
+        let mut hub = shared.lock();
+        let affected = hub.state.store_down(&store, generation, unix_ms());
+        hub.detach_link(&store, generation);
+        hub.push(&affected);
+        if !hub.state.stores.get(&store).is_some_and(|s| s.up) {
+            tracing::warn!(store = %store, reason = %display_end(&result), keyspaces = affected.len(), "store is down");
+        }
+    }
+    drop(outbox);
+    writer.abort();
+    result
+}
+
+fn display_end(result: &Result<(), MasterError>) -> String {
+    match result {
+        Ok(()) => "connection replaced".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Handles frames from a registered store until the connection breaks, falls silent, or is
+/// superseded by a newer connection of the same store.
+async fn store_loop(
+    shared: &Shared,
+    rd: &mut OwnedReadHalf,
+    buf: &mut Vec<u8>,
+    store: &str,
+    generation: u64,
+    outbox: &mpsc::UnboundedSender<Frame>,
+    pending: &Pending,
+) -> Result<(), MasterError> {
+    let mut enc = FrameEncoder::new();
+    loop {
+        read_timed(shared, rd, buf, store).await?;
+        let frame = parse_frame(buf)?;
+        if let Some(resp) = frame.body_as_response() {
+            let ack = Ack { status: resp.status(), message: resp.message().unwrap_or_default().to_owned() };
+            let waiter = pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&frame.id());
+            match waiter {
+                Some(tx) => {
+                    let _ = tx.send(ack);
+                }
+                None => tracing::debug!(store, id = frame.id(), "ack of an unknown or expired command"),
+            }
+        } else if frame.body_as_heartbeat().is_some() {
+            if !shared.lock().state.is_current(store, generation) {
+                return Ok(());
+            }
+        } else if let Some(reg) = frame.body_as_register() {
+            let reg = Registration::from_fb(reg)?;
+            if reg.store_id != store {
+                return Err(MasterError::Protocol(format!("store {store} re-registered as {}", reg.store_id)));
+            }
+            let mut hub = shared.lock();
+            let affected =
+                hub.state.resync(store, generation, &reg.address, reg.capacity_bytes, &reg.shards, unix_ms());
+            let Some(affected) = affected else { return Ok(()) };
+            hub.push(&affected);
+        } else {
+            let what = frame.body_type().variant_name().unwrap_or("unknown");
+            tracing::debug!(store, what, "unexpected message on a store connection");
+            let mut out = Vec::new();
+            let message = format!("unexpected {what} message on a store connection");
+            enc.status(&mut out, frame.id(), Status::BadRequest, &message, 0);
+            let _ = outbox.send(Arc::new(out));
+        }
+    }
+}

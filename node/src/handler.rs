@@ -1,0 +1,203 @@
+//! Turns one verified request frame into one response frame. Synchronous: RocksDB calls run on
+//! the core that owns the connection (thread-per-core), with key and value slices borrowed
+//! straight from the read buffer.
+use crate::registry::{Lookup, Registry};
+use std::borrow::Cow;
+use std::sync::Arc;
+use vasto_engine::{EngineError, Shard, Write};
+use vasto_wire::{fb, parse_frame, Body, FrameEncoder, OpKind, Status};
+
+/// Largest accepted value, in bytes.
+pub const MAX_VALUE_BYTES: usize = 32 << 20;
+/// Largest accepted key, in bytes.
+pub const MAX_KEY_BYTES: usize = 64 << 10;
+/// Largest page a scan returns, whatever the client asks.
+pub const MAX_SCAN_LIMIT: u32 = 10_000;
+
+/// Per-connection request executor: owns the frame encoder so responses are encoded without
+/// allocating once the connection is warm.
+pub struct Handler {
+    registry: Arc<Registry>,
+    enc: FrameEncoder,
+}
+
+/// What the connection loop should do after a frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Keep reading frames.
+    Continue,
+    /// Flush the output and close the connection.
+    Close,
+}
+
+struct Reject(Status, Cow<'static, str>);
+
+fn reject(status: Status, msg: &'static str) -> Reject {
+    Reject(status, Cow::Borrowed(msg))
+}
+
+impl Handler {
+    /// A handler serving the shards of `registry`.
+    pub fn new(registry: Arc<Registry>) -> Self {
+        Self { registry, enc: FrameEncoder::new() }
+    }
+
+    /// A new handler on the same registry (used to recover from a panic mid-encode).
+    pub fn fresh(&self) -> Self {
+        Self::new(Arc::clone(&self.registry))
+    }
+
+    /// Answers the connection's first frame, which must be a hello with our protocol version.
+    pub fn hello(&mut self, body: &[u8], out: &mut Vec<u8>) -> Next {
+        let hello = parse_frame(body).ok().and_then(|f| f.body_as_hello());
+        match hello {
+            Some(h) if h.protocol_version() == vasto_wire::PROTOCOL_VERSION => {
+                self.enc.hello_reply(out, Status::Ok, "");
+                Next::Continue
+            }
+            Some(h) => {
+                let msg = format!("protocol version {} is not supported; this store speaks {}", h.protocol_version(), vasto_wire::PROTOCOL_VERSION);
+                self.enc.hello_reply(out, Status::VersionMismatch, &msg);
+                Next::Close
+            }
+            None => {
+                self.enc.hello_reply(out, Status::BadRequest, "the first frame must be a hello");
+                Next::Close
+            }
+        }
+    }
+
+    /// Executes one request frame body and appends exactly one response frame to `out`.
+    pub fn request(&mut self, body: &[u8], out: &mut Vec<u8>) -> Next {
+        let frame = match parse_frame(body) {
+            Ok(f) => f,
+            Err(e) => {
+                // The framing is intact, so the connection can go on; the id is unknowable.
+                self.enc.status(out, 0, Status::BadRequest, &e.to_string(), 0);
+                return Next::Continue;
+            }
+        };
+        let id = frame.id();
+        let result = match frame.body_type() {
+            Body::Get => frame.body_as_get().map(|r| self.get(out, id, r)),
+            Body::Put => frame.body_as_put().map(|r| self.put(r)),
+            Body::Delete => frame.body_as_delete().map(|r| self.delete(r)),
+            Body::Batch => frame.body_as_batch().map(|r| self.batch(r)),
+            Body::Scan => frame.body_as_scan().map(|r| self.scan(out, id, r)),
+            _ => None,
+        };
+        match result {
+            Some(Ok(Responded::Yes)) => {}
+            Some(Ok(Responded::No)) => self.enc.status(out, id, Status::Ok, "", 0),
+            Some(Err(Reject(status, msg))) => self.enc.status(out, id, status, &msg, 0),
+            None => self.enc.status(out, id, Status::BadRequest, "unexpected message on a data connection", 0),
+        }
+        Next::Continue
+    }
+
+    fn shard(&self, keyspace: Option<&str>, shard: u32) -> Result<Arc<Shard>, Reject> {
+        let keyspace = keyspace.ok_or(reject(Status::BadRequest, "missing keyspace"))?;
+        match self.registry.lookup(keyspace, shard) {
+            Lookup::Found(s) => Ok(s),
+            Lookup::UnknownKeyspace => Err(reject(Status::UnknownKeyspace, "this store holds no shard of that keyspace")),
+            Lookup::WrongShard => Err(reject(Status::WrongShard, "this store does not hold that shard")),
+        }
+    }
+
+    fn get(&mut self, out: &mut Vec<u8>, id: u64, r: fb::Get<'_>) -> Result<Responded, Reject> {
+        let shard = self.shard(r.keyspace(), r.shard())?;
+        let key = checked_key(&shard, r.key())?;
+        let enc = &mut self.enc;
+        shard
+            .get(key, |v| match v {
+                Some(v) => enc.value(out, id, v),
+                None => enc.status(out, id, Status::NotFound, "", 0),
+            })
+            .map_err(engine_error)?;
+        Ok(Responded::Yes)
+    }
+
+    fn put(&mut self, r: fb::Put<'_>) -> Result<Responded, Reject> {
+        let shard = self.shard(r.keyspace(), r.shard())?;
+        let key = checked_key(&shard, r.key())?;
+        let value = checked_value(r.value())?;
+        shard.put(key, value, r.event_time_ns(), r.ttl_ns()).map_err(engine_error)?;
+        Ok(Responded::No)
+    }
+
+    fn delete(&mut self, r: fb::Delete<'_>) -> Result<Responded, Reject> {
+        let shard = self.shard(r.keyspace(), r.shard())?;
+        let key = checked_key(&shard, r.key())?;
+        shard.delete(key, r.event_time_ns()).map_err(engine_error)?;
+        Ok(Responded::No)
+    }
+
+    fn batch(&mut self, r: fb::Batch<'_>) -> Result<Responded, Reject> {
+        let shard = self.shard(r.keyspace(), r.shard())?;
+        let ops = r.ops().ok_or(reject(Status::BadRequest, "batch without ops"))?;
+        // Validate everything before writing anything: a batch is all or nothing.
+        for op in ops.iter() {
+            checked_key(&shard, op.key())?;
+            if op.kind() == OpKind::Put {
+                checked_value(op.value())?;
+            } else if op.kind() != OpKind::Delete {
+                return Err(reject(Status::BadRequest, "unknown batch op kind"));
+            }
+        }
+        let writes = ops.iter().map(|op| {
+            let key = op.key().unwrap_or_default();
+            match op.kind() {
+                OpKind::Put => Write::Put { key, value: op.value().unwrap_or_default(), event_time_ns: op.event_time_ns(), ttl_ns: op.ttl_ns() },
+                _ => Write::Delete { key, event_time_ns: op.event_time_ns() },
+            }
+        });
+        shard.write_batch(writes).map_err(engine_error)?;
+        Ok(Responded::No)
+    }
+
+    fn scan(&mut self, out: &mut Vec<u8>, id: u64, r: fb::Scan<'_>) -> Result<Responded, Reject> {
+        let shard = self.shard(r.keyspace(), r.shard())?;
+        let limit = r.limit().clamp(1, MAX_SCAN_LIMIT) as usize;
+        let mut page = self.enc.scan_builder();
+        let more = shard
+            .scan(r.prefix().unwrap_or_default(), r.start_after().unwrap_or_default(), limit, |k, v| page.push(k, v))
+            .map_err(engine_error)?;
+        page.finish(out, id, more);
+        Ok(Responded::Yes)
+    }
+}
+
+enum Responded {
+    /// The handler already appended the response.
+    Yes,
+    /// Success without a payload: the caller appends a plain Ok.
+    No,
+}
+
+fn checked_key<'a>(shard: &Shard, key: Option<&'a [u8]>) -> Result<&'a [u8], Reject> {
+    let key = key.unwrap_or_default();
+    if key.is_empty() {
+        return Err(reject(Status::BadRequest, "empty key"));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(reject(Status::TooLarge, "key larger than 64 KiB"));
+    }
+    let meta = shard.meta();
+    if vasto_hash::shard_of(key, meta.shards) != meta.shard {
+        return Err(reject(Status::WrongShard, "key does not belong to this shard"));
+    }
+    Ok(key)
+}
+
+fn checked_value(value: Option<&[u8]>) -> Result<&[u8], Reject> {
+    let value = value.unwrap_or_default();
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(reject(Status::TooLarge, "value larger than 32 MiB"));
+    }
+    Ok(value)
+}
+
+fn engine_error(e: EngineError) -> Reject {
+    tracing::error!(error = %e, "storage error");
+    Reject(Status::Internal, Cow::Owned(format!("storage error: {e}")))
+}

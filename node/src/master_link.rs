@@ -1,0 +1,147 @@
+//! The store's persistent connection to the master: hello, registration with every shard held,
+//! heartbeats every 250 ms, and shard commands executed as they arrive. Reconnects forever.
+use crate::registry::Registry;
+use crate::NodeError;
+use std::io::Write;
+use std::net::{Shutdown, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use vasto_wire::{fb, parse_frame, read_frame_blocking, FrameEncoder, Role, ShardInfo, Status, DEFAULT_MAX_FRAME};
+
+/// How often a store tells the master it is alive.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(250);
+const RECONNECT_DELAY: Duration = Duration::from_millis(250);
+
+/// Who this store is, as told to the master.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Stable id, kept in `DIR/store-id`.
+    pub store_id: String,
+    /// Address clients use to reach this store.
+    pub address: String,
+    /// Data directory (its filesystem's size is reported as capacity).
+    pub dir: PathBuf,
+}
+
+/// Runs the master link on its own thread until the process ends.
+pub fn spawn(master: String, identity: Identity, registry: Arc<Registry>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("vasto-master-link".into()).spawn(move || {
+        let mut failures = 0u32;
+        loop {
+            match TcpStream::connect(&master).map_err(NodeError::from).and_then(|s| session(s, &identity, &registry)) {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    // Log the first failure and then every 40th (~10 s) to keep the log readable.
+                    if failures % 40 == 0 {
+                        tracing::warn!(master = %master, error = %e, "master connection lost; retrying");
+                    }
+                    failures = failures.saturating_add(1);
+                }
+            }
+            std::thread::sleep(RECONNECT_DELAY);
+        }
+    })
+}
+
+fn send(stream: &Mutex<TcpStream>, frame: &[u8]) -> Result<(), NodeError> {
+    let mut s = stream.lock().unwrap_or_else(|p| p.into_inner());
+    s.write_all(frame)?;
+    Ok(())
+}
+
+/// One connected session; returns when the connection breaks.
+fn session(stream: TcpStream, identity: &Identity, registry: &Registry) -> Result<(), NodeError> {
+    stream.set_nodelay(true)?;
+    let mut reader = stream.try_clone()?;
+    let writer = Arc::new(Mutex::new(stream));
+    let mut enc = FrameEncoder::new();
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+
+    enc.hello(&mut out, Role::Store);
+    send(&writer, &out)?;
+    read_frame_blocking(&mut reader, &mut buf, DEFAULT_MAX_FRAME)?;
+    let reply = parse_frame(&buf)?.body_as_hello_reply().ok_or_else(|| NodeError::Master("master did not answer the hello".into()))?;
+    if reply.status() != Status::Ok {
+        return Err(NodeError::Master(format!("master refused the store: {}", reply.message().unwrap_or_default())));
+    }
+    out.clear();
+    enc.register(&mut out, &identity.store_id, &identity.address, capacity_bytes(&identity.dir), &registry.infos());
+    send(&writer, &out)?;
+    tracing::info!(store_id = %identity.store_id, "registered with the master");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let heartbeat = {
+        let (writer, stop, id) = (Arc::clone(&writer), Arc::clone(&stop), identity.store_id.clone());
+        std::thread::Builder::new().name("vasto-heartbeat".into()).spawn(move || {
+            let mut enc = FrameEncoder::new();
+            let mut out = Vec::new();
+            while !stop.load(Ordering::Acquire) {
+                out.clear();
+                enc.heartbeat(&mut out, &id);
+                if send(&writer, &out).is_err() {
+                    break;
+                }
+                std::thread::sleep(HEARTBEAT_INTERVAL);
+            }
+        })?
+    };
+    let result = command_loop(&mut reader, &writer, registry, &mut enc);
+    stop.store(true, Ordering::Release);
+    let _ = reader.shutdown(Shutdown::Both);
+    let _ = heartbeat.join();
+    result
+}
+
+fn command_loop(reader: &mut TcpStream, writer: &Mutex<TcpStream>, registry: &Registry, enc: &mut FrameEncoder) -> Result<(), NodeError> {
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    loop {
+        read_frame_blocking(reader, &mut buf, DEFAULT_MAX_FRAME)?;
+        let frame = parse_frame(&buf)?;
+        out.clear();
+        match frame.body_as_shard_command() {
+            Some(cmd) => {
+                let (status, message) = execute(cmd, registry);
+                enc.status(&mut out, frame.id(), status, &message, 0);
+            }
+            None => enc.status(&mut out, frame.id(), Status::BadRequest, "stores only accept shard commands from the master", 0),
+        }
+        send(writer, &out)?;
+    }
+}
+
+fn execute(cmd: fb::ShardCommand<'_>, registry: &Registry) -> (Status, String) {
+    let Some(info) = cmd.shard().map(ShardInfo::from_fb) else {
+        return (Status::BadRequest, "shard command without a shard".into());
+    };
+    match cmd.kind() {
+        fb::ShardCommandKind::Create => match registry.create(&info) {
+            Ok(()) => {
+                tracing::info!(keyspace = %info.keyspace, shard = info.shard, replica = info.replica, "created shard");
+                (Status::Ok, String::new())
+            }
+            Err(e) => (Status::Internal, format!("creating {}/{}: {e}", info.keyspace, info.shard)),
+        },
+        fb::ShardCommandKind::Drop => {
+            registry.drop_shard(&info.keyspace, info.shard);
+            tracing::info!(keyspace = %info.keyspace, shard = info.shard, "dropped shard");
+            (Status::Ok, String::new())
+        }
+        _ => (Status::BadRequest, "unknown shard command".into()),
+    }
+}
+
+/// Size of the filesystem holding `dir`, in bytes (0 if it cannot be read).
+fn capacity_bytes(dir: &std::path::Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return 0 };
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a valid NUL-terminated string and `stat` a valid out-pointer.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return 0;
+    }
+    (stat.f_blocks as u64).saturating_mul(stat.f_frsize as u64)
+}

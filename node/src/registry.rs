@@ -1,0 +1,95 @@
+//! The shard replicas a store holds, shared by every core.
+use crate::NodeError;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use vasto_engine::{Engine, Shard, ShardMeta};
+use vasto_wire::ShardInfo;
+
+/// Result of looking up a shard for a request.
+pub enum Lookup {
+    /// The store holds this shard replica.
+    Found(Arc<Shard>),
+    /// The store holds no shard of this keyspace.
+    UnknownKeyspace,
+    /// The store holds the keyspace but not this shard.
+    WrongShard,
+}
+
+/// Keyspace -> shard -> open replica. Reads take a shared lock just long enough to clone an `Arc`.
+pub struct Registry {
+    engine: Engine,
+    shards: RwLock<HashMap<String, HashMap<u32, Arc<Shard>>>>,
+}
+
+impl Registry {
+    /// Opens every shard already on disk under the engine's directory.
+    pub fn open(engine: Engine) -> Result<Self, NodeError> {
+        let mut map: HashMap<String, HashMap<u32, Arc<Shard>>> = HashMap::new();
+        for shard in engine.open_all()? {
+            let meta = shard.meta().clone();
+            tracing::info!(keyspace = %meta.keyspace, shard = meta.shard, replica = meta.replica, "opened shard");
+            map.entry(meta.keyspace).or_default().insert(meta.shard, Arc::new(shard));
+        }
+        Ok(Self { engine, shards: RwLock::new(map) })
+    }
+
+    /// Finds the replica of `shard` in `keyspace`.
+    #[inline]
+    pub fn lookup(&self, keyspace: &str, shard: u32) -> Lookup {
+        let map = self.shards.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match map.get(keyspace) {
+            None => Lookup::UnknownKeyspace,
+            Some(shards) => match shards.get(&shard) {
+                Some(s) => Lookup::Found(Arc::clone(s)),
+                None => Lookup::WrongShard,
+            },
+        }
+    }
+
+    /// Every shard replica held, as reported to the master.
+    pub fn infos(&self) -> Vec<ShardInfo> {
+        let map = self.shards.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut out: Vec<ShardInfo> = map.values().flat_map(|m| m.values()).map(|s| to_info(s.meta())).collect();
+        out.sort();
+        out
+    }
+
+    /// Creates (or re-opens) a shard replica. Idempotent: an already open replica with the same
+    /// metadata is left as is.
+    pub fn create(&self, info: &ShardInfo) -> Result<(), NodeError> {
+        let meta = ShardMeta { keyspace: info.keyspace.clone(), shard: info.shard, shards: info.shards, replica: info.replica, replicas: info.replicas };
+        let mut map = self.shards.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(existing) = map.get(&meta.keyspace).and_then(|m| m.get(&meta.shard)) {
+            if existing.meta() == &meta {
+                return Ok(());
+            }
+        }
+        // Release the old handle first so RocksDB's lock on the directory is free to re-open.
+        if let Some(m) = map.get_mut(&meta.keyspace) {
+            m.remove(&meta.shard);
+        }
+        let shard = self.engine.create_shard(&meta)?;
+        map.entry(meta.keyspace).or_default().insert(meta.shard, Arc::new(shard));
+        Ok(())
+    }
+
+    /// Drops a shard replica and deletes its data once in-flight requests release it. Idempotent.
+    pub fn drop_shard(&self, keyspace: &str, shard: u32) {
+        let mut map = self.shards.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(m) = map.get_mut(keyspace) {
+            if let Some(s) = m.remove(&shard) {
+                s.remove_on_drop();
+            }
+            if m.is_empty() {
+                map.remove(keyspace);
+                let dir = self.engine.root().join(keyspace);
+                // Only succeeds once every shard directory under it is gone; leftovers are harmless.
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+    }
+}
+
+fn to_info(m: &ShardMeta) -> ShardInfo {
+    ShardInfo { keyspace: m.keyspace.clone(), shard: m.shard, shards: m.shards, replica: m.replica, replicas: m.replicas }
+}

@@ -1,0 +1,152 @@
+//! Thread-per-core data server: one monoio runtime (io_uring, epoll fallback) per core, each with
+//! its own SO_REUSEPORT listener on the same address, so the kernel spreads connections.
+use crate::handler::{Handler, Next};
+use crate::registry::Registry;
+use crate::NodeError;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::{ListenerOpts, TcpListener, TcpStream};
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use vasto_wire::{frame_len, FrameEncoder, Status, WireError, LEN_PREFIX};
+
+const READ_CHUNK: usize = 64 << 10;
+/// Buffers grown past this by a large frame are shrunk back once idle.
+const KEEP_CAPACITY: usize = 1 << 20;
+
+/// Starts `threads` core threads serving `listen`. Returns the bound address (useful with port 0)
+/// and the thread handles; fails if any core cannot bind.
+pub fn spawn_cores(listen: SocketAddr, threads: usize, registry: Arc<Registry>, max_frame: usize) -> Result<(SocketAddr, Vec<JoinHandle<()>>), NodeError> {
+    let mut handles = Vec::with_capacity(threads);
+    let mut addr = listen;
+    for core in 0..threads.max(1) {
+        let (tx, rx) = mpsc::channel();
+        let registry = Arc::clone(&registry);
+        let handle = std::thread::Builder::new().name(format!("vasto-core-{core}")).spawn(move || core_main(core, addr, registry, max_frame, tx))?;
+        match rx.recv() {
+            Ok(Ok(bound)) => addr = bound,
+            Ok(Err(e)) => return Err(NodeError::Bind { addr: addr.to_string(), source: e }),
+            Err(_) => return Err(NodeError::Bind { addr: addr.to_string(), source: std::io::Error::other("core thread died while binding") }),
+        }
+        handles.push(handle);
+    }
+    Ok((addr, handles))
+}
+
+fn core_main(core: usize, addr: SocketAddr, registry: Arc<Registry>, max_frame: usize, bound: mpsc::Sender<std::io::Result<SocketAddr>>) {
+    let uring = monoio::utils::detect_uring();
+    let mut rt = match monoio::RuntimeBuilder::<monoio::FusionDriver>::new().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = bound.send(Err(e));
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let listener = match TcpListener::bind_with_config(addr, &ListenerOpts::new().reuse_port(true)).and_then(|l| l.local_addr().map(|a| (l, a))) {
+            Ok((l, a)) => {
+                let _ = bound.send(Ok(a));
+                l
+            }
+            Err(e) => {
+                let _ = bound.send(Err(e));
+                return;
+            }
+        };
+        tracing::info!(core, io_uring = uring, "core serving");
+        loop {
+            match listener.accept().await {
+                Ok((stream, _peer)) => {
+                    monoio::spawn(serve_connection(stream, Arc::clone(&registry), max_frame));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                }
+            }
+        }
+    });
+}
+
+/// Reads frames, answers each in order, and writes all answers of one read in one write.
+async fn serve_connection(mut stream: TcpStream, registry: Arc<Registry>, max_frame: usize) {
+    let _ = stream.set_nodelay(true);
+    let mut handler = Handler::new(registry);
+    let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut greeted = false;
+    loop {
+        if input.capacity() - input.len() < READ_CHUNK / 4 {
+            input.reserve(READ_CHUNK);
+        }
+        let (res, buf) = stream.read(input).await;
+        input = buf;
+        match res {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let (consumed, close) = process(&mut handler, &input, &mut out, max_frame, &mut greeted);
+        input.drain(..consumed);
+        if let Some(needed) = declared_len(&input) {
+            if needed > input.capacity() {
+                input.reserve(needed - input.len());
+            }
+        } else if input.is_empty() && input.capacity() > KEEP_CAPACITY {
+            input = Vec::with_capacity(READ_CHUNK);
+        }
+        if !out.is_empty() {
+            let (res, buf) = stream.write_all(out).await;
+            out = buf;
+            out.clear();
+            if out.capacity() > KEEP_CAPACITY {
+                out = Vec::with_capacity(READ_CHUNK);
+            }
+            if res.is_err() {
+                return;
+            }
+        }
+        if close {
+            return;
+        }
+    }
+}
+
+fn declared_len(input: &[u8]) -> Option<usize> {
+    let p = input.get(..LEN_PREFIX)?;
+    Some(LEN_PREFIX + u32::from_le_bytes([p[0], p[1], p[2], p[3]]) as usize)
+}
+
+/// Handles every complete frame in `input`; returns the bytes consumed and whether to close.
+fn process(handler: &mut Handler, input: &[u8], out: &mut Vec<u8>, max_frame: usize, greeted: &mut bool) -> (usize, bool) {
+    let mut consumed = 0;
+    loop {
+        match frame_len(&input[consumed..], max_frame) {
+            Ok(Some(n)) => {
+                let body = &input[consumed + LEN_PREFIX..consumed + n];
+                consumed += n;
+                let mark = out.len();
+                let first = !*greeted;
+                *greeted = true;
+                let next = catch_unwind(AssertUnwindSafe(|| if first { handler.hello(body, out) } else { handler.request(body, out) }));
+                match next {
+                    Ok(Next::Continue) => {}
+                    Ok(Next::Close) => return (consumed, true),
+                    Err(_) => {
+                        // A bug in one request must not take the node down: answer and go on.
+                        tracing::error!("request handler panicked; answering Internal");
+                        out.truncate(mark);
+                        *handler = handler.fresh();
+                        FrameEncoder::new().status(out, 0, Status::Internal, "internal error while handling the request", 0);
+                    }
+                }
+            }
+            Ok(None) => return (consumed, false),
+            Err(e) => {
+                // The stream can no longer be split into frames: say why and close.
+                let status = if matches!(e, WireError::TooLarge { .. }) { Status::TooLarge } else { Status::BadRequest };
+                FrameEncoder::new().status(out, 0, status, &e.to_string(), 0);
+                return (input.len(), true);
+            }
+        }
+    }
+}

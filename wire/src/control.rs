@@ -1,0 +1,88 @@
+//! Owned control-plane values (registration, routing), decoded from verified frames.
+use crate::fb;
+
+/// One shard replica held by a store: which keyspace, which shard of how many, which replica.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShardInfo {
+    /// Keyspace name.
+    pub keyspace: String,
+    /// Shard index in `0..shards`.
+    pub shard: u32,
+    /// Number of shards of the keyspace.
+    pub shards: u32,
+    /// Replica index in `0..replicas`; 0 is the primary.
+    pub replica: u32,
+    /// Number of replicas of each shard.
+    pub replicas: u32,
+}
+
+impl ShardInfo {
+    /// Copies a verified view into an owned value (missing strings become empty).
+    pub fn from_fb(v: fb::ShardInfo<'_>) -> Self {
+        Self {
+            keyspace: v.keyspace().unwrap_or_default().to_owned(),
+            shard: v.shard(),
+            shards: v.shards(),
+            replica: v.replica(),
+            replicas: v.replicas(),
+        }
+    }
+}
+
+/// Where one replica of a shard lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaRoute {
+    /// The store's stable id.
+    pub store_id: String,
+    /// The store's data address (`host:port`).
+    pub address: String,
+    /// False while the master has no live connection from that store.
+    pub up: bool,
+}
+
+/// The full routing table of one keyspace, as pushed by the master.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RoutingTable {
+    /// Keyspace name.
+    pub keyspace: String,
+    /// False when the keyspace does not exist (never created, or deleted).
+    pub exists: bool,
+    /// Increases on every change; a client keeps the highest it has seen.
+    pub version: u64,
+    /// Number of shards.
+    pub shards: u32,
+    /// Replicas per shard.
+    pub replicas: u32,
+    /// `routes[shard][replica]`.
+    pub routes: Vec<Vec<ReplicaRoute>>,
+}
+
+impl RoutingTable {
+    /// Copies a verified view into an owned table. Shards are placed by their `shard` field;
+    /// entries out of range are ignored, so a malformed table can never cause an out-of-bounds index.
+    pub fn from_fb(v: fb::RoutingTable<'_>) -> Self {
+        let shards = v.shards();
+        let mut routes = vec![Vec::new(); shards as usize];
+        for route in v.routes().iter().flat_map(|r| r.iter()) {
+            let Some(slot) = routes.get_mut(route.shard() as usize) else { continue };
+            *slot = route
+                .replicas()
+                .iter()
+                .flat_map(|r| r.iter())
+                .map(|r| ReplicaRoute {
+                    store_id: r.store_id().unwrap_or_default().to_owned(),
+                    address: r.address().unwrap_or_default().to_owned(),
+                    up: r.up(),
+                })
+                .collect();
+        }
+        Self {
+            keyspace: v.keyspace().unwrap_or_default().to_owned(),
+            exists: v.exists(),
+            version: v.version(),
+            shards,
+            replicas: v.replicas(),
+            routes,
+        }
+    }
+}

@@ -1,0 +1,276 @@
+use crate::control::{RoutingTable, ShardInfo};
+use crate::fb::{self, Body, OpKind, Role, Status};
+use crate::frame::write_len_prefix;
+use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
+
+/// One operation of a batch, borrowed from the caller.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchOpRef<'a> {
+    /// Put or delete.
+    pub kind: OpKind,
+    /// The key.
+    pub key: &'a [u8],
+    /// The value (ignored for deletes).
+    pub value: &'a [u8],
+    /// Writer's event time in nanoseconds since the Unix epoch.
+    pub event_time_ns: u64,
+    /// Time to live in nanoseconds, 0 for none.
+    pub ttl_ns: u64,
+}
+
+/// Builds frames and appends them, length prefix included, to a caller-owned buffer.
+///
+/// The builder is reset after every frame and keeps its capacity, so encoding on a warmed-up
+/// connection does not allocate. Each method appends exactly one frame to `out`.
+pub struct FrameEncoder {
+    fbb: FlatBufferBuilder<'static>,
+    entries: Vec<WIPOffset<fb::KeyValue<'static>>>,
+}
+
+impl Default for FrameEncoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FrameEncoder {
+    /// A new encoder with a 4 KiB builder.
+    pub fn new() -> Self {
+        Self { fbb: FlatBufferBuilder::with_capacity(4096), entries: Vec::new() }
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>, id: u64, body_type: Body, body: WIPOffset<UnionWIPOffset>) {
+        let frame = fb::Frame::create(&mut self.fbb, &fb::FrameArgs { id, body_type, body: Some(body) });
+        self.fbb.finish(frame, None);
+        let data = self.fbb.finished_data();
+        write_len_prefix(out, data.len());
+        out.extend_from_slice(data);
+        self.fbb.reset();
+    }
+
+    fn bytes(&mut self, b: &[u8]) -> WIPOffset<flatbuffers::Vector<'static, u8>> {
+        self.fbb.create_vector_direct(b)
+    }
+
+    /// Connection opening: protocol version and role.
+    pub fn hello(&mut self, out: &mut Vec<u8>, role: Role) {
+        let b = fb::Hello::create(&mut self.fbb, &fb::HelloArgs { protocol_version: crate::PROTOCOL_VERSION, role });
+        self.finish(out, 0, Body::Hello, b.as_union_value());
+    }
+
+    /// Answer to a hello; `status` is `VersionMismatch` when the versions differ.
+    pub fn hello_reply(&mut self, out: &mut Vec<u8>, status: Status, message: &str) {
+        let message = self.fbb.create_string(message);
+        let b = fb::HelloReply::create(
+            &mut self.fbb,
+            &fb::HelloReplyArgs { protocol_version: crate::PROTOCOL_VERSION, status, message: Some(message) },
+        );
+        self.finish(out, 0, Body::HelloReply, b.as_union_value());
+    }
+
+    /// A get of `key` on shard `shard` of `keyspace`.
+    pub fn get(&mut self, out: &mut Vec<u8>, id: u64, keyspace: &str, shard: u32, key: &[u8]) {
+        let keyspace = self.fbb.create_string(keyspace);
+        let key = self.bytes(key);
+        let b = fb::Get::create(&mut self.fbb, &fb::GetArgs { keyspace: Some(keyspace), shard, key: Some(key) });
+        self.finish(out, id, Body::Get, b.as_union_value());
+    }
+
+    /// A put; `ttl_ns` 0 means the value never expires.
+    #[allow(clippy::too_many_arguments)]
+    pub fn put(&mut self, out: &mut Vec<u8>, id: u64, keyspace: &str, shard: u32, key: &[u8], value: &[u8], event_time_ns: u64, ttl_ns: u64) {
+        let keyspace = self.fbb.create_string(keyspace);
+        let key = self.bytes(key);
+        let value = self.bytes(value);
+        let args = fb::PutArgs { keyspace: Some(keyspace), shard, key: Some(key), value: Some(value), event_time_ns, ttl_ns };
+        let b = fb::Put::create(&mut self.fbb, &args);
+        self.finish(out, id, Body::Put, b.as_union_value());
+    }
+
+    /// A delete, recorded as a tombstone at `event_time_ns`.
+    pub fn delete(&mut self, out: &mut Vec<u8>, id: u64, keyspace: &str, shard: u32, key: &[u8], event_time_ns: u64) {
+        let keyspace = self.fbb.create_string(keyspace);
+        let key = self.bytes(key);
+        let b = fb::Delete::create(&mut self.fbb, &fb::DeleteArgs { keyspace: Some(keyspace), shard, key: Some(key), event_time_ns });
+        self.finish(out, id, Body::Delete, b.as_union_value());
+    }
+
+    /// An atomic batch of puts and deletes, all on one shard.
+    pub fn batch(&mut self, out: &mut Vec<u8>, id: u64, keyspace: &str, shard: u32, ops: &[BatchOpRef<'_>]) {
+        let keyspace = self.fbb.create_string(keyspace);
+        let mut offsets = Vec::with_capacity(ops.len());
+        for op in ops {
+            let key = self.bytes(op.key);
+            let value = self.bytes(op.value);
+            let args = fb::BatchOpArgs { kind: op.kind, key: Some(key), value: Some(value), event_time_ns: op.event_time_ns, ttl_ns: op.ttl_ns };
+            offsets.push(fb::BatchOp::create(&mut self.fbb, &args));
+        }
+        let ops = self.fbb.create_vector(&offsets);
+        let b = fb::Batch::create(&mut self.fbb, &fb::BatchArgs { keyspace: Some(keyspace), shard, ops: Some(ops) });
+        self.finish(out, id, Body::Batch, b.as_union_value());
+    }
+
+    /// A prefix scan of one shard: up to `limit` keys with `prefix`, strictly after `start_after`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn scan(&mut self, out: &mut Vec<u8>, id: u64, keyspace: &str, shard: u32, prefix: &[u8], start_after: &[u8], limit: u32) {
+        let keyspace = self.fbb.create_string(keyspace);
+        let prefix = self.bytes(prefix);
+        let start_after = self.bytes(start_after);
+        let args = fb::ScanArgs { keyspace: Some(keyspace), shard, prefix: Some(prefix), start_after: Some(start_after), limit };
+        let b = fb::Scan::create(&mut self.fbb, &args);
+        self.finish(out, id, Body::Scan, b.as_union_value());
+    }
+
+    /// A response carrying only a status (and an optional message; empty means none).
+    pub fn status(&mut self, out: &mut Vec<u8>, id: u64, status: Status, message: &str, routing_version: u64) {
+        let message = (!message.is_empty()).then(|| self.fbb.create_string(message));
+        let args = fb::ResponseArgs { status, message, routing_version, ..Default::default() };
+        let b = fb::Response::create(&mut self.fbb, &args);
+        self.finish(out, id, Body::Response, b.as_union_value());
+    }
+
+    /// A found value (possibly empty).
+    pub fn value(&mut self, out: &mut Vec<u8>, id: u64, value: &[u8]) {
+        let value = self.bytes(value);
+        let b = fb::Response::create(&mut self.fbb, &fb::ResponseArgs { status: Status::Ok, value: Some(value), ..Default::default() });
+        self.finish(out, id, Body::Response, b.as_union_value());
+    }
+
+    /// A scan page: the entries in key order and whether more may follow.
+    pub fn scan_page<K, V, I>(&mut self, out: &mut Vec<u8>, id: u64, entries: I, more: bool)
+    where
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+        I: IntoIterator<Item = (K, V)>,
+    {
+        let mut page = self.scan_builder();
+        for (k, v) in entries {
+            page.push(k.as_ref(), v.as_ref());
+        }
+        page.finish(out, id, more);
+    }
+
+    /// Starts a scan page whose entries are pushed one at a time (for callback-style sources).
+    pub fn scan_builder(&mut self) -> ScanPageBuilder<'_> {
+        self.entries.clear();
+        ScanPageBuilder { enc: self }
+    }
+
+    fn shard_info(&mut self, s: &ShardInfo) -> WIPOffset<fb::ShardInfo<'static>> {
+        let keyspace = self.fbb.create_string(&s.keyspace);
+        let args = fb::ShardInfoArgs { keyspace: Some(keyspace), shard: s.shard, shards: s.shards, replica: s.replica, replicas: s.replicas };
+        fb::ShardInfo::create(&mut self.fbb, &args)
+    }
+
+    /// Store -> master registration with every shard replica the store holds.
+    pub fn register(&mut self, out: &mut Vec<u8>, store_id: &str, address: &str, capacity_bytes: u64, shards: &[ShardInfo]) {
+        let infos: Vec<_> = shards.iter().map(|s| self.shard_info(s)).collect();
+        let shards = self.fbb.create_vector(&infos);
+        let store_id = self.fbb.create_string(store_id);
+        let address = self.fbb.create_string(address);
+        let args = fb::RegisterArgs { store_id: Some(store_id), address: Some(address), capacity_bytes, shards: Some(shards) };
+        let b = fb::Register::create(&mut self.fbb, &args);
+        self.finish(out, 0, Body::Register, b.as_union_value());
+    }
+
+    /// Store -> master liveness signal.
+    pub fn heartbeat(&mut self, out: &mut Vec<u8>, store_id: &str) {
+        let store_id = self.fbb.create_string(store_id);
+        let b = fb::Heartbeat::create(&mut self.fbb, &fb::HeartbeatArgs { store_id: Some(store_id) });
+        self.finish(out, 0, Body::Heartbeat, b.as_union_value());
+    }
+
+    /// Master -> store: create or drop one shard replica. The store answers with a `Response`.
+    pub fn shard_command(&mut self, out: &mut Vec<u8>, id: u64, kind: fb::ShardCommandKind, shard: &ShardInfo) {
+        let shard = self.shard_info(shard);
+        let b = fb::ShardCommand::create(&mut self.fbb, &fb::ShardCommandArgs { kind, shard: Some(shard) });
+        self.finish(out, id, Body::ShardCommand, b.as_union_value());
+    }
+
+    /// Client -> master: subscribe to a keyspace's routing table.
+    pub fn subscribe(&mut self, out: &mut Vec<u8>, keyspace: &str) {
+        let keyspace = self.fbb.create_string(keyspace);
+        let b = fb::Subscribe::create(&mut self.fbb, &fb::SubscribeArgs { keyspace: Some(keyspace) });
+        self.finish(out, 0, Body::Subscribe, b.as_union_value());
+    }
+
+    /// Master -> client: a full routing table.
+    pub fn routing_table(&mut self, out: &mut Vec<u8>, table: &RoutingTable) {
+        let mut shard_offsets = Vec::with_capacity(table.routes.len());
+        for (shard, replicas) in table.routes.iter().enumerate() {
+            let mut replica_offsets = Vec::with_capacity(replicas.len());
+            for r in replicas {
+                let store_id = self.fbb.create_string(&r.store_id);
+                let address = self.fbb.create_string(&r.address);
+                let args = fb::ReplicaRouteArgs { store_id: Some(store_id), address: Some(address), up: r.up };
+                replica_offsets.push(fb::ReplicaRoute::create(&mut self.fbb, &args));
+            }
+            let replicas = self.fbb.create_vector(&replica_offsets);
+            let args = fb::ShardRouteArgs { shard: shard as u32, replicas: Some(replicas) };
+            shard_offsets.push(fb::ShardRoute::create(&mut self.fbb, &args));
+        }
+        let routes = self.fbb.create_vector(&shard_offsets);
+        let keyspace = self.fbb.create_string(&table.keyspace);
+        let args = fb::RoutingTableArgs {
+            keyspace: Some(keyspace),
+            exists: table.exists,
+            version: table.version,
+            shards: table.shards,
+            replicas: table.replicas,
+            routes: Some(routes),
+        };
+        let b = fb::RoutingTable::create(&mut self.fbb, &args);
+        self.finish(out, 0, Body::RoutingTable, b.as_union_value());
+    }
+
+    /// Admin -> master: create a keyspace.
+    pub fn create_keyspace(&mut self, out: &mut Vec<u8>, id: u64, keyspace: &str, shards: u32, replicas: u32) {
+        let keyspace = self.fbb.create_string(keyspace);
+        let b = fb::CreateKeyspace::create(&mut self.fbb, &fb::CreateKeyspaceArgs { keyspace: Some(keyspace), shards, replicas });
+        self.finish(out, id, Body::CreateKeyspace, b.as_union_value());
+    }
+
+    /// Admin -> master: delete a keyspace and all its data.
+    pub fn delete_keyspace(&mut self, out: &mut Vec<u8>, id: u64, keyspace: &str) {
+        let keyspace = self.fbb.create_string(keyspace);
+        let b = fb::DeleteKeyspace::create(&mut self.fbb, &fb::DeleteKeyspaceArgs { keyspace: Some(keyspace) });
+        self.finish(out, id, Body::DeleteKeyspace, b.as_union_value());
+    }
+
+    /// Admin -> master: ask for the cluster status document.
+    pub fn status_request(&mut self, out: &mut Vec<u8>, id: u64) {
+        let b = fb::StatusRequest::create(&mut self.fbb, &fb::StatusRequestArgs {});
+        self.finish(out, id, Body::StatusRequest, b.as_union_value());
+    }
+
+    /// Master -> admin: the outcome of an admin request.
+    pub fn admin_reply(&mut self, out: &mut Vec<u8>, id: u64, status: Status, message: &str, json: &str) {
+        let message = self.fbb.create_string(message);
+        let json = self.fbb.create_string(json);
+        let b = fb::AdminReply::create(&mut self.fbb, &fb::AdminReplyArgs { status, message: Some(message), json: Some(json) });
+        self.finish(out, id, Body::AdminReply, b.as_union_value());
+    }
+}
+
+/// A scan page under construction; see [`FrameEncoder::scan_builder`].
+pub struct ScanPageBuilder<'e> {
+    enc: &'e mut FrameEncoder,
+}
+
+impl ScanPageBuilder<'_> {
+    /// Appends one entry; entries must be pushed in key order.
+    pub fn push(&mut self, key: &[u8], value: &[u8]) {
+        let key = self.enc.bytes(key);
+        let value = self.enc.bytes(value);
+        let kv = fb::KeyValue::create(&mut self.enc.fbb, &fb::KeyValueArgs { key: Some(key), value: Some(value) });
+        self.enc.entries.push(kv);
+    }
+
+    /// Appends the finished response frame to `out`.
+    pub fn finish(self, out: &mut Vec<u8>, id: u64, more: bool) {
+        let entries = self.enc.fbb.create_vector(&self.enc.entries);
+        let args = fb::ResponseArgs { status: Status::Ok, entries: Some(entries), more, ..Default::default() };
+        let b = fb::Response::create(&mut self.enc.fbb, &args);
+        self.enc.finish(out, id, Body::Response, b.as_union_value());
+    }
+}

@@ -1,0 +1,38 @@
+//! The Vasto frame codec.
+//!
+//! A frame is a little-endian `u32` body length followed by one verified FlatBuffers `Frame`
+//! (schema in `schema/vasto.fbs`). [`FrameEncoder`] appends frames to a caller-owned buffer,
+//! reusing its builder, so a warmed-up connection encodes without allocating; [`parse_frame`]
+//! verifies a body and returns a borrowed view whose key/value slices point into the read buffer.
+//! This crate knows nothing of RocksDB or of any async runtime except, behind the `tokio`
+//! feature, a frame reader for tokio streams.
+
+mod control;
+mod encode;
+mod error;
+mod frame;
+#[cfg(feature = "tokio")]
+mod tokio_io;
+
+pub use control::{ReplicaRoute, RoutingTable, ShardInfo};
+pub use encode::{BatchOpRef, FrameEncoder, ScanPageBuilder};
+pub use error::WireError;
+pub use frame::{frame_len, parse_frame, read_frame_blocking, write_len_prefix, LEN_PREFIX};
+pub use vasto_schema::fb;
+pub use vasto_schema::fb::{Body, OpKind, Role, Status};
+#[cfg(feature = "tokio")]
+pub use tokio_io::read_frame;
+
+/// Protocol version carried in every hello; peers with another version are refused.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Default limit on a frame body (64 MiB); larger frames are refused before they are buffered.
+pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
+
+/// A human-readable name for a status code, for error messages and the CLI.
+pub fn status_name(status: Status) -> &'static str {
+    status.variant_name().unwrap_or("Unknown")
+}
+
+#[cfg(test)]
+mod tests;
