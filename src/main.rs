@@ -1,1 +1,125 @@
-fn main() {}
+//! `vasto`: one binary for the master, the store, the admin tool, data commands, the local dev
+//! cluster and the load generator. Parses flags and calls the crates; no logic of its own beyond
+//! presentation.
+mod admin_cmd;
+mod data_cmd;
+mod dev;
+
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Vasto: a distributed, on-disk key-value store.
+#[derive(Parser)]
+#[command(name = "vasto", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the master (soft state: no files of its own).
+    Master {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8278")]
+        listen: SocketAddr,
+    },
+    /// Run a store node.
+    Store {
+        /// Master address.
+        #[arg(long, default_value = "127.0.0.1:8278")]
+        master: String,
+        /// Data address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8279")]
+        listen: SocketAddr,
+        /// Address announced to clients (default: the listen address).
+        #[arg(long)]
+        advertise: Option<String>,
+        /// Data directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Core threads (default: one per CPU).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Largest accepted frame in bytes.
+        #[arg(long, default_value_t = vasto_wire::DEFAULT_MAX_FRAME)]
+        max_frame: usize,
+    },
+    /// Administer the cluster through the master.
+    Admin {
+        /// Master address.
+        #[arg(long, default_value = "127.0.0.1:8278")]
+        master: String,
+        #[command(subcommand)]
+        action: admin_cmd::AdminAction,
+    },
+    /// Store a value.
+    Put(data_cmd::PutArgs),
+    /// Print a value (raw bytes); exits 1 with "not found" if the key is missing.
+    Get(data_cmd::KeyArgs),
+    /// Delete a key.
+    Delete(data_cmd::KeyArgs),
+    /// List keys with a prefix, in key order.
+    Scan(data_cmd::ScanArgs),
+    /// Start a local cluster (master + stores + keyspace `default`) on loopback; Ctrl-C stops it.
+    Dev(dev::DevArgs),
+    /// Generate load against a keyspace and report throughput and latency percentiles.
+    Loadgen(data_cmd::LoadgenArgs),
+}
+
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Master { listen } => {
+            init_logs("info");
+            runtime().and_then(|rt| {
+                let config = vasto_master::MasterConfig { listen, ..Default::default() };
+                Ok(rt.block_on(vasto_master::run(config))?)
+            })
+        }
+        Command::Store { master, listen, advertise, dir, threads, max_frame } => {
+            init_logs("info");
+            let config = vasto_node::NodeConfig { listen, advertise, master, dir, threads, max_frame, engine: Default::default() };
+            vasto_node::start(config).map(vasto_node::RunningNode::wait).map_err(anyhow::Error::from)
+        }
+        Command::Admin { master, action } => {
+            init_logs("warn");
+            runtime().and_then(|rt| rt.block_on(admin_cmd::run(&master, action)))
+        }
+        Command::Put(args) => run_data(|rt| rt.block_on(data_cmd::put(args))),
+        Command::Get(args) => run_data(|rt| rt.block_on(data_cmd::get(args))),
+        Command::Delete(args) => run_data(|rt| rt.block_on(data_cmd::delete(args))),
+        Command::Scan(args) => run_data(|rt| rt.block_on(data_cmd::scan(args))),
+        Command::Loadgen(args) => run_data(|rt| rt.block_on(data_cmd::loadgen(args))),
+        Command::Dev(args) => {
+            init_logs("info");
+            runtime().and_then(|rt| rt.block_on(dev::run(args)))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            match e.downcast_ref::<data_cmd::NotFound>() {
+                Some(_) => eprintln!("not found"),
+                None => eprintln!("error: {e:#}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_data(f: impl FnOnce(&tokio::runtime::Runtime) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    init_logs("warn");
+    f(&runtime()?)
+}

@@ -50,7 +50,8 @@ async fn await_ack(sent: Sent, deadline: Instant, what: &str) -> Result<(), Reje
     }
 }
 
-/// Sends `kind` for every (store, shard) and waits for all acks; returns the first failure.
+/// Sends `kind` for every (store, shard) it can reach and waits for all acks (until one shared
+/// deadline); returns the first failure.
 async fn run_commands(shared: &Shared, kind: ShardCommandKind, targets: &[(String, ShardInfo)], what: &str) -> Result<(), Reject> {
     let deadline = Instant::now() + shared.config.command_timeout;
     let mut sent = Vec::with_capacity(targets.len());
@@ -58,9 +59,9 @@ async fn run_commands(shared: &Shared, kind: ShardCommandKind, targets: &[(Strin
     for (store, info) in targets {
         match send_command(shared, store, kind, info) {
             Ok(s) => sent.push(s),
+            // Keep going: a drop must reach every other store even if one is gone.
             Err(e) => {
-                first_err = Some(e);
-                break;
+                first_err.get_or_insert(e);
             }
         }
     }

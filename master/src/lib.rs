@@ -7,6 +7,8 @@
 //!
 //! Every connection speaks length-prefixed FlatBuffers frames (see `vasto-wire`).
 
+#![warn(missing_docs)]
+
 mod admin;
 mod client_conn;
 mod hub;

@@ -3,6 +3,7 @@
 use crate::handler::{Handler, Next};
 use crate::registry::Registry;
 use crate::NodeError;
+use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 use std::net::SocketAddr;
@@ -79,8 +80,10 @@ async fn serve_connection(mut stream: TcpStream, registry: Arc<Registry>, max_fr
         if input.capacity() - input.len() < READ_CHUNK / 4 {
             input.reserve(READ_CHUNK);
         }
-        let (res, buf) = stream.read(input).await;
-        input = buf;
+        // Read after the bytes already buffered (a plain Vec would be filled from its start).
+        let len = input.len();
+        let (res, buf) = stream.read(input.slice_mut(len..)).await;
+        input = buf.into_inner();
         match res {
             Ok(0) | Err(_) => return,
             Ok(_) => {}

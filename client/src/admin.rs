@@ -1,0 +1,69 @@
+//! Administrative requests to the master (create/delete keyspace, cluster status).
+use crate::ClientError;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use vasto_wire::{parse_frame, read_frame, FrameEncoder, Role, Status, DEFAULT_MAX_FRAME};
+
+/// A connection to the master for administrative requests. Requests are sent one at a time.
+pub struct AdminClient {
+    stream: TcpStream,
+    enc: FrameEncoder,
+    buf: Vec<u8>,
+    next_id: u64,
+    timeout: Duration,
+}
+
+impl AdminClient {
+    /// Connects to the master at `master` (`host:port`).
+    pub async fn connect(master: &str, timeout: Duration) -> Result<Self, ClientError> {
+        let fail = |e: String| ClientError::Master(format!("{master}: {e}"));
+        let mut stream = tokio::time::timeout(timeout, TcpStream::connect(master)).await.map_err(|_| fail("connect timed out".into()))?.map_err(|e| fail(e.to_string()))?;
+        let mut enc = FrameEncoder::new();
+        let mut buf = Vec::new();
+        enc.hello(&mut buf, Role::Admin);
+        stream.write_all(&buf).await.map_err(|e| fail(e.to_string()))?;
+        tokio::time::timeout(timeout, read_frame(&mut stream, &mut buf, DEFAULT_MAX_FRAME)).await.map_err(|_| fail("hello timed out".into()))?.map_err(|e| fail(e.to_string()))?;
+        let reply = parse_frame(&buf).ok().and_then(|f| f.body_as_hello_reply()).ok_or_else(|| fail("not a vasto master".into()))?;
+        if reply.status() != Status::Ok {
+            return Err(fail(reply.message().unwrap_or_default().to_owned()));
+        }
+        Ok(Self { stream, enc, buf, next_id: 1, timeout })
+    }
+
+    async fn request(&mut self, encode: impl FnOnce(&mut FrameEncoder, &mut Vec<u8>, u64)) -> Result<String, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.buf.clear();
+        encode(&mut self.enc, &mut self.buf, id);
+        let lost = |e: String| ClientError::Master(format!("master connection: {e}"));
+        self.stream.write_all(&self.buf).await.map_err(|e| lost(e.to_string()))?;
+        loop {
+            tokio::time::timeout(self.timeout, read_frame(&mut self.stream, &mut self.buf, DEFAULT_MAX_FRAME))
+                .await
+                .map_err(|_| ClientError::Timeout)?
+                .map_err(|e| lost(e.to_string()))?;
+            let frame = parse_frame(&self.buf).map_err(|e| lost(e.to_string()))?;
+            let Some(reply) = frame.body_as_admin_reply().filter(|_| frame.id() == id) else { continue };
+            return match reply.status() {
+                Status::Ok => Ok(reply.json().unwrap_or_default().to_owned()),
+                status => Err(ClientError::Server { status, message: reply.message().unwrap_or_default().to_owned() }),
+            };
+        }
+    }
+
+    /// Creates a keyspace of `shards` shards with `replicas` copies each (idempotent).
+    pub async fn create_keyspace(&mut self, name: &str, shards: u32, replicas: u32) -> Result<(), ClientError> {
+        self.request(|enc, out, id| enc.create_keyspace(out, id, name, shards, replicas)).await.map(drop)
+    }
+
+    /// Deletes a keyspace and all its data.
+    pub async fn delete_keyspace(&mut self, name: &str) -> Result<(), ClientError> {
+        self.request(|enc, out, id| enc.delete_keyspace(out, id, name)).await.map(drop)
+    }
+
+    /// The cluster status document (JSON, see `vasto_master::ClusterStatus`).
+    pub async fn status_json(&mut self) -> Result<String, ClientError> {
+        self.request(|enc, out, id| enc.status_request(out, id)).await
+    }
+}

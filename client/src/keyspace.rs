@@ -1,0 +1,257 @@
+//! Data operations on one keyspace: routing by jump hash, failover to the next live replica,
+//! refresh on wrong-shard answers.
+use crate::conn::Reply;
+use crate::routing::TableWatch;
+use crate::{ClientError, Inner};
+use futures_util::future::join_all;
+use std::sync::Arc;
+use std::time::Duration;
+use vasto_wire::{BatchOpRef, FrameEncoder, OpKind, RoutingTable, Status};
+
+/// Attempts per request across replicas and table refreshes.
+const MAX_ATTEMPTS: usize = 6;
+/// How long a request waits for a newer routing table after a wrong-shard answer.
+const REFRESH_WAIT: Duration = Duration::from_secs(2);
+
+/// Options of a put.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PutOptions {
+    /// Expire the value this long after its event time.
+    pub ttl: Option<Duration>,
+    /// Event time in ns since the Unix epoch for last-writer-wins; default: the client's clock.
+    pub event_time_ns: Option<u64>,
+}
+
+/// One operation of [`Keyspace::batch`].
+#[derive(Debug, Clone, Copy)]
+pub enum BatchOp<'a> {
+    /// Store `value` under `key`.
+    Put { key: &'a [u8], value: &'a [u8] },
+    /// Delete `key`.
+    Delete { key: &'a [u8] },
+}
+
+/// One page of a prefix scan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanPage {
+    /// Entries in key order.
+    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Pass this as `start_after` to get the next page; `None` when the scan is complete.
+    pub next: Option<Vec<u8>>,
+}
+
+/// A handle on one keyspace. Cheap to clone; all clones share the client's connections.
+#[derive(Clone)]
+pub struct Keyspace {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) name: Arc<str>,
+    pub(crate) table: TableWatch,
+}
+
+/// Nanoseconds since the Unix epoch by this machine's clock: the default event time.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+impl Keyspace {
+    /// The keyspace name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The routing table in use (as last pushed by the master).
+    pub fn routing_table(&self) -> Option<Arc<RoutingTable>> {
+        self.table.borrow().clone()
+    }
+
+    /// Reads `key`: `Ok(None)` when it is missing, deleted or expired.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
+        let name = &*self.name;
+        let reply = self.call(key, |enc, out, id, shard| enc.get(out, id, name, shard, key)).await?;
+        match reply.status {
+            Status::Ok => Ok(Some(reply.value.unwrap_or_default())),
+            Status::NotFound => Ok(None),
+            status => Err(ClientError::Server { status, message: reply.message }),
+        }
+    }
+
+    /// Reads many keys; results come back in request order, missing keys as `None`.
+    pub async fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, ClientError> {
+        join_all(keys.iter().map(|k| self.get(k))).await.into_iter().collect()
+    }
+
+    /// Stores `value` under `key` with the client's clock as event time and no expiry.
+    pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), ClientError> {
+        self.put_with(key, value, PutOptions::default()).await
+    }
+
+    /// Stores `value` under `key`. An older event time than the stored one is ignored
+    /// (last writer wins), and the call still succeeds.
+    pub async fn put_with(&self, key: &[u8], value: &[u8], opts: PutOptions) -> Result<(), ClientError> {
+        let t = opts.event_time_ns.unwrap_or_else(now_ns);
+        let ttl = opts.ttl.map(|d| d.as_nanos().min(u64::MAX as u128) as u64).unwrap_or(0);
+        let name = &*self.name;
+        let reply = self.call(key, |enc, out, id, shard| enc.put(out, id, name, shard, key, value, t, ttl)).await?;
+        ok(reply)
+    }
+
+    /// Deletes `key` (a tombstone at the client's current time).
+    pub async fn delete(&self, key: &[u8]) -> Result<(), ClientError> {
+        self.delete_at(key, now_ns()).await
+    }
+
+    /// Deletes `key` with an explicit event time.
+    pub async fn delete_at(&self, key: &[u8], event_time_ns: u64) -> Result<(), ClientError> {
+        let name = &*self.name;
+        let reply = self.call(key, |enc, out, id, shard| enc.delete(out, id, name, shard, key, event_time_ns)).await?;
+        ok(reply)
+    }
+
+    /// Applies puts and deletes with one event time. Operations on the same shard are applied
+    /// atomically together; different shards are written in parallel and independently.
+    pub async fn batch(&self, ops: &[BatchOp<'_>]) -> Result<(), ClientError> {
+        let t = now_ns();
+        let shards = self.table().await?.shards;
+        let mut by_shard: Vec<Vec<BatchOpRef<'_>>> = vec![Vec::new(); shards as usize];
+        for op in ops {
+            let (kind, key, value) = match *op {
+                BatchOp::Put { key, value } => (OpKind::Put, key, value),
+                BatchOp::Delete { key } => (OpKind::Delete, key, &b""[..]),
+            };
+            let shard = vasto_hash::shard_of(key, shards) as usize;
+            by_shard[shard].push(BatchOpRef { kind, key, value, event_time_ns: t, ttl_ns: 0 });
+        }
+        let name = &*self.name;
+        let sends = by_shard.iter().filter(|g| !g.is_empty()).map(|group| {
+            let first = group[0].key;
+            async move {
+                let reply = self.call(first, |enc, out, id, shard| enc.batch(out, id, name, shard, group)).await?;
+                ok(reply)
+            }
+        });
+        join_all(sends).await.into_iter().collect()
+    }
+
+    /// One page of the keys starting with `prefix`, in key order across all shards, strictly
+    /// after `start_after` (empty for the first page), at most `limit` entries.
+    pub async fn scan_prefix(&self, prefix: &[u8], start_after: &[u8], limit: u32) -> Result<ScanPage, ClientError> {
+        let limit = limit.max(1);
+        let table = self.table().await?;
+        let name = &*self.name;
+        let pages = join_all((0..table.shards).map(|shard| async move {
+            let reply = self.call_shard(shard, |enc, out, id, shard| enc.scan(out, id, name, shard, prefix, start_after, limit)).await?;
+            match reply.status {
+                Status::Ok => Ok((reply.entries, reply.more)),
+                status => Err(ClientError::Server { status, message: reply.message }),
+            }
+        }))
+        .await;
+        let mut entries = Vec::new();
+        let mut more = false;
+        for page in pages {
+            let (e, m) = page?;
+            more |= m;
+            entries.extend(e);
+        }
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if entries.len() > limit as usize {
+            entries.truncate(limit as usize);
+            more = true;
+        }
+        let next = if more { entries.last().map(|e| e.0.clone()) } else { None };
+        Ok(ScanPage { entries, next })
+    }
+
+    /// Waits for the first routing table; errors if the keyspace does not exist.
+    pub(crate) async fn routing_table_ready(&self) -> Result<(), ClientError> {
+        self.table().await.map(drop)
+    }
+
+    /// The current table, waiting for the first one; errors if the keyspace does not exist.
+    async fn table(&self) -> Result<Arc<RoutingTable>, ClientError> {
+        let mut rx = self.table.clone();
+        let table = tokio::time::timeout(self.inner.config.timeout, rx.wait_for(|t| t.is_some()))
+            .await
+            .map_err(|_| ClientError::Master("no routing table received in time".into()))?
+            .map_err(|_| ClientError::Master("client shut down".into()))?
+            .clone();
+        match table {
+            Some(t) if t.exists && t.shards > 0 => Ok(t),
+            _ => Err(ClientError::UnknownKeyspace(self.name.to_string())),
+        }
+    }
+
+    async fn call(&self, key: &[u8], encode: impl Fn(&mut FrameEncoder, &mut Vec<u8>, u64, u32)) -> Result<Reply, ClientError> {
+        self.route(Target::Key(key), encode).await
+    }
+
+    async fn call_shard(&self, shard: u32, encode: impl Fn(&mut FrameEncoder, &mut Vec<u8>, u64, u32)) -> Result<Reply, ClientError> {
+        self.route(Target::Shard(shard), encode).await
+    }
+
+    /// Sends to the first live replica of the target shard; on a connection failure tries the
+    /// next one, on a wrong-shard answer waits for a newer table. Writes are safe to resend: the
+    /// event time is fixed before the first attempt, so a repeat is a no-op under LWW.
+    async fn route(&self, target: Target<'_>, encode: impl Fn(&mut FrameEncoder, &mut Vec<u8>, u64, u32)) -> Result<Reply, ClientError> {
+        let mut last_err = ClientError::Unavailable("no live replica".into());
+        let mut skip = 0usize;
+        for _ in 0..MAX_ATTEMPTS {
+            let table = self.table().await?;
+            let shard = match target {
+                Target::Key(k) => vasto_hash::shard_of(k, table.shards),
+                Target::Shard(s) => s,
+            };
+            let replicas = table.routes.get(shard as usize).map(Vec::as_slice).unwrap_or_default();
+            let mut live = replicas.iter().filter(|r| r.up && !r.address.is_empty());
+            let count = live.clone().count();
+            let Some(addr) = (count > 0).then(|| live.nth(skip % count)).flatten().map(|r| r.address.as_str()) else {
+                last_err = ClientError::Unavailable(format!("no live replica of shard {shard} of {}", self.name));
+                self.wait_newer(table.version).await;
+                continue;
+            };
+            let conn = match self.inner.pool.get(addr).await {
+                Ok(c) => c,
+                Err(e) => {
+                    last_err = e;
+                    skip += 1;
+                    continue;
+                }
+            };
+            match conn.call(self.inner.config.timeout, |enc, out, id| encode(enc, out, id, shard)).await {
+                Ok(reply) if matches!(reply.status, Status::WrongShard | Status::UnknownKeyspace) => {
+                    last_err = ClientError::Server { status: reply.status, message: reply.message };
+                    self.wait_newer(table.version).await;
+                }
+                Ok(reply) if reply.status == Status::Unavailable => {
+                    last_err = ClientError::Server { status: reply.status, message: reply.message };
+                    skip += 1;
+                }
+                Ok(reply) => return Ok(reply),
+                Err(e @ (ClientError::ConnectionLost | ClientError::Timeout)) => {
+                    last_err = e;
+                    skip += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err)
+    }
+
+    async fn wait_newer(&self, version: u64) {
+        let mut rx = self.table.clone();
+        let _ = tokio::time::timeout(REFRESH_WAIT, rx.wait_for(|t| t.as_ref().is_some_and(|t| t.version > version))).await;
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    Key(&'a [u8]),
+    Shard(u32),
+}
+
+fn ok(reply: Reply) -> Result<(), ClientError> {
+    match reply.status {
+        Status::Ok => Ok(()),
+        status => Err(ClientError::Server { status, message: reply.message }),
+    }
+}

@@ -1,0 +1,85 @@
+//! `vasto admin`: keyspace management and the cluster status table.
+use anyhow::Context;
+use clap::Subcommand;
+use std::fmt::Write;
+use std::time::Duration;
+use vasto_client::AdminClient;
+use vasto_master::ClusterStatus;
+
+/// Admin actions.
+#[derive(Subcommand)]
+pub enum AdminAction {
+    /// Create a keyspace (idempotent with the same parameters).
+    CreateKeyspace {
+        /// Keyspace name ([A-Za-z0-9_.-], up to 64 characters).
+        name: String,
+        /// Number of shards.
+        #[arg(long)]
+        shards: u32,
+        /// Copies of each shard, on distinct stores.
+        #[arg(long, default_value_t = 1)]
+        replicas: u32,
+    },
+    /// Delete a keyspace and all its data.
+    DeleteKeyspace {
+        /// Keyspace name.
+        name: String,
+    },
+    /// Show stores, keyspaces, and where every shard lives.
+    Status {
+        /// Print the raw JSON document instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(master: &str, action: AdminAction) -> anyhow::Result<()> {
+    let mut admin = AdminClient::connect(master, Duration::from_secs(10)).await.context("connecting to the master")?;
+    match action {
+        AdminAction::CreateKeyspace { name, shards, replicas } => {
+            admin.create_keyspace(&name, shards, replicas).await?;
+            println!("keyspace {name}: {shards} shards x {replicas} replicas");
+        }
+        AdminAction::DeleteKeyspace { name } => {
+            admin.delete_keyspace(&name).await?;
+            println!("keyspace {name} deleted");
+        }
+        AdminAction::Status { json } => {
+            let doc = admin.status_json().await?;
+            if json {
+                println!("{doc}");
+            } else {
+                let status: ClusterStatus = serde_json::from_str(&doc).context("the master sent an unreadable status")?;
+                print!("{}", render(&status));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Renders the status as readable tables.
+pub fn render(s: &ClusterStatus) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "STORES ({})", s.stores.len());
+    let _ = writeln!(out, "  {:<22} {:<22} {:<5} {:>9} {:>10}", "ID", "ADDRESS", "STATE", "REPLICAS", "DISK");
+    for st in &s.stores {
+        let state = if st.up { "up" } else { "DOWN" };
+        let _ = writeln!(out, "  {:<22} {:<22} {:<5} {:>9} {:>9.1}G", st.id, st.address, state, st.replicas, st.capacity_bytes as f64 / (1u64 << 30) as f64);
+    }
+    let _ = writeln!(out, "KEYSPACES ({})", s.keyspaces.len());
+    for ks in &s.keyspaces {
+        let _ = writeln!(out, "  {} - {} shards x {} replicas, routing version {}", ks.name, ks.shards, ks.replicas, ks.version);
+        let _ = writeln!(out, "    {:<6} {}", "SHARD", "REPLICAS (primary first)");
+        for (shard, replicas) in ks.routes.iter().enumerate() {
+            let list: Vec<String> = replicas
+                .iter()
+                .map(|r| {
+                    let addr = if r.address.is_empty() { "?" } else { &r.address };
+                    format!("{}@{}{}", r.store_id, addr, if r.up { "" } else { " (DOWN)" })
+                })
+                .collect();
+            let _ = writeln!(out, "    {:<6} {}", shard, list.join(", "));
+        }
+    }
+    out
+}

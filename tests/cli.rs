@@ -1,0 +1,122 @@
+//! End-to-end: the `vasto` CLI against a real cluster, and `vasto dev`.
+mod common;
+
+use common::{free_port, run_bounded, wait_for, Cluster, VASTO};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn put_get_delete_scan_and_status() {
+    let cluster = Cluster::start(2);
+    let m = cluster.master_addr.as_str();
+    cluster.create_keyspace("cli", 3, 1);
+    // Creating it again with the same parameters is fine (idempotent).
+    cluster.create_keyspace("cli", 3, 1);
+    let ks = ["--master", m, "--keyspace", "cli"];
+    let run = |args: &[&str]| cluster.vasto(args);
+
+    for (k, v) in [("fruit:apple", "red"), ("fruit:banana", "yellow"), ("veg:kale", "green")] {
+        let out = run(&[&["put"], &ks[..], &[k, v]].concat());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let out = run(&[&["get"], &ks[..], &["fruit:apple"]].concat());
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"red", "get prints the raw value");
+
+    let out = run(&[&["scan"], &ks[..], &["fruit:"]].concat());
+    assert_eq!(text(&out.stdout), "fruit:apple\tred\nfruit:banana\tyellow\n");
+
+    let out = run(&[&["delete"], &ks[..], &["fruit:apple"]].concat());
+    assert!(out.status.success());
+    let out = run(&[&["get"], &ks[..], &["fruit:apple"]].concat());
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr).trim(), "not found");
+
+    // TTL in real seconds.
+    let out = run(&[&["put"], &ks[..], &["--ttl", "1", "session", "abc"]].concat());
+    assert!(out.status.success());
+    assert_eq!(run(&[&["get"], &ks[..], &["session"]].concat()).stdout, b"abc");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(run(&[&["get"], &ks[..], &["session"]].concat()).status.code(), Some(1));
+
+    let out = run(&["admin", "--master", m, "status"]);
+    let table = text(&out.stdout);
+    assert!(table.contains("STORES (2)") && table.contains("cli - 3 shards x 1 replicas"), "{table}");
+
+    let out = run(&["admin", "--master", m, "create-keyspace", "cli", "--shards", "5"]);
+    assert!(!out.status.success(), "re-creating with other parameters must fail");
+
+    let out = run(&["admin", "--master", m, "delete-keyspace", "cli"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&[&["get"], &ks[..], &["veg:kale"]].concat());
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("unknown keyspace"), "{}", text(&out.stderr));
+
+    let out = run(&["admin", "--master", m, "create-keyspace", "../bad", "--shards", "1"]);
+    assert!(!out.status.success());
+    let out = run(&["get", "--master", "127.0.0.1:1", "k"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("master"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn loadgen_reports_percentiles_and_no_errors() {
+    let cluster = Cluster::start(1);
+    cluster.create_keyspace("bench", 2, 1);
+    let json = cluster.dir.path().join("report.json");
+    let json_arg = json.display().to_string();
+    let out = cluster.vasto(&[
+        "loadgen", "--master", &cluster.master_addr, "--keyspace", "bench", "--workload", "mixed:50", "--keys", "1000", "--value-size", "100",
+        "--concurrency", "4", "--pipeline", "4", "--duration", "2s", "--json", &json_arg,
+    ]);
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(report["ops"].as_u64().unwrap() > 100, "{report}");
+    assert_eq!(report["errors"], 0);
+    assert!(report["p99_us"].as_f64().unwrap() > 0.0);
+
+    let out = cluster.vasto(&["loadgen", "--master", &cluster.master_addr, "--keyspace", "bench", "--workload", "sideways"]);
+    assert!(!out.status.success(), "a bad workload is refused");
+}
+
+#[test]
+fn dev_starts_a_cluster_and_stops_it_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let data = dir.path().join("data");
+    let mut child = Command::new(VASTO)
+        .args(["dev", "--stores", "2", "--port", &port.to_string(), "--dir", &data.display().to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    // Killed by PID if the test fails; its children follow it (parent-death signal).
+    let mut dev = common::Proc { name: "dev".into(), child, log: data.clone() };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let up = (0..).map_while(|_| rx.recv_timeout(Duration::from_secs(60)).ok()).any(|l| l.contains("cluster is up"));
+    assert!(up, "vasto dev did not come up");
+    let master = format!("127.0.0.1:{port}");
+    let out = run_bounded(Command::new(VASTO).args(["put", "--master", &master, "hello", "world"]), Duration::from_secs(30));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run_bounded(Command::new(VASTO).args(["get", "--master", &master, "hello"]), Duration::from_secs(30));
+    assert_eq!(out.stdout, b"world");
+    // Ctrl-C: everything stops, and the ports are free again.
+    // SAFETY: kill(2) on the PID of our own child.
+    unsafe { libc::kill(dev.pid() as libc::pid_t, libc::SIGINT) };
+    let status = wait_for("vasto dev to exit", Duration::from_secs(20), || dev.child.try_wait().ok().flatten());
+    assert!(status.success());
+    for p in [port, port + 1, port + 2] {
+        wait_for("port released", Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", p)).is_err().then_some(()));
+    }
+    assert!(data.join("store-0").exists() && data.join("store-1").exists(), "data lives under one directory");
+}

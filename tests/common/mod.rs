@@ -1,0 +1,176 @@
+//! Test harness: real `vasto` processes on 127.0.0.1 with free ports and temporary directories.
+//! Every process is killed by PID when its handle is dropped, so a failing test leaves nothing.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const VASTO: &str = env!("CARGO_BIN_EXE_vasto");
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// A child process killed (SIGKILL) and reaped on drop.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, args: &[&str], log: &Path) -> Proc {
+        let file = std::fs::File::create(log).expect("log file");
+        let child = Command::new(VASTO)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .expect("spawn vasto");
+        Proc { name: name.into(), child, log: log.to_path_buf() }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// kill -9 and reap.
+    pub fn kill(mut self) {
+        self.kill_now();
+    }
+
+    fn kill_now(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill_now();
+    }
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or panics after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A master plus stores, each a real process.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub master_addr: String,
+    pub master: Option<Proc>,
+    pub store_addrs: Vec<String>,
+    pub stores: Vec<Option<Proc>>,
+}
+
+impl Cluster {
+    /// Starts a master and `stores` stores and waits until every store is registered.
+    pub fn start(stores: usize) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let master_addr = format!("127.0.0.1:{}", free_port());
+        let mut c = Cluster { dir, master_addr, master: None, store_addrs: Vec::new(), stores: Vec::new() };
+        c.start_master();
+        for _ in 0..stores {
+            c.store_addrs.push(format!("127.0.0.1:{}", free_port()));
+            c.stores.push(None);
+        }
+        for i in 0..stores {
+            c.start_store(i);
+        }
+        c.wait_stores_up(stores);
+        c
+    }
+
+    pub fn start_master(&mut self) {
+        let log = self.dir.path().join("master.log");
+        self.master = Some(Proc::spawn("master", &["master", "--listen", &self.master_addr], &log));
+    }
+
+    pub fn kill_master(&mut self) {
+        if let Some(m) = self.master.take() {
+            m.kill();
+        }
+    }
+
+    pub fn start_store(&mut self, i: usize) {
+        let dir = self.dir.path().join(format!("store-{i}"));
+        let log = self.dir.path().join(format!("store-{i}.log"));
+        let dir = dir.display().to_string();
+        let args = ["store", "--master", &self.master_addr, "--listen", &self.store_addrs[i], "--dir", &dir, "--threads", "2"];
+        self.stores[i] = Some(Proc::spawn(&format!("store-{i}"), &args, &log));
+    }
+
+    /// Runs the CLI against this cluster's master with a 60 s bound.
+    pub fn vasto(&self, args: &[&str]) -> Output {
+        run_bounded(Command::new(VASTO).args(args).env("VASTO_TEST", "1"), Duration::from_secs(60))
+    }
+
+    /// `vasto admin status --json`, parsed.
+    pub fn status(&self) -> Option<serde_json::Value> {
+        let out = self.vasto(&["admin", "--master", &self.master_addr, "status", "--json"]);
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
+    }
+
+    pub fn wait_stores_up(&self, n: usize) {
+        wait_for(&format!("{n} stores up"), Duration::from_secs(30), || {
+            let s = self.status()?;
+            let up = s["stores"].as_array()?.iter().filter(|st| st["up"] == true).count();
+            (up >= n).then_some(())
+        });
+    }
+
+    pub fn create_keyspace(&self, name: &str, shards: u32, replicas: u32) {
+        let out = self.vasto(&["admin", "--master", &self.master_addr, "create-keyspace", name, "--shards", &shards.to_string(), "--replicas", &replicas.to_string()]);
+        assert!(out.status.success(), "create-keyspace failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Show what the processes said, to make a CI failure readable.
+            for entry in std::fs::read_dir(self.dir.path()).into_iter().flatten().flatten() {
+                if entry.path().extension().is_some_and(|e| e == "log") {
+                    let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                    eprintln!("---- {} (last lines) ----", entry.path().display());
+                    for line in tail.iter().rev() {
+                        eprintln!("{line}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs a command to completion, killing it (by PID) if it takes longer than `timeout`.
+pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Output {
+    let child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(out) => out.expect("command output"),
+        Err(_) => {
+            // SAFETY: kill(2) on the PID of a child we spawned and have not reaped.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("command {cmd:?} did not finish within {timeout:?}");
+        }
+    }
+}
