@@ -100,3 +100,6 @@ fn load_or_create_store_id(dir: &std::path::Path) -> Result<String, NodeError> {
     std::fs::write(&path, &id)?;
     Ok(id)
 }
+
+#[cfg(test)]
+mod tests;

@@ -120,7 +120,7 @@ fn declared_len(input: &[u8]) -> Option<usize> {
 }
 
 /// Handles every complete frame in `input`; returns the bytes consumed and whether to close.
-fn process(handler: &mut Handler, input: &[u8], out: &mut Vec<u8>, max_frame: usize, greeted: &mut bool) -> (usize, bool) {
+pub(crate) fn process(handler: &mut Handler, input: &[u8], out: &mut Vec<u8>, max_frame: usize, greeted: &mut bool) -> (usize, bool) {
     let mut consumed = 0;
     loop {
         match frame_len(&input[consumed..], max_frame) {

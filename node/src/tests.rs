@@ -1,0 +1,114 @@
+//! Handler and framing tests without sockets: frames in, frames out, real RocksDB underneath.
+use crate::handler::{Handler, Next};
+use crate::registry::Registry;
+use crate::server::process;
+use std::sync::Arc;
+use vasto_engine::{Engine, EngineOptions};
+use vasto_wire::{frame_len, parse_frame, FrameEncoder, Role, ShardInfo, Status, DEFAULT_MAX_FRAME, LEN_PREFIX};
+
+fn registry(dir: &std::path::Path) -> Arc<Registry> {
+    let reg = Registry::open(Engine::new(dir, &EngineOptions::default()).unwrap()).unwrap();
+    reg.create(&ShardInfo { keyspace: "ks".into(), shard: 0, shards: 1, replica: 0, replicas: 1 }).unwrap();
+    Arc::new(reg)
+}
+
+/// Splits an output buffer into (id, status, value) per response frame.
+fn responses(mut out: &[u8]) -> Vec<(u64, Status, Option<Vec<u8>>)> {
+    let mut all = Vec::new();
+    while let Some(n) = frame_len(out, DEFAULT_MAX_FRAME).unwrap() {
+        let f = parse_frame(&out[LEN_PREFIX..n]).unwrap();
+        let r = f.body_as_response().unwrap();
+        all.push((f.id(), r.status(), r.value().map(<[u8]>::to_vec)));
+        out = &out[n..];
+    }
+    all
+}
+
+fn hello_frame() -> Vec<u8> {
+    let mut out = Vec::new();
+    FrameEncoder::new().hello(&mut out, Role::Client);
+    out
+}
+
+#[test]
+fn pipelined_frames_split_anywhere_are_answered_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut handler = Handler::new(registry(dir.path()));
+    let mut stream = hello_frame();
+    let mut enc = FrameEncoder::new();
+    enc.put(&mut stream, 1, "ks", 0, b"k", b"v", 10, 0);
+    enc.get(&mut stream, 2, "ks", 0, b"k");
+    enc.get(&mut stream, 3, "ks", 0, b"missing");
+    enc.put(&mut stream, 4, "ks", 0, b"big", &vec![1u8; 200_000], 10, 0);
+    enc.get(&mut stream, 5, "other", 0, b"k");
+    // Feed the byte stream in uneven chunks, as reads would deliver it.
+    for chunk in [1usize, 3, 7, 64, 4096] {
+        let mut handler_out = Vec::new();
+        let mut pending: Vec<u8> = Vec::new();
+        let mut greeted = false;
+        for piece in stream.chunks(chunk) {
+            pending.extend_from_slice(piece);
+            let (consumed, close) = process(&mut handler, &pending, &mut handler_out, DEFAULT_MAX_FRAME, &mut greeted);
+            assert!(!close);
+            pending.drain(..consumed);
+        }
+        assert!(pending.is_empty());
+        let hello_len = frame_len(&handler_out, DEFAULT_MAX_FRAME).unwrap().unwrap();
+        let got = responses(&handler_out[hello_len..]);
+        let statuses: Vec<(u64, Status)> = got.iter().map(|(id, s, _)| (*id, *s)).collect();
+        assert_eq!(statuses, vec![(1, Status::Ok), (2, Status::Ok), (3, Status::NotFound), (4, Status::Ok), (5, Status::UnknownKeyspace)], "chunk {chunk}");
+        assert_eq!(got[1].2.as_deref(), Some(&b"v"[..]));
+    }
+}
+
+#[test]
+fn oversize_frames_close_the_connection_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut handler = Handler::new(registry(dir.path()));
+    let mut input = hello_frame();
+    input.extend_from_slice(&1000u32.to_le_bytes());
+    let mut out = Vec::new();
+    let mut greeted = false;
+    let (consumed, close) = process(&mut handler, &input, &mut out, 999, &mut greeted);
+    assert!(close);
+    assert_eq!(consumed, input.len());
+    let hello_len = frame_len(&out, DEFAULT_MAX_FRAME).unwrap().unwrap();
+    assert_eq!(responses(&out[hello_len..])[0].1, Status::TooLarge);
+}
+
+#[test]
+fn the_first_frame_must_be_a_hello() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut handler = Handler::new(registry(dir.path()));
+    let mut out = Vec::new();
+    let mut get = Vec::new();
+    FrameEncoder::new().get(&mut get, 1, "ks", 0, b"k");
+    assert_eq!(handler.hello(&get[LEN_PREFIX..], &mut out), Next::Close);
+    let reply = parse_frame(&out[LEN_PREFIX..]).unwrap().body_as_hello_reply().unwrap();
+    assert_eq!(reply.status(), Status::BadRequest);
+}
+
+#[test]
+fn batches_are_validated_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path());
+    reg.create(&ShardInfo { keyspace: "four".into(), shard: 0, shards: 4, replica: 0, replicas: 1 }).unwrap();
+    let mut handler = Handler::new(Arc::clone(&reg));
+    let mine = (0..).map(|i| format!("k{i}")).find(|k| vasto_hash::shard_of(k.as_bytes(), 4) == 0).unwrap();
+    let other = (0..).map(|i| format!("k{i}")).find(|k| vasto_hash::shard_of(k.as_bytes(), 4) != 0).unwrap();
+    let ops = [
+        vasto_wire::BatchOpRef { kind: vasto_wire::OpKind::Put, key: mine.as_bytes(), value: b"v", event_time_ns: 1, ttl_ns: 0 },
+        vasto_wire::BatchOpRef { kind: vasto_wire::OpKind::Put, key: other.as_bytes(), value: b"v", event_time_ns: 1, ttl_ns: 0 },
+    ];
+    let mut req = Vec::new();
+    FrameEncoder::new().batch(&mut req, 7, "four", 0, &ops);
+    let mut out = Vec::new();
+    handler.request(&req[LEN_PREFIX..], &mut out);
+    assert_eq!(responses(&out)[0].1, Status::WrongShard);
+    let mut get = Vec::new();
+    FrameEncoder::new().get(&mut get, 8, "four", 0, mine.as_bytes());
+    out.clear();
+    handler.request(&get[LEN_PREFIX..], &mut out);
+    assert_eq!(responses(&out)[0].1, Status::NotFound, "nothing of a rejected batch is written");
+    assert_eq!(reg.infos().len(), 2);
+}
