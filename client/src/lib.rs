@@ -23,6 +23,8 @@
 //! ```
 //!
 //! From synchronous code, use [`blocking::Client`], which owns a small tokio runtime.
+//! `client/examples/quickstart.rs` is the same tour as a program to run against `vasto dev`:
+//! `cargo run -p vasto-client --example quickstart -- 127.0.0.1:8278`.
 
 mod admin;
 pub mod blocking;
