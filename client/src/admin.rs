@@ -2,6 +2,7 @@
 use crate::ClientError;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
+use crate::dial::{dial, master_error};
 use tokio::net::TcpStream;
 use vasto_wire::{parse_frame, read_frame, FrameEncoder, Role, Status, DEFAULT_MAX_FRAME};
 
@@ -17,17 +18,8 @@ pub struct AdminClient {
 impl AdminClient {
     /// Connects to the master at `master` (`host:port`).
     pub async fn connect(master: &str, timeout: Duration) -> Result<Self, ClientError> {
-        let fail = |e: String| ClientError::Master(format!("{master}: {e}"));
-        let mut stream = tokio::time::timeout(timeout, TcpStream::connect(master)).await.map_err(|_| fail("connect timed out".into()))?.map_err(|e| fail(e.to_string()))?;
-        let mut enc = FrameEncoder::new();
-        let mut buf = Vec::new();
-        enc.hello(&mut buf, Role::Admin);
-        stream.write_all(&buf).await.map_err(|e| fail(e.to_string()))?;
-        tokio::time::timeout(timeout, read_frame(&mut stream, &mut buf, DEFAULT_MAX_FRAME)).await.map_err(|_| fail("hello timed out".into()))?.map_err(|e| fail(e.to_string()))?;
-        let reply = parse_frame(&buf).ok().and_then(|f| f.body_as_hello_reply()).ok_or_else(|| fail("not a vasto master".into()))?;
-        if reply.status() != Status::Ok {
-            return Err(fail(reply.message().unwrap_or_default().to_owned()));
-        }
+        let stream = dial(master, Role::Admin, timeout).await.map_err(|e| master_error(master, e))?;
+        let (enc, buf) = (FrameEncoder::new(), Vec::new());
         Ok(Self { stream, enc, buf, next_id: 1, timeout })
     }
 

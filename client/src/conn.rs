@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
+use crate::dial::{dial, DialError};
 use vasto_wire::{parse_frame, read_frame, FrameEncoder, Role, Status, DEFAULT_MAX_FRAME};
 
 /// A decoded response.
@@ -41,18 +41,10 @@ pub(crate) struct Conn {
 impl Conn {
     /// Connects, exchanges hellos, and starts the reader and writer tasks.
     pub async fn connect(addr: &str, timeout: Duration) -> Result<Arc<Conn>, ClientError> {
-        let unavailable = |e: String| ClientError::Unavailable(format!("{addr}: {e}"));
-        let mut stream = tokio::time::timeout(timeout, TcpStream::connect(addr)).await.map_err(|_| unavailable("connect timed out".into()))?.map_err(|e| unavailable(e.to_string()))?;
-        stream.set_nodelay(true).map_err(|e| unavailable(e.to_string()))?;
-        let mut out = Vec::new();
-        FrameEncoder::new().hello(&mut out, Role::Client);
-        stream.write_all(&out).await.map_err(|e| unavailable(e.to_string()))?;
-        let mut buf = Vec::new();
-        tokio::time::timeout(timeout, read_frame(&mut stream, &mut buf, DEFAULT_MAX_FRAME)).await.map_err(|_| unavailable("hello timed out".into()))?.map_err(|e| unavailable(e.to_string()))?;
-        let reply = parse_frame(&buf).ok().and_then(|f| f.body_as_hello_reply()).ok_or_else(|| unavailable("peer did not answer the hello".into()))?;
-        if reply.status() != Status::Ok {
-            return Err(ClientError::Server { status: reply.status(), message: reply.message().unwrap_or_default().to_owned() });
-        }
+        let stream = dial(addr, Role::Client, timeout).await.map_err(|e| match e {
+            DialError::Unreachable(why) => ClientError::Unavailable(format!("{addr}: {why}")),
+            DialError::Refused(status, message) => ClientError::Server { status, message },
+        })?;
         let (read, write) = stream.into_split();
         let conn = Arc::new(Conn {
             state: Mutex::new(State { enc: FrameEncoder::new(), out: Vec::with_capacity(16 << 10), pending: HashMap::new(), next_id: 1 }),

@@ -29,6 +29,7 @@
 mod admin;
 pub mod blocking;
 mod conn;
+mod dial;
 mod keyspace;
 mod pool;
 mod routing;

@@ -7,7 +7,8 @@ use std::time::Duration;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use vasto_wire::{parse_frame, read_frame, FrameEncoder, Role, RoutingTable, Status, DEFAULT_MAX_FRAME};
+use crate::dial::{dial, master_error};
+use vasto_wire::{parse_frame, read_frame, FrameEncoder, Role, RoutingTable, DEFAULT_MAX_FRAME};
 
 /// The latest table of one keyspace; `None` until the master has answered the subscription.
 pub(crate) type TableWatch = watch::Receiver<Option<Arc<RoutingTable>>>;
@@ -62,19 +63,7 @@ impl Routing {
 }
 
 async fn connect(master: &str, timeout: Duration) -> Result<TcpStream, ClientError> {
-    let fail = |e: String| ClientError::Master(format!("{master}: {e}"));
-    let mut stream = tokio::time::timeout(timeout, TcpStream::connect(master)).await.map_err(|_| fail("connect timed out".into()))?.map_err(|e| fail(e.to_string()))?;
-    stream.set_nodelay(true).map_err(|e| fail(e.to_string()))?;
-    let mut out = Vec::new();
-    FrameEncoder::new().hello(&mut out, Role::Client);
-    stream.write_all(&out).await.map_err(|e| fail(e.to_string()))?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(timeout, read_frame(&mut stream, &mut buf, DEFAULT_MAX_FRAME)).await.map_err(|_| fail("hello timed out".into()))?.map_err(|e| fail(e.to_string()))?;
-    let reply = parse_frame(&buf).ok().and_then(|f| f.body_as_hello_reply()).ok_or_else(|| fail("not a vasto master".into()))?;
-    if reply.status() != Status::Ok {
-        return Err(fail(reply.message().unwrap_or_default().to_owned()));
-    }
-    Ok(stream)
+    dial(master, Role::Client, timeout).await.map_err(|e| master_error(master, e))
 }
 
 async fn run(routing: std::sync::Weak<Routing>, master: String, timeout: Duration, first: TcpStream, mut new_subs: mpsc::UnboundedReceiver<String>) {

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Side-by-side system benchmark, all in one run on this machine: one vasto store driven by
+# `vasto loadgen`, and Debian's redis-server (appendonly yes, appendfsync everysec) driven by
+# redis-benchmark, with the same value size, key space, connections and pipeline depths.
+# Writes benches/RESULTS.md. Usage: benches/run.sh [SECONDS_PER_RUN] (default 10).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-10}
+KEYS=${KEYS:-100000}
+VALUE=${VALUE:-100}
+CONC=${CONC:-64}
+./scripts/setup.sh redis-server redis-tools
+cargo build --release --locked --bin vasto
+VASTO=target/release/vasto
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])' 2>/dev/null || echo $((20000 + RANDOM % 20000)); }
+json_field() { sed -n "s/.*\"$2\": *\([0-9.e+-]*\).*/\1/p" "$1" | head -1; }
+
+MPORT=$(port); SPORT=$(port); RPORT=$(port)
+$VASTO master --listen 127.0.0.1:$MPORT >"$WORK/master.log" 2>&1 & PIDS+=($!)
+sleep 0.3
+$VASTO store --master 127.0.0.1:$MPORT --listen 127.0.0.1:$SPORT --dir "$WORK/store" >"$WORK/store.log" 2>&1 & PIDS+=($!)
+for _ in $(seq 100); do
+  $VASTO admin --master 127.0.0.1:$MPORT status --json 2>/dev/null | grep -q '"up":true' && break
+  sleep 0.1
+done
+$VASTO admin --master 127.0.0.1:$MPORT create-keyspace bench --shards 2 --replicas 1
+
+redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$WORK" --appendonly yes --appendfsync everysec --save "" --daemonize no >"$WORK/redis.log" 2>&1 & PIDS+=($!)
+for _ in $(seq 50); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+
+ROWS=()
+run_vasto() { # workload pipeline
+  local out="$WORK/vasto-$1-$2.json"
+  $VASTO loadgen --master 127.0.0.1:$MPORT --keyspace bench --workload "$1" --keys "$KEYS" --value-size "$VALUE" \
+    --concurrency "$CONC" --pipeline "$2" --duration "${SECS}s" --json "$out" >/dev/null 2>"$WORK/loadgen.err" || { cat "$WORK/loadgen.err" >&2; exit 1; }
+  echo "$(json_field "$out" ops_per_sec) $(json_field "$out" p50_us) $(json_field "$out" p99_us) $(json_field "$out" p999_us)"
+}
+run_redis() { # test(set|get) pipeline -> ops/s p50 p99 (us) ; redis-benchmark reports ms
+  local n=$(( SECS * 150000 * ($2 > 1 ? 4 : 1) ))
+  redis-benchmark -p "$RPORT" -c "$CONC" -P "$2" -d "$VALUE" -r "$KEYS" -n "$n" -t "$1" --csv 2>/dev/null \
+    | awk -F'","' 'NR==2 { gsub(/"/,""); printf "%.0f %.0f %.0f -\n", $2, $5*1000, $7*1000 }'
+}
+
+# Load every key first so gets hit.
+$VASTO loadgen --master 127.0.0.1:$MPORT --keyspace bench --workload put --keys "$KEYS" --value-size "$VALUE" --concurrency "$CONC" --pipeline 16 --duration "${SECS}s" >/dev/null 2>&1
+redis-benchmark -p "$RPORT" -c "$CONC" -P 16 -d "$VALUE" -r "$KEYS" -n $((KEYS * 4)) -t set -q >/dev/null 2>&1
+
+{
+  echo "# Benchmark results"
+  echo
+  echo "Run on $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -r). Client and server share the machine."
+  echo "Values ${VALUE} B, ${KEYS} keys, ${CONC} connections, ${SECS} s per vasto run; vasto: 1 store"
+  echo "(release build, $(grep -o 'io_uring=[a-z]*' "$WORK/store.log" | head -1)), keyspace of 2 shards; redis: redis-server $(redis-server --version | grep -o 'v=[0-9.]*'),"
+  echo "appendonly yes, appendfsync everysec. Latencies in microseconds (redis-benchmark's own percentiles)."
+  echo
+  echo "| op | pipeline | vasto ops/s | vasto p50 | vasto p99 | vasto p99.9 | redis ops/s | redis p50 | redis p99 | vasto/redis ops |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+  for op in put get; do
+    for p in 1 16; do
+      read -r vops vp50 vp99 vp999 < <(run_vasto "$op" "$p")
+      rop=$([ "$op" = put ] && echo set || echo get)
+      read -r rops rp50 rp99 _ < <(run_redis "$rop" "$p")
+      ratio=$(awk -v a="$vops" -v b="$rops" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
+      printf '| %s | %s | %.0f | %.0f | %.0f | %.0f | %s | %s | %s | %s |\n' "$op" "$p" "$vops" "$vp50" "$vp99" "$vp999" "$rops" "$rp50" "$rp99" "$ratio"
+    done
+  done
+} > "$WORK/RESULTS.md"
+cp "$WORK/RESULTS.md" benches/RESULTS.md
+cat benches/RESULTS.md
