@@ -6,10 +6,12 @@
 //! A compaction filter drops expired values and tombstones older than the grace period.
 //! This crate knows nothing of the network.
 
+mod changes;
 pub mod header;
 mod meta;
 mod shard;
 
+pub use changes::ChangesRead;
 pub use meta::{valid_keyspace_name, ShardMeta};
 pub use shard::{Shard, Write};
 
@@ -31,6 +33,9 @@ pub enum EngineError {
     /// On-disk state that cannot be understood.
     #[error("corrupt shard: {0}")]
     Corrupt(String),
+    /// The WAL no longer holds the batches after this position: the follower must re-bootstrap.
+    #[error("the change log no longer reaches back to position {after}")]
+    Trimmed { after: u64 },
     /// A keyspace name that cannot be used as a directory name.
     #[error("invalid keyspace name {0:?}: use 1-64 characters from [A-Za-z0-9_.-], not starting with '.'")]
     InvalidKeyspace(String),
@@ -45,11 +50,14 @@ pub struct EngineOptions {
     /// writes older than this grace period could resurrect a deleted key, so keep it well above
     /// any replication delay.
     pub tombstone_grace: Duration,
+    /// How long archived WAL segments (the replication change log) are kept; a follower further
+    /// behind than this re-bootstraps from a snapshot.
+    pub change_log_retention: Duration,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { block_cache_bytes: 256 << 20, tombstone_grace: Duration::from_secs(24 * 3600) }
+        Self { block_cache_bytes: 256 << 20, tombstone_grace: Duration::from_secs(24 * 3600), change_log_retention: Duration::from_secs(3600) }
     }
 }
 
@@ -77,6 +85,10 @@ impl Engine {
         db_opts.set_block_based_table_factory(&table);
         db_opts.set_max_background_jobs(2);
         db_opts.set_bytes_per_sync(1 << 20);
+        // The WAL is the replication change log: keep archived segments (up to 1 GiB) so a
+        // follower that was away can still tail instead of re-bootstrapping.
+        db_opts.set_wal_ttl_seconds(options.change_log_retention.as_secs());
+        db_opts.set_wal_size_limit_mb(if options.change_log_retention.is_zero() { 0 } else { 1024 });
         db_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         // Re-compact every file at least daily so expired values and old tombstones that have
         // settled in the last level (where nothing else rewrites them) are filtered out too.

@@ -61,6 +61,18 @@ impl Shard {
         Ok(Self { db: ManuallyDrop::new(db), meta, dir: dir.to_path_buf(), write_opts, remove: AtomicBool::new(false) })
     }
 
+    pub(crate) fn db(&self) -> &DB {
+        &self.db
+    }
+
+    pub(crate) fn write_options(&self) -> &WriteOptions {
+        &self.write_opts
+    }
+
+    pub(crate) fn meta_cf(&self) -> Result<&rocksdb::ColumnFamily, EngineError> {
+        self.db.cf_handle(META_CF).ok_or_else(|| EngineError::Corrupt(format!("{}: no meta column family", self.dir.display())))
+    }
+
     /// Which keyspace/shard/replica this is.
     pub fn meta(&self) -> &ShardMeta {
         &self.meta

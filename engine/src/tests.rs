@@ -136,3 +136,51 @@ fn shards_reopen_with_their_metadata_and_can_be_removed() {
     assert!(!beta_dir.exists());
     assert!(matches!(e.create_shard(&meta("../evil", 0)), Err(EngineError::InvalidKeyspace(_))));
 }
+
+fn changes(s: &Shard, after: u64) -> (Vec<(Vec<u8>, Vec<u8>)>, u64) {
+    let mut got = Vec::new();
+    let read = s.read_changes(after, usize::MAX, |k, v| got.push((k.to_vec(), v.to_vec()))).unwrap();
+    (got, read.position)
+}
+
+#[test]
+fn change_log_carries_local_writes_only_and_positions_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let a = e.create_shard(&meta("a", 0)).unwrap();
+    let b = Engine::new(&dir.path().join("other"), &EngineOptions::default()).unwrap().create_shard(&meta("a", 0)).unwrap();
+    a.put(b"k1", b"v1", 10, 0).unwrap();
+    a.delete(b"k2", 11).unwrap();
+    let (entries, pos) = changes(&a, 0);
+    assert_eq!(entries.iter().map(|e| e.0.clone()).collect::<Vec<_>>(), vec![b"k1".to_vec(), b"k2".to_vec()]);
+    // Apply on b as a replica would: same LWW path, position recorded atomically.
+    b.apply_replicated("store-a", entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice())), pos).unwrap();
+    assert_eq!(get(&b, b"k1"), Some(b"v1".to_vec()));
+    assert_eq!(b.peer_position("store-a").unwrap(), pos);
+    // Replicated writes are never sent on: b's own log has nothing to offer.
+    assert!(changes(&b, 0).0.is_empty(), "replicated batches must not be echoed");
+    b.put(b"k3", b"local on b", 12, 0).unwrap();
+    assert_eq!(changes(&b, 0).0.len(), 1);
+    // Nothing new after the last position; new writes show up after it.
+    assert!(changes(&a, pos).0.is_empty());
+    a.put(b"k4", b"v4", 13, 0).unwrap();
+    let (more, _) = changes(&a, pos);
+    assert_eq!(more.len(), 1);
+    assert_eq!(more[0].0, b"k4".to_vec());
+}
+
+#[test]
+fn a_trimmed_change_log_asks_for_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = EngineOptions { change_log_retention: Duration::ZERO, ..Default::default() };
+    let s = Engine::new(dir.path(), &opts).unwrap().create_shard(&meta("t", 0)).unwrap();
+    for i in 0..100u32 {
+        s.put(&i.to_be_bytes(), b"v", 1, 0).unwrap();
+    }
+    s.compact().unwrap();
+    s.put(b"after", b"v", 1, 0).unwrap();
+    match s.read_changes(0, usize::MAX, |_, _| {}) {
+        Err(EngineError::Trimmed { after: 0 }) => {}
+        other => panic!("expected Trimmed, got {other:?}"),
+    }
+}
