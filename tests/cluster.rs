@@ -1,48 +1,13 @@
 //! End-to-end: a master and three stores as real processes, the native client over real sockets.
 mod common;
 
-use common::{wait_for, Cluster};
+use common::{wait_for, Cluster, Raw};
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vasto_client::{Client, PutOptions};
-use vasto_wire::{frame_len, parse_frame, FrameEncoder, Role, Status, DEFAULT_MAX_FRAME, LEN_PREFIX};
-
-/// A raw protocol connection to one store, to look at what a store physically holds.
-struct Raw {
-    stream: TcpStream,
-    enc: FrameEncoder,
-    buf: Vec<u8>,
-}
-
-impl Raw {
-    fn connect(addr: &str) -> Raw {
-        let stream = TcpStream::connect(addr).expect("connect store");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut raw = Raw { stream, enc: FrameEncoder::new(), buf: Vec::new() };
-        let mut out = Vec::new();
-        raw.enc.hello(&mut out, Role::Client);
-        raw.stream.write_all(&out).unwrap();
-        raw.read_frame();
-        raw
-    }
-
-    fn read_frame(&mut self) -> &[u8] {
-        vasto_wire::read_frame_blocking(&mut self.stream, &mut self.buf, DEFAULT_MAX_FRAME).expect("a frame");
-        &self.buf
-    }
-
-    /// Every key of `shard` held by this store.
-    fn scan_all(&mut self, keyspace: &str, shard: u32) -> (Status, usize) {
-        let mut out = Vec::new();
-        self.enc.scan(&mut out, 1, keyspace, shard, b"", b"", 10_000);
-        self.stream.write_all(&out).unwrap();
-        let resp = parse_frame(self.read_frame()).unwrap().body_as_response().unwrap();
-        (resp.status(), resp.entries().map(|e| e.len()).unwrap_or(0))
-    }
-}
+use vasto_wire::{frame_len, parse_frame, Status, DEFAULT_MAX_FRAME, LEN_PREFIX};
 
 fn routes(cluster: &Cluster, keyspace: &str) -> Vec<String> {
     let s = cluster.status().expect("status");

@@ -52,6 +52,10 @@ impl Client {
 }
 
 impl Keyspace {
+    /// See [`crate::Keyspace::with_read_from`].
+    pub fn with_read_from(&self, read_from: crate::ReadFrom) -> Keyspace {
+        Keyspace { rt: Arc::clone(&self.rt), inner: self.inner.with_read_from(read_from) }
+    }
     /// See [`crate::Keyspace::get`].
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
         self.rt.block_on(self.inner.get(key))

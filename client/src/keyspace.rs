@@ -4,9 +4,10 @@ use crate::conn::Reply;
 use crate::routing::TableWatch;
 use crate::{ClientError, Inner};
 use futures_util::future::join_all;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use vasto_wire::{BatchOpRef, FrameEncoder, OpKind, RoutingTable, Status};
+use vasto_wire::{BatchOpRef, FrameEncoder, OpKind, ReplicaRoute, RoutingTable, Status};
 
 /// Attempts per request across replicas and table refreshes.
 const MAX_ATTEMPTS: usize = 6;
@@ -46,6 +47,8 @@ pub struct Keyspace {
     pub(crate) inner: Arc<Inner>,
     pub(crate) name: Arc<str>,
     pub(crate) table: TableWatch,
+    pub(crate) read_from: ReadFrom,
+    pub(crate) next_replica: Arc<AtomicUsize>,
 }
 
 /// Nanoseconds since the Unix epoch by this machine's clock: the default event time.
@@ -54,6 +57,11 @@ pub fn now_ns() -> u64 {
 }
 
 impl Keyspace {
+    /// A handle on the same keyspace that reads from `read_from` (writes are unaffected).
+    pub fn with_read_from(&self, read_from: ReadFrom) -> Keyspace {
+        Keyspace { read_from, ..self.clone() }
+    }
+
     /// The keyspace name.
     pub fn name(&self) -> &str {
         &self.name
@@ -67,7 +75,7 @@ impl Keyspace {
     /// Reads `key`: `Ok(None)` when it is missing, deleted or expired.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
         let name = &*self.name;
-        let reply = self.call(key, |enc, out, id, shard| enc.get(out, id, name, shard, key)).await?;
+        let reply = self.route(Target::Key(key), Op::Read, |enc, out, id, shard| enc.get(out, id, name, shard, key)).await?;
         match reply.status {
             Status::Ok => Ok(Some(reply.value.unwrap_or_default())),
             Status::NotFound => Ok(None),
@@ -91,7 +99,7 @@ impl Keyspace {
         let t = opts.event_time_ns.unwrap_or_else(now_ns);
         let ttl = opts.ttl.map(|d| d.as_nanos().min(u64::MAX as u128) as u64).unwrap_or(0);
         let name = &*self.name;
-        let reply = self.call(key, |enc, out, id, shard| enc.put(out, id, name, shard, key, value, t, ttl)).await?;
+        let reply = self.route(Target::Key(key), Op::Write, |enc, out, id, shard| enc.put(out, id, name, shard, key, value, t, ttl)).await?;
         ok(reply)
     }
 
@@ -103,7 +111,7 @@ impl Keyspace {
     /// Deletes `key` with an explicit event time.
     pub async fn delete_at(&self, key: &[u8], event_time_ns: u64) -> Result<(), ClientError> {
         let name = &*self.name;
-        let reply = self.call(key, |enc, out, id, shard| enc.delete(out, id, name, shard, key, event_time_ns)).await?;
+        let reply = self.route(Target::Key(key), Op::Write, |enc, out, id, shard| enc.delete(out, id, name, shard, key, event_time_ns)).await?;
         ok(reply)
     }
 
@@ -125,7 +133,7 @@ impl Keyspace {
         let sends = by_shard.iter().filter(|g| !g.is_empty()).map(|group| {
             let first = group[0].key;
             async move {
-                let reply = self.call(first, |enc, out, id, shard| enc.batch(out, id, name, shard, group)).await?;
+                let reply = self.route(Target::Key(first), Op::Write, |enc, out, id, shard| enc.batch(out, id, name, shard, group)).await?;
                 ok(reply)
             }
         });
@@ -139,7 +147,7 @@ impl Keyspace {
         let table = self.table().await?;
         let name = &*self.name;
         let pages = join_all((0..table.shards).map(|shard| async move {
-            let reply = self.call_shard(shard, |enc, out, id, shard| enc.scan(out, id, name, shard, prefix, start_after, limit)).await?;
+            let reply = self.route(Target::Shard(shard), Op::Read, |enc, out, id, shard| enc.scan(out, id, name, shard, prefix, start_after, limit)).await?;
             match reply.status {
                 Status::Ok => Ok((reply.entries, reply.more)),
                 status => Err(ClientError::Server { status, message: reply.message }),
@@ -169,30 +177,31 @@ impl Keyspace {
 
     /// The current table, waiting for the first one; errors if the keyspace does not exist.
     async fn table(&self) -> Result<Arc<RoutingTable>, ClientError> {
-        let mut rx = self.table.clone();
-        let table = tokio::time::timeout(self.inner.config.timeout, rx.wait_for(|t| t.is_some()))
-            .await
-            .map_err(|_| ClientError::Master("no routing table received in time".into()))?
-            .map_err(|_| ClientError::Master("client shut down".into()))?
-            .clone();
+        let current = self.table.borrow().clone();
+        let table = match current {
+            Some(t) => Some(t),
+            None => {
+                let mut rx = self.table.clone();
+                let first = tokio::time::timeout(self.inner.config.timeout, rx.wait_for(|t| t.is_some()))
+                    .await
+                    .map_err(|_| ClientError::Master("no routing table received in time".into()))?
+                    .map_err(|_| ClientError::Master("client shut down".into()))?
+                    .clone();
+                first
+            }
+        };
         match table {
             Some(t) if t.exists && t.shards > 0 => Ok(t),
             _ => Err(ClientError::UnknownKeyspace(self.name.to_string())),
         }
     }
 
-    async fn call(&self, key: &[u8], encode: impl Fn(&mut FrameEncoder, &mut Vec<u8>, u64, u32)) -> Result<Reply, ClientError> {
-        self.route(Target::Key(key), encode).await
-    }
-
-    async fn call_shard(&self, shard: u32, encode: impl Fn(&mut FrameEncoder, &mut Vec<u8>, u64, u32)) -> Result<Reply, ClientError> {
-        self.route(Target::Shard(shard), encode).await
-    }
-
     /// Sends to the first live replica of the target shard; on a connection failure tries the
     /// next one, on a wrong-shard answer waits for a newer table. Writes are safe to resend: the
     /// event time is fixed before the first attempt, so a repeat is a no-op under LWW.
-    async fn route(&self, target: Target<'_>, encode: impl Fn(&mut FrameEncoder, &mut Vec<u8>, u64, u32)) -> Result<Reply, ClientError> {
+    async fn route(&self, target: Target<'_>, op: Op, encode: impl Fn(&mut FrameEncoder, &mut Vec<u8>, u64, u32)) -> Result<Reply, ClientError> {
+        let spread = op == Op::Read && self.read_from == ReadFrom::AnyReplica;
+        let start = if spread { self.next_replica.fetch_add(1, Ordering::Relaxed) } else { 0 };
         let mut last_err = ClientError::Unavailable("no live replica".into());
         let mut skip = 0usize;
         for _ in 0..MAX_ATTEMPTS {
@@ -202,9 +211,7 @@ impl Keyspace {
                 Target::Shard(s) => s,
             };
             let replicas = table.routes.get(shard as usize).map(Vec::as_slice).unwrap_or_default();
-            let mut live = replicas.iter().filter(|r| r.up && !r.address.is_empty());
-            let count = live.clone().count();
-            let Some(addr) = (count > 0).then(|| live.nth(skip % count)).flatten().map(|r| r.address.as_str()) else {
+            let Some(addr) = pick(replicas, spread, start, skip) else {
                 last_err = ClientError::Unavailable(format!("no live replica of shard {shard} of {}", self.name));
                 self.wait_newer(table.version).await;
                 continue;
@@ -243,6 +250,37 @@ impl Keyspace {
     }
 }
 
+/// Replica order for one attempt: live replicas that are not catching up first (primary first),
+/// then live ones still catching up. With `spread`, reads rotate over the healthy replicas.
+fn pick(replicas: &[ReplicaRoute], spread: bool, start: usize, skip: usize) -> Option<&str> {
+    let live = |r: &&ReplicaRoute| r.up && !r.address.is_empty();
+    let healthy = replicas.iter().filter(live).filter(|r| !r.catching_up);
+    let catching = replicas.iter().filter(live).filter(|r| r.catching_up);
+    let n_healthy = healthy.clone().count();
+    let count = n_healthy + catching.clone().count();
+    if count == 0 {
+        return None;
+    }
+    let n = if spread && skip < n_healthy { (start + skip) % n_healthy } else { skip % count };
+    healthy.chain(catching).nth(n).map(|r| r.address.as_str())
+}
+
+/// Which replica serves reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadFrom {
+    /// The primary (replica 0) while it is up and caught up, else the next live replica.
+    #[default]
+    Primary,
+    /// Any live, caught-up replica, rotating: spreads read load, may read slightly stale data.
+    AnyReplica,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Read,
+    Write,
+}
+
 #[derive(Clone, Copy)]
 enum Target<'a> {
     Key(&'a [u8]),
@@ -253,5 +291,33 @@ fn ok(reply: Reply) -> Result<(), ClientError> {
     match reply.status {
         Status::Ok => Ok(()),
         status => Err(ClientError::Server { status, message: reply.message }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick;
+    use vasto_wire::ReplicaRoute;
+
+    fn r(addr: &str, up: bool, catching_up: bool) -> ReplicaRoute {
+        ReplicaRoute { store_id: addr.into(), address: addr.into(), up, catching_up }
+    }
+
+    #[test]
+    fn primary_first_then_failover_and_catching_up_last() {
+        let rs = [r("a", true, false), r("b", true, false), r("c", true, true)];
+        assert_eq!(pick(&rs, false, 0, 0), Some("a"));
+        assert_eq!(pick(&rs, false, 0, 1), Some("b"));
+        assert_eq!(pick(&rs, false, 0, 2), Some("c"));
+        let down_primary = [r("a", false, false), r("b", true, true), r("c", true, false)];
+        assert_eq!(pick(&down_primary, false, 0, 0), Some("c"), "a caught-up replica beats one catching up");
+        assert_eq!(pick(&[r("a", false, false)], false, 0, 0), None);
+    }
+
+    #[test]
+    fn any_replica_reads_rotate_over_healthy_replicas() {
+        let rs = [r("a", true, false), r("b", true, false), r("c", true, true)];
+        let picked: Vec<_> = (0..4).map(|start| pick(&rs, true, start, 0)).collect();
+        assert_eq!(picked, vec![Some("a"), Some("b"), Some("a"), Some("b")]);
     }
 }

@@ -35,7 +35,7 @@ mod pool;
 mod routing;
 
 pub use admin::AdminClient;
-pub use keyspace::{now_ns, BatchOp, Keyspace, PutOptions, ScanPage};
+pub use keyspace::{now_ns, BatchOp, Keyspace, PutOptions, ReadFrom, ScanPage};
 pub use vasto_wire::{ReplicaRoute, RoutingTable, Status};
 
 use std::sync::Arc;
@@ -111,7 +111,13 @@ impl Client {
     /// A handle on `name`, once its routing table has arrived. Errors with
     /// [`ClientError::UnknownKeyspace`] if the master does not know it.
     pub async fn keyspace(&self, name: &str) -> Result<Keyspace, ClientError> {
-        let ks = Keyspace { inner: Arc::clone(&self.inner), name: Arc::from(name), table: self.inner.routing.watch(name) };
+        let ks = Keyspace {
+            inner: Arc::clone(&self.inner),
+            name: Arc::from(name),
+            table: self.inner.routing.watch(name),
+            read_from: ReadFrom::Primary,
+            next_replica: Default::default(),
+        };
         ks.routing_table_ready().await?;
         Ok(ks)
     }

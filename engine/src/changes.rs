@@ -1,9 +1,11 @@
 //! The change log used by replication: RocksDB's own WAL, read with `get_updates_since`.
 //!
-//! Local writes are single merges into the data column family. Replicated writes are applied as
-//! one batch that also records the sender's position in the `meta` column family, so a batch that
-//! touches `meta` is never sent on (no echo). Positions are RocksDB sequence numbers of the
-//! sender: a follower asks for the batches after the last one it applied.
+//! Every user write is a merge into the data column family. Values applied from a peer carry the
+//! "replicated" header bit, so they are never sent on (no echo); the bit is set per value because
+//! RocksDB's group commit may put a local and a replicated write in one WAL record. A replicated
+//! batch also records the sender's position in the `meta` column family. Positions are RocksDB
+//! sequence numbers of the sender: a follower asks for everything after the last one it applied.
+use crate::header::{is_replicated, mark_replicated};
 use crate::shard::Shard;
 use crate::EngineError;
 use rocksdb::{WriteBatch, WriteBatchIteratorCf};
@@ -14,32 +16,26 @@ const POSITION_PREFIX: &[u8] = b"pos:";
 /// What [`Shard::read_changes`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChangesRead {
-    /// Pass this as `after` next time: the sequence number of the last batch examined.
+    /// Pass this as `after` next time: the last sequence number examined.
     pub position: u64,
     /// Locally-originated entries passed to the callback.
     pub entries: usize,
 }
 
-/// Passes on the data-column-family merges of a batch unless the batch is foreign. Replicated
-/// batches start with their position put (see [`Shard::apply_replicated`]), so they are
-/// recognised before any of their merges is seen.
+/// Passes on the locally-originated merges into the data column family (id 0) of a batch.
 struct BatchScan<'f, F: FnMut(&[u8], &[u8])> {
     f: &'f mut F,
-    foreign: bool,
     entries: usize,
     bytes: usize,
 }
 
 impl<F: FnMut(&[u8], &[u8])> WriteBatchIteratorCf for BatchScan<'_, F> {
     fn put_cf(&mut self, _cf_id: u32, _key: &[u8], _value: &[u8]) {
-        // User data is only ever merged; a put is metadata or a replication position.
-        self.foreign = true;
+        // User data is only ever merged; puts are metadata and replication positions.
     }
-    fn delete_cf(&mut self, _cf_id: u32, _key: &[u8]) {
-        self.foreign = true;
-    }
+    fn delete_cf(&mut self, _cf_id: u32, _key: &[u8]) {}
     fn merge_cf(&mut self, cf_id: u32, key: &[u8], value: &[u8]) {
-        if cf_id == 0 && !self.foreign {
+        if cf_id == 0 && !is_replicated(value) {
             self.entries += 1;
             self.bytes += key.len() + value.len();
             (self.f)(key, value);
@@ -71,11 +67,12 @@ impl Shard {
                 return Err(EngineError::Trimmed { after });
             }
             first = false;
-            let mut scan = BatchScan { f: &mut f, foreign: false, entries: 0, bytes: 0 };
+            let mut scan = BatchScan { f: &mut f, entries: 0, bytes: 0 };
             batch.iterate_cf(&mut scan);
             read.entries += scan.entries;
             bytes += scan.bytes;
-            read.position = seq;
+            // A batch of n operations holds sequence numbers seq..seq+n-1.
+            read.position = seq + (batch.len() as u64).max(1) - 1;
             if bytes >= max_bytes {
                 break;
             }
@@ -89,14 +86,16 @@ impl Shard {
         Ok(iter.next().transpose()?.map(|(seq, _)| seq).unwrap_or(u64::MAX))
     }
 
-    /// Applies writes replicated from `peer` through the last-writer-wins merge, atomically with
-    /// the new position, so a restarted follower resumes exactly after what it applied.
+    /// Applies writes replicated from `peer` through the last-writer-wins merge (each value
+    /// marked as replicated), atomically with the new position, so a restarted follower resumes
+    /// exactly after what it applied.
     pub fn apply_replicated<'a>(&self, peer: &str, entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>, position: u64) -> Result<(), EngineError> {
         let mut batch = WriteBatch::default();
-        // The position goes first: it marks the batch as replicated for anyone reading the WAL.
         batch.put_cf(self.meta_cf()?, position_key(peer), position.to_le_bytes());
+        let mut marked = Vec::new();
         for (k, v) in entries {
-            batch.merge(k, v);
+            mark_replicated(v, &mut marked);
+            batch.merge(k, &marked);
         }
         self.db().write_opt(batch, self.write_options())?;
         Ok(())

@@ -60,7 +60,7 @@ impl Shared {
         self.next_frame_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// A fresh id for a client connection.
+    /// A fresh id for a connection that may subscribe to routing tables (client or store).
     pub fn conn_id(&self) -> u64 {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }

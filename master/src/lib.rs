@@ -1,9 +1,11 @@
 //! The Vasto master: a soft-state registry of stores and keyspaces.
 //!
 //! Stores connect, say hello, register (with every shard replica they hold) and keep the
-//! connection alive with heartbeats; a restarted master rebuilds every keyspace from these
-//! reports. Clients and admins subscribe to routing tables, which are pushed on every change,
-//! and create, delete and inspect keyspaces. Nothing is written to disk.
+//! connection alive with heartbeats, which also report how far each replica lags behind its
+//! peers; a restarted master rebuilds every keyspace from these reports. Clients, admins and
+//! stores (to find their replication peers) subscribe to routing tables, which are pushed on
+//! every change, including a replica starting or stopping to catch up; clients and admins also
+//! create, delete and inspect keyspaces. Nothing is written to disk.
 //!
 //! Every connection speaks length-prefixed FlatBuffers frames (see `vasto-wire`).
 
@@ -12,12 +14,13 @@
 mod admin;
 mod client_conn;
 mod hub;
+mod lag;
 mod state;
 mod status;
 mod store_conn;
 
 pub use state::MAX_SHARDS;
-pub use status::{ClusterStatus, KeyspaceStatus, RouteStatus, StoreStatus};
+pub use status::{ClusterStatus, KeyspaceStatus, LagStatus, RouteStatus, StoreStatus};
 
 use hub::Shared;
 use std::net::SocketAddr;

@@ -3,9 +3,13 @@ use super::*;
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use vasto_wire::fb::ShardCommandKind;
-use vasto_wire::{RoutingTable, ShardInfo};
+use vasto_wire::{ReplicaLag, RoutingTable, ShardInfo};
+
+#[path = "server_repl_tests.rs"]
+mod replication;
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -28,9 +32,14 @@ async fn connect(addr: SocketAddr, role: Role) -> TcpStream {
     s
 }
 
-/// A fake store whose shard set survives "restarts", like a store's data directory.
+/// A fake store whose shard set survives "restarts", like a store's data directory. Its
+/// heartbeats carry `lags`; routing tables pushed on its connection arrive on `tables`.
 struct FakeStore {
+    id: String,
     tasks: Vec<JoinHandle<()>>,
+    wr: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
+    lags: Arc<Mutex<Vec<ReplicaLag>>>,
+    tables: mpsc::UnboundedReceiver<RoutingTable>,
 }
 
 impl FakeStore {
@@ -42,24 +51,28 @@ impl FakeStore {
         FrameEncoder::new().register(&mut out, id, &format!("{id}.example:7000"), 1 << 30, &held);
         wr.write_all(&out).await.expect("register");
         let wr = Arc::new(tokio::sync::Mutex::new(wr));
+        let lags = Arc::new(Mutex::new(Vec::new()));
         let heartbeat = {
-            let (wr, id) = (Arc::clone(&wr), id.to_owned());
+            let (wr, id, lags) = (Arc::clone(&wr), id.to_owned(), Arc::clone(&lags));
             tokio::spawn(async move {
-                let mut enc = FrameEncoder::new();
                 loop {
-                    let mut out = Vec::new();
-                    enc.heartbeat(&mut out, &id);
-                    if wr.lock().await.write_all(&out).await.is_err() {
+                    if heartbeat(&wr, &id, &lags).await.is_err() {
                         return;
                     }
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
             })
         };
+        let (tables_tx, tables) = mpsc::unbounded_channel();
+        let writer = Arc::clone(&wr);
         let reader = tokio::spawn(async move {
-            let (mut buf, mut enc) = (Vec::new(), FrameEncoder::new());
+            let (wr, mut buf, mut enc) = (writer, Vec::new(), FrameEncoder::new());
             while read_frame(&mut rd, &mut buf, DEFAULT_MAX_FRAME).await.is_ok() {
                 let Ok(frame) = parse_frame(&buf) else { return };
+                if let Some(t) = frame.body_as_routing_table() {
+                    let _ = tables_tx.send(RoutingTable::from_fb(t));
+                    continue;
+                }
                 let Some(cmd) = frame.body_as_shard_command() else { continue };
                 let Some(info) = cmd.shard().map(ShardInfo::from_fb) else { continue };
                 {
@@ -77,7 +90,30 @@ impl FakeStore {
                 }
             }
         });
-        Self { tasks: vec![heartbeat, reader] }
+        Self { id: id.to_owned(), tasks: vec![heartbeat, reader], wr, lags, tables }
+    }
+
+    /// Reports `lags` from now on, starting with a heartbeat sent at once.
+    async fn set_lags(&self, lags: Vec<ReplicaLag>) {
+        *self.lags.lock().expect("lock") = lags;
+        heartbeat(&self.wr, &self.id, &self.lags).await.expect("heartbeat");
+    }
+
+    /// Subscribes to `keyspace` on the store's own connection.
+    async fn subscribe(&self, keyspace: &str) {
+        let mut out = Vec::new();
+        FrameEncoder::new().subscribe(&mut out, keyspace);
+        send(&self.wr, &out).await.expect("subscribe");
+    }
+
+    /// Waits for a table pushed on the store connection that satisfies `pred`.
+    async fn table_where(&mut self, pred: impl Fn(&RoutingTable) -> bool) -> RoutingTable {
+        loop {
+            let t = tokio::time::timeout(WAIT, self.tables.recv()).await.expect("in time").expect("connection open");
+            if pred(&t) {
+                return t;
+            }
+        }
     }
 
     /// Like kill -9: the tasks stop and the socket is closed.
@@ -90,6 +126,15 @@ impl FakeStore {
 
 async fn send(wr: &tokio::sync::Mutex<OwnedWriteHalf>, frame: &[u8]) -> std::io::Result<()> {
     wr.lock().await.write_all(frame).await
+}
+
+/// Sends a heartbeat with the current `lags`, read under the writer lock so that heartbeats
+/// reach the master in the order the lags were set.
+async fn heartbeat(wr: &tokio::sync::Mutex<OwnedWriteHalf>, id: &str, lags: &Mutex<Vec<ReplicaLag>>) -> std::io::Result<()> {
+    let mut w = wr.lock().await;
+    let mut out = Vec::new();
+    FrameEncoder::new().heartbeat(&mut out, id, &lags.lock().expect("lock"));
+    w.write_all(&out).await
 }
 
 #[derive(Debug)]

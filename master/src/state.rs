@@ -3,7 +3,7 @@
 //! Pure data and decisions, no I/O and no clock reads: every method that bumps a version takes
 //! the current time in milliseconds, so the rules are unit-tested without sockets.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use vasto_wire::{ReplicaRoute, RoutingTable, ShardInfo, Status};
+use vasto_wire::{ReplicaLag, ReplicaRoute, RoutingTable, ShardInfo, Status};
 
 /// Largest shard count a keyspace may have.
 pub const MAX_SHARDS: u32 = 4096;
@@ -33,6 +33,8 @@ pub(crate) struct StoreRecord {
     pub up: bool,
     /// Generation of the connection that registered last; only that connection may mark it down.
     pub generation: u64,
+    /// Replication lags of the latest heartbeat (empty until one arrives and while down).
+    pub lags: Vec<ReplicaLag>,
 }
 
 /// One keyspace; `placement[shard][replica]` is a store id, "" while unknown (after a restart).
@@ -96,16 +98,19 @@ pub(crate) struct State {
 }
 
 impl State {
-    /// Records a store's (re)connection: it is up, owned by a new connection generation, and
-    /// every shard it reports is adopted. Returns the generation and the keyspaces whose routing
-    /// changed (their versions are already bumped).
+    /// Records a store's (re)connection: it is up, owned by a new connection generation, its
+    /// previous lags are forgotten, and every shard it reports is adopted. Returns the generation
+    /// and the keyspaces whose routing changed (their versions are already bumped).
     pub fn register(&mut self, id: &str, address: &str, capacity_bytes: u64, shards: &[ShardInfo], now_ms: u64) -> (u64, Vec<String>) {
         self.generations += 1;
         let generation = self.generations;
-        let record = StoreRecord { address: address.to_owned(), capacity_bytes, up: true, generation };
+        let before = self.catching_all();
+        let record = StoreRecord { address: address.to_owned(), capacity_bytes, up: true, generation, lags: Vec::new() };
         self.stores.insert(id.to_owned(), record);
         let mut affected = self.keyspaces_on(id);
         affected.extend(shards.iter().filter(|info| self.adopt(id, info)).map(|info| info.keyspace.clone()));
+        // Peers following this store may start (or stop) catching up now that it is back.
+        affected.extend(self.catching_changes(&before));
         (generation, self.bump_all(affected, now_ms))
     }
 
@@ -126,16 +131,21 @@ impl State {
         Some(self.bump_all(affected, now_ms))
     }
 
-    /// Marks a store down if `generation` is still its live connection; returns the keyspaces
-    /// whose routing changed (versions bumped). A stale connection's cleanup changes nothing.
+    /// Marks a store down and forgets its lags if `generation` is still its live connection;
+    /// returns the keyspaces whose routing changed (versions bumped), including those where a
+    /// replica following this store stops catching up. A stale connection's cleanup changes
+    /// nothing.
     pub fn store_down(&mut self, id: &str, generation: u64, now_ms: u64) -> Vec<String> {
         if !self.is_current(id, generation) {
             return Vec::new();
         }
+        let before = self.catching_all();
         if let Some(record) = self.stores.get_mut(id) {
             record.up = false;
+            record.lags.clear();
         }
-        let affected = self.keyspaces_on(id);
+        let mut affected = self.keyspaces_on(id);
+        affected.extend(self.catching_changes(&before));
         self.bump_all(affected, now_ms)
     }
 
@@ -182,7 +192,8 @@ impl State {
         self.keyspaces.iter().filter(|(_, ks)| ks.holds(store)).map(|(name, _)| name.clone()).collect()
     }
 
-    fn bump_all(&mut self, names: BTreeSet<String>, now_ms: u64) -> Vec<String> {
+    /// Bumps the routing version of every keyspace in `names`; returns them, sorted.
+    pub fn bump_all(&mut self, names: BTreeSet<String>, now_ms: u64) -> Vec<String> {
         for name in &names {
             self.bump(name, now_ms);
         }
@@ -315,16 +326,23 @@ impl State {
         let routes = ks
             .placement
             .iter()
-            .map(|row| row.iter().map(|id| self.route(id)).collect())
+            .enumerate()
+            .map(|(shard, row)| row.iter().map(|id| self.route(id, name, shard as u32)).collect())
             .collect();
         RoutingTable { keyspace: name.to_owned(), exists: true, version, shards: ks.shards, replicas: ks.replicas, routes }
     }
 
-    /// Where store `id` is; an unknown store has address "" and is down.
-    pub fn route(&self, id: &str) -> ReplicaRoute {
+    /// Where store `id`, holding a replica of `shard` of `keyspace`, is; an unknown store has
+    /// address "" and is down. `catching_up` as derived by [`State::catching_up`].
+    pub fn route(&self, id: &str, keyspace: &str, shard: u32) -> ReplicaRoute {
         match self.stores.get(id) {
-            Some(s) => ReplicaRoute { store_id: id.to_owned(), address: s.address.clone(), up: s.up },
-            None => ReplicaRoute { store_id: id.to_owned(), address: String::new(), up: false },
+            Some(s) => ReplicaRoute {
+                store_id: id.to_owned(),
+                address: s.address.clone(),
+                up: s.up,
+                catching_up: self.catching_up(id, keyspace, shard),
+            },
+            None => ReplicaRoute { store_id: id.to_owned(), address: String::new(), up: false, catching_up: false },
         }
     }
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::LagStatus;
 
 fn info(ks: &str, shard: u32, shards: u32, replica: u32, replicas: u32) -> ShardInfo {
     ShardInfo { keyspace: ks.into(), shard, shards, replica, replicas }
@@ -144,9 +145,9 @@ fn rebuild_from_reports() {
     let t = st.table("ks");
     assert!(t.exists);
     assert_eq!((t.shards, t.replicas, t.version), (2, 2, 100));
-    assert_eq!(t.routes[0][0], ReplicaRoute { store_id: "a".into(), address: "a:1".into(), up: true });
+    assert_eq!(t.routes[0][0], ReplicaRoute { store_id: "a".into(), address: "a:1".into(), up: true, catching_up: false });
     // Not reported yet: unknown store, no address, down.
-    assert_eq!(t.routes[0][1], ReplicaRoute { store_id: String::new(), address: String::new(), up: false });
+    assert_eq!(t.routes[0][1], ReplicaRoute { store_id: String::new(), address: String::new(), up: false, catching_up: false });
 
     let (_, affected) = st.register("b", "b:1", 10, &[info("ks", 0, 2, 1, 2), info("ks", 1, 2, 0, 2)], 100);
     assert_eq!(affected, vec!["ks".to_string()]);
@@ -198,4 +199,101 @@ fn busy_keyspace_ignores_reports() {
     st.end("ks");
     st.register("a", "a:1", 1, &[info("ks", 0, 1, 0, 1)], 6);
     assert!(st.table("ks").exists);
+}
+
+fn lag(ks: &str, shard: u32, peer: &str, caught_up: bool) -> ReplicaLag {
+    ReplicaLag { keyspace: ks.into(), shard, peer: peer.into(), entries: 7, lag_ms: 40, caught_up }
+}
+
+/// `ks` with one shard whose replicas are on b and c; store a holds nothing of it.
+fn b_and_c_with_peer_a() -> State {
+    let mut st = State::default();
+    st.register("a", "a:1", 1, &[], 1);
+    st.register("b", "b:1", 1, &[info("ks", 0, 1, 0, 2)], 1);
+    st.register("c", "c:1", 1, &[info("ks", 0, 1, 1, 2)], 1);
+    st
+}
+
+#[test]
+fn catching_up_needs_a_lag_towards_a_live_peer() {
+    let mut st = b_and_c_with_peer_a();
+    let gen_c = st.stores["c"].generation;
+    let v0 = st.version("ks");
+    // No heartbeat with lags yet: not catching up.
+    assert!(st.table("ks").routes[0].iter().all(|r| r.up && !r.catching_up));
+
+    // c lags behind the live peer a.
+    assert_eq!(st.heartbeat("c", gen_c, vec![lag("ks", 0, "a", false), lag("ks", 0, "b", true)], 10), Some(vec!["ks".to_string()]));
+    let t = st.table("ks");
+    assert!(t.version > v0);
+    assert!(!t.routes[0][0].catching_up && t.routes[0][1].catching_up);
+    let status = st.status();
+    let route = &status.keyspaces[0].routes[0][1];
+    assert!(route.catching_up);
+    assert_eq!(route.lags.len(), 2);
+    assert_eq!(route.lags[0], LagStatus { peer: "a".into(), entries: 7, lag_ms: 40, caught_up: false });
+    assert!(status.keyspaces[0].routes[0][0].lags.is_empty());
+
+    // The peer goes down: c is no longer catching up, though a holds nothing of ks.
+    let gen_a = st.stores["a"].generation;
+    let v1 = st.version("ks");
+    assert_eq!(st.store_down("a", gen_a, 11), vec!["ks".to_string()]);
+    assert!(st.version("ks") > v1);
+    assert!(!st.table("ks").routes[0][1].catching_up);
+    // It comes back: c, still reporting the lag, is catching up again.
+    let (_, affected) = st.register("a", "a:1", 1, &[], 12);
+    assert_eq!(affected, vec!["ks".to_string()]);
+    assert!(st.table("ks").routes[0][1].catching_up);
+
+    // Caught up: the flag clears and the version moves.
+    let v2 = st.version("ks");
+    assert_eq!(st.heartbeat("c", gen_c, vec![lag("ks", 0, "a", true)], 13), Some(vec!["ks".to_string()]));
+    assert!(st.version("ks") > v2);
+    assert!(!st.table("ks").routes[0][1].catching_up);
+}
+
+#[test]
+fn lags_that_change_nothing_do_not_bump_the_version() {
+    let mut st = b_and_c_with_peer_a();
+    let gen_c = st.stores["c"].generation;
+    let v0 = st.version("ks");
+    // Caught up, towards an unknown peer, or for a shard c does not hold: nothing changes.
+    for lags in [
+        vec![lag("ks", 0, "a", true)],
+        vec![lag("ks", 0, "nobody", false)],
+        vec![lag("ks", 3, "a", false), lag("other", 0, "a", false)],
+        Vec::new(),
+    ] {
+        assert_eq!(st.heartbeat("c", gen_c, lags, 100), Some(Vec::new()));
+    }
+    assert_eq!(st.version("ks"), v0);
+    // Catching up, then the same again with other numbers: one bump only.
+    assert_eq!(st.heartbeat("c", gen_c, vec![lag("ks", 0, "b", false)], 101).map(|a| a.len()), Some(1));
+    let v1 = st.version("ks");
+    let mut later = lag("ks", 0, "b", false);
+    (later.entries, later.lag_ms) = (3, 290);
+    assert_eq!(st.heartbeat("c", gen_c, vec![later], 102), Some(Vec::new()));
+    assert_eq!(st.version("ks"), v1);
+    assert_eq!(st.status().keyspaces[0].routes[0][1].lags[0].lag_ms, 290);
+    // A stale connection's heartbeat is refused.
+    assert_eq!(st.heartbeat("c", gen_c + 100, Vec::new(), 103), None);
+}
+
+#[test]
+fn lags_are_forgotten_when_the_store_goes_down_or_re_registers() {
+    let mut st = b_and_c_with_peer_a();
+    let gen_c = st.stores["c"].generation;
+    st.heartbeat("c", gen_c, vec![lag("ks", 0, "a", false)], 10);
+    assert!(st.table("ks").routes[0][1].catching_up);
+    // Re-registering (a new connection) forgets the lags.
+    let (gen_c, affected) = st.register("c", "c:1", 1, &[info("ks", 0, 1, 1, 2)], 11);
+    assert_eq!(affected, vec!["ks".to_string()]);
+    assert!(!st.table("ks").routes[0][1].catching_up);
+    assert!(st.stores["c"].lags.is_empty());
+    st.heartbeat("c", gen_c, vec![lag("ks", 0, "a", false)], 12);
+    st.store_down("c", gen_c, 13);
+    let route = &st.table("ks").routes[0][1];
+    assert!(!route.up && !route.catching_up);
+    assert!(st.stores["c"].lags.is_empty());
+    assert!(st.status().keyspaces[0].routes[0][1].lags.is_empty());
 }

@@ -1,6 +1,7 @@
 //! The cluster status document returned (as JSON) to a `StatusRequest`.
 use crate::state::State;
 use serde::{Deserialize, Serialize};
+use vasto_wire::ReplicaLag;
 
 /// Everything the master knows, as sent in the `json` field of the status reply.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +51,31 @@ pub struct RouteStatus {
     pub address: String,
     /// Whether the store is up.
     pub up: bool,
+    /// Up, but still catching up with a live peer (clients prefer other live replicas).
+    #[serde(default)]
+    pub catching_up: bool,
+    /// Replication lags the store last reported for this shard, one per followed peer.
+    #[serde(default)]
+    pub lags: Vec<LagStatus>,
+}
+
+/// How far one replica is behind one of its peers, as last reported by its store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LagStatus {
+    /// Store id of the peer followed.
+    pub peer: String,
+    /// Sequence numbers of the peer not yet applied.
+    pub entries: u64,
+    /// Milliseconds since this replica last held everything the peer had (0 = caught up).
+    pub lag_ms: u64,
+    /// True once the replica has reached the peer's head since its store (re)started.
+    pub caught_up: bool,
+}
+
+impl From<&ReplicaLag> for LagStatus {
+    fn from(l: &ReplicaLag) -> Self {
+        Self { peer: l.peer.clone(), entries: l.entries, lag_ms: l.lag_ms, caught_up: l.caught_up }
+    }
 }
 
 impl State {
@@ -78,11 +104,19 @@ impl State {
                 routes: ks
                     .placement
                     .iter()
-                    .map(|row| {
+                    .enumerate()
+                    .map(|(shard, row)| {
+                        let shard = shard as u32;
                         row.iter()
                             .map(|id| {
-                                let r = self.route(id);
-                                RouteStatus { store_id: r.store_id, address: r.address, up: r.up }
+                                let r = self.route(id, name, shard);
+                                RouteStatus {
+                                    store_id: r.store_id,
+                                    address: r.address,
+                                    up: r.up,
+                                    catching_up: r.catching_up,
+                                    lags: self.lags_of(id, name, shard).map(LagStatus::from).collect(),
+                                }
                             })
                             .collect()
                     })

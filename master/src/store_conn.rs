@@ -1,13 +1,14 @@
-//! A store's connection: registration, heartbeats, acks of shard commands, and marking the
+//! A store's connection: registration, heartbeats (with replication lags), acks of shard
+//! commands, routing-table subscriptions (a store follows its peers' tables), and marking the
 //! store down when the connection breaks or falls silent.
-use crate::hub::{fail_pending, write_loop, Ack, Frame, Pending, Shared, StoreLink};
+use crate::hub::{fail_pending, write_loop, Ack, Frame, Outbox, Pending, Shared, StoreLink};
 use crate::state::unix_ms;
 use crate::MasterError;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
-use vasto_wire::{fb, parse_frame, read_frame, FrameEncoder, ShardInfo, Status, DEFAULT_MAX_FRAME};
+use vasto_wire::{fb, parse_frame, read_frame, FrameEncoder, ReplicaLag, ShardInfo, Status, DEFAULT_MAX_FRAME};
 
 /// An owned copy of a `Register` frame.
 struct Registration {
@@ -54,6 +55,8 @@ pub(crate) async fn serve_store(shared: Arc<Shared>, mut rd: OwnedReadHalf, wr: 
     let (outbox, rx) = mpsc::unbounded_channel::<Frame>();
     let writer = tokio::spawn(write_loop(wr, rx));
     let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+    // Identifies this connection's routing-table subscriptions.
+    let conn = shared.conn_id();
     let generation = {
         let mut hub = shared.lock();
         let (generation, affected) =
@@ -64,11 +67,13 @@ pub(crate) async fn serve_store(shared: Arc<Shared>, mut rd: OwnedReadHalf, wr: 
     };
     tracing::info!(store = %store, address = %reg.address, shards = reg.shards.len(), generation, "store registered");
 
-    let result = store_loop(&shared, &mut rd, &mut buf, &store, generation, &outbox, &pending).await;
+    let link = Link { store: &store, generation, conn, outbox: &outbox, pending: &pending };
+    let result = store_loop(&shared, &mut rd, &mut buf, &link).await;
 
     fail_pending(&pending);
     {
         let mut hub = shared.lock();
+        hub.unsubscribe_all(conn);
         let affected = hub.state.store_down(&store, generation, unix_ms());
         hub.detach_link(&store, generation);
         hub.push(&affected);
@@ -88,17 +93,20 @@ fn display_end(result: &Result<(), MasterError>) -> String {
     }
 }
 
+/// What the loop of one registered store connection needs to know about it.
+struct Link<'a> {
+    store: &'a str,
+    generation: u64,
+    /// Connection id of its subscriptions.
+    conn: u64,
+    outbox: &'a Outbox,
+    pending: &'a Pending,
+}
+
 /// Handles frames from a registered store until the connection breaks, falls silent, or is
 /// superseded by a newer connection of the same store.
-async fn store_loop(
-    shared: &Shared,
-    rd: &mut OwnedReadHalf,
-    buf: &mut Vec<u8>,
-    store: &str,
-    generation: u64,
-    outbox: &mpsc::UnboundedSender<Frame>,
-    pending: &Pending,
-) -> Result<(), MasterError> {
+async fn store_loop(shared: &Shared, rd: &mut OwnedReadHalf, buf: &mut Vec<u8>, link: &Link<'_>) -> Result<(), MasterError> {
+    let Link { store, generation, conn, outbox, pending } = *link;
     let mut enc = FrameEncoder::new();
     loop {
         read_timed(shared, rd, buf, store).await?;
@@ -112,10 +120,15 @@ async fn store_loop(
                 }
                 None => tracing::debug!(store, id = frame.id(), "ack of an unknown or expired command"),
             }
-        } else if frame.body_as_heartbeat().is_some() {
-            if !shared.lock().state.is_current(store, generation) {
-                return Ok(());
-            }
+        } else if let Some(hb) = frame.body_as_heartbeat() {
+            let lags: Vec<ReplicaLag> = hb.lags().iter().flat_map(|v| v.iter()).map(ReplicaLag::from_fb).collect();
+            let mut hub = shared.lock();
+            let Some(affected) = hub.state.heartbeat(store, generation, lags, unix_ms()) else { return Ok(()) };
+            hub.push(&affected);
+        } else if let Some(sub) = frame.body_as_subscribe() {
+            // The store follows the table to find its replication peers, like a client does.
+            let name = sub.keyspace().unwrap_or_default();
+            shared.lock().subscribe(conn, outbox, name);
         } else if let Some(reg) = frame.body_as_register() {
             let reg = Registration::from_fb(reg)?;
             if reg.store_id != store {

@@ -1,7 +1,7 @@
 //! Turns one verified request frame into one response frame. Synchronous: RocksDB calls run on
 //! the core that owns the connection (thread-per-core), with key and value slices borrowed
 //! straight from the read buffer.
-use crate::registry::{Lookup, Registry};
+use crate::registry::{Lookup, Registry, Replica};
 use std::borrow::Cow;
 use std::sync::Arc;
 use vasto_engine::{EngineError, Shard, Write};
@@ -22,12 +22,13 @@ pub struct Handler {
 }
 
 /// What the connection loop should do after a frame.
-#[derive(Debug, PartialEq, Eq)]
 pub enum Next {
     /// Keep reading frames.
     Continue,
     /// Flush the output and close the connection.
     Close,
+    /// The peer is a follower: from now on stream this replica's changes after the position.
+    Tail(Arc<Replica>, u64),
 }
 
 struct Reject(Status, Cow<'static, str>);
@@ -78,6 +79,16 @@ impl Handler {
             }
         };
         let id = frame.id();
+        if let Some(tail) = frame.body_as_tail() {
+            return match self.shard(tail.keyspace(), tail.shard()) {
+                Ok(replica) => Next::Tail(replica, tail.after()),
+                Err(Reject(status, msg)) => {
+                    self.enc.changes_status(out, status, tail.after(), 0);
+                    tracing::warn!(follower = tail.follower().unwrap_or_default(), %msg, "refused a tail");
+                    Next::Close
+                }
+            };
+        }
         let result = match frame.body_type() {
             Body::Get => frame.body_as_get().map(|r| self.get(out, id, r)),
             Body::Put => frame.body_as_put().map(|r| self.put(r)),
@@ -95,7 +106,7 @@ impl Handler {
         Next::Continue
     }
 
-    fn shard(&self, keyspace: Option<&str>, shard: u32) -> Result<Arc<Shard>, Reject> {
+    fn shard(&self, keyspace: Option<&str>, shard: u32) -> Result<Arc<Replica>, Reject> {
         let keyspace = keyspace.ok_or(reject(Status::BadRequest, "missing keyspace"))?;
         match self.registry.lookup(keyspace, shard) {
             Lookup::Found(s) => Ok(s),
@@ -122,6 +133,7 @@ impl Handler {
         let key = checked_key(&shard, r.key())?;
         let value = checked_value(r.value())?;
         shard.put(key, value, r.event_time_ns(), r.ttl_ns()).map_err(engine_error)?;
+        shard.appended();
         Ok(Responded::No)
     }
 
@@ -129,6 +141,7 @@ impl Handler {
         let shard = self.shard(r.keyspace(), r.shard())?;
         let key = checked_key(&shard, r.key())?;
         shard.delete(key, r.event_time_ns()).map_err(engine_error)?;
+        shard.appended();
         Ok(Responded::No)
     }
 
@@ -152,17 +165,18 @@ impl Handler {
             }
         });
         shard.write_batch(writes).map_err(engine_error)?;
+        shard.appended();
         Ok(Responded::No)
     }
 
     fn scan(&mut self, out: &mut Vec<u8>, id: u64, r: fb::Scan<'_>) -> Result<Responded, Reject> {
         let shard = self.shard(r.keyspace(), r.shard())?;
         let limit = r.limit().clamp(1, MAX_SCAN_LIMIT) as usize;
-        let mut page = self.enc.scan_builder();
+        let mut page = self.enc.entries_builder();
         let more = shard
             .scan(r.prefix().unwrap_or_default(), r.start_after().unwrap_or_default(), limit, |k, v| page.push(k, v))
             .map_err(engine_error)?;
-        page.finish(out, id, more);
+        page.finish_scan_page(out, id, more);
         Ok(Responded::Yes)
     }
 }

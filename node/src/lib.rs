@@ -4,7 +4,9 @@
 mod handler;
 mod master_link;
 mod registry;
+mod replication;
 mod server;
+mod tail;
 
 pub use handler::{MAX_KEY_BYTES, MAX_SCAN_LIMIT, MAX_VALUE_BYTES};
 pub use master_link::HEARTBEAT_INTERVAL;
@@ -82,7 +84,8 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let (addr, cores) = server::spawn_cores(config.listen, threads, Arc::clone(&registry), config.max_frame)?;
     let identity = master_link::Identity { store_id: store_id.clone(), address: config.advertise.clone().unwrap_or_else(|| addr.to_string()), dir: config.dir.clone() };
     tracing::info!(%addr, threads, store_id = %store_id, dir = %config.dir.display(), "store listening");
-    master_link::spawn(config.master.clone(), identity, registry)?;
+    let replication = replication::Replication::start(Arc::clone(&registry), store_id.clone())?;
+    master_link::spawn(config.master.clone(), identity, registry, replication)?;
     Ok(RunningNode { addr, store_id, cores })
 }
 

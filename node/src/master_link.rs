@@ -1,6 +1,7 @@
 //! The store's persistent connection to the master: hello, registration with every shard held,
 //! heartbeats every 250 ms, and shard commands executed as they arrive. Reconnects forever.
 use crate::registry::Registry;
+use crate::replication::Replication;
 use crate::NodeError;
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
@@ -8,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use vasto_wire::{fb, parse_frame, read_frame_blocking, FrameEncoder, Role, ShardInfo, Status, DEFAULT_MAX_FRAME};
+use vasto_wire::{fb, parse_frame, read_frame_blocking, FrameEncoder, Role, RoutingTable, ShardInfo, Status, DEFAULT_MAX_FRAME};
 
 /// How often a store tells the master it is alive.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(250);
@@ -26,11 +27,11 @@ pub struct Identity {
 }
 
 /// Runs the master link on its own thread until the process ends.
-pub fn spawn(master: String, identity: Identity, registry: Arc<Registry>) -> std::io::Result<std::thread::JoinHandle<()>> {
+pub fn spawn(master: String, identity: Identity, registry: Arc<Registry>, replication: Replication) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("vasto-master-link".into()).spawn(move || {
         let mut failures = 0u32;
         loop {
-            match TcpStream::connect(&master).map_err(NodeError::from).and_then(|s| session(s, &identity, &registry)) {
+            match TcpStream::connect(&master).map_err(NodeError::from).and_then(|s| session(s, &identity, &registry, &replication)) {
                 Ok(()) => failures = 0,
                 Err(e) => {
                     // Log the first failure and then every 40th (~10 s) to keep the log readable.
@@ -52,7 +53,7 @@ fn send(stream: &Mutex<TcpStream>, frame: &[u8]) -> Result<(), NodeError> {
 }
 
 /// One connected session; returns when the connection breaks.
-fn session(stream: TcpStream, identity: &Identity, registry: &Registry) -> Result<(), NodeError> {
+fn session(stream: TcpStream, identity: &Identity, registry: &Registry, replication: &Replication) -> Result<(), NodeError> {
     stream.set_nodelay(true)?;
     let mut reader = stream.try_clone()?;
     let writer = Arc::new(Mutex::new(stream));
@@ -68,19 +69,26 @@ fn session(stream: TcpStream, identity: &Identity, registry: &Registry) -> Resul
         return Err(NodeError::Master(format!("master refused the store: {}", reply.message().unwrap_or_default())));
     }
     out.clear();
-    enc.register(&mut out, &identity.store_id, &identity.address, capacity_bytes(&identity.dir), &registry.infos());
+    let infos = registry.infos();
+    enc.register(&mut out, &identity.store_id, &identity.address, capacity_bytes(&identity.dir), &infos);
+    // Subscribe to the routing table of every keyspace held: replication needs the peers.
+    let mut keyspaces: Vec<&str> = infos.iter().map(|i| i.keyspace.as_str()).collect();
+    keyspaces.dedup();
+    for ks in keyspaces {
+        enc.subscribe(&mut out, ks);
+    }
     send(&writer, &out)?;
     tracing::info!(store_id = %identity.store_id, "registered with the master");
 
     let stop = Arc::new(AtomicBool::new(false));
     let heartbeat = {
-        let (writer, stop, id) = (Arc::clone(&writer), Arc::clone(&stop), identity.store_id.clone());
+        let (writer, stop, id, replication) = (Arc::clone(&writer), Arc::clone(&stop), identity.store_id.clone(), replication.clone());
         std::thread::Builder::new().name("vasto-heartbeat".into()).spawn(move || {
             let mut enc = FrameEncoder::new();
             let mut out = Vec::new();
             while !stop.load(Ordering::Acquire) {
                 out.clear();
-                enc.heartbeat(&mut out, &id);
+                enc.heartbeat(&mut out, &id, &replication.lags());
                 if send(&writer, &out).is_err() {
                     break;
                 }
@@ -88,26 +96,35 @@ fn session(stream: TcpStream, identity: &Identity, registry: &Registry) -> Resul
             }
         })?
     };
-    let result = command_loop(&mut reader, &writer, registry, &mut enc);
+    let result = command_loop(&mut reader, &writer, registry, replication, &mut enc);
     stop.store(true, Ordering::Release);
     let _ = reader.shutdown(Shutdown::Both);
     let _ = heartbeat.join();
     result
 }
 
-fn command_loop(reader: &mut TcpStream, writer: &Mutex<TcpStream>, registry: &Registry, enc: &mut FrameEncoder) -> Result<(), NodeError> {
+fn command_loop(reader: &mut TcpStream, writer: &Mutex<TcpStream>, registry: &Registry, replication: &Replication, enc: &mut FrameEncoder) -> Result<(), NodeError> {
     let mut buf = Vec::new();
     let mut out = Vec::new();
     loop {
         read_frame_blocking(reader, &mut buf, DEFAULT_MAX_FRAME)?;
         let frame = parse_frame(&buf)?;
         out.clear();
+        if let Some(table) = frame.body_as_routing_table() {
+            replication.update(RoutingTable::from_fb(table));
+            continue;
+        }
         match frame.body_as_shard_command() {
             Some(cmd) => {
                 let (status, message) = execute(cmd, registry);
                 enc.status(&mut out, frame.id(), status, &message, 0);
+                if status == Status::Ok && cmd.kind() == fb::ShardCommandKind::Create {
+                    if let Some(keyspace) = cmd.shard().and_then(|s| s.keyspace()) {
+                        enc.subscribe(&mut out, keyspace);
+                    }
+                }
             }
-            None => enc.status(&mut out, frame.id(), Status::BadRequest, "stores only accept shard commands from the master", 0),
+            None => enc.status(&mut out, frame.id(), Status::BadRequest, "stores only accept shard commands and routing tables from the master", 0),
         }
         send(writer, &out)?;
     }

@@ -5,10 +5,42 @@ use std::sync::{Arc, RwLock};
 use vasto_engine::{Engine, Shard, ShardMeta};
 use vasto_wire::ShardInfo;
 
+/// An open shard replica plus the signal its change-log tailers wait on.
+pub struct Replica {
+    /// The storage.
+    pub shard: Shard,
+    appended: tokio::sync::Notify,
+}
+
+impl Replica {
+    fn new(shard: Shard) -> Self {
+        Self { shard, appended: tokio::sync::Notify::new() }
+    }
+
+    /// Wakes every tailer waiting for new local writes; call after each successful local write.
+    #[inline]
+    pub fn appended(&self) {
+        self.appended.notify_waiters();
+    }
+
+    /// A future that completes at the next [`Replica::appended`]; enable it before checking for
+    /// changes so that no write in between is missed.
+    pub fn next_append(&self) -> tokio::sync::futures::Notified<'_> {
+        self.appended.notified()
+    }
+}
+
+impl std::ops::Deref for Replica {
+    type Target = Shard;
+    fn deref(&self) -> &Shard {
+        &self.shard
+    }
+}
+
 /// Result of looking up a shard for a request.
 pub enum Lookup {
     /// The store holds this shard replica.
-    Found(Arc<Shard>),
+    Found(Arc<Replica>),
     /// The store holds no shard of this keyspace.
     UnknownKeyspace,
     /// The store holds the keyspace but not this shard.
@@ -18,17 +50,17 @@ pub enum Lookup {
 /// Keyspace -> shard -> open replica. Reads take a shared lock just long enough to clone an `Arc`.
 pub struct Registry {
     engine: Engine,
-    shards: RwLock<HashMap<String, HashMap<u32, Arc<Shard>>>>,
+    shards: RwLock<HashMap<String, HashMap<u32, Arc<Replica>>>>,
 }
 
 impl Registry {
     /// Opens every shard already on disk under the engine's directory.
     pub fn open(engine: Engine) -> Result<Self, NodeError> {
-        let mut map: HashMap<String, HashMap<u32, Arc<Shard>>> = HashMap::new();
+        let mut map: HashMap<String, HashMap<u32, Arc<Replica>>> = HashMap::new();
         for shard in engine.open_all()? {
             let meta = shard.meta().clone();
             tracing::info!(keyspace = %meta.keyspace, shard = meta.shard, replica = meta.replica, "opened shard");
-            map.entry(meta.keyspace).or_default().insert(meta.shard, Arc::new(shard));
+            map.entry(meta.keyspace).or_default().insert(meta.shard, Arc::new(Replica::new(shard)));
         }
         Ok(Self { engine, shards: RwLock::new(map) })
     }
@@ -43,6 +75,14 @@ impl Registry {
                 Some(s) => Lookup::Found(Arc::clone(s)),
                 None => Lookup::WrongShard,
             },
+        }
+    }
+
+    /// The replica of `shard` in `keyspace`, if held.
+    pub fn get(&self, keyspace: &str, shard: u32) -> Option<Arc<Replica>> {
+        match self.lookup(keyspace, shard) {
+            Lookup::Found(r) => Some(r),
+            _ => None,
         }
     }
 
@@ -69,7 +109,7 @@ impl Registry {
             m.remove(&meta.shard);
         }
         let shard = self.engine.create_shard(&meta)?;
-        map.entry(meta.keyspace).or_default().insert(meta.shard, Arc::new(shard));
+        map.entry(meta.keyspace).or_default().insert(meta.shard, Arc::new(Replica::new(shard)));
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! Thread-per-core data server: one monoio runtime (io_uring, epoll fallback) per core, each with
 //! its own SO_REUSEPORT listener on the same address, so the kernel spreads connections.
 use crate::handler::{Handler, Next};
-use crate::registry::Registry;
+use crate::registry::{Registry, Replica};
 use crate::NodeError;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
@@ -37,7 +37,7 @@ pub fn spawn_cores(listen: SocketAddr, threads: usize, registry: Arc<Registry>, 
 
 fn core_main(core: usize, addr: SocketAddr, registry: Arc<Registry>, max_frame: usize, bound: mpsc::Sender<std::io::Result<SocketAddr>>) {
     let uring = monoio::utils::detect_uring();
-    let mut rt = match monoio::RuntimeBuilder::<monoio::FusionDriver>::new().build() {
+    let mut rt = match monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().build() {
         Ok(rt) => rt,
         Err(e) => {
             let _ = bound.send(Err(e));
@@ -88,7 +88,7 @@ async fn serve_connection(mut stream: TcpStream, registry: Arc<Registry>, max_fr
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-        let (consumed, close) = process(&mut handler, &input, &mut out, max_frame, &mut greeted);
+        let (consumed, after) = process(&mut handler, &input, &mut out, max_frame, &mut greeted);
         input.drain(..consumed);
         if let Some(needed) = declared_len(&input) {
             if needed > input.capacity() {
@@ -108,8 +108,10 @@ async fn serve_connection(mut stream: TcpStream, registry: Arc<Registry>, max_fr
                 return;
             }
         }
-        if close {
-            return;
+        match after {
+            After::Read => {}
+            After::Close => return,
+            After::Tail(replica, position) => return crate::tail::stream_changes(stream, replica, position).await,
         }
     }
 }
@@ -119,8 +121,18 @@ fn declared_len(input: &[u8]) -> Option<usize> {
     Some(LEN_PREFIX + u32::from_le_bytes([p[0], p[1], p[2], p[3]]) as usize)
 }
 
-/// Handles every complete frame in `input`; returns the bytes consumed and whether to close.
-pub(crate) fn process(handler: &mut Handler, input: &[u8], out: &mut Vec<u8>, max_frame: usize, greeted: &mut bool) -> (usize, bool) {
+/// What the connection does once the frames at hand are answered.
+pub(crate) enum After {
+    /// Read more frames.
+    Read,
+    /// Close the connection.
+    Close,
+    /// Switch to streaming this replica's changes after the position (a follower connected).
+    Tail(Arc<Replica>, u64),
+}
+
+/// Handles every complete frame in `input`; returns the bytes consumed and what to do next.
+pub(crate) fn process(handler: &mut Handler, input: &[u8], out: &mut Vec<u8>, max_frame: usize, greeted: &mut bool) -> (usize, After) {
     let mut consumed = 0;
     loop {
         match frame_len(&input[consumed..], max_frame) {
@@ -133,7 +145,8 @@ pub(crate) fn process(handler: &mut Handler, input: &[u8], out: &mut Vec<u8>, ma
                 let next = catch_unwind(AssertUnwindSafe(|| if first { handler.hello(body, out) } else { handler.request(body, out) }));
                 match next {
                     Ok(Next::Continue) => {}
-                    Ok(Next::Close) => return (consumed, true),
+                    Ok(Next::Close) => return (consumed, After::Close),
+                    Ok(Next::Tail(replica, position)) => return (consumed, After::Tail(replica, position)),
                     Err(_) => {
                         // A bug in one request must not take the node down: answer and go on.
                         tracing::error!("request handler panicked; answering Internal");
@@ -143,12 +156,12 @@ pub(crate) fn process(handler: &mut Handler, input: &[u8], out: &mut Vec<u8>, ma
                     }
                 }
             }
-            Ok(None) => return (consumed, false),
+            Ok(None) => return (consumed, After::Read),
             Err(e) => {
                 // The stream can no longer be split into frames: say why and close.
                 let status = if matches!(e, WireError::TooLarge { .. }) { Status::TooLarge } else { Status::BadRequest };
                 FrameEncoder::new().status(out, 0, status, &e.to_string(), 0);
-                return (input.len(), true);
+                return (input.len(), After::Close);
             }
         }
     }

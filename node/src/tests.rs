@@ -1,7 +1,7 @@
 //! Handler and framing tests without sockets: frames in, frames out, real RocksDB underneath.
 use crate::handler::{Handler, Next};
 use crate::registry::Registry;
-use crate::server::process;
+use crate::server::{process, After};
 use std::sync::Arc;
 use vasto_engine::{Engine, EngineOptions};
 use vasto_wire::{frame_len, parse_frame, FrameEncoder, Role, ShardInfo, Status, DEFAULT_MAX_FRAME, LEN_PREFIX};
@@ -48,8 +48,8 @@ fn pipelined_frames_split_anywhere_are_answered_in_order() {
         let mut greeted = false;
         for piece in stream.chunks(chunk) {
             pending.extend_from_slice(piece);
-            let (consumed, close) = process(&mut handler, &pending, &mut handler_out, DEFAULT_MAX_FRAME, &mut greeted);
-            assert!(!close);
+            let (consumed, after) = process(&mut handler, &pending, &mut handler_out, DEFAULT_MAX_FRAME, &mut greeted);
+            assert!(matches!(after, After::Read));
             pending.drain(..consumed);
         }
         assert!(pending.is_empty());
@@ -69,8 +69,8 @@ fn oversize_frames_close_the_connection_with_a_reason() {
     input.extend_from_slice(&1000u32.to_le_bytes());
     let mut out = Vec::new();
     let mut greeted = false;
-    let (consumed, close) = process(&mut handler, &input, &mut out, 999, &mut greeted);
-    assert!(close);
+    let (consumed, after) = process(&mut handler, &input, &mut out, 999, &mut greeted);
+    assert!(matches!(after, After::Close));
     assert_eq!(consumed, input.len());
     let hello_len = frame_len(&out, DEFAULT_MAX_FRAME).unwrap().unwrap();
     assert_eq!(responses(&out[hello_len..])[0].1, Status::TooLarge);
@@ -83,7 +83,7 @@ fn the_first_frame_must_be_a_hello() {
     let mut out = Vec::new();
     let mut get = Vec::new();
     FrameEncoder::new().get(&mut get, 1, "ks", 0, b"k");
-    assert_eq!(handler.hello(&get[LEN_PREFIX..], &mut out), Next::Close);
+    assert!(matches!(handler.hello(&get[LEN_PREFIX..], &mut out), Next::Close));
     let reply = parse_frame(&out[LEN_PREFIX..]).unwrap().body_as_hello_reply().unwrap();
     assert_eq!(reply.status(), Status::BadRequest);
 }

@@ -29,10 +29,10 @@ pub mod fb {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_STATUS: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_STATUS: u8 = 8;
+pub const ENUM_MAX_STATUS: u8 = 9;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_STATUS: [Status; 9] = [
+pub const ENUM_VALUES_STATUS: [Status; 10] = [
   Status::Ok,
   Status::NotFound,
   Status::WrongShard,
@@ -42,6 +42,7 @@ pub const ENUM_VALUES_STATUS: [Status; 9] = [
   Status::TooLarge,
   Status::Internal,
   Status::VersionMismatch,
+  Status::Trimmed,
 ];
 
 /// Outcome of a request. Unknown values must be treated as `Internal` by readers.
@@ -60,9 +61,11 @@ impl Status {
   pub const TooLarge: Self = Self(6);
   pub const Internal: Self = Self(7);
   pub const VersionMismatch: Self = Self(8);
+  /// A tail asked for changes older than the sender's change log still holds.
+  pub const Trimmed: Self = Self(9);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 8;
+  pub const ENUM_MAX: u8 = 9;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Ok,
     Self::NotFound,
@@ -73,6 +76,7 @@ impl Status {
     Self::TooLarge,
     Self::Internal,
     Self::VersionMismatch,
+    Self::Trimmed,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -86,6 +90,7 @@ impl Status {
       Self::TooLarge => Some("TooLarge"),
       Self::Internal => Some("Internal"),
       Self::VersionMismatch => Some("VersionMismatch"),
+      Self::Trimmed => Some("Trimmed"),
       _ => None,
     }
   }
@@ -412,10 +417,10 @@ impl flatbuffers::SimpleToVerifyInSlice for ShardCommandKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 17;
+pub const ENUM_MAX_BODY: u8 = 19;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 18] = [
+pub const ENUM_VALUES_BODY: [Body; 20] = [
   Body::NONE,
   Body::Hello,
   Body::HelloReply,
@@ -434,6 +439,8 @@ pub const ENUM_VALUES_BODY: [Body; 18] = [
   Body::DeleteKeyspace,
   Body::StatusRequest,
   Body::AdminReply,
+  Body::Tail,
+  Body::Changes,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -459,9 +466,11 @@ impl Body {
   pub const DeleteKeyspace: Self = Self(15);
   pub const StatusRequest: Self = Self(16);
   pub const AdminReply: Self = Self(17);
+  pub const Tail: Self = Self(18);
+  pub const Changes: Self = Self(19);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 17;
+  pub const ENUM_MAX: u8 = 19;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -481,6 +490,8 @@ impl Body {
     Self::DeleteKeyspace,
     Self::StatusRequest,
     Self::AdminReply,
+    Self::Tail,
+    Self::Changes,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -503,6 +514,8 @@ impl Body {
       Self::DeleteKeyspace => Some("DeleteKeyspace"),
       Self::StatusRequest => Some("StatusRequest"),
       Self::AdminReply => Some("AdminReply"),
+      Self::Tail => Some("Tail"),
+      Self::Changes => Some("Changes"),
       _ => None,
     }
   }
@@ -1747,6 +1760,283 @@ impl core::fmt::Debug for KeyValue<'_> {
       ds.finish()
   }
 }
+pub enum TailOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Follower -> store: stream the locally-originated writes of this shard replica after position
+/// `after` (a sequence number of the sender), now and as they happen.
+pub struct Tail<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for Tail<'a> {
+  type Inner = Tail<'a>;
+  #[inline]
+  fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table { buf, loc } }
+  }
+}
+
+impl<'a> Tail<'a> {
+  pub const VT_KEYSPACE: flatbuffers::VOffsetT = 4;
+  pub const VT_SHARD: flatbuffers::VOffsetT = 6;
+  pub const VT_AFTER: flatbuffers::VOffsetT = 8;
+  pub const VT_FOLLOWER: flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    Tail { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args TailArgs<'args>
+  ) -> flatbuffers::WIPOffset<Tail<'bldr>> {
+    let mut builder = TailBuilder::new(_fbb);
+    builder.add_after(args.after);
+    if let Some(x) = args.follower { builder.add_follower(x); }
+    builder.add_shard(args.shard);
+    if let Some(x) = args.keyspace { builder.add_keyspace(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn keyspace(&self) -> Option<&'a str> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(Tail::VT_KEYSPACE, None)
+  }
+  #[inline]
+  pub fn shard(&self) -> u32 {
+    self._tab.get::<u32>(Tail::VT_SHARD, Some(0)).unwrap()
+  }
+  #[inline]
+  pub fn after(&self) -> u64 {
+    self._tab.get::<u64>(Tail::VT_AFTER, Some(0)).unwrap()
+  }
+  #[inline]
+  pub fn follower(&self) -> Option<&'a str> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(Tail::VT_FOLLOWER, None)
+  }
+}
+
+impl flatbuffers::Verifiable for Tail<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("keyspace", Self::VT_KEYSPACE, false)?
+     .visit_field::<u32>("shard", Self::VT_SHARD, false)?
+     .visit_field::<u64>("after", Self::VT_AFTER, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("follower", Self::VT_FOLLOWER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct TailArgs<'a> {
+    pub keyspace: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub shard: u32,
+    pub after: u64,
+    pub follower: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for TailArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    TailArgs {
+      keyspace: None,
+      shard: 0,
+      after: 0,
+      follower: None,
+    }
+  }
+}
+
+pub struct TailBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> TailBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_keyspace(&mut self, keyspace: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(Tail::VT_KEYSPACE, keyspace);
+  }
+  #[inline]
+  pub fn add_shard(&mut self, shard: u32) {
+    self.fbb_.push_slot::<u32>(Tail::VT_SHARD, shard, 0);
+  }
+  #[inline]
+  pub fn add_after(&mut self, after: u64) {
+    self.fbb_.push_slot::<u64>(Tail::VT_AFTER, after, 0);
+  }
+  #[inline]
+  pub fn add_follower(&mut self, follower: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(Tail::VT_FOLLOWER, follower);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> TailBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    TailBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<Tail<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for Tail<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("Tail");
+      ds.field("keyspace", &self.keyspace());
+      ds.field("shard", &self.shard());
+      ds.field("after", &self.after());
+      ds.field("follower", &self.follower());
+      ds.finish()
+  }
+}
+pub enum ChangesOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Store -> follower on a tail connection: entries are (key, stored value with header).
+/// `position` is where the next tail should resume; `head` the sender's latest position.
+/// An empty page is a keep-alive. Status `Trimmed` means the follower must re-bootstrap.
+pub struct Changes<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for Changes<'a> {
+  type Inner = Changes<'a>;
+  #[inline]
+  fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table { buf, loc } }
+  }
+}
+
+impl<'a> Changes<'a> {
+  pub const VT_STATUS: flatbuffers::VOffsetT = 4;
+  pub const VT_ENTRIES: flatbuffers::VOffsetT = 6;
+  pub const VT_POSITION: flatbuffers::VOffsetT = 8;
+  pub const VT_HEAD: flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    Changes { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args ChangesArgs<'args>
+  ) -> flatbuffers::WIPOffset<Changes<'bldr>> {
+    let mut builder = ChangesBuilder::new(_fbb);
+    builder.add_head(args.head);
+    builder.add_position(args.position);
+    if let Some(x) = args.entries { builder.add_entries(x); }
+    builder.add_status(args.status);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn status(&self) -> Status {
+    self._tab.get::<Status>(Changes::VT_STATUS, Some(Status::Ok)).unwrap()
+  }
+  #[inline]
+  pub fn entries(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<KeyValue<'a>>>> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<KeyValue>>>>(Changes::VT_ENTRIES, None)
+  }
+  #[inline]
+  pub fn position(&self) -> u64 {
+    self._tab.get::<u64>(Changes::VT_POSITION, Some(0)).unwrap()
+  }
+  #[inline]
+  pub fn head(&self) -> u64 {
+    self._tab.get::<u64>(Changes::VT_HEAD, Some(0)).unwrap()
+  }
+}
+
+impl flatbuffers::Verifiable for Changes<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<Status>("status", Self::VT_STATUS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<KeyValue>>>>("entries", Self::VT_ENTRIES, false)?
+     .visit_field::<u64>("position", Self::VT_POSITION, false)?
+     .visit_field::<u64>("head", Self::VT_HEAD, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChangesArgs<'a> {
+    pub status: Status,
+    pub entries: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<KeyValue<'a>>>>>,
+    pub position: u64,
+    pub head: u64,
+}
+impl<'a> Default for ChangesArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChangesArgs {
+      status: Status::Ok,
+      entries: None,
+      position: 0,
+      head: 0,
+    }
+  }
+}
+
+pub struct ChangesBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> ChangesBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_status(&mut self, status: Status) {
+    self.fbb_.push_slot::<Status>(Changes::VT_STATUS, status, Status::Ok);
+  }
+  #[inline]
+  pub fn add_entries(&mut self, entries: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<KeyValue<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(Changes::VT_ENTRIES, entries);
+  }
+  #[inline]
+  pub fn add_position(&mut self, position: u64) {
+    self.fbb_.push_slot::<u64>(Changes::VT_POSITION, position, 0);
+  }
+  #[inline]
+  pub fn add_head(&mut self, head: u64) {
+    self.fbb_.push_slot::<u64>(Changes::VT_HEAD, head, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ChangesBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    ChangesBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<Changes<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for Changes<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("Changes");
+      ds.field("status", &self.status());
+      ds.field("entries", &self.entries());
+      ds.field("position", &self.position());
+      ds.field("head", &self.head());
+      ds.finish()
+  }
+}
 pub enum ResponseOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -2200,10 +2490,179 @@ impl core::fmt::Debug for Register<'_> {
       ds.finish()
   }
 }
+pub enum ReplicaLagOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// How far one local shard replica is behind one peer replica (reported by the follower).
+pub struct ReplicaLag<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for ReplicaLag<'a> {
+  type Inner = ReplicaLag<'a>;
+  #[inline]
+  fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table { buf, loc } }
+  }
+}
+
+impl<'a> ReplicaLag<'a> {
+  pub const VT_KEYSPACE: flatbuffers::VOffsetT = 4;
+  pub const VT_SHARD: flatbuffers::VOffsetT = 6;
+  pub const VT_PEER: flatbuffers::VOffsetT = 8;
+  pub const VT_ENTRIES: flatbuffers::VOffsetT = 10;
+  pub const VT_LAG_MS: flatbuffers::VOffsetT = 12;
+  pub const VT_CAUGHT_UP: flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    ReplicaLag { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args ReplicaLagArgs<'args>
+  ) -> flatbuffers::WIPOffset<ReplicaLag<'bldr>> {
+    let mut builder = ReplicaLagBuilder::new(_fbb);
+    builder.add_lag_ms(args.lag_ms);
+    builder.add_entries(args.entries);
+    if let Some(x) = args.peer { builder.add_peer(x); }
+    builder.add_shard(args.shard);
+    if let Some(x) = args.keyspace { builder.add_keyspace(x); }
+    builder.add_caught_up(args.caught_up);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn keyspace(&self) -> Option<&'a str> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ReplicaLag::VT_KEYSPACE, None)
+  }
+  #[inline]
+  pub fn shard(&self) -> u32 {
+    self._tab.get::<u32>(ReplicaLag::VT_SHARD, Some(0)).unwrap()
+  }
+  /// The peer store followed.
+  #[inline]
+  pub fn peer(&self) -> Option<&'a str> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ReplicaLag::VT_PEER, None)
+  }
+  /// Sequence numbers of the peer not yet applied here.
+  #[inline]
+  pub fn entries(&self) -> u64 {
+    self._tab.get::<u64>(ReplicaLag::VT_ENTRIES, Some(0)).unwrap()
+  }
+  /// Milliseconds since this replica last held everything the peer had (0 = caught up).
+  #[inline]
+  pub fn lag_ms(&self) -> u64 {
+    self._tab.get::<u64>(ReplicaLag::VT_LAG_MS, Some(0)).unwrap()
+  }
+  /// True once the follower has reached the peer's head since it (re)started.
+  #[inline]
+  pub fn caught_up(&self) -> bool {
+    self._tab.get::<bool>(ReplicaLag::VT_CAUGHT_UP, Some(false)).unwrap()
+  }
+}
+
+impl flatbuffers::Verifiable for ReplicaLag<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("keyspace", Self::VT_KEYSPACE, false)?
+     .visit_field::<u32>("shard", Self::VT_SHARD, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("peer", Self::VT_PEER, false)?
+     .visit_field::<u64>("entries", Self::VT_ENTRIES, false)?
+     .visit_field::<u64>("lag_ms", Self::VT_LAG_MS, false)?
+     .visit_field::<bool>("caught_up", Self::VT_CAUGHT_UP, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ReplicaLagArgs<'a> {
+    pub keyspace: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub shard: u32,
+    pub peer: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub entries: u64,
+    pub lag_ms: u64,
+    pub caught_up: bool,
+}
+impl<'a> Default for ReplicaLagArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ReplicaLagArgs {
+      keyspace: None,
+      shard: 0,
+      peer: None,
+      entries: 0,
+      lag_ms: 0,
+      caught_up: false,
+    }
+  }
+}
+
+pub struct ReplicaLagBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> ReplicaLagBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_keyspace(&mut self, keyspace: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ReplicaLag::VT_KEYSPACE, keyspace);
+  }
+  #[inline]
+  pub fn add_shard(&mut self, shard: u32) {
+    self.fbb_.push_slot::<u32>(ReplicaLag::VT_SHARD, shard, 0);
+  }
+  #[inline]
+  pub fn add_peer(&mut self, peer: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ReplicaLag::VT_PEER, peer);
+  }
+  #[inline]
+  pub fn add_entries(&mut self, entries: u64) {
+    self.fbb_.push_slot::<u64>(ReplicaLag::VT_ENTRIES, entries, 0);
+  }
+  #[inline]
+  pub fn add_lag_ms(&mut self, lag_ms: u64) {
+    self.fbb_.push_slot::<u64>(ReplicaLag::VT_LAG_MS, lag_ms, 0);
+  }
+  #[inline]
+  pub fn add_caught_up(&mut self, caught_up: bool) {
+    self.fbb_.push_slot::<bool>(ReplicaLag::VT_CAUGHT_UP, caught_up, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ReplicaLagBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    ReplicaLagBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<ReplicaLag<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for ReplicaLag<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("ReplicaLag");
+      ds.field("keyspace", &self.keyspace());
+      ds.field("shard", &self.shard());
+      ds.field("peer", &self.peer());
+      ds.field("entries", &self.entries());
+      ds.field("lag_ms", &self.lag_ms());
+      ds.field("caught_up", &self.caught_up());
+      ds.finish()
+  }
+}
 pub enum HeartbeatOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// Store -> master every heartbeat interval.
+/// Store -> master every heartbeat interval, with the replication state of its replicas.
 pub struct Heartbeat<'a> {
   pub _tab: flatbuffers::Table<'a>,
 }
@@ -2218,6 +2677,7 @@ impl<'a> flatbuffers::Follow<'a> for Heartbeat<'a> {
 
 impl<'a> Heartbeat<'a> {
   pub const VT_STORE_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_LAGS: flatbuffers::VOffsetT = 6;
 
   #[inline]
   pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -2229,6 +2689,7 @@ impl<'a> Heartbeat<'a> {
     args: &'args HeartbeatArgs<'args>
   ) -> flatbuffers::WIPOffset<Heartbeat<'bldr>> {
     let mut builder = HeartbeatBuilder::new(_fbb);
+    if let Some(x) = args.lags { builder.add_lags(x); }
     if let Some(x) = args.store_id { builder.add_store_id(x); }
     builder.finish()
   }
@@ -2237,6 +2698,10 @@ impl<'a> Heartbeat<'a> {
   #[inline]
   pub fn store_id(&self) -> Option<&'a str> {
     self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(Heartbeat::VT_STORE_ID, None)
+  }
+  #[inline]
+  pub fn lags(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<ReplicaLag<'a>>>> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<ReplicaLag>>>>(Heartbeat::VT_LAGS, None)
   }
 }
 
@@ -2248,18 +2713,21 @@ impl flatbuffers::Verifiable for Heartbeat<'_> {
     use self::flatbuffers::Verifiable;
     v.visit_table(pos)?
      .visit_field::<flatbuffers::ForwardsUOffset<&str>>("store_id", Self::VT_STORE_ID, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<ReplicaLag>>>>("lags", Self::VT_LAGS, false)?
      .finish();
     Ok(())
   }
 }
 pub struct HeartbeatArgs<'a> {
     pub store_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub lags: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<ReplicaLag<'a>>>>>,
 }
 impl<'a> Default for HeartbeatArgs<'a> {
   #[inline]
   fn default() -> Self {
     HeartbeatArgs {
       store_id: None,
+      lags: None,
     }
   }
 }
@@ -2272,6 +2740,10 @@ impl<'a: 'b, 'b> HeartbeatBuilder<'a, 'b> {
   #[inline]
   pub fn add_store_id(&mut self, store_id: flatbuffers::WIPOffset<&'b  str>) {
     self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(Heartbeat::VT_STORE_ID, store_id);
+  }
+  #[inline]
+  pub fn add_lags(&mut self, lags: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<ReplicaLag<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(Heartbeat::VT_LAGS, lags);
   }
   #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> HeartbeatBuilder<'a, 'b> {
@@ -2292,6 +2764,7 @@ impl core::fmt::Debug for Heartbeat<'_> {
   fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
     let mut ds = f.debug_struct("Heartbeat");
       ds.field("store_id", &self.store_id());
+      ds.field("lags", &self.lags());
       ds.finish()
   }
 }
@@ -2502,6 +2975,8 @@ impl core::fmt::Debug for Subscribe<'_> {
 pub enum ReplicaRouteOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
+/// `catching_up`: the replica is up but still applying what its peers took while it was away;
+/// clients prefer other live replicas until it has caught up.
 pub struct ReplicaRoute<'a> {
   pub _tab: flatbuffers::Table<'a>,
 }
@@ -2518,6 +2993,7 @@ impl<'a> ReplicaRoute<'a> {
   pub const VT_STORE_ID: flatbuffers::VOffsetT = 4;
   pub const VT_ADDRESS: flatbuffers::VOffsetT = 6;
   pub const VT_UP: flatbuffers::VOffsetT = 8;
+  pub const VT_CATCHING_UP: flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -2531,6 +3007,7 @@ impl<'a> ReplicaRoute<'a> {
     let mut builder = ReplicaRouteBuilder::new(_fbb);
     if let Some(x) = args.address { builder.add_address(x); }
     if let Some(x) = args.store_id { builder.add_store_id(x); }
+    builder.add_catching_up(args.catching_up);
     builder.add_up(args.up);
     builder.finish()
   }
@@ -2548,6 +3025,10 @@ impl<'a> ReplicaRoute<'a> {
   pub fn up(&self) -> bool {
     self._tab.get::<bool>(ReplicaRoute::VT_UP, Some(false)).unwrap()
   }
+  #[inline]
+  pub fn catching_up(&self) -> bool {
+    self._tab.get::<bool>(ReplicaRoute::VT_CATCHING_UP, Some(false)).unwrap()
+  }
 }
 
 impl flatbuffers::Verifiable for ReplicaRoute<'_> {
@@ -2560,6 +3041,7 @@ impl flatbuffers::Verifiable for ReplicaRoute<'_> {
      .visit_field::<flatbuffers::ForwardsUOffset<&str>>("store_id", Self::VT_STORE_ID, false)?
      .visit_field::<flatbuffers::ForwardsUOffset<&str>>("address", Self::VT_ADDRESS, false)?
      .visit_field::<bool>("up", Self::VT_UP, false)?
+     .visit_field::<bool>("catching_up", Self::VT_CATCHING_UP, false)?
      .finish();
     Ok(())
   }
@@ -2568,6 +3050,7 @@ pub struct ReplicaRouteArgs<'a> {
     pub store_id: Option<flatbuffers::WIPOffset<&'a str>>,
     pub address: Option<flatbuffers::WIPOffset<&'a str>>,
     pub up: bool,
+    pub catching_up: bool,
 }
 impl<'a> Default for ReplicaRouteArgs<'a> {
   #[inline]
@@ -2576,6 +3059,7 @@ impl<'a> Default for ReplicaRouteArgs<'a> {
       store_id: None,
       address: None,
       up: false,
+      catching_up: false,
     }
   }
 }
@@ -2598,6 +3082,10 @@ impl<'a: 'b, 'b> ReplicaRouteBuilder<'a, 'b> {
     self.fbb_.push_slot::<bool>(ReplicaRoute::VT_UP, up, false);
   }
   #[inline]
+  pub fn add_catching_up(&mut self, catching_up: bool) {
+    self.fbb_.push_slot::<bool>(ReplicaRoute::VT_CATCHING_UP, catching_up, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ReplicaRouteBuilder<'a, 'b> {
     let start = _fbb.start_table();
     ReplicaRouteBuilder {
@@ -2618,6 +3106,7 @@ impl core::fmt::Debug for ReplicaRoute<'_> {
       ds.field("store_id", &self.store_id());
       ds.field("address", &self.address());
       ds.field("up", &self.up());
+      ds.field("catching_up", &self.catching_up());
       ds.finish()
   }
 }
@@ -3532,6 +4021,26 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_tail(&self) -> Option<Tail<'a>> {
+    if self.body_type() == Body::Tail {
+      self.body().map(Tail::init_from_table)
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_changes(&self) -> Option<Changes<'a>> {
+    if self.body_type() == Body::Changes {
+      self.body().map(Changes::init_from_table)
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Frame<'_> {
@@ -3561,6 +4070,8 @@ impl flatbuffers::Verifiable for Frame<'_> {
           Body::DeleteKeyspace => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DeleteKeyspace>>("Body::DeleteKeyspace", pos),
           Body::StatusRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<StatusRequest>>("Body::StatusRequest", pos),
           Body::AdminReply => v.verify_union_variant::<flatbuffers::ForwardsUOffset<AdminReply>>("Body::AdminReply", pos),
+          Body::Tail => v.verify_union_variant::<flatbuffers::ForwardsUOffset<Tail>>("Body::Tail", pos),
+          Body::Changes => v.verify_union_variant::<flatbuffers::ForwardsUOffset<Changes>>("Body::Changes", pos),
           _ => Ok(()),
         }
      })?
@@ -3736,6 +4247,20 @@ impl core::fmt::Debug for Frame<'_> {
         },
         Body::AdminReply => {
           if let Some(x) = self.body_as_admin_reply() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::Tail => {
+          if let Some(x) = self.body_as_tail() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::Changes => {
+          if let Some(x) = self.body_as_changes() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -2,7 +2,9 @@
 //! Every process is killed by PID when its handle is dropped, so a failing test leaves nothing.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use vasto_wire::{parse_frame, FrameEncoder, Role, Status, DEFAULT_MAX_FRAME};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -26,7 +28,7 @@ impl Proc {
         let file = std::fs::File::create(log).expect("log file");
         let child = Command::new(VASTO)
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", std::env::var("VASTO_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log file"))
             .stderr(file)
@@ -141,6 +143,10 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if std::thread::panicking() && std::env::var_os("VASTO_TEST_KEEP").is_some() {
+            let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir")).keep();
+            eprintln!("keeping the cluster's files in {}", kept.display());
+        }
         if std::thread::panicking() {
             // Show what the processes said, to make a CI failure readable.
             for entry in std::fs::read_dir(self.dir.path()).into_iter().flatten().flatten() {
@@ -174,3 +180,71 @@ pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Output {
         }
     }
 }
+
+/// A raw protocol connection to one store, to look at what a store physically holds.
+pub struct Raw {
+    pub stream: TcpStream,
+    pub enc: FrameEncoder,
+    pub buf: Vec<u8>,
+}
+
+impl Raw {
+    pub fn connect(addr: &str) -> Raw {
+        let stream = TcpStream::connect(addr).expect("connect store");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut raw = Raw { stream, enc: FrameEncoder::new(), buf: Vec::new() };
+        let mut out = Vec::new();
+        raw.enc.hello(&mut out, Role::Client);
+        raw.stream.write_all(&out).unwrap();
+        raw.read_frame();
+        raw
+    }
+
+    pub fn read_frame(&mut self) -> &[u8] {
+        vasto_wire::read_frame_blocking(&mut self.stream, &mut self.buf, DEFAULT_MAX_FRAME).expect("a frame");
+        &self.buf
+    }
+
+    /// Every key of `shard` held by this store.
+    pub fn scan_all(&mut self, keyspace: &str, shard: u32) -> (Status, usize) {
+        let mut out = Vec::new();
+        self.enc.scan(&mut out, 1, keyspace, shard, b"", b"", 10_000);
+        self.stream.write_all(&out).unwrap();
+        let resp = parse_frame(self.read_frame()).unwrap().body_as_response().unwrap();
+        (resp.status(), resp.entries().map(|e| e.len()).unwrap_or(0))
+    }
+
+    /// Pipelined gets of `keys` on one shard: the value (or None) of each, in order.
+    pub fn get_many(&mut self, keyspace: &str, shard: u32, keys: &[Vec<u8>]) -> Vec<Option<Vec<u8>>> {
+        // In chunks, so neither side's socket buffer fills while the other is still writing.
+        keys.chunks(256).flat_map(|chunk| self.get_chunk(keyspace, shard, chunk)).collect()
+    }
+
+    fn get_chunk(&mut self, keyspace: &str, shard: u32, keys: &[Vec<u8>]) -> Vec<Option<Vec<u8>>> {
+        let mut out = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            self.enc.get(&mut out, i as u64 + 1, keyspace, shard, k);
+        }
+        self.stream.write_all(&out).unwrap();
+        (0..keys.len())
+            .map(|_| {
+                let r = parse_frame(self.read_frame()).unwrap().body_as_response().unwrap();
+                match r.status() {
+                    Status::Ok => Some(r.value().unwrap_or_default().to_vec()),
+                    Status::NotFound => None,
+                    other => panic!("get answered {other:?}: {}", r.message().unwrap_or_default()),
+                }
+            })
+            .collect()
+    }
+
+    /// A put with an explicit event time, straight to this store.
+    pub fn put(&mut self, keyspace: &str, shard: u32, key: &[u8], value: &[u8], event_time_ns: u64) {
+        let mut out = Vec::new();
+        self.enc.put(&mut out, 1, keyspace, shard, key, value, event_time_ns, 0);
+        self.stream.write_all(&out).unwrap();
+        let r = parse_frame(self.read_frame()).unwrap().body_as_response().unwrap();
+        assert_eq!(r.status(), Status::Ok, "{}", r.message().unwrap_or_default());
+    }
+}
+

@@ -38,6 +38,39 @@ pub struct ReplicaRoute {
     pub address: String,
     /// False while the master has no live connection from that store.
     pub up: bool,
+    /// Up, but still catching up with its peers: clients prefer other live replicas.
+    pub catching_up: bool,
+}
+
+/// How far one shard replica is behind one of its peers, as reported in heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaLag {
+    /// Keyspace name.
+    pub keyspace: String,
+    /// Shard index.
+    pub shard: u32,
+    /// Store id of the peer being followed.
+    pub peer: String,
+    /// Sequence numbers of the peer not yet applied.
+    pub entries: u64,
+    /// Milliseconds since this replica last held everything the peer had (0 = caught up).
+    pub lag_ms: u64,
+    /// True once the follower has reached the peer's head since it (re)started.
+    pub caught_up: bool,
+}
+
+impl ReplicaLag {
+    /// Copies a verified view into an owned value.
+    pub fn from_fb(v: fb::ReplicaLag<'_>) -> Self {
+        Self {
+            keyspace: v.keyspace().unwrap_or_default().to_owned(),
+            shard: v.shard(),
+            peer: v.peer().unwrap_or_default().to_owned(),
+            entries: v.entries(),
+            lag_ms: v.lag_ms(),
+            caught_up: v.caught_up(),
+        }
+    }
 }
 
 /// The full routing table of one keyspace, as pushed by the master.
@@ -73,6 +106,7 @@ impl RoutingTable {
                     store_id: r.store_id().unwrap_or_default().to_owned(),
                     address: r.address().unwrap_or_default().to_owned(),
                     up: r.up(),
+                    catching_up: r.catching_up(),
                 })
                 .collect();
         }

@@ -1,4 +1,4 @@
-use crate::control::{RoutingTable, ShardInfo};
+use crate::control::{ReplicaLag, RoutingTable, ShardInfo};
 use crate::fb::{self, Body, OpKind, Role, Status};
 use crate::frame::write_len_prefix;
 use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
@@ -143,17 +143,18 @@ impl FrameEncoder {
         V: AsRef<[u8]>,
         I: IntoIterator<Item = (K, V)>,
     {
-        let mut page = self.scan_builder();
+        let mut page = self.entries_builder();
         for (k, v) in entries {
             page.push(k.as_ref(), v.as_ref());
         }
-        page.finish(out, id, more);
+        page.finish_scan_page(out, id, more);
     }
 
-    /// Starts a scan page whose entries are pushed one at a time (for callback-style sources).
-    pub fn scan_builder(&mut self) -> ScanPageBuilder<'_> {
+    /// Starts a frame of key/value entries pushed one at a time (a scan page or a `Changes`
+    /// frame), for callback-style sources.
+    pub fn entries_builder(&mut self) -> EntriesBuilder<'_> {
         self.entries.clear();
-        ScanPageBuilder { enc: self }
+        EntriesBuilder { enc: self }
     }
 
     fn shard_info(&mut self, s: &ShardInfo) -> WIPOffset<fb::ShardInfo<'static>> {
@@ -173,11 +174,34 @@ impl FrameEncoder {
         self.finish(out, 0, Body::Register, b.as_union_value());
     }
 
-    /// Store -> master liveness signal.
-    pub fn heartbeat(&mut self, out: &mut Vec<u8>, store_id: &str) {
+    /// Store -> master liveness signal, with the replication lag of every followed peer.
+    pub fn heartbeat(&mut self, out: &mut Vec<u8>, store_id: &str, lags: &[ReplicaLag]) {
+        let mut offsets = Vec::with_capacity(lags.len());
+        for l in lags {
+            let keyspace = self.fbb.create_string(&l.keyspace);
+            let peer = self.fbb.create_string(&l.peer);
+            let args = fb::ReplicaLagArgs { keyspace: Some(keyspace), shard: l.shard, peer: Some(peer), entries: l.entries, lag_ms: l.lag_ms, caught_up: l.caught_up };
+            offsets.push(fb::ReplicaLag::create(&mut self.fbb, &args));
+        }
+        let lags = self.fbb.create_vector(&offsets);
         let store_id = self.fbb.create_string(store_id);
-        let b = fb::Heartbeat::create(&mut self.fbb, &fb::HeartbeatArgs { store_id: Some(store_id) });
+        let b = fb::Heartbeat::create(&mut self.fbb, &fb::HeartbeatArgs { store_id: Some(store_id), lags: Some(lags) });
         self.finish(out, 0, Body::Heartbeat, b.as_union_value());
+    }
+
+    /// Follower -> store: stream this shard's local writes after `after`.
+    pub fn tail(&mut self, out: &mut Vec<u8>, keyspace: &str, shard: u32, after: u64, follower: &str) {
+        let keyspace = self.fbb.create_string(keyspace);
+        let follower = self.fbb.create_string(follower);
+        let args = fb::TailArgs { keyspace: Some(keyspace), shard, after, follower: Some(follower) };
+        let b = fb::Tail::create(&mut self.fbb, &args);
+        self.finish(out, 0, Body::Tail, b.as_union_value());
+    }
+
+    /// A `Changes` frame without entries: a keep-alive (`Ok`) or a refusal such as `Trimmed`.
+    pub fn changes_status(&mut self, out: &mut Vec<u8>, status: Status, position: u64, head: u64) {
+        let b = fb::Changes::create(&mut self.fbb, &fb::ChangesArgs { status, entries: None, position, head });
+        self.finish(out, 0, Body::Changes, b.as_union_value());
     }
 
     /// Master -> store: create or drop one shard replica. The store answers with a `Response`.
@@ -202,7 +226,7 @@ impl FrameEncoder {
             for r in replicas {
                 let store_id = self.fbb.create_string(&r.store_id);
                 let address = self.fbb.create_string(&r.address);
-                let args = fb::ReplicaRouteArgs { store_id: Some(store_id), address: Some(address), up: r.up };
+                let args = fb::ReplicaRouteArgs { store_id: Some(store_id), address: Some(address), up: r.up, catching_up: r.catching_up };
                 replica_offsets.push(fb::ReplicaRoute::create(&mut self.fbb, &args));
             }
             let replicas = self.fbb.create_vector(&replica_offsets);
@@ -252,13 +276,13 @@ impl FrameEncoder {
     }
 }
 
-/// A scan page under construction; see [`FrameEncoder::scan_builder`].
-pub struct ScanPageBuilder<'e> {
+/// A frame of entries under construction; see [`FrameEncoder::entries_builder`].
+pub struct EntriesBuilder<'e> {
     enc: &'e mut FrameEncoder,
 }
 
-impl ScanPageBuilder<'_> {
-    /// Appends one entry; entries must be pushed in key order.
+impl EntriesBuilder<'_> {
+    /// Appends one entry; entries must be pushed in the order the reader should see them.
     pub fn push(&mut self, key: &[u8], value: &[u8]) {
         let key = self.enc.bytes(key);
         let value = self.enc.bytes(value);
@@ -266,11 +290,29 @@ impl ScanPageBuilder<'_> {
         self.enc.entries.push(kv);
     }
 
-    /// Appends the finished response frame to `out`.
-    pub fn finish(self, out: &mut Vec<u8>, id: u64, more: bool) {
+    /// Number of entries pushed so far.
+    pub fn len(&self) -> usize {
+        self.enc.entries.len()
+    }
+
+    /// True when nothing was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.enc.entries.is_empty()
+    }
+
+    /// Appends the entries as a scan page (an Ok `Response`) to `out`.
+    pub fn finish_scan_page(self, out: &mut Vec<u8>, id: u64, more: bool) {
         let entries = self.enc.fbb.create_vector(&self.enc.entries);
         let args = fb::ResponseArgs { status: Status::Ok, entries: Some(entries), more, ..Default::default() };
         let b = fb::Response::create(&mut self.enc.fbb, &args);
         self.enc.finish(out, id, Body::Response, b.as_union_value());
+    }
+
+    /// Appends the entries as a replication `Changes` frame to `out`.
+    pub fn finish_changes(self, out: &mut Vec<u8>, position: u64, head: u64) {
+        let entries = self.enc.fbb.create_vector(&self.enc.entries);
+        let args = fb::ChangesArgs { status: Status::Ok, entries: Some(entries), position, head };
+        let b = fb::Changes::create(&mut self.enc.fbb, &args);
+        self.enc.finish(out, 0, Body::Changes, b.as_union_value());
     }
 }

@@ -14,8 +14,8 @@ mod frame;
 #[cfg(feature = "tokio")]
 mod tokio_io;
 
-pub use control::{ReplicaRoute, RoutingTable, ShardInfo};
-pub use encode::{BatchOpRef, FrameEncoder, ScanPageBuilder};
+pub use control::{ReplicaLag, ReplicaRoute, RoutingTable, ShardInfo};
+pub use encode::{BatchOpRef, EntriesBuilder, FrameEncoder};
 pub use error::WireError;
 pub use frame::{frame_len, parse_frame, read_frame_blocking, write_len_prefix, LEN_PREFIX};
 pub use vasto_schema::fb;

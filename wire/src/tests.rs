@@ -81,8 +81,8 @@ fn routing_table_round_trips() {
         shards: 2,
         replicas: 1,
         routes: vec![
-            vec![ReplicaRoute { store_id: "s1".into(), address: "127.0.0.1:1".into(), up: true }],
-            vec![ReplicaRoute { store_id: "s2".into(), address: "127.0.0.1:2".into(), up: false }],
+            vec![ReplicaRoute { store_id: "s1".into(), address: "127.0.0.1:1".into(), up: true, catching_up: false }],
+            vec![ReplicaRoute { store_id: "s2".into(), address: "127.0.0.1:2".into(), up: false, catching_up: true }],
         ],
     };
     let mut out = Vec::new();
@@ -94,7 +94,7 @@ fn routing_table_round_trips() {
 #[test]
 fn blocking_reader_reports_truncation() {
     let mut out = Vec::new();
-    FrameEncoder::new().heartbeat(&mut out, "s1");
+    FrameEncoder::new().heartbeat(&mut out, "s1", &[]);
     let mut buf = Vec::new();
     let mut whole = &out[..];
     read_frame_blocking(&mut whole, &mut buf, DEFAULT_MAX_FRAME).unwrap();

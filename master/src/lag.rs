@@ -1,0 +1,87 @@
+//! Replication lags reported in store heartbeats, and the `catching_up` flag of routes derived
+//! from them.
+//!
+//! A replica route is catching up when its store is up and that store's latest heartbeat reports,
+//! for that (keyspace, shard), a lag that has not caught up towards a peer store that is up. The
+//! flag depends on the store's own lags and on its peers being up, so heartbeats, stores going
+//! down and stores (re)registering can all flip it; each of them bumps and pushes the keyspaces
+//! whose flags changed, and nothing else.
+use crate::state::State;
+use std::collections::BTreeSet;
+use vasto_wire::ReplicaLag;
+
+/// Every catching-up route, as (keyspace, shard, store id).
+pub(crate) type CatchingUp = BTreeSet<(String, u32, String)>;
+
+impl State {
+    /// True when store `id` is up and its latest heartbeat reports, for `shard` of `keyspace`, a
+    /// lag with `caught_up == false` towards a peer store that is up.
+    pub fn catching_up(&self, id: &str, keyspace: &str, shard: u32) -> bool {
+        self.lags_of(id, keyspace, shard).any(|l| self.is_lagging(l))
+    }
+
+    /// The lags store `id` last reported for `shard` of `keyspace` (none while it is down).
+    pub fn lags_of<'a>(&'a self, id: &str, keyspace: &'a str, shard: u32) -> impl Iterator<Item = &'a ReplicaLag> + 'a {
+        let lags = self.stores.get(id).filter(|s| s.up).map_or(&[][..], |s| s.lags.as_slice());
+        lags.iter().filter(move |l| l.keyspace == keyspace && l.shard == shard)
+    }
+
+    /// Replaces the lags of store `id` with those of its latest heartbeat. Returns `None` when
+    /// `generation` is no longer the store's live connection, else the keyspaces where the
+    /// `catching_up` flag of one of its routes changed (versions bumped; usually none).
+    pub fn heartbeat(&mut self, id: &str, generation: u64, lags: Vec<ReplicaLag>, now_ms: u64) -> Option<Vec<String>> {
+        if !self.is_current(id, generation) {
+            return None;
+        }
+        let before = self.catching_of(id);
+        let record = self.stores.get_mut(id)?;
+        record.lags = lags;
+        let after = self.catching_of(id);
+        let changed: BTreeSet<String> = before.symmetric_difference(&after).map(|(ks, _)| ks.clone()).collect();
+        if !changed.is_empty() {
+            tracing::info!(store = id, catching_up = ?after, "catching-up replicas changed");
+        }
+        Some(self.bump_all(changed, now_ms))
+    }
+
+    /// Every catching-up route of the routing tables.
+    pub(crate) fn catching_all(&self) -> CatchingUp {
+        let mut all = CatchingUp::new();
+        for id in self.stores.keys() {
+            all.extend(self.catching_of(id).into_iter().map(|(ks, shard)| (ks, shard, id.clone())));
+        }
+        all
+    }
+
+    /// Keyspaces whose catching-up routes differ from `before` (a [`State::catching_all`]
+    /// taken before a change).
+    pub(crate) fn catching_changes(&self, before: &CatchingUp) -> BTreeSet<String> {
+        let after = self.catching_all();
+        before.symmetric_difference(&after).map(|(ks, _, _)| ks.clone()).collect()
+    }
+
+    /// The (keyspace, shard) routes of store `id` that are catching up. Only lags of replicas
+    /// the routing tables place on `id` count: nothing else is visible to clients.
+    fn catching_of(&self, id: &str) -> BTreeSet<(String, u32)> {
+        let Some(record) = self.stores.get(id).filter(|s| s.up) else { return BTreeSet::new() };
+        record
+            .lags
+            .iter()
+            .filter(|l| self.is_lagging(l) && self.is_placed(id, &l.keyspace, l.shard))
+            .map(|l| (l.keyspace.clone(), l.shard))
+            .collect()
+    }
+
+    /// A lag that keeps its replica catching up: not caught up, towards a peer that is up.
+    fn is_lagging(&self, lag: &ReplicaLag) -> bool {
+        !lag.caught_up && self.stores.get(&lag.peer).is_some_and(|p| p.up)
+    }
+
+    /// True when the routing table of `keyspace` places a replica of `shard` on store `id`.
+    fn is_placed(&self, id: &str, keyspace: &str, shard: u32) -> bool {
+        self.keyspaces
+            .get(keyspace)
+            .and_then(|ks| ks.placement.get(shard as usize))
+            .is_some_and(|row| row.iter().any(|s| s == id))
+    }
+}

@@ -1,0 +1,234 @@
+//! The receiving side of replication. For every shard replica this store holds, one follower per
+//! peer replica (from the routing table the master pushes) connects to the peer, asks for its
+//! local writes after the position saved here, and applies them through the same last-writer-wins
+//! merge, saving the new position in the same write batch. Runs on its own thread.
+use crate::registry::Registry;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use vasto_engine::header::Header;
+use vasto_engine::EngineError;
+use vasto_wire::{parse_frame, read_frame, FrameEncoder, ReplicaLag, Role, RoutingTable, Status, DEFAULT_MAX_FRAME};
+
+const RETRY: Duration = Duration::from_millis(250);
+/// A tail silent for this long (keep-alives come every 500 ms) is considered dead.
+const SILENCE: Duration = Duration::from_secs(3);
+/// How often the replication lag distribution is logged.
+const LAG_REPORT: Duration = Duration::from_secs(10);
+/// A position with no entries of ours behind it is saved only after this many sequence numbers.
+const POSITION_SAVE_GAP: u64 = 100_000;
+
+type FollowerKey = (String, u32, String);
+
+/// Replication state of one (keyspace, shard, peer) follower.
+#[derive(Debug, Clone, Default)]
+struct FollowState {
+    entries_behind: u64,
+    behind_since: Option<Instant>,
+    caught_up: bool,
+}
+
+/// Handle to the replication thread.
+#[derive(Clone)]
+pub struct Replication {
+    tables: mpsc::UnboundedSender<RoutingTable>,
+    state: Arc<Mutex<HashMap<FollowerKey, FollowState>>>,
+}
+
+impl Replication {
+    /// Starts the replication thread for the store `me`.
+    pub fn start(registry: Arc<Registry>, me: String) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let state = Arc::new(Mutex::new(HashMap::new()));
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let shared = Arc::clone(&state);
+        std::thread::Builder::new().name("vasto-replication".into()).spawn(move || rt.block_on(manage(rx, registry, me, shared)))?;
+        Ok(Self { tables: tx, state })
+    }
+
+    /// Hands a routing table pushed by the master to the replication thread.
+    pub fn update(&self, table: RoutingTable) {
+        let _ = self.tables.send(table);
+    }
+
+    /// The lag of every follower, for the heartbeat.
+    pub fn lags(&self) -> Vec<ReplicaLag> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<ReplicaLag> = state
+            .iter()
+            .map(|((keyspace, shard, peer), s)| ReplicaLag {
+                keyspace: keyspace.clone(),
+                shard: *shard,
+                peer: peer.clone(),
+                entries: s.entries_behind,
+                lag_ms: s.behind_since.map(|t| t.elapsed().as_millis() as u64).unwrap_or(0),
+                caught_up: s.caught_up,
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.keyspace, a.shard, &a.peer).cmp(&(&b.keyspace, b.shard, &b.peer)));
+        out
+    }
+}
+
+struct Follower {
+    address: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn manage(mut tables: mpsc::UnboundedReceiver<RoutingTable>, registry: Arc<Registry>, me: String, state: Arc<Mutex<HashMap<FollowerKey, FollowState>>>) {
+    let mut followers: HashMap<FollowerKey, Follower> = HashMap::new();
+    let lag = Arc::new(Mutex::new(LagSamples::new()));
+    tokio::spawn(report_lag(Arc::clone(&lag)));
+    while let Some(table) = tables.recv().await {
+        let mut wanted: HashMap<FollowerKey, String> = HashMap::new();
+        if table.exists {
+            for (shard, replicas) in table.routes.iter().enumerate() {
+                let shard = shard as u32;
+                if !replicas.iter().any(|r| r.store_id == me) || registry.get(&table.keyspace, shard).is_none() {
+                    continue;
+                }
+                for peer in replicas.iter().filter(|r| r.store_id != me && !r.address.is_empty()) {
+                    wanted.insert((table.keyspace.clone(), shard, peer.store_id.clone()), peer.address.clone());
+                }
+            }
+        }
+        followers.retain(|key, f| {
+            let keep = key.0 != table.keyspace || wanted.get(key) == Some(&f.address);
+            if !keep {
+                f.task.abort();
+                state.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+            }
+            keep
+        });
+        for (key, address) in wanted {
+            if followers.contains_key(&key) {
+                continue;
+            }
+            tracing::info!(keyspace = %key.0, shard = key.1, peer = %key.2, %address, "following peer replica");
+            state.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), FollowState::default());
+            let ctx = FollowCtx { registry: Arc::clone(&registry), me: me.clone(), key: key.clone(), address: address.clone(), state: Arc::clone(&state), lag: Arc::clone(&lag) };
+            followers.insert(key, Follower { address, task: tokio::spawn(follow(ctx)) });
+        }
+    }
+}
+
+struct FollowCtx {
+    registry: Arc<Registry>,
+    me: String,
+    key: FollowerKey,
+    address: String,
+    state: Arc<Mutex<HashMap<FollowerKey, FollowState>>>,
+    lag: Arc<Mutex<LagSamples>>,
+}
+
+impl FollowCtx {
+    fn record(&self, position: u64, head: u64) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(s) = state.get_mut(&self.key) else { return };
+        s.entries_behind = head.saturating_sub(position);
+        if position >= head {
+            s.caught_up = true;
+            s.behind_since = None;
+        } else if s.behind_since.is_none() {
+            s.behind_since = Some(Instant::now());
+        }
+    }
+}
+
+async fn follow(ctx: FollowCtx) {
+    loop {
+        match follow_once(&ctx).await {
+            Ok(()) => {}
+            Err(e) => tracing::debug!(keyspace = %ctx.key.0, shard = ctx.key.1, peer = %ctx.key.2, error = %e, "tail ended; reconnecting"),
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// One tail session: connect, ask for changes after the saved position, apply until it breaks.
+async fn follow_once(ctx: &FollowCtx) -> Result<(), String> {
+    let (keyspace, shard, peer) = &ctx.key;
+    let replica = ctx.registry.get(keyspace, *shard).ok_or("replica no longer held")?;
+    let after = replica.peer_position(peer).map_err(|e| e.to_string())?;
+    let mut stream = tokio::time::timeout(SILENCE, TcpStream::connect(&ctx.address)).await.map_err(|_| "connect timed out".to_string())?.map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let mut enc = FrameEncoder::new();
+    enc.hello(&mut out, Role::Store);
+    enc.tail(&mut out, keyspace, *shard, after, &ctx.me);
+    stream.write_all(&out).await.map_err(|e| e.to_string())?;
+    let mut reader = BufReader::with_capacity(256 << 10, stream);
+    let mut buf = Vec::new();
+    tokio::time::timeout(SILENCE, read_frame(&mut reader, &mut buf, DEFAULT_MAX_FRAME)).await.map_err(|_| "no hello reply".to_string())?.map_err(|e| e.to_string())?;
+    let reply = parse_frame(&buf).ok().and_then(|f| f.body_as_hello_reply()).ok_or("peer did not answer the hello")?;
+    if reply.status() != Status::Ok {
+        return Err(format!("peer refused: {}", reply.message().unwrap_or_default()));
+    }
+    let mut saved = after;
+    loop {
+        tokio::time::timeout(SILENCE, read_frame(&mut reader, &mut buf, DEFAULT_MAX_FRAME)).await.map_err(|_| "peer went silent".to_string())?.map_err(|e| e.to_string())?;
+        let frame = parse_frame(&buf).map_err(|e| e.to_string())?;
+        let changes = frame.body_as_changes().ok_or("unexpected frame on a tail")?;
+        match changes.status() {
+            Status::Ok => {}
+            Status::Trimmed => return Err(EngineError::Trimmed { after: changes.position() }.to_string()),
+            other => return Err(format!("peer refused the tail: {}", vasto_wire::status_name(other))),
+        }
+        let entries = changes.entries();
+        let now = vasto_engine::now_ns();
+        let pairs = entries.iter().flat_map(|e| e.iter()).filter_map(|kv| Some((kv.key()?, kv.value()?)));
+        // Persist only with data (or after a long stretch of other peers' batches): persisting a
+        // bare position would itself be a write for the peer's tail to report, ping-pong forever.
+        let has_entries = entries.is_some_and(|e| !e.is_empty());
+        if has_entries || changes.position() >= saved + POSITION_SAVE_GAP {
+            saved = changes.position();
+            replica.apply_replicated(peer, pairs.clone(), changes.position()).map_err(|e| e.to_string())?;
+            let mut lag = ctx.lag.lock().unwrap_or_else(|p| p.into_inner());
+            for (_, v) in pairs {
+                if let Some((h, _)) = Header::split(v) {
+                    lag.record(now.saturating_sub(h.event_time_ns) / 1000);
+                }
+            }
+        }
+        ctx.record(changes.position(), changes.head());
+    }
+}
+
+/// Replication lag samples (write event time to apply time, in µs) for the periodic log line.
+struct LagSamples {
+    hist: hdrhistogram::Histogram<u64>,
+}
+
+impl LagSamples {
+    fn new() -> Self {
+        Self { hist: hdrhistogram::Histogram::new(3).expect("3 significant digits is a valid precision") }
+    }
+
+    fn record(&mut self, micros: u64) {
+        let _ = self.hist.record(micros.max(1));
+    }
+}
+
+async fn report_lag(lag: Arc<Mutex<LagSamples>>) {
+    let mut tick = tokio::time::interval(LAG_REPORT);
+    loop {
+        tick.tick().await;
+        let mut l = lag.lock().unwrap_or_else(|p| p.into_inner());
+        if l.hist.is_empty() {
+            continue;
+        }
+        let h = &l.hist;
+        tracing::info!(
+            entries = h.len(),
+            p50_us = h.value_at_quantile(0.5),
+            p99_us = h.value_at_quantile(0.99),
+            p999_us = h.value_at_quantile(0.999),
+            max_us = h.max(),
+            "replication lag (write event time to applied here) over the last 10 s"
+        );
+        l.hist.reset();
+    }
+}

@@ -1,0 +1,158 @@
+//! End-to-end replication: 3 stores, keyspace of 4 shards x 2 replicas, real processes.
+mod common;
+
+use common::{wait_for, Cluster, Raw};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use vasto_client::Client;
+
+const SHARDS: u32 = 4;
+
+/// Replica store addresses of every shard, from `admin status`.
+fn replica_addrs(cluster: &Cluster, keyspace: &str) -> Vec<Vec<String>> {
+    let s = cluster.status().expect("status");
+    let ks = s["keyspaces"].as_array().unwrap().iter().find(|k| k["name"] == keyspace).expect("keyspace").clone();
+    ks["routes"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|x| x["address"].as_str().unwrap().to_owned()).collect()).collect()
+}
+
+/// Waits until every replica of every shard holds exactly `expected` for each key.
+fn assert_all_replicas_hold(cluster: &Cluster, keyspace: &str, expected: &[(Vec<u8>, Vec<u8>)]) {
+    let replicas = replica_addrs(cluster, keyspace);
+    for (shard, addrs) in replicas.iter().enumerate() {
+        let (keys, values): (Vec<Vec<u8>>, Vec<Vec<u8>>) =
+            expected.iter().filter(|(k, _)| vasto_hash::shard_of(k, SHARDS) == shard as u32).cloned().unzip();
+        for addr in addrs {
+            wait_for(&format!("replica {addr} of shard {shard} to hold all {} acknowledged writes", keys.len()), Duration::from_secs(30), || {
+                let got = Raw::connect(addr).get_many(keyspace, shard as u32, &keys);
+                let bad = got.iter().zip(&values).zip(&keys).filter(|((g, v), _)| g.as_deref() != Some(v.as_slice())).count();
+                if let Some(((g, v), k)) = got.iter().zip(&values).zip(&keys).find(|((g, v), _)| g.as_deref() != Some(v.as_slice())) {
+                    eprintln!("{addr} shard {shard}: {bad} differ, e.g. {:?} holds {:?}, expected {:?}", String::from_utf8_lossy(k), g.as_deref().map(String::from_utf8_lossy), String::from_utf8_lossy(v));
+                }
+                got.iter().zip(&values).all(|(g, v)| g.as_deref() == Some(v.as_slice())).then_some(())
+            });
+        }
+    }
+}
+
+struct Writer {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<(Vec<u8>, Vec<u8>)>>>,
+    errors: Arc<Mutex<Vec<(Instant, String)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn start_writer(ks: vasto_client::Keyspace, tag: &'static str) -> Writer {
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let (s, a, e) = (Arc::clone(&stop), Arc::clone(&acked), Arc::clone(&errors));
+    let task = tokio::spawn(async move {
+        let mut i = 0u64;
+        while !s.load(Ordering::Relaxed) {
+            let (k, v) = (format!("{tag}:{i}").into_bytes(), format!("v{i}").into_bytes());
+            match ks.put(&k, &v).await {
+                Ok(()) => a.lock().unwrap().push((k, v)),
+                Err(err) => e.lock().unwrap().push((Instant::now(), err.to_string())),
+            }
+            i += 1;
+        }
+    });
+    Writer { stop, acked, errors, task }
+}
+
+impl Writer {
+    async fn finish(self) -> (Vec<(Vec<u8>, Vec<u8>)>, Vec<(Instant, String)>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+        (self.acked.lock().unwrap().clone(), self.errors.lock().unwrap().clone())
+    }
+    fn count(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+}
+
+async fn pause(d: Duration) {
+    tokio::time::sleep(d).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_store_fails_over_catches_up_and_loses_nothing() {
+    let mut cluster = Cluster::start(3);
+    cluster.create_keyspace("rep", SHARDS, 2);
+    let ks = Client::connect(&cluster.master_addr).await.unwrap().keyspace("rep").await.unwrap();
+    let writer = start_writer(ks.clone(), "a");
+    wait_for("writes before the kill", Duration::from_secs(10), || (writer.count() > 200).then_some(()));
+
+    cluster.stores[0].take().unwrap().kill();
+    let killed_at = Instant::now();
+    let before = writer.count();
+    pause(Duration::from_secs(3)).await;
+    assert!(writer.count() > before + 100, "writes go on with a store down");
+    // While it is down the master shows its replicas down.
+    let status = cluster.status().unwrap();
+    let down = status["stores"].as_array().unwrap().iter().filter(|s| s["up"] == false).count();
+    assert_eq!(down, 1);
+
+    cluster.start_store(0);
+    cluster.wait_stores_up(3);
+    pause(Duration::from_secs(2)).await;
+    let (acked, errors) = writer.finish().await;
+    let window = errors.iter().map(|(t, _)| t.duration_since(killed_at)).max();
+    eprintln!("{} writes acknowledged, {} failed; failover window {:?}", acked.len(), errors.len(), window);
+    assert!(errors.iter().all(|(t, _)| t.duration_since(killed_at) < Duration::from_secs(2)), "errors after the failover window: {errors:?}");
+    assert_all_replicas_hold(&cluster, "rep", &acked);
+
+    // Status reports replication lag per replica, and nothing is left catching up.
+    wait_for("every replica caught up", Duration::from_secs(20), || {
+        let s = cluster.status()?;
+        let ks = s["keyspaces"].as_array()?.iter().find(|k| k["name"] == "rep")?.clone();
+        let routes = ks["routes"].as_array()?.clone();
+        routes.iter().flat_map(|r| r.as_array().cloned().unwrap_or_default()).all(|r| r["catching_up"] == false && r["lags"].is_array()).then_some(())
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_master_dead_clients_fail_over_on_their_own() {
+    let mut cluster = Cluster::start(3);
+    cluster.create_keyspace("solo", SHARDS, 2);
+    let ks = Client::connect(&cluster.master_addr).await.unwrap().keyspace("solo").await.unwrap();
+    let writer = start_writer(ks.clone(), "m");
+    wait_for("writes", Duration::from_secs(10), || (writer.count() > 200).then_some(()));
+    cluster.kill_master();
+    pause(Duration::from_millis(500)).await;
+    cluster.stores[1].take().unwrap().kill();
+    let killed_at = Instant::now();
+    let before = writer.count();
+    pause(Duration::from_secs(3)).await;
+    assert!(writer.count() > before + 100, "no master to push a table: the client must fail over by itself");
+    cluster.start_master();
+    cluster.start_store(1);
+    cluster.wait_stores_up(3);
+    pause(Duration::from_secs(1)).await;
+    let (acked, errors) = writer.finish().await;
+    assert!(errors.iter().all(|(t, _)| t.duration_since(killed_at) < Duration::from_secs(2)), "errors after the failover window: {errors:?}");
+    assert_all_replicas_hold(&cluster, "solo", &acked);
+}
+
+#[test]
+fn concurrent_writes_to_different_replicas_converge() {
+    let cluster = Cluster::start(2);
+    cluster.create_keyspace("conv", SHARDS, 2);
+    let replicas = replica_addrs(&cluster, "conv");
+    let base = vasto_client::now_ns();
+    let mut expected = Vec::new();
+    // For each key, three writes with shuffled event times, each sent to a different replica.
+    let mut conns: Vec<Vec<Raw>> = replicas.iter().map(|addrs| addrs.iter().map(|a| Raw::connect(a)).collect()).collect();
+    for i in 0..300u64 {
+        let key = format!("c{i}").into_bytes();
+        let shard = vasto_hash::shard_of(&key, SHARDS) as usize;
+        let times = [base + (i * 7) % 3, base + (i * 7 + 1) % 3, base + (i * 7 + 2) % 3];
+        for (j, t) in times.iter().enumerate() {
+            let value = format!("t{}", t - base).into_bytes();
+            conns[shard][(i as usize + j) % 2].put("conv", shard as u32, &key, &value, *t);
+        }
+        expected.push((key, format!("t{}", 2).into_bytes()));
+    }
+    assert_all_replicas_hold(&cluster, "conv", &expected);
+}
