@@ -43,7 +43,7 @@ run_vasto() { # workload pipeline
 run_redis() { # test(set|get) pipeline -> ops/s p50 p99 (us) ; redis-benchmark reports ms
   local n=$(( SECS * 150000 * ($2 > 1 ? 4 : 1) ))
   redis-benchmark -p "$RPORT" -c "$CONC" -P "$2" -d "$VALUE" -r "$KEYS" -n "$n" -t "$1" --csv 2>/dev/null \
-    | awk -F'","' 'NR==2 { gsub(/"/,""); printf "%.0f %.0f %.0f -\n", $2, $5*1000, $7*1000 }'
+    | awk -F'","' 'NR==2 { printf "%.0f %.0f %.0f -\n", $2, $5*1000, $7*1000 }'
 }
 
 # Load every key first so gets hit.
@@ -69,6 +69,39 @@ redis-benchmark -p "$RPORT" -c "$CONC" -P 16 -d "$VALUE" -r "$KEYS" -n $((KEYS *
       printf '| %s | %s | %.0f | %.0f | %.0f | %.0f | %s | %s | %s | %s |\n' "$op" "$p" "$vops" "$vp50" "$vp99" "$vp999" "$rops" "$rp50" "$rp99" "$ratio"
     done
   done
+
+  # Replication: a second store, the same put load on a keyspace with 1 and with 2 replicas.
+  SPORT2=$(port)
+  $VASTO store --master 127.0.0.1:$MPORT --listen 127.0.0.1:$SPORT2 --dir "$WORK/store2" >"$WORK/store2.log" 2>&1 & PIDS+=($!)
+  for _ in $(seq 100); do
+    [ "$($VASTO admin --master 127.0.0.1:$MPORT status --json 2>/dev/null | grep -o '"up":true' | wc -l)" -ge 2 ] && break
+    sleep 0.1
+  done
+  $VASTO admin --master 127.0.0.1:$MPORT create-keyspace r1 --shards 2 --replicas 1 >/dev/null
+  $VASTO admin --master 127.0.0.1:$MPORT create-keyspace r2 --shards 2 --replicas 2 >/dev/null
+  rep() { # keyspace -> ops/s p50 p99
+    local out="$WORK/rep-$1.json"
+    $VASTO loadgen --master 127.0.0.1:$MPORT --keyspace "$1" --workload put --keys "$KEYS" --value-size "$VALUE" \
+      --concurrency "$CONC" --pipeline 1 --duration "$2" --json "$out" >/dev/null 2>&1
+    echo "$(json_field "$out" ops_per_sec) $(json_field "$out" p50_us) $(json_field "$out" p99_us)"
+  }
+  read -r r1ops r1p50 r1p99 < <(rep r1 "${SECS}s")
+  mark=$(cat "$WORK"/store*.log | wc -l)
+  # Long enough to contain a whole 10 s lag-report window of both stores.
+  read -r r2ops r2p50 r2p99 < <(rep r2 "$(( SECS > 21 ? SECS : 21 ))s")
+  lag=$(cat "$WORK"/store*.log | tail -n +"$((mark + 1))" | grep 'replication lag' | sed -n 's/.*entries=\([0-9]*\) p50_us=\([0-9]*\) p99_us=\([0-9]*\).*/\1 \2 \3/p' | sort -n -r | head -1)
+  read -r lagn lagp50 lagp99 <<<"${lag:-0 - -}"
+  echo
+  echo "## Replication (2 stores, keyspace of 2 shards, puts at concurrency ${CONC}, pipeline 1)"
+  echo
+  echo "| replicas | put ops/s | p50 us | p99 us |"
+  echo "|---|---|---|---|"
+  printf '| 1 | %.0f | %.0f | %.0f |\n' "$r1ops" "$r1p50" "$r1p99"
+  printf '| 2 | %.0f | %.0f | %.0f |\n' "$r2ops" "$r2p50" "$r2p99"
+  echo
+  echo "Put throughput with 2 replicas / 1 replica: $(awk -v a="$r2ops" -v b="$r1ops" 'BEGIN { printf "%.2f", a / b }')."
+  echo "Replication lag (client event time to applied on the other replica, busiest 10 s window, ${lagn} writes):"
+  echo "p50 ${lagp50} us, p99 ${lagp99} us."
 } > "$WORK/RESULTS.md"
 cp "$WORK/RESULTS.md" benches/RESULTS.md
 cat benches/RESULTS.md

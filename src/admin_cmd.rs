@@ -75,7 +75,17 @@ pub fn render(s: &ClusterStatus) -> String {
                 .iter()
                 .map(|r| {
                     let addr = if r.address.is_empty() { "?" } else { &r.address };
-                    format!("{}@{}{}", r.store_id, addr, if r.up { "" } else { " (DOWN)" })
+                    let state = if !r.up {
+                        " (DOWN)"
+                    } else if r.catching_up {
+                        " (catching up)"
+                    } else {
+                        ""
+                    };
+                    // Lag behind each peer: sequence numbers not yet applied, and for how long.
+                    let lags: Vec<String> = r.lags.iter().map(|l| format!("behind {}: {} entries, {} ms", l.peer, l.entries, l.lag_ms)).collect();
+                    let lags = if lags.is_empty() { String::new() } else { format!(" [{}]", lags.join("; ")) };
+                    format!("{}@{}{}{}", r.store_id, addr, state, lags)
                 })
                 .collect();
             let _ = writeln!(out, "    {:<6} {}", shard, list.join(", "));

@@ -46,6 +46,10 @@ enum Command {
         /// Largest accepted frame in bytes.
         #[arg(long, default_value_t = vasto_wire::DEFAULT_MAX_FRAME)]
         max_frame: usize,
+        /// Local writes kept per shard for replicas to catch up from; a replica further behind
+        /// is re-bootstrapped from a snapshot.
+        #[arg(long, default_value_t = 4_000_000)]
+        change_log_entries: u64,
     },
     /// Administer the cluster through the master.
     Admin {
@@ -89,9 +93,10 @@ fn main() -> ExitCode {
                 Ok(rt.block_on(vasto_master::run(config))?)
             })
         }
-        Command::Store { master, listen, advertise, dir, threads, max_frame } => {
+        Command::Store { master, listen, advertise, dir, threads, max_frame, change_log_entries } => {
             init_logs("info");
-            let config = vasto_node::NodeConfig { listen, advertise, master, dir, threads, max_frame, engine: Default::default() };
+            let engine = vasto_node::EngineOptions { change_log_entries, ..Default::default() };
+            let config = vasto_node::NodeConfig { listen, advertise, master, dir, threads, max_frame, engine };
             vasto_node::start(config).map(vasto_node::RunningNode::wait).map_err(anyhow::Error::from)
         }
         Command::Admin { master, action } => {

@@ -156,3 +156,29 @@ fn concurrent_writes_to_different_replicas_converge() {
     }
     assert_all_replicas_hold(&cluster, "conv", &expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_too_far_behind_rebootstraps_from_a_snapshot() {
+    let mut cluster = Cluster::start(2);
+    // Tiny change logs, so a replica that misses 2,000 writes is beyond them.
+    for i in 0..2 {
+        cluster.stores[i].take().unwrap().kill();
+        cluster.start_store_with(i, &["--change-log-entries", "100"]);
+    }
+    cluster.wait_stores_up(2);
+    cluster.create_keyspace("boot", SHARDS, 2);
+    let ks = Client::connect(&cluster.master_addr).await.unwrap().keyspace("boot").await.unwrap();
+    ks.put(b"before", b"1").await.unwrap();
+    cluster.stores[1].take().unwrap().kill();
+    let mut acked = vec![(b"before".to_vec(), b"1".to_vec())];
+    for i in 0..2000 {
+        let (k, v) = (format!("b{i}").into_bytes(), format!("v{i}").into_bytes());
+        ks.put(&k, &v).await.unwrap();
+        acked.push((k, v));
+    }
+    cluster.start_store_with(1, &["--change-log-entries", "100"]);
+    cluster.wait_stores_up(2);
+    assert_all_replicas_hold(&cluster, "boot", &acked);
+    let log = std::fs::read_to_string(cluster.dir.path().join("store-1.log")).unwrap();
+    assert!(log.contains("snapshot ingested"), "the returning replica must have re-bootstrapped from a snapshot");
+}

@@ -1,14 +1,18 @@
-//! The change log used by replication: RocksDB's own WAL, read with `get_updates_since`.
+//! The change log used by replication: a `log` column family of this replica's local writes,
+//! keyed by a per-shard sequence number (u64 big-endian), written in the same batch as the data.
 //!
-//! Every user write is a merge into the data column family. Values applied from a peer carry the
-//! "replicated" header bit, so they are never sent on (no echo); the bit is set per value because
-//! RocksDB's group commit may put a local and a replicated write in one WAL record. A replicated
-//! batch also records the sender's position in the `meta` column family. Positions are RocksDB
-//! sequence numbers of the sender: a follower asks for everything after the last one it applied.
-use crate::header::{is_replicated, mark_replicated};
+//! Only local writes are logged; writes applied from a peer are not, so nothing is echoed back.
+//! A follower asks for the entries after the last sequence number it applied and saves that
+//! number (in `meta`) in the same batch as the applied data. The log keeps the newest
+//! `change_log_entries` entries; a follower further behind gets [`EngineError::Trimmed`].
+//!
+//! (RocksDB's WAL read with `get_updates_since` was the first choice, but it finds a position by
+//! reading the WAL file from its start: under load every wake-up of a tail cost O(WAL size).)
+use crate::header::mark_replicated;
 use crate::shard::Shard;
 use crate::EngineError;
-use rocksdb::{WriteBatch, WriteBatchIteratorCf};
+use rocksdb::WriteBatch;
+use std::sync::atomic::Ordering;
 
 /// Key prefix, in the `meta` column family, of the applied position per peer.
 const POSITION_PREFIX: &[u8] = b"pos:";
@@ -16,79 +20,70 @@ const POSITION_PREFIX: &[u8] = b"pos:";
 /// What [`Shard::read_changes`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChangesRead {
-    /// Pass this as `after` next time: the last sequence number examined.
+    /// Pass this as `after` next time: the last sequence number read.
     pub position: u64,
-    /// Locally-originated entries passed to the callback.
+    /// Entries passed to the callback.
     pub entries: usize,
 }
 
-/// Passes on the locally-originated merges into the data column family (id 0) of a batch.
-struct BatchScan<'f, F: FnMut(&[u8], &[u8])> {
-    f: &'f mut F,
-    entries: usize,
-    bytes: usize,
+/// A log entry: u32 LE key length, key, stored value.
+pub(crate) fn encode_entry(out: &mut Vec<u8>, key: &[u8], stored: &[u8]) {
+    out.clear();
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(stored);
 }
 
-impl<F: FnMut(&[u8], &[u8])> WriteBatchIteratorCf for BatchScan<'_, F> {
-    fn put_cf(&mut self, _cf_id: u32, _key: &[u8], _value: &[u8]) {
-        // User data is only ever merged; puts are metadata and replication positions.
-    }
-    fn delete_cf(&mut self, _cf_id: u32, _key: &[u8]) {}
-    fn merge_cf(&mut self, cf_id: u32, key: &[u8], value: &[u8]) {
-        if cf_id == 0 && !is_replicated(value) {
-            self.entries += 1;
-            self.bytes += key.len() + value.len();
-            (self.f)(key, value);
-        }
-    }
+fn decode_entry(raw: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = raw.split_at_checked(4)?;
+    let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
+    rest.split_at_checked(len)
 }
 
 impl Shard {
-    /// The latest sequence number written to this shard (local or replicated).
+    /// The sequence number of the newest local write (0 before the first).
     pub fn head_position(&self) -> u64 {
-        self.db().latest_sequence_number()
+        self.log_head().load(Ordering::Acquire)
     }
 
-    /// Calls `f(key, stored_value)` for every locally-originated write in batches after position
-    /// `after`, in order, until about `max_bytes` were passed. Returns [`EngineError::Trimmed`]
-    /// if the WAL no longer reaches back to `after` (the caller must re-bootstrap).
+    /// Calls `f(key, stored_value)` for the local writes after sequence number `after`, in order,
+    /// until about `max_bytes` were passed. Returns [`EngineError::Trimmed`] when the log no
+    /// longer holds the entry right after `after` (the follower must re-bootstrap).
     pub fn read_changes(&self, after: u64, max_bytes: usize, mut f: impl FnMut(&[u8], &[u8])) -> Result<ChangesRead, EngineError> {
-        let head = self.head_position();
-        if after >= head {
-            return Ok(ChangesRead { position: after, entries: 0 });
-        }
-        let iter = self.db().get_updates_since(after).map_err(|_| EngineError::Trimmed { after })?;
         let mut read = ChangesRead { position: after, entries: 0 };
+        if after >= self.head_position() {
+            return Ok(read);
+        }
+        if after + 1 < self.log_first() {
+            return Err(EngineError::Trimmed { after });
+        }
+        let cf = self.log_cf()?;
+        let mut it = self.db().raw_iterator_cf(cf);
+        it.seek((after + 1).to_be_bytes());
         let mut bytes = 0usize;
-        let mut first = true;
-        for item in iter {
-            let (seq, batch) = item?;
-            if first && seq > after + 1 && self.earliest_logged()? > after + 1 {
-                return Err(EngineError::Trimmed { after });
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let seq = k.try_into().map(u64::from_be_bytes).map_err(|_| EngineError::Corrupt(format!("{}: bad change-log key", self.dir().display())))?;
+            if seq != read.position + 1 {
+                // A hole means the entries were trimmed while we read.
+                return Err(EngineError::Trimmed { after: read.position });
             }
-            first = false;
-            let mut scan = BatchScan { f: &mut f, entries: 0, bytes: 0 };
-            batch.iterate_cf(&mut scan);
-            read.entries += scan.entries;
-            bytes += scan.bytes;
-            // A batch of n operations holds sequence numbers seq..seq+n-1.
-            read.position = seq + (batch.len() as u64).max(1) - 1;
+            let (key, stored) = decode_entry(v).ok_or_else(|| EngineError::Corrupt(format!("{}: bad change-log entry {seq}", self.dir().display())))?;
+            f(key, stored);
+            read.position = seq;
+            read.entries += 1;
+            bytes += v.len();
             if bytes >= max_bytes {
                 break;
             }
+            it.next();
         }
+        it.status()?;
         Ok(read)
     }
 
-    /// The sequence number of the oldest batch still in the WAL.
-    fn earliest_logged(&self) -> Result<u64, EngineError> {
-        let mut iter = self.db().get_updates_since(0)?;
-        Ok(iter.next().transpose()?.map(|(seq, _)| seq).unwrap_or(u64::MAX))
-    }
-
     /// Applies writes replicated from `peer` through the last-writer-wins merge (each value
-    /// marked as replicated), atomically with the new position, so a restarted follower resumes
-    /// exactly after what it applied.
+    /// marked as replicated, and not logged), atomically with the new position, so a restarted
+    /// follower resumes exactly after what it applied.
     pub fn apply_replicated<'a>(&self, peer: &str, entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>, position: u64) -> Result<(), EngineError> {
         let mut batch = WriteBatch::default();
         batch.put_cf(self.meta_cf()?, position_key(peer), position.to_le_bytes());

@@ -10,10 +10,12 @@ mod changes;
 pub mod header;
 mod meta;
 mod shard;
+mod snapshot;
 
 pub use changes::ChangesRead;
 pub use meta::{valid_keyspace_name, ShardMeta};
 pub use shard::{Shard, Write};
+pub use snapshot::SnapshotFiles;
 
 use rocksdb::compaction_filter::Decision;
 use rocksdb::{BlockBasedOptions, Cache, Options};
@@ -33,7 +35,7 @@ pub enum EngineError {
     /// On-disk state that cannot be understood.
     #[error("corrupt shard: {0}")]
     Corrupt(String),
-    /// The WAL no longer holds the batches after this position: the follower must re-bootstrap.
+    /// The change log no longer holds the entries after this position: the follower must re-bootstrap.
     #[error("the change log no longer reaches back to position {after}")]
     Trimmed { after: u64 },
     /// A keyspace name that cannot be used as a directory name.
@@ -50,14 +52,14 @@ pub struct EngineOptions {
     /// writes older than this grace period could resurrect a deleted key, so keep it well above
     /// any replication delay.
     pub tombstone_grace: Duration,
-    /// How long archived WAL segments (the replication change log) are kept; a follower further
-    /// behind than this re-bootstraps from a snapshot.
-    pub change_log_retention: Duration,
+    /// Local writes kept in each shard's change log for replication; a follower further behind
+    /// than this re-bootstraps from a snapshot.
+    pub change_log_entries: u64,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { block_cache_bytes: 256 << 20, tombstone_grace: Duration::from_secs(24 * 3600), change_log_retention: Duration::from_secs(3600) }
+        Self { block_cache_bytes: 256 << 20, tombstone_grace: Duration::from_secs(24 * 3600), change_log_entries: 4_000_000 }
     }
 }
 
@@ -70,6 +72,7 @@ pub fn now_ns() -> u64 {
 pub struct Engine {
     root: PathBuf,
     db_opts: Options,
+    log_retention: u64,
 }
 
 impl Engine {
@@ -85,10 +88,6 @@ impl Engine {
         db_opts.set_block_based_table_factory(&table);
         db_opts.set_max_background_jobs(2);
         db_opts.set_bytes_per_sync(1 << 20);
-        // The WAL is the replication change log: keep archived segments (up to 1 GiB) so a
-        // follower that was away can still tail instead of re-bootstrapping.
-        db_opts.set_wal_ttl_seconds(options.change_log_retention.as_secs());
-        db_opts.set_wal_size_limit_mb(if options.change_log_retention.is_zero() { 0 } else { 1024 });
         db_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         // Re-compact every file at least daily so expired values and old tombstones that have
         // settled in the last level (where nothing else rewrites them) are filtered out too.
@@ -108,7 +107,7 @@ impl Engine {
                 None => Decision::Keep,
             }
         });
-        Ok(Self { root: root.to_path_buf(), db_opts })
+        Ok(Self { root: root.to_path_buf(), db_opts, log_retention: options.change_log_entries })
     }
 
     /// The data directory.
@@ -135,7 +134,7 @@ impl Engine {
             for entry in std::fs::read_dir(ks.path()).map_err(io(&ks.path()))? {
                 let entry = entry.map_err(io(&ks.path()))?;
                 if entry.file_name().to_string_lossy().parse::<u32>().is_ok() && entry.path().join("CURRENT").exists() {
-                    shards.push(Shard::open(&entry.path(), &self.db_opts, None)?);
+                    shards.push(Shard::open(&entry.path(), &self.db_opts, None, self.log_retention)?);
                 }
             }
         }
@@ -150,7 +149,7 @@ impl Engine {
         }
         let dir = self.shard_dir(&meta.keyspace, meta.shard);
         std::fs::create_dir_all(&dir).map_err(|source| EngineError::Io { path: dir.clone(), source })?;
-        Shard::open(&dir, &self.db_opts, Some(meta))
+        Shard::open(&dir, &self.db_opts, Some(meta), self.log_retention)
     }
 }
 

@@ -1,18 +1,22 @@
-//! One shard replica: a RocksDB instance with a user column family (default) and a `meta` one.
+//! One shard replica: a RocksDB instance with the user data (default column family), its
+//! metadata and replication positions (`meta`), and its change log (`log`, see `changes`).
 use crate::header::{self, encode_value, expiry_for, Header};
 use crate::{now_ns, EngineError, ShardMeta};
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 use std::cell::RefCell;
 use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 const META_CF: &str = "meta";
+const LOG_CF: &str = "log";
 const META_KEY: &[u8] = b"shard";
 
 thread_local! {
-    /// Per-thread scratch for encoding stored values, so writes do not allocate once warm.
-    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(4096));
+    /// Per-thread scratch for encoding stored values and log entries, so writes do not
+    /// allocate on the Rust side once warm.
+    static SCRATCH: RefCell<(Vec<u8>, Vec<u8>)> = RefCell::new((Vec::with_capacity(4096), Vec::with_capacity(4096)));
 }
 
 /// A write inside a batch.
@@ -31,14 +35,21 @@ pub struct Shard {
     meta: ShardMeta,
     dir: PathBuf,
     write_opts: WriteOptions,
+    opts: Options,
     remove: AtomicBool,
+    /// Serializes local writes so change-log sequence numbers follow commit order.
+    log_lock: Mutex<()>,
+    log_head: AtomicU64,
+    log_first: AtomicU64,
+    log_retention: u64,
 }
 
 impl Shard {
-    pub(crate) fn open(dir: &Path, opts: &Options, meta: Option<&ShardMeta>) -> Result<Self, EngineError> {
+    pub(crate) fn open(dir: &Path, opts: &Options, meta: Option<&ShardMeta>, log_retention: u64) -> Result<Self, EngineError> {
         let cfs = vec![
             ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, opts.clone()),
             ColumnFamilyDescriptor::new(META_CF, Options::default()),
+            ColumnFamilyDescriptor::new(LOG_CF, Options::default()),
         ];
         let mut db_opts = opts.clone();
         db_opts.create_if_missing(meta.is_some());
@@ -56,13 +67,51 @@ impl Shard {
                 ShardMeta::decode(&raw).ok_or_else(|| EngineError::Corrupt(format!("{}: unreadable shard metadata", dir.display())))?
             }
         };
+        let (log_first, log_head) = {
+            let log = db.cf_handle(LOG_CF).ok_or_else(|| EngineError::Corrupt(format!("{}: no log column family", dir.display())))?;
+            let mut it = db.raw_iterator_cf(log);
+            let seq = |k: Option<&[u8]>| k.and_then(|k| k.try_into().ok()).map(u64::from_be_bytes);
+            it.seek_to_last();
+            let head = seq(it.key()).unwrap_or(0);
+            it.seek_to_first();
+            let first = seq(it.key()).unwrap_or(head + 1);
+            it.status()?;
+            (first, head)
+        };
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(false);
-        Ok(Self { db: ManuallyDrop::new(db), meta, dir: dir.to_path_buf(), write_opts, remove: AtomicBool::new(false) })
+        Ok(Self {
+            db: ManuallyDrop::new(db),
+            meta,
+            dir: dir.to_path_buf(),
+            write_opts,
+            opts: opts.clone(),
+            remove: AtomicBool::new(false),
+            log_lock: Mutex::new(()),
+            log_head: AtomicU64::new(log_head),
+            log_first: AtomicU64::new(log_first),
+            log_retention: log_retention.max(1),
+        })
+    }
+
+    pub(crate) fn log_cf(&self) -> Result<&rocksdb::ColumnFamily, EngineError> {
+        self.db.cf_handle(LOG_CF).ok_or_else(|| EngineError::Corrupt(format!("{}: no log column family", self.dir.display())))
+    }
+
+    pub(crate) fn log_head(&self) -> &AtomicU64 {
+        &self.log_head
+    }
+
+    pub(crate) fn log_first(&self) -> u64 {
+        self.log_first.load(Ordering::Acquire)
     }
 
     pub(crate) fn db(&self) -> &DB {
         &self.db
+    }
+
+    pub(crate) fn options(&self) -> &Options {
+        &self.opts
     }
 
     pub(crate) fn write_options(&self) -> &WriteOptions {
@@ -103,34 +152,51 @@ impl Shard {
     }
 
     fn merge(&self, key: &[u8], header: Header, user: &[u8]) -> Result<(), EngineError> {
-        SCRATCH.with(|s| {
-            let mut buf = s.borrow_mut();
-            encode_value(&mut buf, header, user);
-            self.db.merge_opt(key, buf.as_slice(), &self.write_opts)?;
-            Ok(())
-        })
+        self.write_local([(key, header, user)])
     }
 
     /// Applies all writes atomically, each with last-writer-wins semantics.
     pub fn write_batch<'a>(&self, writes: impl IntoIterator<Item = Write<'a>>) -> Result<(), EngineError> {
+        self.write_local(writes.into_iter().map(|w| match w {
+            Write::Put { key, value, event_time_ns, ttl_ns } => {
+                (key, Header { event_time_ns, expires_at_ns: expiry_for(event_time_ns, ttl_ns), tombstone: false }, value)
+            }
+            Write::Delete { key, event_time_ns } => (key, Header { event_time_ns, expires_at_ns: 0, tombstone: true }, &b""[..]),
+        }))
+    }
+
+    /// Writes local changes: each is merged into the data and appended to the change log, in one
+    /// atomic batch, under the log lock so sequence numbers follow commit order.
+    fn write_local<'a>(&self, writes: impl IntoIterator<Item = (&'a [u8], Header, &'a [u8])>) -> Result<(), EngineError> {
+        let log_cf = self.log_cf()?;
         let mut batch = WriteBatch::default();
+        let _serial = self.log_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seq = self.log_head.load(Ordering::Acquire);
         SCRATCH.with(|s| {
-            let mut buf = s.borrow_mut();
-            for w in writes {
-                match w {
-                    Write::Put { key, value, event_time_ns, ttl_ns } => {
-                        let h = Header { event_time_ns, expires_at_ns: expiry_for(event_time_ns, ttl_ns), tombstone: false };
-                        encode_value(&mut buf, h, value);
-                        batch.merge(key, buf.as_slice());
-                    }
-                    Write::Delete { key, event_time_ns } => {
-                        encode_value(&mut buf, Header { event_time_ns, expires_at_ns: 0, tombstone: true }, b"");
-                        batch.merge(key, buf.as_slice());
-                    }
-                }
+            let (value, entry) = &mut *s.borrow_mut();
+            for (key, header, user) in writes {
+                seq += 1;
+                encode_value(value, header, user);
+                batch.merge(key, value.as_slice());
+                crate::changes::encode_entry(entry, key, value);
+                batch.put_cf(log_cf, seq.to_be_bytes(), entry.as_slice());
             }
         });
         self.db.write_opt(batch, &self.write_opts)?;
+        self.log_head.store(seq, Ordering::Release);
+        self.trim_log(seq)
+    }
+
+    /// Drops the oldest log entries once the log is an eighth over its retention.
+    fn trim_log(&self, head: u64) -> Result<(), EngineError> {
+        let first = self.log_first.load(Ordering::Acquire);
+        let kept = head.saturating_sub(first) + 1;
+        if kept > self.log_retention + self.log_retention / 8 {
+            let new_first = head + 1 - self.log_retention;
+            // Readers check `first` before seeking, so publish it before the entries go.
+            self.log_first.store(new_first, Ordering::Release);
+            self.db.delete_range_cf_opt(self.log_cf()?, first.to_be_bytes(), new_first.to_be_bytes(), &self.write_opts)?;
+        }
         Ok(())
     }
 

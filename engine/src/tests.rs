@@ -172,15 +172,52 @@ fn change_log_carries_local_writes_only_and_positions_persist() {
 #[test]
 fn a_trimmed_change_log_asks_for_a_snapshot() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = EngineOptions { change_log_retention: Duration::ZERO, ..Default::default() };
-    let s = Engine::new(dir.path(), &opts).unwrap().create_shard(&meta("t", 0)).unwrap();
-    for i in 0..100u32 {
-        s.put(&i.to_be_bytes(), b"v", 1, 0).unwrap();
+    let opts = EngineOptions { change_log_entries: 50, ..Default::default() };
+    let e = Engine::new(dir.path(), &opts).unwrap();
+    {
+        let s = e.create_shard(&meta("t", 0)).unwrap();
+        for i in 0..100u32 {
+            s.put(&i.to_be_bytes(), b"v", 1, 0).unwrap();
+        }
+        assert_eq!(s.head_position(), 100);
+        match s.read_changes(0, usize::MAX, |_, _| {}) {
+            Err(EngineError::Trimmed { after: 0 }) => {}
+            other => panic!("expected Trimmed, got {other:?}"),
+        }
     }
-    s.compact().unwrap();
-    s.put(b"after", b"v", 1, 0).unwrap();
-    match s.read_changes(0, usize::MAX, |_, _| {}) {
-        Err(EngineError::Trimmed { after: 0 }) => {}
-        other => panic!("expected Trimmed, got {other:?}"),
+    // Reopened, the log still knows its bounds.
+    let s = e.open_all().unwrap().pop().unwrap();
+    assert_eq!(s.head_position(), 100);
+    assert!(matches!(s.read_changes(10, usize::MAX, |_, _| {}), Err(EngineError::Trimmed { .. })));
+    let mut n = 0;
+    let read = s.read_changes(60, usize::MAX, |_, _| n += 1).unwrap();
+    assert_eq!((n, read.position), (40, 100));
+}
+
+#[test]
+fn a_snapshot_bootstraps_a_replica_without_overwriting_newer_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = engine(&dir.path().join("a")).create_shard(&meta("s", 0)).unwrap();
+    let target = engine(&dir.path().join("b")).create_shard(&meta("s", 0)).unwrap();
+    let t = now_ns();
+    for i in 0..5000u32 {
+        source.put(format!("k{i:05}").as_bytes(), b"from-source", t, 0).unwrap();
     }
+    source.delete(b"k00007", t + 1).unwrap();
+    // The target already holds a newer value for one key and an older one for another.
+    target.put(b"k00001", b"newer-on-target", t + 5, 0).unwrap();
+    target.put(b"k00002", b"older-on-target", t - 5, 0).unwrap();
+    let snap = source.export_snapshot(&dir.path().join("snap"), 4 << 10).unwrap();
+    assert!(snap.files.len() > 1, "split into several files");
+    assert_eq!(snap.position, source.head_position());
+    target.ingest_snapshot("store-a", &snap.files, snap.position).unwrap();
+    assert_eq!(get(&target, b"k00001"), Some(b"newer-on-target".to_vec()));
+    assert_eq!(get(&target, b"k00002"), Some(b"from-source".to_vec()));
+    assert_eq!(get(&target, b"k04999"), Some(b"from-source".to_vec()));
+    assert_eq!(get(&target, b"k00007"), None, "tombstones travel too");
+    assert_eq!(target.peer_position("store-a").unwrap(), snap.position);
+    // Ingested data is the peer's, not ours: it is never offered to other peers.
+    assert_eq!(changes(&target, 0).0.len(), 2, "only the target's own two puts are local");
+    let empty = engine(&dir.path().join("c")).create_shard(&meta("s", 1)).unwrap();
+    assert!(empty.export_snapshot(&dir.path().join("snap2"), 1 << 20).unwrap().files.is_empty());
 }

@@ -29,6 +29,8 @@ pub enum Next {
     Close,
     /// The peer is a follower: from now on stream this replica's changes after the position.
     Tail(Arc<Replica>, u64),
+    /// The peer is a follower too far behind: send it a full snapshot of this replica.
+    Snapshot(Arc<Replica>),
 }
 
 struct Reject(Status, Cow<'static, str>);
@@ -85,6 +87,15 @@ impl Handler {
                 Err(Reject(status, msg)) => {
                     self.enc.changes_status(out, status, tail.after(), 0);
                     tracing::warn!(follower = tail.follower().unwrap_or_default(), %msg, "refused a tail");
+                    Next::Close
+                }
+            };
+        }
+        if let Some(req) = frame.body_as_snapshot_request() {
+            return match self.shard(req.keyspace(), req.shard()) {
+                Ok(replica) => Next::Snapshot(replica),
+                Err(Reject(status, msg)) => {
+                    self.enc.snapshot_chunk(out, status, &msg, 0, b"", true, 0);
                     Next::Close
                 }
             };

@@ -10,12 +10,13 @@ mod tail;
 
 pub use handler::{MAX_KEY_BYTES, MAX_SCAN_LIMIT, MAX_VALUE_BYTES};
 pub use master_link::HEARTBEAT_INTERVAL;
+pub use vasto_engine::EngineOptions;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use thiserror::Error;
-use vasto_engine::{Engine, EngineError, EngineOptions};
+use vasto_engine::{Engine, EngineError};
 use vasto_wire::WireError;
 
 /// Errors that stop a store or end one master session.

@@ -10,7 +10,6 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use vasto_engine::header::Header;
-use vasto_engine::EngineError;
 use vasto_wire::{parse_frame, read_frame, FrameEncoder, ReplicaLag, Role, RoutingTable, Status, DEFAULT_MAX_FRAME};
 
 const RETRY: Duration = Duration::from_millis(250);
@@ -18,6 +17,8 @@ const RETRY: Duration = Duration::from_millis(250);
 const SILENCE: Duration = Duration::from_secs(3);
 /// How often the replication lag distribution is logged.
 const LAG_REPORT: Duration = Duration::from_secs(10);
+/// How long a follower waits for the next piece of a snapshot (the first one waits for the export).
+const SNAPSHOT_SILENCE: Duration = Duration::from_secs(600);
 /// A position with no entries of ours behind it is saved only after this many sequence numbers.
 const POSITION_SAVE_GAP: u64 = 100_000;
 
@@ -148,17 +149,13 @@ async fn follow(ctx: FollowCtx) {
     }
 }
 
-/// One tail session: connect, ask for changes after the saved position, apply until it breaks.
-async fn follow_once(ctx: &FollowCtx) -> Result<(), String> {
-    let (keyspace, shard, peer) = &ctx.key;
-    let replica = ctx.registry.get(keyspace, *shard).ok_or("replica no longer held")?;
-    let after = replica.peer_position(peer).map_err(|e| e.to_string())?;
-    let mut stream = tokio::time::timeout(SILENCE, TcpStream::connect(&ctx.address)).await.map_err(|_| "connect timed out".to_string())?.map_err(|e| e.to_string())?;
+/// Connects to a peer store, says hello as a store and sends `request`.
+async fn connect_peer(address: &str, request: &[u8]) -> Result<BufReader<TcpStream>, String> {
+    let mut stream = tokio::time::timeout(SILENCE, TcpStream::connect(address)).await.map_err(|_| "connect timed out".to_string())?.map_err(|e| e.to_string())?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
-    let mut enc = FrameEncoder::new();
-    enc.hello(&mut out, Role::Store);
-    enc.tail(&mut out, keyspace, *shard, after, &ctx.me);
+    FrameEncoder::new().hello(&mut out, Role::Store);
+    out.extend_from_slice(request);
     stream.write_all(&out).await.map_err(|e| e.to_string())?;
     let mut reader = BufReader::with_capacity(256 << 10, stream);
     let mut buf = Vec::new();
@@ -167,6 +164,18 @@ async fn follow_once(ctx: &FollowCtx) -> Result<(), String> {
     if reply.status() != Status::Ok {
         return Err(format!("peer refused: {}", reply.message().unwrap_or_default()));
     }
+    Ok(reader)
+}
+
+/// One tail session: connect, ask for changes after the saved position, apply until it breaks.
+async fn follow_once(ctx: &FollowCtx) -> Result<(), String> {
+    let (keyspace, shard, peer) = &ctx.key;
+    let replica = ctx.registry.get(keyspace, *shard).ok_or("replica no longer held")?;
+    let after = replica.peer_position(peer).map_err(|e| e.to_string())?;
+    let mut request = Vec::new();
+    FrameEncoder::new().tail(&mut request, keyspace, *shard, after, &ctx.me);
+    let mut reader = connect_peer(&ctx.address, &request).await?;
+    let mut buf = Vec::new();
     let mut saved = after;
     loop {
         tokio::time::timeout(SILENCE, read_frame(&mut reader, &mut buf, DEFAULT_MAX_FRAME)).await.map_err(|_| "peer went silent".to_string())?.map_err(|e| e.to_string())?;
@@ -174,7 +183,10 @@ async fn follow_once(ctx: &FollowCtx) -> Result<(), String> {
         let changes = frame.body_as_changes().ok_or("unexpected frame on a tail")?;
         match changes.status() {
             Status::Ok => {}
-            Status::Trimmed => return Err(EngineError::Trimmed { after: changes.position() }.to_string()),
+            Status::Trimmed => {
+                tracing::warn!(keyspace = %keyspace, shard, peer = %peer, after, "too far behind the peer's change log; re-bootstrapping from a snapshot");
+                return bootstrap(ctx, &replica).await;
+            }
             other => return Err(format!("peer refused the tail: {}", vasto_wire::status_name(other))),
         }
         let entries = changes.entries();
@@ -230,5 +242,61 @@ async fn report_lag(lag: Arc<Mutex<LagSamples>>) {
             "replication lag (write event time to applied here) over the last 10 s"
         );
         l.hist.reset();
+    }
+}
+
+/// Fetches a full snapshot of the peer's replica, ingests it (last-writer-wins against what is
+/// here), and records the position to tail from. The caller then resumes tailing.
+async fn bootstrap(ctx: &FollowCtx, replica: &crate::registry::Replica) -> Result<(), String> {
+    let (keyspace, shard, peer) = &ctx.key;
+    let mut request = Vec::new();
+    FrameEncoder::new().snapshot_request(&mut request, keyspace, *shard, &ctx.me);
+    let mut reader = connect_peer(&ctx.address, &request).await?;
+    let dir = replica.dir().with_extension(format!("snapshot-in-{}", vasto_engine::now_ns()));
+    let result = receive_snapshot(&mut reader, &dir).await.and_then(|(files, position)| {
+        replica.ingest_snapshot(peer, &files, position).map_err(|e| e.to_string())?;
+        tracing::info!(keyspace = %keyspace, shard, peer = %peer, files = files.len(), position, "snapshot ingested; tailing from there");
+        Ok(())
+    });
+    if dir.exists() {
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not remove received snapshot files");
+        }
+    }
+    result
+}
+
+/// Writes the snapshot pieces into files under `dir`; returns the files and the tail position.
+async fn receive_snapshot(reader: &mut BufReader<TcpStream>, dir: &std::path::Path) -> Result<(Vec<std::path::PathBuf>, u64), String> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
+    let mut current: Option<std::fs::File> = None;
+    let mut buf = Vec::new();
+    loop {
+        // Exporting a large shard takes a while before the first piece arrives.
+        tokio::time::timeout(SNAPSHOT_SILENCE, read_frame(reader, &mut buf, DEFAULT_MAX_FRAME)).await.map_err(|_| "snapshot stalled".to_string())?.map_err(|e| e.to_string())?;
+        let frame = parse_frame(&buf).map_err(|e| e.to_string())?;
+        let chunk = frame.body_as_snapshot_chunk().ok_or("unexpected frame during a snapshot")?;
+        if chunk.status() != Status::Ok {
+            return Err(format!("peer could not send a snapshot: {}", chunk.message().unwrap_or_default()));
+        }
+        if chunk.done() {
+            if let Some(f) = current.take() {
+                f.sync_all().map_err(|e| e.to_string())?;
+            }
+            return Ok((files, chunk.position()));
+        }
+        let index = chunk.file() as usize;
+        if index >= files.len() {
+            if let Some(f) = current.take() {
+                f.sync_all().map_err(|e| e.to_string())?;
+            }
+            let path = dir.join(format!("{index:06}.sst"));
+            current = Some(std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?);
+            files.push(path);
+        }
+        let file = current.as_mut().ok_or("snapshot pieces out of order")?;
+        file.write_all(chunk.data().unwrap_or_default()).map_err(|e| e.to_string())?;
     }
 }

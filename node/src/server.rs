@@ -112,6 +112,7 @@ async fn serve_connection(mut stream: TcpStream, registry: Arc<Registry>, max_fr
             After::Read => {}
             After::Close => return,
             After::Tail(replica, position) => return crate::tail::stream_changes(stream, replica, position).await,
+            After::Snapshot(replica) => return crate::tail::stream_snapshot(stream, replica).await,
         }
     }
 }
@@ -129,6 +130,8 @@ pub(crate) enum After {
     Close,
     /// Switch to streaming this replica's changes after the position (a follower connected).
     Tail(Arc<Replica>, u64),
+    /// Send a full snapshot of this replica, then close.
+    Snapshot(Arc<Replica>),
 }
 
 /// Handles every complete frame in `input`; returns the bytes consumed and what to do next.
@@ -147,6 +150,7 @@ pub(crate) fn process(handler: &mut Handler, input: &[u8], out: &mut Vec<u8>, ma
                     Ok(Next::Continue) => {}
                     Ok(Next::Close) => return (consumed, After::Close),
                     Ok(Next::Tail(replica, position)) => return (consumed, After::Tail(replica, position)),
+                    Ok(Next::Snapshot(replica)) => return (consumed, After::Snapshot(replica)),
                     Err(_) => {
                         // A bug in one request must not take the node down: answer and go on.
                         tracing::error!("request handler panicked; answering Internal");

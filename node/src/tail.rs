@@ -29,12 +29,10 @@ pub async fn stream_changes(mut stream: TcpStream, replica: Arc<Replica>, mut po
         let read = replica.read_changes(position, MAX_FRAME_BYTES, |k, v| page.push(k, v));
         let caught_up = match read {
             Ok(read) => {
-                let page_len = page.len();
                 let moved = read.position != position || !page.is_empty();
                 if moved || last_sent.elapsed() >= KEEPALIVE {
                     page.finish_changes(&mut out, read.position, head);
                 }
-                tracing::debug!(entries = page_len, position = read.position, head, "tail read");
                 position = read.position;
                 position >= head
             }
@@ -61,4 +59,66 @@ pub async fn stream_changes(mut stream: TcpStream, replica: Arc<Replica>, mut po
             let _ = monoio::time::timeout(KEEPALIVE, next).await;
         }
     }
+}
+
+/// Size of the pieces a snapshot file is sent in.
+const SNAPSHOT_CHUNK: usize = 1 << 20;
+/// Target size of one snapshot SST file.
+const SNAPSHOT_FILE_BYTES: u64 = 64 << 20;
+
+/// Exports a snapshot of the replica (on a helper thread, so this core keeps serving) and sends
+/// its files in pieces; the last piece carries the position to tail from.
+pub async fn stream_snapshot(mut stream: TcpStream, replica: Arc<Replica>) {
+    let meta = replica.meta().clone();
+    let dir = replica.dir().with_extension(format!("snapshot-out-{}", vasto_engine::now_ns()));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (export_replica, export_dir) = (Arc::clone(&replica), dir.clone());
+    let spawned = std::thread::Builder::new().name("vasto-snapshot".into()).spawn(move || {
+        let _ = tx.send(export_replica.export_snapshot(&export_dir, SNAPSHOT_FILE_BYTES));
+    });
+    let mut enc = FrameEncoder::new();
+    let mut out = Vec::with_capacity(SNAPSHOT_CHUNK + 4096);
+    let exported = match spawned {
+        Ok(_) => rx.await.unwrap_or_else(|_| Err(EngineError::Corrupt("snapshot thread died".into()))),
+        Err(e) => Err(EngineError::Io { path: dir.clone(), source: e }),
+    };
+    let result = match exported {
+        Ok(snapshot) => send_snapshot_files(&mut stream, &mut enc, &mut out, &snapshot).await,
+        Err(e) => {
+            enc.snapshot_chunk(&mut out, Status::Internal, &format!("snapshot failed: {e}"), 0, b"", true, 0);
+            let _ = stream.write_all(out).await;
+            Err(e.to_string())
+        }
+    };
+    match result {
+        Ok(()) => tracing::info!(keyspace = %meta.keyspace, shard = meta.shard, "sent a snapshot to a follower"),
+        Err(e) => tracing::warn!(keyspace = %meta.keyspace, shard = meta.shard, error = %e, "snapshot not sent"),
+    }
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "could not remove the snapshot files");
+    }
+}
+
+async fn send_snapshot_files(stream: &mut TcpStream, enc: &mut FrameEncoder, out: &mut Vec<u8>, snapshot: &vasto_engine::SnapshotFiles) -> Result<(), String> {
+    use std::io::Read;
+    let mut piece = vec![0u8; SNAPSHOT_CHUNK];
+    for (index, path) in snapshot.files.iter().enumerate() {
+        let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        loop {
+            let n = file.read(&mut piece).map_err(|e| format!("{}: {e}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            out.clear();
+            enc.snapshot_chunk(out, Status::Ok, "", index as u32, &piece[..n], false, 0);
+            let (res, buf) = stream.write_all(std::mem::take(out)).await;
+            *out = buf;
+            res.map_err(|e| e.to_string())?;
+        }
+    }
+    out.clear();
+    enc.snapshot_chunk(out, Status::Ok, "", snapshot.files.len() as u32, b"", true, snapshot.position);
+    let (res, buf) = stream.write_all(std::mem::take(out)).await;
+    *out = buf;
+    res.map(drop).map_err(|e| e.to_string())
 }

@@ -417,10 +417,10 @@ impl flatbuffers::SimpleToVerifyInSlice for ShardCommandKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 19;
+pub const ENUM_MAX_BODY: u8 = 21;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 20] = [
+pub const ENUM_VALUES_BODY: [Body; 22] = [
   Body::NONE,
   Body::Hello,
   Body::HelloReply,
@@ -441,6 +441,8 @@ pub const ENUM_VALUES_BODY: [Body; 20] = [
   Body::AdminReply,
   Body::Tail,
   Body::Changes,
+  Body::SnapshotRequest,
+  Body::SnapshotChunk,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -468,9 +470,11 @@ impl Body {
   pub const AdminReply: Self = Self(17);
   pub const Tail: Self = Self(18);
   pub const Changes: Self = Self(19);
+  pub const SnapshotRequest: Self = Self(20);
+  pub const SnapshotChunk: Self = Self(21);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 19;
+  pub const ENUM_MAX: u8 = 21;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -492,6 +496,8 @@ impl Body {
     Self::AdminReply,
     Self::Tail,
     Self::Changes,
+    Self::SnapshotRequest,
+    Self::SnapshotChunk,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -516,6 +522,8 @@ impl Body {
       Self::AdminReply => Some("AdminReply"),
       Self::Tail => Some("Tail"),
       Self::Changes => Some("Changes"),
+      Self::SnapshotRequest => Some("SnapshotRequest"),
+      Self::SnapshotChunk => Some("SnapshotChunk"),
       _ => None,
     }
   }
@@ -2034,6 +2042,295 @@ impl core::fmt::Debug for Changes<'_> {
       ds.field("entries", &self.entries());
       ds.field("position", &self.position());
       ds.field("head", &self.head());
+      ds.finish()
+  }
+}
+pub enum SnapshotRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Follower -> store: send a full copy of this shard replica (after a `Trimmed` answer).
+pub struct SnapshotRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for SnapshotRequest<'a> {
+  type Inner = SnapshotRequest<'a>;
+  #[inline]
+  fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table { buf, loc } }
+  }
+}
+
+impl<'a> SnapshotRequest<'a> {
+  pub const VT_KEYSPACE: flatbuffers::VOffsetT = 4;
+  pub const VT_SHARD: flatbuffers::VOffsetT = 6;
+  pub const VT_FOLLOWER: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    SnapshotRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args SnapshotRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<SnapshotRequest<'bldr>> {
+    let mut builder = SnapshotRequestBuilder::new(_fbb);
+    if let Some(x) = args.follower { builder.add_follower(x); }
+    builder.add_shard(args.shard);
+    if let Some(x) = args.keyspace { builder.add_keyspace(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn keyspace(&self) -> Option<&'a str> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(SnapshotRequest::VT_KEYSPACE, None)
+  }
+  #[inline]
+  pub fn shard(&self) -> u32 {
+    self._tab.get::<u32>(SnapshotRequest::VT_SHARD, Some(0)).unwrap()
+  }
+  #[inline]
+  pub fn follower(&self) -> Option<&'a str> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(SnapshotRequest::VT_FOLLOWER, None)
+  }
+}
+
+impl flatbuffers::Verifiable for SnapshotRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("keyspace", Self::VT_KEYSPACE, false)?
+     .visit_field::<u32>("shard", Self::VT_SHARD, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("follower", Self::VT_FOLLOWER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SnapshotRequestArgs<'a> {
+    pub keyspace: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub shard: u32,
+    pub follower: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for SnapshotRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SnapshotRequestArgs {
+      keyspace: None,
+      shard: 0,
+      follower: None,
+    }
+  }
+}
+
+pub struct SnapshotRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> SnapshotRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_keyspace(&mut self, keyspace: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(SnapshotRequest::VT_KEYSPACE, keyspace);
+  }
+  #[inline]
+  pub fn add_shard(&mut self, shard: u32) {
+    self.fbb_.push_slot::<u32>(SnapshotRequest::VT_SHARD, shard, 0);
+  }
+  #[inline]
+  pub fn add_follower(&mut self, follower: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(SnapshotRequest::VT_FOLLOWER, follower);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> SnapshotRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    SnapshotRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<SnapshotRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for SnapshotRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("SnapshotRequest");
+      ds.field("keyspace", &self.keyspace());
+      ds.field("shard", &self.shard());
+      ds.field("follower", &self.follower());
+      ds.finish()
+  }
+}
+pub enum SnapshotChunkOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Store -> follower: a piece of snapshot file number `file` (files and pieces come in order).
+/// The last piece has `done` set and carries the position to tail from afterwards.
+pub struct SnapshotChunk<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for SnapshotChunk<'a> {
+  type Inner = SnapshotChunk<'a>;
+  #[inline]
+  fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table { buf, loc } }
+  }
+}
+
+impl<'a> SnapshotChunk<'a> {
+  pub const VT_STATUS: flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE: flatbuffers::VOffsetT = 6;
+  pub const VT_FILE: flatbuffers::VOffsetT = 8;
+  pub const VT_DATA: flatbuffers::VOffsetT = 10;
+  pub const VT_DONE: flatbuffers::VOffsetT = 12;
+  pub const VT_POSITION: flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    SnapshotChunk { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args SnapshotChunkArgs<'args>
+  ) -> flatbuffers::WIPOffset<SnapshotChunk<'bldr>> {
+    let mut builder = SnapshotChunkBuilder::new(_fbb);
+    builder.add_position(args.position);
+    if let Some(x) = args.data { builder.add_data(x); }
+    builder.add_file(args.file);
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.add_done(args.done);
+    builder.add_status(args.status);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn status(&self) -> Status {
+    self._tab.get::<Status>(SnapshotChunk::VT_STATUS, Some(Status::Ok)).unwrap()
+  }
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(SnapshotChunk::VT_MESSAGE, None)
+  }
+  #[inline]
+  pub fn file(&self) -> u32 {
+    self._tab.get::<u32>(SnapshotChunk::VT_FILE, Some(0)).unwrap()
+  }
+  #[inline]
+  pub fn data(&self) -> Option<&'a [u8]> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, u8>>>(SnapshotChunk::VT_DATA, None).map(|v| v.safe_slice())
+  }
+  #[inline]
+  pub fn done(&self) -> bool {
+    self._tab.get::<bool>(SnapshotChunk::VT_DONE, Some(false)).unwrap()
+  }
+  #[inline]
+  pub fn position(&self) -> u64 {
+    self._tab.get::<u64>(SnapshotChunk::VT_POSITION, Some(0)).unwrap()
+  }
+}
+
+impl flatbuffers::Verifiable for SnapshotChunk<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<Status>("status", Self::VT_STATUS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .visit_field::<u32>("file", Self::VT_FILE, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u8>>>("data", Self::VT_DATA, false)?
+     .visit_field::<bool>("done", Self::VT_DONE, false)?
+     .visit_field::<u64>("position", Self::VT_POSITION, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SnapshotChunkArgs<'a> {
+    pub status: Status,
+    pub message: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub file: u32,
+    pub data: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u8>>>,
+    pub done: bool,
+    pub position: u64,
+}
+impl<'a> Default for SnapshotChunkArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SnapshotChunkArgs {
+      status: Status::Ok,
+      message: None,
+      file: 0,
+      data: None,
+      done: false,
+      position: 0,
+    }
+  }
+}
+
+pub struct SnapshotChunkBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> SnapshotChunkBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_status(&mut self, status: Status) {
+    self.fbb_.push_slot::<Status>(SnapshotChunk::VT_STATUS, status, Status::Ok);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(SnapshotChunk::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn add_file(&mut self, file: u32) {
+    self.fbb_.push_slot::<u32>(SnapshotChunk::VT_FILE, file, 0);
+  }
+  #[inline]
+  pub fn add_data(&mut self, data: flatbuffers::WIPOffset<flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(SnapshotChunk::VT_DATA, data);
+  }
+  #[inline]
+  pub fn add_done(&mut self, done: bool) {
+    self.fbb_.push_slot::<bool>(SnapshotChunk::VT_DONE, done, false);
+  }
+  #[inline]
+  pub fn add_position(&mut self, position: u64) {
+    self.fbb_.push_slot::<u64>(SnapshotChunk::VT_POSITION, position, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> SnapshotChunkBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    SnapshotChunkBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<SnapshotChunk<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for SnapshotChunk<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("SnapshotChunk");
+      ds.field("status", &self.status());
+      ds.field("message", &self.message());
+      ds.field("file", &self.file());
+      ds.field("data", &self.data());
+      ds.field("done", &self.done());
+      ds.field("position", &self.position());
       ds.finish()
   }
 }
@@ -4041,6 +4338,26 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_snapshot_request(&self) -> Option<SnapshotRequest<'a>> {
+    if self.body_type() == Body::SnapshotRequest {
+      self.body().map(SnapshotRequest::init_from_table)
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_snapshot_chunk(&self) -> Option<SnapshotChunk<'a>> {
+    if self.body_type() == Body::SnapshotChunk {
+      self.body().map(SnapshotChunk::init_from_table)
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Frame<'_> {
@@ -4072,6 +4389,8 @@ impl flatbuffers::Verifiable for Frame<'_> {
           Body::AdminReply => v.verify_union_variant::<flatbuffers::ForwardsUOffset<AdminReply>>("Body::AdminReply", pos),
           Body::Tail => v.verify_union_variant::<flatbuffers::ForwardsUOffset<Tail>>("Body::Tail", pos),
           Body::Changes => v.verify_union_variant::<flatbuffers::ForwardsUOffset<Changes>>("Body::Changes", pos),
+          Body::SnapshotRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<SnapshotRequest>>("Body::SnapshotRequest", pos),
+          Body::SnapshotChunk => v.verify_union_variant::<flatbuffers::ForwardsUOffset<SnapshotChunk>>("Body::SnapshotChunk", pos),
           _ => Ok(()),
         }
      })?
@@ -4261,6 +4580,20 @@ impl core::fmt::Debug for Frame<'_> {
         },
         Body::Changes => {
           if let Some(x) = self.body_as_changes() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::SnapshotRequest => {
+          if let Some(x) = self.body_as_snapshot_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::SnapshotChunk => {
+          if let Some(x) = self.body_as_snapshot_chunk() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

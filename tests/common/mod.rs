@@ -109,10 +109,16 @@ impl Cluster {
     }
 
     pub fn start_store(&mut self, i: usize) {
+        self.start_store_with(i, &[]);
+    }
+
+    /// Starts store `i` with extra flags.
+    pub fn start_store_with(&mut self, i: usize, extra: &[&str]) {
         let dir = self.dir.path().join(format!("store-{i}"));
         let log = self.dir.path().join(format!("store-{i}.log"));
         let dir = dir.display().to_string();
-        let args = ["store", "--master", &self.master_addr, "--listen", &self.store_addrs[i], "--dir", &dir, "--threads", "2"];
+        let mut args = vec!["store", "--master", &self.master_addr, "--listen", &self.store_addrs[i], "--dir", &dir, "--threads", "2"];
+        args.extend_from_slice(extra);
         self.stores[i] = Some(Proc::spawn(&format!("store-{i}"), &args, &log));
     }
 

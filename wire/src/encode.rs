@@ -198,6 +198,25 @@ impl FrameEncoder {
         self.finish(out, 0, Body::Tail, b.as_union_value());
     }
 
+    /// Follower -> store: ask for a full snapshot of a shard replica.
+    pub fn snapshot_request(&mut self, out: &mut Vec<u8>, keyspace: &str, shard: u32, follower: &str) {
+        let keyspace = self.fbb.create_string(keyspace);
+        let follower = self.fbb.create_string(follower);
+        let args = fb::SnapshotRequestArgs { keyspace: Some(keyspace), shard, follower: Some(follower) };
+        let b = fb::SnapshotRequest::create(&mut self.fbb, &args);
+        self.finish(out, 0, Body::SnapshotRequest, b.as_union_value());
+    }
+
+    /// Store -> follower: one piece of a snapshot file (or, with a non-Ok status, why there is none).
+    #[allow(clippy::too_many_arguments)]
+    pub fn snapshot_chunk(&mut self, out: &mut Vec<u8>, status: Status, message: &str, file: u32, data: &[u8], done: bool, position: u64) {
+        let message = (!message.is_empty()).then(|| self.fbb.create_string(message));
+        let data = self.bytes(data);
+        let args = fb::SnapshotChunkArgs { status, message, file, data: Some(data), done, position };
+        let b = fb::SnapshotChunk::create(&mut self.fbb, &args);
+        self.finish(out, 0, Body::SnapshotChunk, b.as_union_value());
+    }
+
     /// A `Changes` frame without entries: a keep-alive (`Ok`) or a refusal such as `Trimmed`.
     pub fn changes_status(&mut self, out: &mut Vec<u8>, status: Status, position: u64, head: u64) {
         let b = fb::Changes::create(&mut self.fbb, &fb::ChangesArgs { status, entries: None, position, head });
