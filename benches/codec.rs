@@ -71,9 +71,7 @@ fn hash(c: &mut Criterion) {
     let mut group = c.benchmark_group("hash");
     group.throughput(Throughput::Elements(1));
     for shards in [6u32, 1024] {
-        group.bench_function(format!("shard_of_16B_key/{shards}_shards"), |b| {
-            b.iter(|| vasto_hash::shard_of(black_box(KEY), black_box(shards)))
-        });
+        group.bench_function(format!("shard_of_16B_key/{shards}_shards"), |b| b.iter(|| vasto_hash::shard_of(black_box(KEY), black_box(shards))));
     }
     let key_hash = vasto_hash::key_hash(KEY);
     for shards in [6u32, 1024] {

@@ -69,7 +69,7 @@ pub fn render(s: &ClusterStatus) -> String {
     let _ = writeln!(out, "KEYSPACES ({})", s.keyspaces.len());
     for ks in &s.keyspaces {
         let _ = writeln!(out, "  {} - {} shards x {} replicas, routing version {}", ks.name, ks.shards, ks.replicas, ks.version);
-        let _ = writeln!(out, "    {:<6} {}", "SHARD", "REPLICAS (primary first)");
+        let _ = writeln!(out, "    {:<6} REPLICAS (primary first)", "SHARD");
         for (shard, replicas) in ks.routes.iter().enumerate() {
             let list: Vec<String> = replicas
                 .iter()

@@ -70,8 +70,25 @@ fn loadgen_reports_percentiles_and_no_errors() {
     let json = cluster.dir.path().join("report.json");
     let json_arg = json.display().to_string();
     let out = cluster.vasto(&[
-        "loadgen", "--master", &cluster.master_addr, "--keyspace", "bench", "--workload", "mixed:50", "--keys", "1000", "--value-size", "100",
-        "--concurrency", "4", "--pipeline", "4", "--duration", "2s", "--json", &json_arg,
+        "loadgen",
+        "--master",
+        &cluster.master_addr,
+        "--keyspace",
+        "bench",
+        "--workload",
+        "mixed:50",
+        "--keys",
+        "1000",
+        "--value-size",
+        "100",
+        "--concurrency",
+        "4",
+        "--pipeline",
+        "4",
+        "--duration",
+        "2s",
+        "--json",
+        &json_arg,
     ]);
     assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();

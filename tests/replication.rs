@@ -20,14 +20,18 @@ fn replica_addrs(cluster: &Cluster, keyspace: &str) -> Vec<Vec<String>> {
 fn assert_all_replicas_hold(cluster: &Cluster, keyspace: &str, expected: &[(Vec<u8>, Vec<u8>)]) {
     let replicas = replica_addrs(cluster, keyspace);
     for (shard, addrs) in replicas.iter().enumerate() {
-        let (keys, values): (Vec<Vec<u8>>, Vec<Vec<u8>>) =
-            expected.iter().filter(|(k, _)| vasto_hash::shard_of(k, SHARDS) == shard as u32).cloned().unzip();
+        let (keys, values): (Vec<Vec<u8>>, Vec<Vec<u8>>) = expected.iter().filter(|(k, _)| vasto_hash::shard_of(k, SHARDS) == shard as u32).cloned().unzip();
         for addr in addrs {
             wait_for(&format!("replica {addr} of shard {shard} to hold all {} acknowledged writes", keys.len()), Duration::from_secs(30), || {
                 let got = Raw::connect(addr).get_many(keyspace, shard as u32, &keys);
                 let bad = got.iter().zip(&values).zip(&keys).filter(|((g, v), _)| g.as_deref() != Some(v.as_slice())).count();
                 if let Some(((g, v), k)) = got.iter().zip(&values).zip(&keys).find(|((g, v), _)| g.as_deref() != Some(v.as_slice())) {
-                    eprintln!("{addr} shard {shard}: {bad} differ, e.g. {:?} holds {:?}, expected {:?}", String::from_utf8_lossy(k), g.as_deref().map(String::from_utf8_lossy), String::from_utf8_lossy(v));
+                    eprintln!(
+                        "{addr} shard {shard}: {bad} differ, e.g. {:?} holds {:?}, expected {:?}",
+                        String::from_utf8_lossy(k),
+                        g.as_deref().map(String::from_utf8_lossy),
+                        String::from_utf8_lossy(v)
+                    );
                 }
                 got.iter().zip(&values).all(|(g, v)| g.as_deref() == Some(v.as_slice())).then_some(())
             });
@@ -35,9 +39,12 @@ fn assert_all_replicas_hold(cluster: &Cluster, keyspace: &str, expected: &[(Vec<
     }
 }
 
+/// Acknowledged (key, value) writes.
+type Acked = Vec<(Vec<u8>, Vec<u8>)>;
+
 struct Writer {
     stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<Vec<(Vec<u8>, Vec<u8>)>>>,
+    acked: Arc<Mutex<Acked>>,
     errors: Arc<Mutex<Vec<(Instant, String)>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -62,7 +69,7 @@ fn start_writer(ks: vasto_client::Keyspace, tag: &'static str) -> Writer {
 }
 
 impl Writer {
-    async fn finish(self) -> (Vec<(Vec<u8>, Vec<u8>)>, Vec<(Instant, String)>) {
+    async fn finish(self) -> (Acked, Vec<(Instant, String)>) {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.unwrap();
         (self.acked.lock().unwrap().clone(), self.errors.lock().unwrap().clone())

@@ -1,8 +1,8 @@
 //! Administrative requests to the master (create/delete keyspace, cluster status).
+use crate::dial::{dial, master_error};
 use crate::ClientError;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use crate::dial::{dial, master_error};
 use tokio::net::TcpStream;
 use vasto_wire::{parse_frame, read_frame, FrameEncoder, Role, Status, DEFAULT_MAX_FRAME};
 

@@ -1,6 +1,7 @@
 //! One pipelined connection to a store: any number of requests in flight, matched to responses
 //! by id. Requests are encoded straight into a shared output buffer that a writer task flushes,
 //! so concurrent callers share write syscalls.
+use crate::dial::{dial, DialError};
 use crate::ClientError;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +10,6 @@ use std::time::Duration;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{oneshot, Notify};
-use crate::dial::{dial, DialError};
 use vasto_wire::{parse_frame, read_frame, FrameEncoder, Role, Status, DEFAULT_MAX_FRAME};
 
 /// A decoded response.
@@ -131,7 +131,10 @@ async fn reader(conn: Arc<Conn>, read: OwnedReadHalf) {
             status: resp.status(),
             message: resp.message().unwrap_or_default().to_owned(),
             value: resp.value().map(<[u8]>::to_vec),
-            entries: resp.entries().map(|es| es.iter().map(|kv| (kv.key().unwrap_or_default().to_vec(), kv.value().unwrap_or_default().to_vec())).collect()).unwrap_or_default(),
+            entries: resp
+                .entries()
+                .map(|es| es.iter().map(|kv| (kv.key().unwrap_or_default().to_vec(), kv.value().unwrap_or_default().to_vec())).collect())
+                .unwrap_or_default(),
             more: resp.more(),
         };
         if frame.id() == 0 {

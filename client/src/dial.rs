@@ -15,7 +15,8 @@ pub(crate) enum DialError {
 /// Connects to `addr` and exchanges hellos as `role`.
 pub(crate) async fn dial(addr: &str, role: Role, timeout: Duration) -> Result<TcpStream, DialError> {
     let io = |e: std::io::Error| DialError::Unreachable(e.to_string());
-    let mut stream = tokio::time::timeout(timeout, TcpStream::connect(addr)).await.map_err(|_| DialError::Unreachable("connect timed out".into()))?.map_err(io)?;
+    let mut stream =
+        tokio::time::timeout(timeout, TcpStream::connect(addr)).await.map_err(|_| DialError::Unreachable("connect timed out".into()))?.map_err(io)?;
     stream.set_nodelay(true).map_err(io)?;
     let mut buf = Vec::new();
     FrameEncoder::new().hello(&mut buf, role);

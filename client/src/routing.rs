@@ -1,5 +1,6 @@
 //! The client's subscription to the master: one connection, re-established forever, that keeps
 //! the latest routing table of every keyspace the client uses.
+use crate::dial::{dial, master_error};
 use crate::ClientError;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -7,7 +8,6 @@ use std::time::Duration;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use crate::dial::{dial, master_error};
 use vasto_wire::{parse_frame, read_frame, FrameEncoder, Role, RoutingTable, DEFAULT_MAX_FRAME};
 
 /// The latest table of one keyspace; `None` until the master has answered the subscription.

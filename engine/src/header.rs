@@ -89,9 +89,7 @@ pub fn expiry_for(event_time_ns: u64, ttl_ns: u64) -> u64 {
 #[inline]
 pub fn newer(a: &[u8], b: &[u8]) -> bool {
     match (Header::split(a), Header::split(b)) {
-        (Some((ha, ua)), Some((hb, ub))) => {
-            (ha.event_time_ns, ha.tombstone, ha.expires_at_ns, ua) > (hb.event_time_ns, hb.tombstone, hb.expires_at_ns, ub)
-        }
+        (Some((ha, ua)), Some((hb, ub))) => (ha.event_time_ns, ha.tombstone, ha.expires_at_ns, ua) > (hb.event_time_ns, hb.tombstone, hb.expires_at_ns, ub),
         (Some(_), None) => true,
         (None, Some(_)) => false,
         (None, None) => a > b,

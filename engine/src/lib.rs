@@ -94,18 +94,16 @@ impl Engine {
         db_opts.set_periodic_compaction_seconds(24 * 3600);
         db_opts.set_merge_operator_associative("vasto-lww", shard::lww_merge);
         let grace_ns = options.tombstone_grace.as_nanos() as u64;
-        db_opts.set_compaction_filter("vasto-expiry", move |_level: u32, _key: &[u8], value: &[u8]| {
-            match header::Header::split(value) {
-                Some((h, _)) => {
-                    let now = now_ns();
-                    if h.expired(now) || (h.tombstone && h.event_time_ns.saturating_add(grace_ns) < now) {
-                        Decision::Remove
-                    } else {
-                        Decision::Keep
-                    }
+        db_opts.set_compaction_filter("vasto-expiry", move |_level: u32, _key: &[u8], value: &[u8]| match header::Header::split(value) {
+            Some((h, _)) => {
+                let now = now_ns();
+                if h.expired(now) || (h.tombstone && h.event_time_ns.saturating_add(grace_ns) < now) {
+                    Decision::Remove
+                } else {
+                    Decision::Keep
                 }
-                None => Decision::Keep,
             }
+            None => Decision::Keep,
         });
         Ok(Self { root: root.to_path_buf(), db_opts, log_retention: options.change_log_entries })
     }

@@ -36,8 +36,5 @@ impl ShardMeta {
 
 /// True for names usable as keyspace (and directory) names: 1-64 of `[A-Za-z0-9_.-]`, no leading dot.
 pub fn valid_keyspace_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    !name.is_empty() && name.len() <= 64 && !name.starts_with('.') && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }

@@ -137,7 +137,9 @@ fn shards_reopen_with_their_metadata_and_can_be_removed() {
     assert!(matches!(e.create_shard(&meta("../evil", 0)), Err(EngineError::InvalidKeyspace(_))));
 }
 
-fn changes(s: &Shard, after: u64) -> (Vec<(Vec<u8>, Vec<u8>)>, u64) {
+type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn changes(s: &Shard, after: u64) -> (Entries, u64) {
     let mut got = Vec::new();
     let read = s.read_changes(after, usize::MAX, |k, v| got.push((k.to_vec(), v.to_vec()))).unwrap();
     (got, read.position)

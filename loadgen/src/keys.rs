@@ -110,8 +110,14 @@ mod tests {
 
     #[test]
     fn different_seeds_give_different_streams() {
-        let a: Vec<u64> = { let mut r = SplitMix64::new(1); (0..4).map(|_| r.next_u64()).collect() };
-        let b: Vec<u64> = { let mut r = SplitMix64::new(2); (0..4).map(|_| r.next_u64()).collect() };
+        let a: Vec<u64> = {
+            let mut r = SplitMix64::new(1);
+            (0..4).map(|_| r.next_u64()).collect()
+        };
+        let b: Vec<u64> = {
+            let mut r = SplitMix64::new(2);
+            (0..4).map(|_| r.next_u64()).collect()
+        };
         assert_ne!(a, b);
     }
 

@@ -87,10 +87,7 @@ pub enum LoadgenError {
 /// configuration is invalid or the clients cannot connect or open the keyspace.
 pub async fn run(config: &LoadgenConfig) -> Result<Report, LoadgenError> {
     validate(config)?;
-    let tasks_total = config
-        .concurrency
-        .checked_mul(config.pipeline)
-        .ok_or_else(|| LoadgenError::Config("concurrency x pipeline is too large".into()))?;
+    let tasks_total = config.concurrency.checked_mul(config.pipeline).ok_or_else(|| LoadgenError::Config("concurrency x pipeline is too large".into()))?;
 
     let clients = try_join_all((0..config.concurrency).map(|_| Client::connect(&config.master))).await?;
     let keyspaces = try_join_all(clients.iter().map(|c| c.keyspace(&config.keyspace))).await?;
@@ -227,13 +224,8 @@ mod tests {
     #[test]
     fn validation_rejects_zeroes() {
         assert!(validate(&config()).is_ok());
-        let cases: [fn(&mut LoadgenConfig); 5] = [
-            |c| c.keys = 0,
-            |c| c.concurrency = 0,
-            |c| c.pipeline = 0,
-            |c| c.duration = Duration::ZERO,
-            |c| c.keyspace.clear(),
-        ];
+        let cases: [fn(&mut LoadgenConfig); 5] =
+            [|c| c.keys = 0, |c| c.concurrency = 0, |c| c.pipeline = 0, |c| c.duration = Duration::ZERO, |c| c.keyspace.clear()];
         for break_it in cases {
             let mut c = config();
             break_it(&mut c);

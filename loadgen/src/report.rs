@@ -50,11 +50,7 @@ impl Report {
         let _ = writeln!(s, "duration    {:.2} s", self.duration_secs);
         let _ = writeln!(s, "requests    {} ok, {} errors, {} not found", self.ops, self.errors, self.not_found);
         let _ = writeln!(s, "throughput  {:.0} ops/s", self.ops_per_sec);
-        let _ = write!(
-            s,
-            "latency     p50 {:.0} us  p99 {:.0} us  p99.9 {:.0} us  max {:.0} us",
-            self.p50_us, self.p99_us, self.p999_us, self.max_us
-        );
+        let _ = write!(s, "latency     p50 {:.0} us  p99 {:.0} us  p99.9 {:.0} us  max {:.0} us", self.p50_us, self.p99_us, self.p999_us, self.max_us);
         if let Some(e) = &self.first_error {
             let _ = write!(s, "\nfirst error {e}");
         }

@@ -126,13 +126,7 @@ pub(crate) async fn print_progress(start: Instant, counters: Vec<Arc<Counters>>)
         let errors: u64 = counters.iter().map(|c| c.errors.load(Ordering::Relaxed)).sum();
         let secs = now.duration_since(last_at).as_secs_f64().max(1e-9);
         let rate = (ops - last_ops.min(ops)) as f64 / secs;
-        let line = format!(
-            "[{:>5.1}s] {:>10.0} ops/s  {:>12} ops  {} errors",
-            now.duration_since(start).as_secs_f64(),
-            rate,
-            ops,
-            errors
-        );
+        let line = format!("[{:>5.1}s] {:>10.0} ops/s  {:>12} ops  {} errors", now.duration_since(start).as_secs_f64(), rate, ops, errors);
         let mut err = std::io::stderr().lock();
         let _ = if tty { write!(err, "\r{line}\x1b[K") } else { writeln!(err, "{line}") };
         let _ = err.flush();

@@ -64,12 +64,7 @@ impl State {
     /// the routing tables place on `id` count: nothing else is visible to clients.
     fn catching_of(&self, id: &str) -> BTreeSet<(String, u32)> {
         let Some(record) = self.stores.get(id).filter(|s| s.up) else { return BTreeSet::new() };
-        record
-            .lags
-            .iter()
-            .filter(|l| self.is_lagging(l) && self.is_placed(id, &l.keyspace, l.shard))
-            .map(|l| (l.keyspace.clone(), l.shard))
-            .collect()
+        record.lags.iter().filter(|l| self.is_lagging(l) && self.is_placed(id, &l.keyspace, l.shard)).map(|l| (l.keyspace.clone(), l.shard)).collect()
     }
 
     /// A lag that keeps its replica catching up: not caught up, towards a peer that is up.
@@ -79,9 +74,6 @@ impl State {
 
     /// True when the routing table of `keyspace` places a replica of `shard` on store `id`.
     fn is_placed(&self, id: &str, keyspace: &str, shard: u32) -> bool {
-        self.keyspaces
-            .get(keyspace)
-            .and_then(|ks| ks.placement.get(shard as usize))
-            .is_some_and(|row| row.iter().any(|s| s == id))
+        self.keyspaces.get(keyspace).and_then(|ks| ks.placement.get(shard as usize)).is_some_and(|row| row.iter().any(|s| s == id))
     }
 }

@@ -44,11 +44,7 @@ pub struct MasterConfig {
 impl Default for MasterConfig {
     /// Listens on `127.0.0.1:8278`, 1 s heartbeat timeout, 10 s command timeout.
     fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8278)),
-            heartbeat_timeout: Duration::from_secs(1),
-            command_timeout: Duration::from_secs(10),
-        }
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8278)), heartbeat_timeout: Duration::from_secs(1), command_timeout: Duration::from_secs(10) }
     }
 }
 
@@ -133,9 +129,7 @@ async fn handle_conn(shared: Arc<Shared>, stream: TcpStream) -> Result<(), Maste
         return Err(MasterError::Protocol("the first frame was not a hello".into()));
     };
     if version != PROTOCOL_VERSION {
-        let message = format!(
-            "protocol version mismatch: the master speaks version {PROTOCOL_VERSION}, the peer speaks version {version}"
-        );
+        let message = format!("protocol version mismatch: the master speaks version {PROTOCOL_VERSION}, the peer speaks version {version}");
         enc.hello_reply(&mut out, Status::VersionMismatch, &message);
         wr.write_all(&out).await?;
         let _ = wr.shutdown().await;

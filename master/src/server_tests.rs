@@ -151,12 +151,7 @@ async fn next_msg(s: &mut TcpStream) -> Msg {
         return Msg::Table(RoutingTable::from_fb(t));
     }
     let r = frame.body_as_admin_reply().expect("admin reply");
-    Msg::Reply {
-        id: frame.id(),
-        status: r.status(),
-        message: r.message().unwrap_or_default().to_owned(),
-        json: r.json().unwrap_or_default().to_owned(),
-    }
+    Msg::Reply { id: frame.id(), status: r.status(), message: r.message().unwrap_or_default().to_owned(), json: r.json().unwrap_or_default().to_owned() }
 }
 
 async fn request(s: &mut TcpStream, frame: Vec<u8>) {
@@ -311,9 +306,7 @@ async fn silent_store_is_marked_down_by_the_heartbeat_timeout() {
 #[tokio::test]
 async fn restarted_master_rebuilds_from_reports() {
     let addr = start().await;
-    let shards: BTreeSet<ShardInfo> = (0..3)
-        .map(|shard| ShardInfo { keyspace: "users".into(), shard, shards: 3, replica: 0, replicas: 1 })
-        .collect();
+    let shards: BTreeSet<ShardInfo> = (0..3).map(|shard| ShardInfo { keyspace: "users".into(), shard, shards: 3, replica: 0, replicas: 1 }).collect();
     let store = FakeStore::start(addr, "s9", Arc::new(Mutex::new(shards))).await;
     let mut client = connect(addr, Role::Client).await;
     let mut out = Vec::new();

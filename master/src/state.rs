@@ -72,17 +72,12 @@ pub(crate) fn next_version(prev: u64, now_ms: u64) -> u64 {
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub(crate) fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
 }
 
 /// A keyspace name is 1 to 64 of `[A-Za-z0-9_.-]` and does not start with '.'.
 pub(crate) fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    (1..=64).contains(&name.len()) && !name.starts_with('.') && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// Everything the master knows; rebuilt from store registrations after a restart.
@@ -157,11 +152,8 @@ impl State {
     /// Adopts one reported shard replica; true when the keyspace's routing changed.
     fn adopt(&mut self, store: &str, info: &ShardInfo) -> bool {
         let name = &info.keyspace;
-        let sane = valid_name(name)
-            && (1..=MAX_SHARDS).contains(&info.shards)
-            && info.replicas >= 1
-            && info.shard < info.shards
-            && info.replica < info.replicas;
+        let sane =
+            valid_name(name) && (1..=MAX_SHARDS).contains(&info.shards) && info.replicas >= 1 && info.shard < info.shards && info.replica < info.replicas;
         if !sane {
             tracing::warn!(store, ?info, "ignoring an invalid shard report");
             return false;
@@ -225,9 +217,7 @@ impl State {
     /// Validates a create request and chooses the placement.
     pub fn plan_create(&self, name: &str, shards: u32, replicas: u32) -> Result<CreatePlan, Reject> {
         if !valid_name(name) {
-            return Err(Reject::bad(format!(
-                "invalid keyspace name {name:?}: use 1 to 64 of [A-Za-z0-9_.-], not starting with '.'"
-            )));
+            return Err(Reject::bad(format!("invalid keyspace name {name:?}: use 1 to 64 of [A-Za-z0-9_.-], not starting with '.'")));
         }
         if !(1..=MAX_SHARDS).contains(&shards) {
             return Err(Reject::bad(format!("shards must be in 1..={MAX_SHARDS}, got {shards}")));
@@ -242,17 +232,11 @@ impl State {
             if ks.shards == shards && ks.replicas == replicas {
                 return Ok(CreatePlan::AlreadyExists);
             }
-            return Err(Reject::bad(format!(
-                "keyspace {name} already exists with {} shards and {} replicas",
-                ks.shards, ks.replicas
-            )));
+            return Err(Reject::bad(format!("keyspace {name} already exists with {} shards and {} replicas", ks.shards, ks.replicas)));
         }
         let live: Vec<&str> = self.stores.iter().filter(|(_, s)| s.up).map(|(id, _)| id.as_str()).collect();
         if replicas as usize > live.len() {
-            return Err(Reject::bad(format!(
-                "keyspace needs {replicas} distinct stores but only {} are alive",
-                live.len()
-            )));
+            return Err(Reject::bad(format!("keyspace needs {replicas} distinct stores but only {} are alive", live.len())));
         }
         Ok(CreatePlan::New(place(&live, self.load(), shards, replicas)))
     }
@@ -294,17 +278,9 @@ impl State {
                     )));
                 }
                 if !self.stores.get(store).is_some_and(|s| s.up) {
-                    return Err(Reject::bad(format!(
-                        "store {store} holding replicas of {name} is down; bring it back before deleting"
-                    )));
+                    return Err(Reject::bad(format!("store {store} holding replicas of {name} is down; bring it back before deleting")));
                 }
-                let info = ShardInfo {
-                    keyspace: name.to_owned(),
-                    shard: shard as u32,
-                    shards: ks.shards,
-                    replica: replica as u32,
-                    replicas: ks.replicas,
-                };
+                let info = ShardInfo { keyspace: name.to_owned(), shard: shard as u32, shards: ks.shards, replica: replica as u32, replicas: ks.replicas };
                 drops.push((store.clone(), info));
             }
         }
@@ -323,12 +299,7 @@ impl State {
         let Some(ks) = self.keyspaces.get(name) else {
             return RoutingTable { keyspace: name.to_owned(), exists: false, version, ..Default::default() };
         };
-        let routes = ks
-            .placement
-            .iter()
-            .enumerate()
-            .map(|(shard, row)| row.iter().map(|id| self.route(id, name, shard as u32)).collect())
-            .collect();
+        let routes = ks.placement.iter().enumerate().map(|(shard, row)| row.iter().map(|id| self.route(id, name, shard as u32)).collect()).collect();
         RoutingTable { keyspace: name.to_owned(), exists: true, version, shards: ks.shards, replicas: ks.replicas, routes }
     }
 
@@ -336,12 +307,7 @@ impl State {
     /// address "" and is down. `catching_up` as derived by [`State::catching_up`].
     pub fn route(&self, id: &str, keyspace: &str, shard: u32) -> ReplicaRoute {
         match self.stores.get(id) {
-            Some(s) => ReplicaRoute {
-                store_id: id.to_owned(),
-                address: s.address.clone(),
-                up: s.up,
-                catching_up: self.catching_up(id, keyspace, shard),
-            },
+            Some(s) => ReplicaRoute { store_id: id.to_owned(), address: s.address.clone(), up: s.up, catching_up: self.catching_up(id, keyspace, shard) },
             None => ReplicaRoute { store_id: id.to_owned(), address: String::new(), up: false, catching_up: false },
         }
     }
@@ -362,11 +328,7 @@ pub(crate) fn place<'a>(live: &[&'a str], mut load: HashMap<&'a str, usize>, sha
     for _ in 0..shards {
         let mut row: Vec<String> = Vec::with_capacity(replicas as usize);
         for _ in 0..replicas {
-            let pick = live
-                .iter()
-                .copied()
-                .filter(|id| !row.iter().any(|r| r == id))
-                .min_by_key(|id| (load.get(id).copied().unwrap_or(0), *id));
+            let pick = live.iter().copied().filter(|id| !row.iter().any(|r| r == id)).min_by_key(|id| (load.get(id).copied().unwrap_or(0), *id));
             let Some(pick) = pick else { break };
             *load.entry(pick).or_insert(0) += 1;
             row.push(pick.to_owned());

@@ -258,12 +258,7 @@ fn lags_that_change_nothing_do_not_bump_the_version() {
     let gen_c = st.stores["c"].generation;
     let v0 = st.version("ks");
     // Caught up, towards an unknown peer, or for a shard c does not hold: nothing changes.
-    for lags in [
-        vec![lag("ks", 0, "a", true)],
-        vec![lag("ks", 0, "nobody", false)],
-        vec![lag("ks", 3, "a", false), lag("other", 0, "a", false)],
-        Vec::new(),
-    ] {
+    for lags in [vec![lag("ks", 0, "a", true)], vec![lag("ks", 0, "nobody", false)], vec![lag("ks", 3, "a", false), lag("other", 0, "a", false)], Vec::new()] {
         assert_eq!(st.heartbeat("c", gen_c, lags, 100), Some(Vec::new()));
     }
     assert_eq!(st.version("ks"), v0);

@@ -46,9 +46,7 @@ async fn read_timed(shared: &Shared, rd: &mut OwnedReadHalf, buf: &mut Vec<u8>, 
 pub(crate) async fn serve_store(shared: Arc<Shared>, mut rd: OwnedReadHalf, wr: OwnedWriteHalf, mut buf: Vec<u8>) -> Result<(), MasterError> {
     read_timed(&shared, &mut rd, &mut buf, "(unregistered)").await?;
     let frame = parse_frame(&buf)?;
-    let reg = frame
-        .body_as_register()
-        .ok_or_else(|| MasterError::Protocol("a store must register right after its hello".into()))?;
+    let reg = frame.body_as_register().ok_or_else(|| MasterError::Protocol("a store must register right after its hello".into()))?;
     let reg = Registration::from_fb(reg)?;
     let store = reg.store_id.clone();
 
@@ -59,8 +57,7 @@ pub(crate) async fn serve_store(shared: Arc<Shared>, mut rd: OwnedReadHalf, wr: 
     let conn = shared.conn_id();
     let generation = {
         let mut hub = shared.lock();
-        let (generation, affected) =
-            hub.state.register(&store, &reg.address, reg.capacity_bytes, &reg.shards, unix_ms());
+        let (generation, affected) = hub.state.register(&store, &reg.address, reg.capacity_bytes, &reg.shards, unix_ms());
         hub.attach_link(&store, StoreLink { generation, outbox: outbox.clone(), pending: Arc::clone(&pending) });
         hub.push(&affected);
         generation
@@ -135,8 +132,7 @@ async fn store_loop(shared: &Shared, rd: &mut OwnedReadHalf, buf: &mut Vec<u8>, 
                 return Err(MasterError::Protocol(format!("store {store} re-registered as {}", reg.store_id)));
             }
             let mut hub = shared.lock();
-            let affected =
-                hub.state.resync(store, generation, &reg.address, reg.capacity_bytes, &reg.shards, unix_ms());
+            let affected = hub.state.resync(store, generation, &reg.address, reg.capacity_bytes, &reg.shards, unix_ms());
             let Some(affected) = affected else { return Ok(()) };
             hub.push(&affected);
         } else {

@@ -184,9 +184,7 @@ impl Handler {
         let shard = self.shard(r.keyspace(), r.shard())?;
         let limit = r.limit().clamp(1, MAX_SCAN_LIMIT) as usize;
         let mut page = self.enc.entries_builder();
-        let more = shard
-            .scan(r.prefix().unwrap_or_default(), r.start_after().unwrap_or_default(), limit, |k, v| page.push(k, v))
-            .map_err(engine_error)?;
+        let more = shard.scan(r.prefix().unwrap_or_default(), r.start_after().unwrap_or_default(), limit, |k, v| page.push(k, v)).map_err(engine_error)?;
         page.finish_scan_page(out, id, more);
         Ok(Responded::Yes)
     }

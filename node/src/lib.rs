@@ -83,7 +83,8 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let registry = Arc::new(registry::Registry::open(engine)?);
     let threads = if config.threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { config.threads };
     let (addr, cores) = server::spawn_cores(config.listen, threads, Arc::clone(&registry), config.max_frame)?;
-    let identity = master_link::Identity { store_id: store_id.clone(), address: config.advertise.clone().unwrap_or_else(|| addr.to_string()), dir: config.dir.clone() };
+    let identity =
+        master_link::Identity { store_id: store_id.clone(), address: config.advertise.clone().unwrap_or_else(|| addr.to_string()), dir: config.dir.clone() };
     tracing::info!(%addr, threads, store_id = %store_id, dir = %config.dir.display(), "store listening");
     let replication = replication::Replication::start(Arc::clone(&registry), store_id.clone())?;
     master_link::spawn(config.master.clone(), identity, registry, replication)?;

@@ -35,7 +35,7 @@ pub fn spawn(master: String, identity: Identity, registry: Arc<Registry>, replic
                 Ok(()) => failures = 0,
                 Err(e) => {
                     // Log the first failure and then every 40th (~10 s) to keep the log readable.
-                    if failures % 40 == 0 {
+                    if failures.is_multiple_of(40) {
                         tracing::warn!(master = %master, error = %e, "master connection lost; retrying");
                     }
                     failures = failures.saturating_add(1);
@@ -103,7 +103,13 @@ fn session(stream: TcpStream, identity: &Identity, registry: &Registry, replicat
     result
 }
 
-fn command_loop(reader: &mut TcpStream, writer: &Mutex<TcpStream>, registry: &Registry, replication: &Replication, enc: &mut FrameEncoder) -> Result<(), NodeError> {
+fn command_loop(
+    reader: &mut TcpStream,
+    writer: &Mutex<TcpStream>,
+    registry: &Registry,
+    replication: &Replication,
+    enc: &mut FrameEncoder,
+) -> Result<(), NodeError> {
     let mut buf = Vec::new();
     let mut out = Vec::new();
     loop {

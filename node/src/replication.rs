@@ -110,7 +110,14 @@ async fn manage(mut tables: mpsc::UnboundedReceiver<RoutingTable>, registry: Arc
             }
             tracing::info!(keyspace = %key.0, shard = key.1, peer = %key.2, %address, "following peer replica");
             state.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), FollowState::default());
-            let ctx = FollowCtx { registry: Arc::clone(&registry), me: me.clone(), key: key.clone(), address: address.clone(), state: Arc::clone(&state), lag: Arc::clone(&lag) };
+            let ctx = FollowCtx {
+                registry: Arc::clone(&registry),
+                me: me.clone(),
+                key: key.clone(),
+                address: address.clone(),
+                state: Arc::clone(&state),
+                lag: Arc::clone(&lag),
+            };
             followers.insert(key, Follower { address, task: tokio::spawn(follow(ctx)) });
         }
     }
@@ -151,7 +158,8 @@ async fn follow(ctx: FollowCtx) {
 
 /// Connects to a peer store, says hello as a store and sends `request`.
 async fn connect_peer(address: &str, request: &[u8]) -> Result<BufReader<TcpStream>, String> {
-    let mut stream = tokio::time::timeout(SILENCE, TcpStream::connect(address)).await.map_err(|_| "connect timed out".to_string())?.map_err(|e| e.to_string())?;
+    let mut stream =
+        tokio::time::timeout(SILENCE, TcpStream::connect(address)).await.map_err(|_| "connect timed out".to_string())?.map_err(|e| e.to_string())?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     FrameEncoder::new().hello(&mut out, Role::Store);
@@ -159,7 +167,10 @@ async fn connect_peer(address: &str, request: &[u8]) -> Result<BufReader<TcpStre
     stream.write_all(&out).await.map_err(|e| e.to_string())?;
     let mut reader = BufReader::with_capacity(256 << 10, stream);
     let mut buf = Vec::new();
-    tokio::time::timeout(SILENCE, read_frame(&mut reader, &mut buf, DEFAULT_MAX_FRAME)).await.map_err(|_| "no hello reply".to_string())?.map_err(|e| e.to_string())?;
+    tokio::time::timeout(SILENCE, read_frame(&mut reader, &mut buf, DEFAULT_MAX_FRAME))
+        .await
+        .map_err(|_| "no hello reply".to_string())?
+        .map_err(|e| e.to_string())?;
     let reply = parse_frame(&buf).ok().and_then(|f| f.body_as_hello_reply()).ok_or("peer did not answer the hello")?;
     if reply.status() != Status::Ok {
         return Err(format!("peer refused: {}", reply.message().unwrap_or_default()));
@@ -178,7 +189,10 @@ async fn follow_once(ctx: &FollowCtx) -> Result<(), String> {
     let mut buf = Vec::new();
     let mut saved = after;
     loop {
-        tokio::time::timeout(SILENCE, read_frame(&mut reader, &mut buf, DEFAULT_MAX_FRAME)).await.map_err(|_| "peer went silent".to_string())?.map_err(|e| e.to_string())?;
+        tokio::time::timeout(SILENCE, read_frame(&mut reader, &mut buf, DEFAULT_MAX_FRAME))
+            .await
+            .map_err(|_| "peer went silent".to_string())?
+            .map_err(|e| e.to_string())?;
         let frame = parse_frame(&buf).map_err(|e| e.to_string())?;
         let changes = frame.body_as_changes().ok_or("unexpected frame on a tail")?;
         match changes.status() {
@@ -275,7 +289,10 @@ async fn receive_snapshot(reader: &mut BufReader<TcpStream>, dir: &std::path::Pa
     let mut buf = Vec::new();
     loop {
         // Exporting a large shard takes a while before the first piece arrives.
-        tokio::time::timeout(SNAPSHOT_SILENCE, read_frame(reader, &mut buf, DEFAULT_MAX_FRAME)).await.map_err(|_| "snapshot stalled".to_string())?.map_err(|e| e.to_string())?;
+        tokio::time::timeout(SNAPSHOT_SILENCE, read_frame(reader, &mut buf, DEFAULT_MAX_FRAME))
+            .await
+            .map_err(|_| "snapshot stalled".to_string())?
+            .map_err(|e| e.to_string())?;
         let frame = parse_frame(&buf).map_err(|e| e.to_string())?;
         let chunk = frame.body_as_snapshot_chunk().ok_or("unexpected frame during a snapshot")?;
         if chunk.status() != Status::Ok {

@@ -8,7 +8,8 @@
 #![allow(unsafe_op_in_unsafe_fn, mismatched_lifetime_syntaxes)]
 
 #[allow(warnings)]
+#[rustfmt::skip]
 mod vasto_generated;
 
-pub use vasto_generated::vasto::fb;
 pub use flatbuffers;
+pub use vasto_generated::vasto::fb;

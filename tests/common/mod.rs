@@ -4,10 +4,10 @@
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
-use vasto_wire::{parse_frame, FrameEncoder, Role, Status, DEFAULT_MAX_FRAME};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use vasto_wire::{parse_frame, FrameEncoder, Role, Status, DEFAULT_MAX_FRAME};
 
 pub const VASTO: &str = env!("CARGO_BIN_EXE_vasto");
 
@@ -142,7 +142,17 @@ impl Cluster {
     }
 
     pub fn create_keyspace(&self, name: &str, shards: u32, replicas: u32) {
-        let out = self.vasto(&["admin", "--master", &self.master_addr, "create-keyspace", name, "--shards", &shards.to_string(), "--replicas", &replicas.to_string()]);
+        let out = self.vasto(&[
+            "admin",
+            "--master",
+            &self.master_addr,
+            "create-keyspace",
+            name,
+            "--shards",
+            &shards.to_string(),
+            "--replicas",
+            &replicas.to_string(),
+        ]);
         assert!(out.status.success(), "create-keyspace failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
@@ -253,4 +263,3 @@ impl Raw {
         assert_eq!(r.status(), Status::Ok, "{}", r.message().unwrap_or_default());
     }
 }
-

@@ -19,13 +19,7 @@ pub struct ShardInfo {
 impl ShardInfo {
     /// Copies a verified view into an owned value (missing strings become empty).
     pub fn from_fb(v: fb::ShardInfo<'_>) -> Self {
-        Self {
-            keyspace: v.keyspace().unwrap_or_default().to_owned(),
-            shard: v.shard(),
-            shards: v.shards(),
-            replica: v.replica(),
-            replicas: v.replicas(),
-        }
+        Self { keyspace: v.keyspace().unwrap_or_default().to_owned(), shard: v.shard(), shards: v.shards(), replica: v.replica(), replicas: v.replicas() }
     }
 }
 
@@ -110,13 +104,6 @@ impl RoutingTable {
                 })
                 .collect();
         }
-        Self {
-            keyspace: v.keyspace().unwrap_or_default().to_owned(),
-            exists: v.exists(),
-            version: v.version(),
-            shards,
-            replicas: v.replicas(),
-            routes,
-        }
+        Self { keyspace: v.keyspace().unwrap_or_default().to_owned(), exists: v.exists(), version: v.version(), shards, replicas: v.replicas(), routes }
     }
 }

@@ -61,10 +61,7 @@ impl FrameEncoder {
     /// Answer to a hello; `status` is `VersionMismatch` when the versions differ.
     pub fn hello_reply(&mut self, out: &mut Vec<u8>, status: Status, message: &str) {
         let message = self.fbb.create_string(message);
-        let b = fb::HelloReply::create(
-            &mut self.fbb,
-            &fb::HelloReplyArgs { protocol_version: crate::PROTOCOL_VERSION, status, message: Some(message) },
-        );
+        let b = fb::HelloReply::create(&mut self.fbb, &fb::HelloReplyArgs { protocol_version: crate::PROTOCOL_VERSION, status, message: Some(message) });
         self.finish(out, 0, Body::HelloReply, b.as_union_value());
     }
 
@@ -180,7 +177,8 @@ impl FrameEncoder {
         for l in lags {
             let keyspace = self.fbb.create_string(&l.keyspace);
             let peer = self.fbb.create_string(&l.peer);
-            let args = fb::ReplicaLagArgs { keyspace: Some(keyspace), shard: l.shard, peer: Some(peer), entries: l.entries, lag_ms: l.lag_ms, caught_up: l.caught_up };
+            let args =
+                fb::ReplicaLagArgs { keyspace: Some(keyspace), shard: l.shard, peer: Some(peer), entries: l.entries, lag_ms: l.lag_ms, caught_up: l.caught_up };
             offsets.push(fb::ReplicaLag::create(&mut self.fbb, &args));
         }
         let lags = self.fbb.create_vector(&offsets);

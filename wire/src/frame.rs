@@ -24,11 +24,7 @@ pub fn frame_len(buf: &[u8], max_body: usize) -> Result<Option<usize>, WireError
 /// Verifies a frame body (without its length prefix) and returns the borrowed view.
 #[inline]
 pub fn parse_frame(body: &[u8]) -> Result<fb::Frame<'_>, WireError> {
-    let opts = flatbuffers::VerifierOptions {
-        max_tables: 10_000_000,
-        max_apparent_size: 1 << 31,
-        ..Default::default()
-    };
+    let opts = flatbuffers::VerifierOptions { max_tables: 10_000_000, max_apparent_size: 1 << 31, ..Default::default() };
     Ok(flatbuffers::root_with_opts::<fb::Frame>(&opts, body)?)
 }
 

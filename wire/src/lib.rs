@@ -18,10 +18,10 @@ pub use control::{ReplicaLag, ReplicaRoute, RoutingTable, ShardInfo};
 pub use encode::{BatchOpRef, EntriesBuilder, FrameEncoder};
 pub use error::WireError;
 pub use frame::{frame_len, parse_frame, read_frame_blocking, write_len_prefix, LEN_PREFIX};
-pub use vasto_schema::fb;
-pub use vasto_schema::fb::{Body, OpKind, Role, Status};
 #[cfg(feature = "tokio")]
 pub use tokio_io::read_frame;
+pub use vasto_schema::fb;
+pub use vasto_schema::fb::{Body, OpKind, Role, Status};
 
 /// Protocol version carried in every hello; peers with another version are refused.
 pub const PROTOCOL_VERSION: u32 = 1;
