@@ -3,10 +3,12 @@
 //! Every write is a RocksDB merge of a stored value (see [`header`]); the merge operator keeps the
 //! value with the greatest event time, so writes apply without read-before-write and every
 //! replica converges whatever order writes arrive in. Deletes are tombstones with event times.
-//! A compaction filter drops expired values and tombstones older than the grace period.
+//! A compaction filter drops expired values, tombstones older than the grace period, and keys a
+//! resize moved to other shards.
 //! This crate knows nothing of the network.
 
 mod changes;
+mod filter;
 pub mod header;
 mod meta;
 mod shard;
@@ -15,9 +17,8 @@ mod snapshot;
 pub use changes::ChangesRead;
 pub use meta::{valid_keyspace_name, ShardMeta};
 pub use shard::{Shard, Write};
-pub use snapshot::SnapshotFiles;
+pub use snapshot::{MovingFiles, SnapshotFiles};
 
-use rocksdb::compaction_filter::Decision;
 use rocksdb::{BlockBasedOptions, Cache, Options};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -72,7 +73,14 @@ pub fn now_ns() -> u64 {
 pub struct Engine {
     root: PathBuf,
     db_opts: Options,
-    log_retention: u64,
+    tuning: ShardTuning,
+}
+
+/// Per-shard settings derived from [`EngineOptions`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ShardTuning {
+    pub log_retention: u64,
+    pub tombstone_grace_ns: u64,
 }
 
 impl Engine {
@@ -93,19 +101,8 @@ impl Engine {
         // settled in the last level (where nothing else rewrites them) are filtered out too.
         db_opts.set_periodic_compaction_seconds(24 * 3600);
         db_opts.set_merge_operator_associative("vasto-lww", shard::lww_merge);
-        let grace_ns = options.tombstone_grace.as_nanos() as u64;
-        db_opts.set_compaction_filter("vasto-expiry", move |_level: u32, _key: &[u8], value: &[u8]| match header::Header::split(value) {
-            Some((h, _)) => {
-                let now = now_ns();
-                if h.expired(now) || (h.tombstone && h.event_time_ns.saturating_add(grace_ns) < now) {
-                    Decision::Remove
-                } else {
-                    Decision::Keep
-                }
-            }
-            None => Decision::Keep,
-        });
-        Ok(Self { root: root.to_path_buf(), db_opts, log_retention: options.change_log_entries })
+        let tombstone_grace_ns = options.tombstone_grace.as_nanos().min(u128::from(u64::MAX)) as u64;
+        Ok(Self { root: root.to_path_buf(), db_opts, tuning: ShardTuning { log_retention: options.change_log_entries, tombstone_grace_ns } })
     }
 
     /// The data directory.
@@ -132,7 +129,7 @@ impl Engine {
             for entry in std::fs::read_dir(ks.path()).map_err(io(&ks.path()))? {
                 let entry = entry.map_err(io(&ks.path()))?;
                 if entry.file_name().to_string_lossy().parse::<u32>().is_ok() && entry.path().join("CURRENT").exists() {
-                    shards.push(Shard::open(&entry.path(), &self.db_opts, None, self.log_retention)?);
+                    shards.push(Shard::open(&entry.path(), &self.db_opts, None, self.tuning)?);
                 }
             }
         }
@@ -147,7 +144,7 @@ impl Engine {
         }
         let dir = self.shard_dir(&meta.keyspace, meta.shard);
         std::fs::create_dir_all(&dir).map_err(|source| EngineError::Io { path: dir.clone(), source })?;
-        Shard::open(&dir, &self.db_opts, Some(meta), self.log_retention)
+        Shard::open(&dir, &self.db_opts, Some(meta), self.tuning)
     }
 }
 

@@ -1,16 +1,19 @@
 //! One shard replica: a RocksDB instance with the user data (default column family), its
 //! metadata and replication positions (`meta`), and its change log (`log`, see `changes`).
+use crate::filter::Layout;
 use crate::header::{self, encode_value, expiry_for, Header};
-use crate::{now_ns, EngineError, ShardMeta};
+use crate::{now_ns, EngineError, ShardMeta, ShardTuning};
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 use std::cell::RefCell;
 use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 const META_CF: &str = "meta";
 const LOG_CF: &str = "log";
+/// Key, in `meta`, of the layout (shard, shards) the compaction filter keeps keys for.
+const LAYOUT_KEY: &[u8] = b"layout";
 const META_KEY: &[u8] = b"shard";
 
 thread_local! {
@@ -36,6 +39,7 @@ pub struct Shard {
     dir: PathBuf,
     write_opts: WriteOptions,
     opts: Options,
+    layout: Arc<Layout>,
     remove: AtomicBool,
     /// Serializes local writes so change-log sequence numbers follow commit order.
     log_lock: Mutex<()>,
@@ -45,13 +49,17 @@ pub struct Shard {
 }
 
 impl Shard {
-    pub(crate) fn open(dir: &Path, opts: &Options, meta: Option<&ShardMeta>, log_retention: u64) -> Result<Self, EngineError> {
+    pub(crate) fn open(dir: &Path, opts: &Options, meta: Option<&ShardMeta>, tuning: ShardTuning) -> Result<Self, EngineError> {
+        // The layout is fixed up below once the metadata is known; until then the shard owns all.
+        let layout = Arc::new(Layout::new(0, 1));
+        let mut data_opts = opts.clone();
+        crate::filter::install(&mut data_opts, tuning.tombstone_grace_ns, Arc::clone(&layout));
         let cfs = vec![
-            ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, opts.clone()),
+            ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, data_opts.clone()),
             ColumnFamilyDescriptor::new(META_CF, Options::default()),
             ColumnFamilyDescriptor::new(LOG_CF, Options::default()),
         ];
-        let mut db_opts = opts.clone();
+        let mut db_opts = data_opts.clone();
         db_opts.create_if_missing(meta.is_some());
         db_opts.create_missing_column_families(true);
         let db = DB::open_cf_descriptors(&db_opts, dir, cfs)?;
@@ -67,6 +75,11 @@ impl Shard {
                 ShardMeta::decode(&raw).ok_or_else(|| EngineError::Corrupt(format!("{}: unreadable shard metadata", dir.display())))?
             }
         };
+        let (shard, shards) = match db.get_cf(cf, LAYOUT_KEY)? {
+            Some(raw) => decode_layout(&raw).ok_or_else(|| EngineError::Corrupt(format!("{}: unreadable layout", dir.display())))?,
+            None => (meta.shard, meta.shards),
+        };
+        layout.set(shard, shards);
         let (log_first, log_head) = {
             let log = db.cf_handle(LOG_CF).ok_or_else(|| EngineError::Corrupt(format!("{}: no log column family", dir.display())))?;
             let mut it = db.raw_iterator_cf(log);
@@ -85,12 +98,13 @@ impl Shard {
             meta,
             dir: dir.to_path_buf(),
             write_opts,
-            opts: opts.clone(),
+            opts: data_opts,
+            layout,
             remove: AtomicBool::new(false),
             log_lock: Mutex::new(()),
             log_head: AtomicU64::new(log_head),
             log_first: AtomicU64::new(log_first),
-            log_retention: log_retention.max(1),
+            log_retention: tuning.log_retention.max(1),
         })
     }
 
@@ -120,6 +134,23 @@ impl Shard {
 
     pub(crate) fn meta_cf(&self) -> Result<&rocksdb::ColumnFamily, EngineError> {
         self.db.cf_handle(META_CF).ok_or_else(|| EngineError::Corrupt(format!("{}: no meta column family", self.dir.display())))
+    }
+
+    /// The layout whose keys this shard keeps: `(shard, shards)`. Starts as the shard's own
+    /// metadata.
+    pub fn layout(&self) -> (u32, u32) {
+        self.layout.get()
+    }
+
+    /// Changes (and persists) the layout: from now on compactions drop every key that does not
+    /// hash to `shard` of `shards`. Used at the end of a resize, once the moved keys live on
+    /// their new shards.
+    pub fn set_layout(&self, shard: u32, shards: u32) -> Result<(), EngineError> {
+        let mut raw = shard.to_le_bytes().to_vec();
+        raw.extend_from_slice(&shards.to_le_bytes());
+        self.db.put_cf_opt(self.meta_cf()?, LAYOUT_KEY, raw, &self.write_opts)?;
+        self.layout.set(shard, shards);
+        Ok(())
     }
 
     /// Which keyspace/shard/replica this is.
@@ -284,4 +315,10 @@ impl Drop for Shard {
 /// The merge operator: keeps the last writer's value.
 pub(crate) fn lww_merge(_key: &[u8], existing: Option<&[u8]>, operands: &rocksdb::MergeOperands) -> Option<Vec<u8>> {
     header::winner(existing, operands.iter()).map(<[u8]>::to_vec)
+}
+
+fn decode_layout(raw: &[u8]) -> Option<(u32, u32)> {
+    let shard = u32::from_le_bytes(raw.get(0..4)?.try_into().ok()?);
+    let shards = u32::from_le_bytes(raw.get(4..8)?.try_into().ok()?);
+    Some((shard, shards))
 }

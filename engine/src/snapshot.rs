@@ -8,6 +8,16 @@ use crate::EngineError;
 use rocksdb::SstFileWriter;
 use std::path::{Path, PathBuf};
 
+/// The keys of a shard that a new layout moves elsewhere, as SST files per target shard.
+#[derive(Debug)]
+pub struct MovingFiles {
+    /// `(target shard, files)` for every target that receives keys, files in key order.
+    pub targets: Vec<(u32, Vec<PathBuf>)>,
+    /// Every local write up to this position is in the files; tail after it (filtered by the
+    /// new layout) to catch the moved keys up.
+    pub position: u64,
+}
+
 /// The files of an exported snapshot and the change-log position to tail from afterwards.
 #[derive(Debug)]
 pub struct SnapshotFiles {
@@ -53,6 +63,60 @@ impl Shard {
             w.finish()?;
         }
         Ok(SnapshotFiles { files, position })
+    }
+
+    /// Writes, from one snapshot, every key that would live on another shard if the keyspace had
+    /// `new_shards` shards, into SST files per target shard under `dir` (for a resize: the
+    /// targets ingest them with [`Shard::ingest_snapshot`]). Keys that stay are not written.
+    pub fn export_moving(&self, dir: &Path, new_shards: u32, max_file_bytes: u64) -> Result<MovingFiles, EngineError> {
+        std::fs::create_dir_all(dir).map_err(|source| EngineError::Io { path: dir.to_path_buf(), source })?;
+        let own = self.layout().0;
+        let position = self.head_position();
+        let snapshot = self.db().snapshot();
+        let mut it = snapshot.raw_iterator();
+        it.seek_to_first();
+        let mut targets: Vec<(u32, Vec<PathBuf>)> = Vec::new();
+        // One open writer per target; keys arrive in order, so each target's file is sorted.
+        let mut writers: Vec<(u32, SstFileWriter<'_>)> = Vec::new();
+        let mut marked = Vec::new();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let target = vasto_hash::shard_of(k, new_shards);
+            if target != own {
+                let slot = match writers.iter().position(|(t, _)| *t == target) {
+                    Some(i) => i,
+                    None => {
+                        let files = match targets.iter().position(|(t, _)| *t == target) {
+                            Some(i) => &mut targets[i].1,
+                            None => {
+                                targets.push((target, Vec::new()));
+                                let last = targets.len() - 1;
+                                &mut targets[last].1
+                            }
+                        };
+                        let path = dir.join(format!("{target:05}-{:06}.sst", files.len()));
+                        let w = SstFileWriter::create(self.options());
+                        w.open(&path)?;
+                        files.push(path);
+                        writers.push((target, w));
+                        writers.len() - 1
+                    }
+                };
+                mark_replicated(v, &mut marked);
+                let w = &mut writers[slot].1;
+                w.merge(k, &marked)?;
+                if w.file_size() >= max_file_bytes {
+                    let (_, mut done) = writers.swap_remove(slot);
+                    done.finish()?;
+                }
+            }
+            it.next();
+        }
+        it.status()?;
+        for (_, mut w) in writers {
+            w.finish()?;
+        }
+        targets.sort_by_key(|(t, _)| *t);
+        Ok(MovingFiles { targets, position })
     }
 
     /// Ingests SST files made by [`Shard::export_snapshot`] and records `position` as the point

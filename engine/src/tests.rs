@@ -1,7 +1,9 @@
 use super::*;
 
+/// Shard `shard` of `shard + 1` shards: shard 0 owns every key, so tests may write any key to
+/// it (the compaction filter drops keys a shard does not own).
 fn meta(ks: &str, shard: u32) -> ShardMeta {
-    ShardMeta { keyspace: ks.into(), shard, shards: 4, replica: 0, replicas: 1 }
+    ShardMeta { keyspace: ks.into(), shard, shards: shard + 1, replica: 0, replicas: 1 }
 }
 
 fn get(s: &Shard, key: &[u8]) -> Option<Vec<u8>> {
@@ -222,4 +224,48 @@ fn a_snapshot_bootstraps_a_replica_without_overwriting_newer_writes() {
     assert_eq!(changes(&target, 0).0.len(), 2, "only the target's own two puts are local");
     let empty = engine(&dir.path().join("c")).create_shard(&meta("s", 1)).unwrap();
     assert!(empty.export_snapshot(&dir.path().join("snap2"), 1 << 20).unwrap().files.is_empty());
+}
+
+#[test]
+fn growing_exports_only_moving_keys_and_the_new_layout_drops_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let old = |shard| ShardMeta { keyspace: "g".into(), shard, shards: 2, replica: 0, replicas: 1 };
+    let sources = [e.create_shard(&old(0)).unwrap(), e.create_shard(&old(1)).unwrap()];
+    let t = now_ns();
+    let keys: Vec<Vec<u8>> = (0..6000u32).map(|i| format!("key{i}").into_bytes()).collect();
+    for k in &keys {
+        sources[vasto_hash::shard_of(k, 2) as usize].put(k, k, t, 0).unwrap();
+    }
+    // Grow 2 -> 5: the new shards 2..5 ingest what the old shards export.
+    let new = |shard| ShardMeta { keyspace: "g".into(), shard, shards: 5, replica: 0, replicas: 1 };
+    let targets: Vec<Shard> = (2..5).map(|s| e.create_shard(&new(s)).unwrap()).collect();
+    for (i, source) in sources.iter().enumerate() {
+        let moving = source.export_moving(&dir.path().join(format!("move-{i}")), 5, 16 << 10).unwrap();
+        assert!(moving.targets.iter().all(|(t, _)| *t >= 2), "jump hash only moves keys to the new shards");
+        for (target, files) in &moving.targets {
+            targets[*target as usize - 2].ingest_snapshot(&format!("source-{i}"), files, moving.position).unwrap();
+        }
+    }
+    for k in &keys {
+        let owner = vasto_hash::shard_of(k, 5);
+        if owner >= 2 {
+            assert_eq!(get(&targets[owner as usize - 2], k).as_deref(), Some(k.as_slice()), "moved key on its new shard");
+        }
+    }
+    // Cut over: the old shards now keep only what they own under 5 shards.
+    for (i, source) in sources.iter().enumerate() {
+        let before = source.raw_entry_count().unwrap();
+        source.set_layout(i as u32, 5).unwrap();
+        source.compact().unwrap();
+        let after = source.raw_entry_count().unwrap();
+        let owned = keys.iter().filter(|k| vasto_hash::shard_of(k, 5) == i as u32).count() as u64;
+        assert_eq!(after, owned, "shard {i}: {before} entries before, only owned keys after");
+    }
+    // The layout survives a restart.
+    drop(sources);
+    drop(targets);
+    let reopened = e.open_all().unwrap();
+    let s0 = reopened.iter().find(|s| s.meta().shard == 0).unwrap();
+    assert_eq!(s0.layout(), (0, 5));
 }
