@@ -25,6 +25,18 @@ pub enum AdminAction {
         /// Keyspace name.
         name: String,
     },
+    /// Move every replica of a keyspace from one store to another (ids or addresses); returns
+    /// once the new store has copied the data, caught up and taken over.
+    ReplaceStore {
+        /// Keyspace name.
+        keyspace: String,
+        /// The store to empty.
+        #[arg(long)]
+        from: String,
+        /// The store that takes over.
+        #[arg(long)]
+        to: String,
+    },
     /// Show stores, keyspaces, and where every shard lives.
     Status {
         /// Print the raw JSON document instead of tables.
@@ -34,7 +46,9 @@ pub enum AdminAction {
 }
 
 pub async fn run(master: &str, action: AdminAction) -> anyhow::Result<()> {
-    let mut admin = AdminClient::connect(master, Duration::from_secs(10)).await.context("connecting to the master")?;
+    // A replace returns only once the new store has copied everything: allow it time.
+    let timeout = if matches!(action, AdminAction::ReplaceStore { .. }) { Duration::from_secs(3600) } else { Duration::from_secs(10) };
+    let mut admin = AdminClient::connect(master, timeout).await.context("connecting to the master")?;
     match action {
         AdminAction::CreateKeyspace { name, shards, replicas } => {
             admin.create_keyspace(&name, shards, replicas).await?;
@@ -43,6 +57,9 @@ pub async fn run(master: &str, action: AdminAction) -> anyhow::Result<()> {
         AdminAction::DeleteKeyspace { name } => {
             admin.delete_keyspace(&name).await?;
             println!("keyspace {name} deleted");
+        }
+        AdminAction::ReplaceStore { keyspace, from, to } => {
+            println!("{}", admin.replace_store(&keyspace, &from, &to).await?);
         }
         AdminAction::Status { json } => {
             let doc = admin.status_json().await?;

@@ -54,6 +54,13 @@ impl AdminClient {
         self.request(|enc, out, id| enc.delete_keyspace(out, id, name)).await.map(drop)
     }
 
+    /// Moves every replica of `name` on store `from` to store `to` (store ids or addresses):
+    /// `to` copies the data from the live replicas, catches up, then takes `from`'s place, and
+    /// `from`'s copy is dropped. Returns once done. Idempotent.
+    pub async fn replace_store(&mut self, name: &str, from: &str, to: &str) -> Result<String, ClientError> {
+        self.request(|enc, out, id| enc.replace_store(out, id, name, from, to)).await
+    }
+
     /// The cluster status document (JSON, see `vasto_master::ClusterStatus`).
     pub async fn status_json(&mut self) -> Result<String, ClientError> {
         self.request(|enc, out, id| enc.status_request(out, id)).await

@@ -1,5 +1,6 @@
 //! Admin operations that need the stores: create and delete a keyspace.
 use crate::hub::{Ack, Pending, Shared};
+use crate::replace::ReplacePlan;
 use crate::state::{unix_ms, CreatePlan, Reject};
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -145,4 +146,78 @@ pub(crate) async fn delete_keyspace(shared: &Shared, name: &str) -> (Status, Str
     hub.push(&[name.to_owned()]);
     tracing::info!(keyspace = name, version, "keyspace deleted");
     (Status::Ok, format!("keyspace {name} deleted"))
+}
+
+/// How long a joining store may take to copy and catch up before the replace is rolled back.
+const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1800);
+
+/// Replaces store `from` by store `to` in keyspace `name`: `to` creates the replicas and joins
+/// as an extra, catching-up replica (so it copies from its peers: a snapshot when their logs no
+/// longer reach back, then their change logs); once it has caught up with every live peer it
+/// takes `from`'s slots, the table is pushed and `from`'s copies are dropped. A failure or a
+/// timeout rolls back (the join is abandoned and `to`'s copies dropped); re-running it is safe.
+pub(crate) async fn replace_store(shared: &Shared, name: &str, from: &str, to: &str) -> (Status, String) {
+    let (from, to, slots, infos) = {
+        let mut hub = shared.lock();
+        let plan = match hub.state.plan_replace(name, from, to) {
+            Ok(ReplacePlan::Done) => return (Status::Ok, format!("nothing to move: {from} holds no replica of {name}")),
+            Ok(ReplacePlan::Move { from, to, slots }) => (from, to, slots),
+            Err(r) => return (r.status, r.message),
+        };
+        let infos = hub.state.join_infos(name, &plan.2);
+        if !hub.state.begin_join(name, &plan.1, &plan.2, unix_ms()) {
+            return (Status::BadRequest, format!("another operation on keyspace {name} is in progress"));
+        }
+        hub.push(&[name.to_owned()]);
+        (plan.0, plan.1, plan.2, infos)
+    };
+    tracing::info!(keyspace = name, %from, %to, replicas = slots.len(), "replacing store: copying to the new store");
+    let creates: Vec<(String, ShardInfo)> = infos.iter().map(|i| (to.clone(), i.clone())).collect();
+    let joined = match run_commands(shared, ShardCommandKind::Create, &creates, "creating").await {
+        Ok(()) => wait_caught_up(shared, name, &to).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = joined {
+        tracing::warn!(keyspace = name, %from, %to, error = %e.message, "replace failed; rolling back");
+        {
+            let mut hub = shared.lock();
+            hub.state.abort_join(name, unix_ms());
+            hub.push(&[name.to_owned()]);
+        }
+        let _ = run_commands(shared, ShardCommandKind::Drop, &creates, "dropping").await;
+        return (e.status, e.message);
+    }
+    {
+        let mut hub = shared.lock();
+        hub.state.commit_join(name, unix_ms());
+        hub.push(&[name.to_owned()]);
+    }
+    // The old copies go last; a store that is down keeps them until it is cleaned up by hand.
+    let drops: Vec<(String, ShardInfo)> = infos.into_iter().map(|i| (from.clone(), i)).collect();
+    let dropped = run_commands(shared, ShardCommandKind::Drop, &drops, "dropping").await;
+    tracing::info!(keyspace = name, %from, %to, "store replaced");
+    match dropped {
+        Ok(()) => (Status::Ok, format!("{to} replaced {from} in {name}")),
+        Err(e) => (Status::Ok, format!("{to} replaced {from} in {name}; the old copies were not dropped: {}", e.message)),
+    }
+}
+
+/// Polls the joining store's reported lags until it has caught up with every live peer.
+async fn wait_caught_up(shared: &Shared, name: &str, to: &str) -> Result<(), Reject> {
+    let deadline = Instant::now() + JOIN_TIMEOUT;
+    loop {
+        {
+            let hub = shared.lock();
+            if hub.state.join_caught_up(name, to) {
+                return Ok(());
+            }
+            if !hub.state.stores.get(to).is_some_and(|s| s.up) {
+                return Err(Reject::new(Status::Unavailable, format!("store {to} went down while joining {name}")));
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(Reject::new(Status::Unavailable, format!("store {to} did not catch up within {JOIN_TIMEOUT:?}")));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

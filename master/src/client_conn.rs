@@ -1,5 +1,5 @@
 //! A client or admin connection: subscriptions to routing tables and admin requests.
-use crate::admin::{create_keyspace, delete_keyspace};
+use crate::admin::{create_keyspace, delete_keyspace, replace_store};
 use crate::hub::{write_loop, Frame, Outbox, Shared};
 use crate::MasterError;
 use std::sync::Arc;
@@ -53,6 +53,14 @@ async fn client_loop(shared: &Arc<Shared>, conn: u64, rd: &mut OwnedReadHalf, bu
                 let (status, message) = delete_keyspace(&shared, &name).await;
                 reply(&outbox, &mut FrameEncoder::new(), id, status, &message, "");
             });
+        } else if let Some(req) = frame.body_as_replace_store() {
+            let name = req.keyspace().unwrap_or_default().to_owned();
+            let (from, to) = (req.from().unwrap_or_default().to_owned(), req.to().unwrap_or_default().to_owned());
+            let (shared, outbox) = (Arc::clone(shared), outbox.clone());
+            tokio::spawn(async move {
+                let (status, message) = replace_store(&shared, &name, &from, &to).await;
+                reply(&outbox, &mut FrameEncoder::new(), id, status, &message, "");
+            });
         } else if frame.body_as_status_request().is_some() {
             let status = shared.lock().state.status();
             match serde_json::to_string(&status) {
@@ -63,7 +71,7 @@ async fn client_loop(shared: &Arc<Shared>, conn: u64, rd: &mut OwnedReadHalf, bu
             // A keepalive from a client: nothing to do.
         } else {
             let what = frame.body_type().variant_name().unwrap_or("unknown");
-            let message = format!("unexpected {what} message: the master accepts subscribe, create/delete keyspace and status");
+            let message = format!("unexpected {what} message: the master accepts subscribe, create/delete keyspace, replace store and status");
             reply(outbox, &mut enc, id, Status::BadRequest, &message, "");
         }
     }

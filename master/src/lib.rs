@@ -15,6 +15,7 @@ mod admin;
 mod client_conn;
 mod hub;
 mod lag;
+mod replace;
 mod state;
 mod status;
 mod store_conn;

@@ -43,15 +43,17 @@ pub(crate) struct Keyspace {
     pub shards: u32,
     pub replicas: u32,
     pub placement: Vec<Vec<String>>,
+    /// Stores taking over slots of the placement (replace-store in progress).
+    pub joining: Vec<crate::replace::Joining>,
 }
 
 impl Keyspace {
     fn empty(shards: u32, replicas: u32) -> Self {
-        Self { shards, replicas, placement: vec![vec![String::new(); replicas as usize]; shards as usize] }
+        Self { shards, replicas, placement: vec![vec![String::new(); replicas as usize]; shards as usize], joining: Vec::new() }
     }
 
     fn holds(&self, store: &str) -> bool {
-        self.placement.iter().flatten().any(|s| s == store)
+        self.placement.iter().flatten().any(|s| s == store) || self.joining.iter().any(|j| j.store == store)
     }
 }
 
@@ -250,6 +252,11 @@ impl State {
         true
     }
 
+    /// True while a create, delete or replace of `name` is in flight.
+    pub fn is_busy(&self, name: &str) -> bool {
+        self.busy.contains_key(name)
+    }
+
     /// Clears the busy mark of `name`.
     pub fn end(&mut self, name: &str) {
         self.busy.remove(name);
@@ -257,7 +264,7 @@ impl State {
 
     /// Records a created keyspace and bumps its version.
     pub fn commit_create(&mut self, name: &str, shards: u32, replicas: u32, placement: Vec<Vec<String>>, now_ms: u64) -> u64 {
-        self.keyspaces.insert(name.to_owned(), Keyspace { shards, replicas, placement });
+        self.keyspaces.insert(name.to_owned(), Keyspace { shards, replicas, placement, joining: Vec::new() });
         self.bump(name, now_ms)
     }
 
@@ -299,7 +306,12 @@ impl State {
         let Some(ks) = self.keyspaces.get(name) else {
             return RoutingTable { keyspace: name.to_owned(), exists: false, version, ..Default::default() };
         };
-        let routes = ks.placement.iter().enumerate().map(|(shard, row)| row.iter().map(|id| self.route(id, name, shard as u32)).collect()).collect();
+        let routes = ks
+            .placement
+            .iter()
+            .enumerate()
+            .map(|(shard, row)| row.iter().map(|id| self.route(id, name, shard as u32)).chain(self.joining_routes(name, shard as u32)).collect())
+            .collect();
         RoutingTable { keyspace: name.to_owned(), exists: true, version, shards: ks.shards, replicas: ks.replicas, routes }
     }
 

@@ -108,14 +108,16 @@ impl State {
                     .map(|(shard, row)| {
                         let shard = shard as u32;
                         row.iter()
-                            .map(|id| {
-                                let r = self.route(id, name, shard);
+                            .map(|id| self.route(id, name, shard))
+                            .chain(self.joining_routes(name, shard))
+                            .map(|r| {
+                                let id = r.store_id.clone();
                                 RouteStatus {
                                     store_id: r.store_id,
                                     address: r.address,
                                     up: r.up,
                                     catching_up: r.catching_up,
-                                    lags: self.lags_of(id, name, shard).map(LagStatus::from).collect(),
+                                    lags: self.lags_of(&id, name, shard).map(LagStatus::from).collect(),
                                 }
                             })
                             .collect()

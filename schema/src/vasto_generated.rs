@@ -417,10 +417,10 @@ impl flatbuffers::SimpleToVerifyInSlice for ShardCommandKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 21;
+pub const ENUM_MAX_BODY: u8 = 22;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 22] = [
+pub const ENUM_VALUES_BODY: [Body; 23] = [
   Body::NONE,
   Body::Hello,
   Body::HelloReply,
@@ -443,6 +443,7 @@ pub const ENUM_VALUES_BODY: [Body; 22] = [
   Body::Changes,
   Body::SnapshotRequest,
   Body::SnapshotChunk,
+  Body::ReplaceStore,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -472,9 +473,10 @@ impl Body {
   pub const Changes: Self = Self(19);
   pub const SnapshotRequest: Self = Self(20);
   pub const SnapshotChunk: Self = Self(21);
+  pub const ReplaceStore: Self = Self(22);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 21;
+  pub const ENUM_MAX: u8 = 22;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -498,6 +500,7 @@ impl Body {
     Self::Changes,
     Self::SnapshotRequest,
     Self::SnapshotChunk,
+    Self::ReplaceStore,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -524,6 +527,7 @@ impl Body {
       Self::Changes => Some("Changes"),
       Self::SnapshotRequest => Some("SnapshotRequest"),
       Self::SnapshotChunk => Some("SnapshotChunk"),
+      Self::ReplaceStore => Some("ReplaceStore"),
       _ => None,
     }
   }
@@ -3896,6 +3900,130 @@ impl core::fmt::Debug for DeleteKeyspace<'_> {
       ds.finish()
   }
 }
+pub enum ReplaceStoreOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Admin -> master: move every replica of `keyspace` held by store `from` to store `to` (ids or
+/// addresses). The reply comes once `to` has caught up and taken over.
+pub struct ReplaceStore<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for ReplaceStore<'a> {
+  type Inner = ReplaceStore<'a>;
+  #[inline]
+  fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table { buf, loc } }
+  }
+}
+
+impl<'a> ReplaceStore<'a> {
+  pub const VT_KEYSPACE: flatbuffers::VOffsetT = 4;
+  pub const VT_FROM: flatbuffers::VOffsetT = 6;
+  pub const VT_TO: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    ReplaceStore { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args ReplaceStoreArgs<'args>
+  ) -> flatbuffers::WIPOffset<ReplaceStore<'bldr>> {
+    let mut builder = ReplaceStoreBuilder::new(_fbb);
+    if let Some(x) = args.to { builder.add_to(x); }
+    if let Some(x) = args.from { builder.add_from(x); }
+    if let Some(x) = args.keyspace { builder.add_keyspace(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn keyspace(&self) -> Option<&'a str> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ReplaceStore::VT_KEYSPACE, None)
+  }
+  #[inline]
+  pub fn from(&self) -> Option<&'a str> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ReplaceStore::VT_FROM, None)
+  }
+  #[inline]
+  pub fn to(&self) -> Option<&'a str> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ReplaceStore::VT_TO, None)
+  }
+}
+
+impl flatbuffers::Verifiable for ReplaceStore<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("keyspace", Self::VT_KEYSPACE, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("from", Self::VT_FROM, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("to", Self::VT_TO, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ReplaceStoreArgs<'a> {
+    pub keyspace: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub from: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub to: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for ReplaceStoreArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ReplaceStoreArgs {
+      keyspace: None,
+      from: None,
+      to: None,
+    }
+  }
+}
+
+pub struct ReplaceStoreBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> ReplaceStoreBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_keyspace(&mut self, keyspace: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ReplaceStore::VT_KEYSPACE, keyspace);
+  }
+  #[inline]
+  pub fn add_from(&mut self, from: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ReplaceStore::VT_FROM, from);
+  }
+  #[inline]
+  pub fn add_to(&mut self, to: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ReplaceStore::VT_TO, to);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ReplaceStoreBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    ReplaceStoreBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<ReplaceStore<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for ReplaceStore<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("ReplaceStore");
+      ds.field("keyspace", &self.keyspace());
+      ds.field("from", &self.from());
+      ds.field("to", &self.to());
+      ds.finish()
+  }
+}
 pub enum StatusRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -4358,6 +4486,16 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_replace_store(&self) -> Option<ReplaceStore<'a>> {
+    if self.body_type() == Body::ReplaceStore {
+      self.body().map(ReplaceStore::init_from_table)
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Frame<'_> {
@@ -4391,6 +4529,7 @@ impl flatbuffers::Verifiable for Frame<'_> {
           Body::Changes => v.verify_union_variant::<flatbuffers::ForwardsUOffset<Changes>>("Body::Changes", pos),
           Body::SnapshotRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<SnapshotRequest>>("Body::SnapshotRequest", pos),
           Body::SnapshotChunk => v.verify_union_variant::<flatbuffers::ForwardsUOffset<SnapshotChunk>>("Body::SnapshotChunk", pos),
+          Body::ReplaceStore => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ReplaceStore>>("Body::ReplaceStore", pos),
           _ => Ok(()),
         }
      })?
@@ -4594,6 +4733,13 @@ impl core::fmt::Debug for Frame<'_> {
         },
         Body::SnapshotChunk => {
           if let Some(x) = self.body_as_snapshot_chunk() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ReplaceStore => {
+          if let Some(x) = self.body_as_replace_store() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -278,6 +278,15 @@ impl FrameEncoder {
         self.finish(out, id, Body::DeleteKeyspace, b.as_union_value());
     }
 
+    /// Admin -> master: hand every replica of `keyspace` on store `from` over to store `to`.
+    pub fn replace_store(&mut self, out: &mut Vec<u8>, id: u64, keyspace: &str, from: &str, to: &str) {
+        let keyspace = self.fbb.create_string(keyspace);
+        let from = self.fbb.create_string(from);
+        let to = self.fbb.create_string(to);
+        let b = fb::ReplaceStore::create(&mut self.fbb, &fb::ReplaceStoreArgs { keyspace: Some(keyspace), from: Some(from), to: Some(to) });
+        self.finish(out, id, Body::ReplaceStore, b.as_union_value());
+    }
+
     /// Admin -> master: ask for the cluster status document.
     pub fn status_request(&mut self, out: &mut Vec<u8>, id: u64) {
         let b = fb::StatusRequest::create(&mut self.fbb, &fb::StatusRequestArgs {});

@@ -1,0 +1,181 @@
+//! Replace-store state: a store joining a keyspace to take over the replica slots of another.
+//!
+//! While it joins, the new store is listed after the regular replicas of each shard it takes
+//! over, marked catching up (clients use it only if nothing else is live), so it and its peers
+//! follow each other; once it has caught up with every live peer, it takes the old store's slot.
+use crate::state::{Reject, State};
+use vasto_wire::{ReplicaRoute, ShardInfo, Status};
+
+/// A store taking over replica `replica` of `shard`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Joining {
+    pub shard: u32,
+    pub replica: u32,
+    pub store: String,
+}
+
+/// What a replace request amounts to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ReplacePlan {
+    /// `to` already holds every slot `from` had (or `from` holds nothing and `to` does).
+    Done,
+    /// Resolved ids and the `(shard, replica)` slots to move.
+    Move { from: String, to: String, slots: Vec<(u32, u32)> },
+}
+
+impl State {
+    /// The store whose id or address is `s`.
+    fn resolve(&self, s: &str) -> Option<String> {
+        if self.stores.contains_key(s) {
+            return Some(s.to_owned());
+        }
+        self.stores.iter().find(|(_, r)| r.address == s).map(|(id, _)| id.clone())
+    }
+
+    /// Validates a replace of store `from` by store `to` (ids or addresses) in keyspace `name`.
+    pub fn plan_replace(&self, name: &str, from: &str, to: &str) -> Result<ReplacePlan, Reject> {
+        let Some(ks) = self.keyspaces.get(name) else {
+            return Err(Reject::new(Status::UnknownKeyspace, format!("keyspace {name} does not exist")));
+        };
+        if self.is_busy(name) {
+            return Err(Reject::bad(format!("another operation on keyspace {name} is in progress")));
+        }
+        let to_id = self.resolve(to).ok_or_else(|| Reject::bad(format!("no store {to} has registered")))?;
+        if !self.stores.get(&to_id).is_some_and(|s| s.up) {
+            return Err(Reject::bad(format!("store {to} is down")));
+        }
+        let from_id = self.resolve(from).unwrap_or_else(|| from.to_owned());
+        let slots: Vec<(u32, u32)> = ks
+            .placement
+            .iter()
+            .enumerate()
+            .flat_map(|(shard, row)| row.iter().enumerate().filter(|(_, s)| **s == from_id).map(move |(replica, _)| (shard as u32, replica as u32)))
+            .collect();
+        if slots.is_empty() {
+            return if ks.placement.iter().flatten().any(|s| *s == to_id) {
+                Ok(ReplacePlan::Done)
+            } else {
+                Err(Reject::bad(format!("store {from} holds no replica of {name}")))
+            };
+        }
+        if let Some((shard, _)) = slots.iter().find(|(shard, _)| ks.placement[*shard as usize].contains(&to_id)) {
+            return Err(Reject::bad(format!("store {to} already holds a replica of shard {shard} of {name}")));
+        }
+        Ok(ReplacePlan::Move { from: from_id, to: to_id, slots })
+    }
+
+    /// Lists `to` as joining every slot (marking the keyspace busy) and bumps the version.
+    pub fn begin_join(&mut self, name: &str, to: &str, slots: &[(u32, u32)], now_ms: u64) -> bool {
+        if !self.begin(name, Vec::new()) {
+            return false;
+        }
+        if let Some(ks) = self.keyspaces.get_mut(name) {
+            ks.joining = slots.iter().map(|&(shard, replica)| Joining { shard, replica, store: to.to_owned() }).collect();
+        }
+        self.bump(name, now_ms);
+        true
+    }
+
+    /// True once `to` reports, for every slot it joins, having caught up with every live peer.
+    pub fn join_caught_up(&self, name: &str, to: &str) -> bool {
+        let Some(ks) = self.keyspaces.get(name) else { return false };
+        ks.joining.iter().all(|j| {
+            ks.placement[j.shard as usize]
+                .iter()
+                .filter(|p| *p != to && self.stores.get(*p).is_some_and(|s| s.up))
+                .all(|peer| self.lags_of(to, name, j.shard).any(|l| l.peer == *peer && l.caught_up))
+        })
+    }
+
+    /// Gives every joined slot to `to`, ends the join and bumps the version.
+    pub fn commit_join(&mut self, name: &str, now_ms: u64) {
+        if let Some(ks) = self.keyspaces.get_mut(name) {
+            for j in std::mem::take(&mut ks.joining) {
+                ks.placement[j.shard as usize][j.replica as usize] = j.store;
+            }
+        }
+        self.end(name);
+        self.bump(name, now_ms);
+    }
+
+    /// Abandons a join (the old store keeps its slots) and bumps the version.
+    pub fn abort_join(&mut self, name: &str, now_ms: u64) {
+        if let Some(ks) = self.keyspaces.get_mut(name) {
+            ks.joining.clear();
+        }
+        self.end(name);
+        self.bump(name, now_ms);
+    }
+
+    /// Routes of the stores joining `shard` of `name`: listed after the regular replicas, always
+    /// marked catching up.
+    pub fn joining_routes(&self, name: &str, shard: u32) -> Vec<ReplicaRoute> {
+        let Some(ks) = self.keyspaces.get(name) else { return Vec::new() };
+        ks.joining.iter().filter(|j| j.shard == shard).map(|j| ReplicaRoute { catching_up: true, ..self.route(&j.store, name, shard) }).collect()
+    }
+
+    /// The shard replicas `store` must create (or drop) for the slots of a join.
+    pub fn join_infos(&self, name: &str, slots: &[(u32, u32)]) -> Vec<ShardInfo> {
+        let Some(ks) = self.keyspaces.get(name) else { return Vec::new() };
+        slots.iter().map(|&(shard, replica)| ShardInfo { keyspace: name.to_owned(), shard, shards: ks.shards, replica, replicas: ks.replicas }).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vasto_wire::ReplicaLag;
+
+    fn state() -> State {
+        let mut s = State::default();
+        for (i, id) in ["a", "b", "c"].iter().enumerate() {
+            s.register(id, &format!("127.0.0.1:{i}"), 0, &[], 1);
+        }
+        let placement = vec![vec!["a".to_owned(), "b".to_owned()], vec!["b".to_owned(), "a".to_owned()]];
+        s.commit_create("ks", 2, 2, placement, 2);
+        s
+    }
+
+    #[test]
+    fn replace_moves_every_slot_after_catching_up() {
+        let mut s = state();
+        let plan = s.plan_replace("ks", "a", "127.0.0.1:2").unwrap();
+        let ReplacePlan::Move { from, to, slots } = plan else { panic!("expected a move") };
+        assert_eq!((from.as_str(), to.as_str(), slots.clone()), ("a", "c", vec![(0, 0), (1, 1)]));
+        assert!(s.begin_join("ks", "c", &slots, 3));
+        assert!(s.plan_replace("ks", "a", "c").is_err(), "busy while joining");
+        let table = s.table("ks");
+        assert_eq!(table.routes[0].len(), 3, "the joining store is listed after the replicas");
+        assert!(table.routes[0][2].catching_up && table.routes[0][2].store_id == "c");
+        assert!(!s.join_caught_up("ks", "c"));
+        let lag = |shard, peer: &str| ReplicaLag { keyspace: "ks".into(), shard, peer: peer.into(), entries: 0, lag_ms: 0, caught_up: true };
+        let generation = s.stores["c"].generation;
+        s.heartbeat("c", generation, vec![lag(0, "a"), lag(0, "b"), lag(1, "a")], 4);
+        assert!(!s.join_caught_up("ks", "c"), "shard 1 has not caught up with b");
+        s.heartbeat("c", generation, vec![lag(0, "a"), lag(0, "b"), lag(1, "a"), lag(1, "b")], 5);
+        assert!(s.join_caught_up("ks", "c"));
+        s.commit_join("ks", 6);
+        let table = s.table("ks");
+        assert_eq!(table.routes[0].iter().map(|r| r.store_id.as_str()).collect::<Vec<_>>(), vec!["c", "b"]);
+        assert_eq!(table.routes[1].iter().map(|r| r.store_id.as_str()).collect::<Vec<_>>(), vec!["b", "c"]);
+        assert_eq!(s.plan_replace("ks", "a", "c").unwrap(), ReplacePlan::Done, "idempotent");
+    }
+
+    #[test]
+    fn replace_refusals() {
+        let mut s = state();
+        assert!(s.plan_replace("nope", "a", "c").is_err());
+        assert!(s.plan_replace("ks", "a", "b").is_err(), "b already holds those shards");
+        assert_eq!(s.plan_replace("ks", "c", "a").unwrap(), ReplacePlan::Done, "nothing to move (a finished replace looks the same)");
+        assert!(s.plan_replace("ks", "c", "127.0.0.1:9").is_err(), "unknown target");
+        let generation = s.stores["c"].generation;
+        s.store_down("c", generation, 3);
+        assert!(s.plan_replace("ks", "a", "c").is_err(), "c is down");
+        let mut s = state();
+        let ReplacePlan::Move { slots, .. } = s.plan_replace("ks", "a", "c").unwrap() else { panic!() };
+        s.begin_join("ks", "c", &slots, 3);
+        s.abort_join("ks", 4);
+        assert_eq!(s.table("ks").routes[0].len(), 2);
+        assert!(matches!(s.plan_replace("ks", "a", "c"), Ok(ReplacePlan::Move { .. })));
+    }
+}

@@ -1,0 +1,83 @@
+//! End-to-end: replace a store while a writer runs; nothing acknowledged is lost.
+mod common;
+
+use common::{wait_for, Cluster, Raw};
+use std::time::Duration;
+use vasto_client::Client;
+
+const SHARDS: u32 = 4;
+
+fn routes(cluster: &Cluster, keyspace: &str) -> Vec<Vec<String>> {
+    let s = cluster.status().expect("status");
+    let ks = s["keyspaces"].as_array().unwrap().iter().find(|k| k["name"] == keyspace).expect("keyspace").clone();
+    ks["routes"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|x| x["address"].as_str().unwrap().to_owned()).collect()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_a_store_under_load_loses_nothing() {
+    let mut cluster = Cluster::start(3);
+    cluster.create_keyspace("rp", SHARDS, 2);
+    let ks = Client::connect(&cluster.master_addr).await.unwrap().keyspace("rp").await.unwrap();
+    // Data written before, during and after the replace.
+    let mut acked = Vec::new();
+    for i in 0..500 {
+        let (k, v) = (format!("before:{i}").into_bytes(), format!("{i}").into_bytes());
+        ks.put(&k, &v).await.unwrap();
+        acked.push((k, v));
+    }
+    // A fourth store joins the cluster, empty.
+    cluster.store_addrs.push(format!("127.0.0.1:{}", common::free_port()));
+    cluster.stores.push(None);
+    cluster.start_store(3);
+    cluster.wait_stores_up(4);
+    let (from, to) = (cluster.store_addrs[0].clone(), cluster.store_addrs[3].clone());
+    let master = cluster.master_addr.clone();
+    let replace = tokio::task::spawn_blocking({
+        let bin = common::VASTO;
+        move || {
+            common::run_bounded(
+                std::process::Command::new(bin).args(["admin", "--master", &master, "replace-store", "rp", "--from", &from, "--to", &to]),
+                Duration::from_secs(120),
+            )
+        }
+    });
+    let mut i = 0;
+    while !replace.is_finished() {
+        let (k, v) = (format!("during:{i}").into_bytes(), format!("{i}").into_bytes());
+        ks.put(&k, &v).await.expect("writes never fail during a replace");
+        acked.push((k, v));
+        i += 1;
+    }
+    let out = replace.await.unwrap();
+    assert!(out.status.success(), "replace-store failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(i > 0);
+    eprintln!("{i} writes acknowledged while the replace ran");
+    for i in 0..200 {
+        let (k, v) = (format!("after:{i}").into_bytes(), format!("{i}").into_bytes());
+        ks.put(&k, &v).await.unwrap();
+        acked.push((k, v));
+    }
+    let table = routes(&cluster, "rp");
+    assert!(table.iter().flatten().all(|a| *a != cluster.store_addrs[0]), "the old store holds no replica: {table:?}");
+    assert!(table.iter().flatten().any(|a| *a == cluster.store_addrs[3]), "the new store took over: {table:?}");
+    assert!(table.iter().all(|row| row.len() == 2), "back to 2 replicas per shard: {table:?}");
+    for (shard, addrs) in table.iter().enumerate() {
+        let (keys, values): (Vec<Vec<u8>>, Vec<Vec<u8>>) = acked.iter().filter(|(k, _)| vasto_hash::shard_of(k, SHARDS) == shard as u32).cloned().unzip();
+        for addr in addrs {
+            wait_for(&format!("{addr} to hold every acknowledged write of shard {shard}"), Duration::from_secs(30), || {
+                let got = Raw::connect(addr).get_many("rp", shard as u32, &keys);
+                got.iter().zip(&values).all(|(g, v)| g.as_deref() == Some(v.as_slice())).then_some(())
+            });
+        }
+    }
+    // The old store's copies are gone.
+    wait_for("old copies dropped", Duration::from_secs(10), || {
+        let dir = cluster.dir.path().join("store-0").join("rp");
+        let left = std::fs::read_dir(&dir).map(|d| d.flatten().filter(|e| e.path().join("CURRENT").exists()).count()).unwrap_or(0);
+        (left == 0).then_some(())
+    });
+    // Running it again is a no-op.
+    let out =
+        cluster.vasto(&["admin", "--master", &cluster.master_addr, "replace-store", "rp", "--from", &cluster.store_addrs[0], "--to", &cluster.store_addrs[3]]);
+    assert!(out.status.success());
+}
