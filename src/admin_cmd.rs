@@ -37,6 +37,11 @@ pub enum AdminAction {
         #[arg(long)]
         to: String,
     },
+    /// Cancel the replace-store in progress on a keyspace (it rolls back).
+    Cancel {
+        /// Keyspace name.
+        keyspace: String,
+    },
     /// Show stores, keyspaces, and where every shard lives.
     Status {
         /// Print the raw JSON document instead of tables.
@@ -60,6 +65,9 @@ pub async fn run(master: &str, action: AdminAction) -> anyhow::Result<()> {
         }
         AdminAction::ReplaceStore { keyspace, from, to } => {
             println!("{}", admin.replace_store(&keyspace, &from, &to).await?);
+        }
+        AdminAction::Cancel { keyspace } => {
+            println!("{}", admin.cancel(&keyspace).await?);
         }
         AdminAction::Status { json } => {
             let doc = admin.status_json().await?;

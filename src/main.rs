@@ -50,6 +50,10 @@ enum Command {
         /// is re-bootstrapped from a snapshot.
         #[arg(long, default_value_t = 4_000_000)]
         change_log_entries: u64,
+        /// Cap, in MB/s per stream, on snapshot data this store sends to a replica being copied
+        /// (re-bootstrap, replace-store); 0 means no cap.
+        #[arg(long, default_value_t = 0)]
+        max_mbps: u64,
     },
     /// Administer the cluster through the master.
     Admin {
@@ -93,10 +97,10 @@ fn main() -> ExitCode {
                 Ok(rt.block_on(vasto_master::run(config))?)
             })
         }
-        Command::Store { master, listen, advertise, dir, threads, max_frame, change_log_entries } => {
+        Command::Store { master, listen, advertise, dir, threads, max_frame, change_log_entries, max_mbps } => {
             init_logs("info");
             let engine = vasto_node::EngineOptions { change_log_entries, ..Default::default() };
-            let config = vasto_node::NodeConfig { listen, advertise, master, dir, threads, max_frame, engine };
+            let config = vasto_node::NodeConfig { listen, advertise, master, dir, threads, max_frame, max_move_mbps: max_mbps, engine };
             vasto_node::start(config).map(vasto_node::RunningNode::wait).map_err(anyhow::Error::from)
         }
         Command::Admin { master, action } => {

@@ -81,3 +81,43 @@ async fn replacing_a_store_under_load_loses_nothing() {
         cluster.vasto(&["admin", "--master", &cluster.master_addr, "replace-store", "rp", "--from", &cluster.store_addrs[0], "--to", &cluster.store_addrs[3]]);
     assert!(out.status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_replace_rolls_back() {
+    let mut cluster = Cluster::start(3);
+    // Short change logs force the joining store to copy snapshots, and --max-mbps slows them
+    // down enough for the cancel to arrive while it copies.
+    for i in 0..3 {
+        cluster.stores[i].take().unwrap().kill();
+        cluster.start_store_with(i, &["--change-log-entries", "10", "--max-mbps", "1"]);
+    }
+    cluster.wait_stores_up(3);
+    cluster.create_keyspace("cx", SHARDS, 2);
+    let ks = Client::connect(&cluster.master_addr).await.unwrap().keyspace("cx").await.unwrap();
+    let value = vec![b'x'; 1000];
+    for i in 0..8000 {
+        ks.put(format!("k{i}").as_bytes(), &value).await.unwrap();
+    }
+    cluster.store_addrs.push(format!("127.0.0.1:{}", common::free_port()));
+    cluster.stores.push(None);
+    cluster.start_store(3);
+    cluster.wait_stores_up(4);
+    let (from, to, master) = (cluster.store_addrs[0].clone(), cluster.store_addrs[3].clone(), cluster.master_addr.clone());
+    let replace = tokio::task::spawn_blocking(move || {
+        common::run_bounded(
+            std::process::Command::new(common::VASTO).args(["admin", "--master", &master, "replace-store", "cx", "--from", &from, "--to", &to]),
+            Duration::from_secs(120),
+        )
+    });
+    // Cancel as soon as the join shows in the routing table.
+    wait_for("the join to start", Duration::from_secs(20), || routes(&cluster, "cx").iter().any(|row| row.len() == 3).then_some(()));
+    let out = cluster.vasto(&["admin", "--master", &cluster.master_addr, "cancel", "cx"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = replace.await.unwrap();
+    assert!(!out.status.success(), "a cancelled replace reports failure");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cancelled"), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = routes(&cluster, "cx");
+    assert!(table.iter().all(|row| row.len() == 2), "back to 2 replicas per shard: {table:?}");
+    assert!(table.iter().flatten().all(|a| *a != cluster.store_addrs[3]), "the new store holds nothing: {table:?}");
+    assert_eq!(ks.get(b"k7999").await.unwrap().as_deref(), Some(&value[..]));
+}

@@ -61,6 +61,11 @@ impl AdminClient {
         self.request(|enc, out, id| enc.replace_store(out, id, name, from, to)).await
     }
 
+    /// Cancels the replace in progress on `name`: it rolls back and its caller gets an error.
+    pub async fn cancel(&mut self, name: &str) -> Result<String, ClientError> {
+        self.request(|enc, out, id| enc.cancel_operation(out, id, name)).await
+    }
+
     /// The cluster status document (JSON, see `vasto_master::ClusterStatus`).
     pub async fn status_json(&mut self) -> Result<String, ClientError> {
         self.request(|enc, out, id| enc.status_request(out, id)).await

@@ -207,7 +207,10 @@ async fn wait_caught_up(shared: &Shared, name: &str, to: &str) -> Result<(), Rej
     let deadline = Instant::now() + JOIN_TIMEOUT;
     loop {
         {
-            let hub = shared.lock();
+            let mut hub = shared.lock();
+            if hub.state.take_cancel(name) {
+                return Err(Reject::bad(format!("the replace on {name} was cancelled")));
+            }
             if hub.state.join_caught_up(name, to) {
                 return Ok(());
             }

@@ -61,6 +61,13 @@ async fn client_loop(shared: &Arc<Shared>, conn: u64, rd: &mut OwnedReadHalf, bu
                 let (status, message) = replace_store(&shared, &name, &from, &to).await;
                 reply(&outbox, &mut FrameEncoder::new(), id, status, &message, "");
             });
+        } else if let Some(req) = frame.body_as_cancel_operation() {
+            let name = req.keyspace().unwrap_or_default();
+            if shared.lock().state.request_cancel(name) {
+                reply(outbox, &mut enc, id, Status::Ok, &format!("cancelling the replace on {name}"), "");
+            } else {
+                reply(outbox, &mut enc, id, Status::BadRequest, &format!("no operation in progress on {name}"), "");
+            }
         } else if frame.body_as_status_request().is_some() {
             let status = shared.lock().state.status();
             match serde_json::to_string(&status) {
@@ -71,7 +78,7 @@ async fn client_loop(shared: &Arc<Shared>, conn: u64, rd: &mut OwnedReadHalf, bu
             // A keepalive from a client: nothing to do.
         } else {
             let what = frame.body_type().variant_name().unwrap_or("unknown");
-            let message = format!("unexpected {what} message: the master accepts subscribe, create/delete keyspace, replace store and status");
+            let message = format!("unexpected {what} message: the master accepts subscribe, create/delete keyspace, replace store, cancel and status");
             reply(outbox, &mut enc, id, Status::BadRequest, &message, "");
         }
     }

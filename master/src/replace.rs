@@ -98,6 +98,20 @@ impl State {
         self.bump(name, now_ms);
     }
 
+    /// Asks the join in progress on `name` to roll back; false when there is none.
+    pub fn request_cancel(&mut self, name: &str) -> bool {
+        let joining = self.keyspaces.get(name).is_some_and(|ks| !ks.joining.is_empty());
+        if joining {
+            self.cancels.insert(name.to_owned());
+        }
+        joining
+    }
+
+    /// True (once) when a cancel of the operation on `name` was requested.
+    pub fn take_cancel(&mut self, name: &str) -> bool {
+        self.cancels.remove(name)
+    }
+
     /// Abandons a join (the old store keeps its slots) and bumps the version.
     pub fn abort_join(&mut self, name: &str, now_ms: u64) {
         if let Some(ks) = self.keyspaces.get_mut(name) {
@@ -174,7 +188,10 @@ mod tests {
         let mut s = state();
         let ReplacePlan::Move { slots, .. } = s.plan_replace("ks", "a", "c").unwrap() else { panic!() };
         s.begin_join("ks", "c", &slots, 3);
+        assert!(s.request_cancel("ks"));
+        assert!(s.take_cancel("ks") && !s.take_cancel("ks"), "a cancel is taken once");
         s.abort_join("ks", 4);
+        assert!(!s.request_cancel("ks"), "nothing left to cancel");
         assert_eq!(s.table("ks").routes[0].len(), 2);
         assert!(matches!(s.plan_replace("ks", "a", "c"), Ok(ReplacePlan::Move { .. })));
     }

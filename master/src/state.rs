@@ -91,6 +91,8 @@ pub(crate) struct State {
     pub versions: HashMap<String, u64>,
     /// Keyspaces with a create or delete in flight, with the placement reserved by a create.
     busy: HashMap<String, Vec<Vec<String>>>,
+    /// Keyspaces whose operation in progress was asked to roll back.
+    pub(crate) cancels: std::collections::HashSet<String>,
     generations: u64,
 }
 

@@ -54,6 +54,8 @@ pub struct NodeConfig {
     pub threads: usize,
     /// Largest accepted frame body in bytes.
     pub max_frame: usize,
+    /// Cap on snapshot data sent to a replica being copied, in MB/s per stream (0 = unlimited).
+    pub max_move_mbps: u64,
     /// Storage tunables.
     pub engine: EngineOptions,
 }
@@ -82,7 +84,8 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let store_id = load_or_create_store_id(&config.dir)?;
     let registry = Arc::new(registry::Registry::open(engine)?);
     let threads = if config.threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { config.threads };
-    let (addr, cores) = server::spawn_cores(config.listen, threads, Arc::clone(&registry), config.max_frame)?;
+    let limits = server::Limits { max_frame: config.max_frame, move_bytes_per_sec: config.max_move_mbps.saturating_mul(1_000_000) };
+    let (addr, cores) = server::spawn_cores(config.listen, threads, Arc::clone(&registry), limits)?;
     let identity =
         master_link::Identity { store_id: store_id.clone(), address: config.advertise.clone().unwrap_or_else(|| addr.to_string()), dir: config.dir.clone() };
     tracing::info!(%addr, threads, store_id = %store_id, dir = %config.dir.display(), "store listening");

@@ -16,15 +16,25 @@ const READ_CHUNK: usize = 64 << 10;
 /// Buffers grown past this by a large frame are shrunk back once idle.
 const KEEP_CAPACITY: usize = 1 << 20;
 
+/// Per-connection limits of the data server.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest accepted frame body in bytes.
+    pub max_frame: usize,
+    /// Snapshot data sent to a follower, in bytes per second per stream (0 = unlimited), so
+    /// that copying a replica leaves room for foreground traffic.
+    pub move_bytes_per_sec: u64,
+}
+
 /// Starts `threads` core threads serving `listen`. Returns the bound address (useful with port 0)
 /// and the thread handles; fails if any core cannot bind.
-pub fn spawn_cores(listen: SocketAddr, threads: usize, registry: Arc<Registry>, max_frame: usize) -> Result<(SocketAddr, Vec<JoinHandle<()>>), NodeError> {
+pub fn spawn_cores(listen: SocketAddr, threads: usize, registry: Arc<Registry>, limits: Limits) -> Result<(SocketAddr, Vec<JoinHandle<()>>), NodeError> {
     let mut handles = Vec::with_capacity(threads);
     let mut addr = listen;
     for core in 0..threads.max(1) {
         let (tx, rx) = mpsc::channel();
         let registry = Arc::clone(&registry);
-        let handle = std::thread::Builder::new().name(format!("vasto-core-{core}")).spawn(move || core_main(core, addr, registry, max_frame, tx))?;
+        let handle = std::thread::Builder::new().name(format!("vasto-core-{core}")).spawn(move || core_main(core, addr, registry, limits, tx))?;
         match rx.recv() {
             Ok(Ok(bound)) => addr = bound,
             Ok(Err(e)) => return Err(NodeError::Bind { addr: addr.to_string(), source: e }),
@@ -35,7 +45,7 @@ pub fn spawn_cores(listen: SocketAddr, threads: usize, registry: Arc<Registry>, 
     Ok((addr, handles))
 }
 
-fn core_main(core: usize, addr: SocketAddr, registry: Arc<Registry>, max_frame: usize, bound: mpsc::Sender<std::io::Result<SocketAddr>>) {
+fn core_main(core: usize, addr: SocketAddr, registry: Arc<Registry>, limits: Limits, bound: mpsc::Sender<std::io::Result<SocketAddr>>) {
     let uring = monoio::utils::detect_uring();
     let mut rt = match monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().build() {
         Ok(rt) => rt,
@@ -59,7 +69,7 @@ fn core_main(core: usize, addr: SocketAddr, registry: Arc<Registry>, max_frame: 
         loop {
             match listener.accept().await {
                 Ok((stream, _peer)) => {
-                    monoio::spawn(serve_connection(stream, Arc::clone(&registry), max_frame));
+                    monoio::spawn(serve_connection(stream, Arc::clone(&registry), limits));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -70,7 +80,7 @@ fn core_main(core: usize, addr: SocketAddr, registry: Arc<Registry>, max_frame: 
 }
 
 /// Reads frames, answers each in order, and writes all answers of one read in one write.
-async fn serve_connection(mut stream: TcpStream, registry: Arc<Registry>, max_frame: usize) {
+async fn serve_connection(mut stream: TcpStream, registry: Arc<Registry>, limits: Limits) {
     let _ = stream.set_nodelay(true);
     let mut handler = Handler::new(registry);
     let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK);
@@ -88,7 +98,7 @@ async fn serve_connection(mut stream: TcpStream, registry: Arc<Registry>, max_fr
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-        let (consumed, after) = process(&mut handler, &input, &mut out, max_frame, &mut greeted);
+        let (consumed, after) = process(&mut handler, &input, &mut out, limits.max_frame, &mut greeted);
         input.drain(..consumed);
         if let Some(needed) = declared_len(&input) {
             if needed > input.capacity() {
@@ -112,7 +122,7 @@ async fn serve_connection(mut stream: TcpStream, registry: Arc<Registry>, max_fr
             After::Read => {}
             After::Close => return,
             After::Tail(replica, position) => return crate::tail::stream_changes(stream, replica, position).await,
-            After::Snapshot(replica) => return crate::tail::stream_snapshot(stream, replica).await,
+            After::Snapshot(replica) => return crate::tail::stream_snapshot(stream, replica, limits.move_bytes_per_sec).await,
         }
     }
 }

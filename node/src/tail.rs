@@ -68,7 +68,7 @@ const SNAPSHOT_FILE_BYTES: u64 = 64 << 20;
 
 /// Exports a snapshot of the replica (on a helper thread, so this core keeps serving) and sends
 /// its files in pieces; the last piece carries the position to tail from.
-pub async fn stream_snapshot(mut stream: TcpStream, replica: Arc<Replica>) {
+pub async fn stream_snapshot(mut stream: TcpStream, replica: Arc<Replica>, bytes_per_sec: u64) {
     let meta = replica.meta().clone();
     let dir = replica.dir().with_extension(format!("snapshot-out-{}", vasto_engine::now_ns()));
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -83,7 +83,7 @@ pub async fn stream_snapshot(mut stream: TcpStream, replica: Arc<Replica>) {
         Err(e) => Err(EngineError::Io { path: dir.clone(), source: e }),
     };
     let result = match exported {
-        Ok(snapshot) => send_snapshot_files(&mut stream, &mut enc, &mut out, &snapshot).await,
+        Ok(snapshot) => send_snapshot_files(&mut stream, &mut enc, &mut out, &snapshot, bytes_per_sec).await,
         Err(e) => {
             enc.snapshot_chunk(&mut out, Status::Internal, &format!("snapshot failed: {e}"), 0, b"", true, 0);
             let _ = stream.write_all(out).await;
@@ -99,9 +99,17 @@ pub async fn stream_snapshot(mut stream: TcpStream, replica: Arc<Replica>) {
     }
 }
 
-async fn send_snapshot_files(stream: &mut TcpStream, enc: &mut FrameEncoder, out: &mut Vec<u8>, snapshot: &vasto_engine::SnapshotFiles) -> Result<(), String> {
+async fn send_snapshot_files(
+    stream: &mut TcpStream,
+    enc: &mut FrameEncoder,
+    out: &mut Vec<u8>,
+    snapshot: &vasto_engine::SnapshotFiles,
+    bytes_per_sec: u64,
+) -> Result<(), String> {
     use std::io::Read;
     let mut piece = vec![0u8; SNAPSHOT_CHUNK];
+    let started = Instant::now();
+    let mut sent = 0u64;
     for (index, path) in snapshot.files.iter().enumerate() {
         let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
         loop {
@@ -114,6 +122,10 @@ async fn send_snapshot_files(stream: &mut TcpStream, enc: &mut FrameEncoder, out
             let (res, buf) = stream.write_all(std::mem::take(out)).await;
             *out = buf;
             res.map_err(|e| e.to_string())?;
+            sent += n as u64;
+            if let Some(wait) = pace(sent, bytes_per_sec, started.elapsed()) {
+                monoio::time::sleep(wait).await;
+            }
         }
     }
     out.clear();
@@ -121,4 +133,26 @@ async fn send_snapshot_files(stream: &mut TcpStream, enc: &mut FrameEncoder, out
     let (res, buf) = stream.write_all(std::mem::take(out)).await;
     *out = buf;
     res.map(drop).map_err(|e| e.to_string())
+}
+
+/// How long to pause so that `sent` bytes take at least `sent / bytes_per_sec` (None: no pause).
+fn pace(sent: u64, bytes_per_sec: u64, elapsed: Duration) -> Option<Duration> {
+    if bytes_per_sec == 0 {
+        return None;
+    }
+    let due = Duration::from_secs_f64(sent as f64 / bytes_per_sec as f64);
+    due.checked_sub(elapsed).filter(|d| !d.is_zero())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pace;
+    use std::time::Duration;
+
+    #[test]
+    fn pacing_holds_the_rate() {
+        assert_eq!(pace(10 << 20, 0, Duration::ZERO), None, "0 means unlimited");
+        assert_eq!(pace(10 << 20, 10 << 20, Duration::from_millis(250)), Some(Duration::from_millis(750)));
+        assert_eq!(pace(10 << 20, 10 << 20, Duration::from_secs(2)), None, "already slower than the limit");
+    }
 }

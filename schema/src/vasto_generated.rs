@@ -417,10 +417,10 @@ impl flatbuffers::SimpleToVerifyInSlice for ShardCommandKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 22;
+pub const ENUM_MAX_BODY: u8 = 23;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 23] = [
+pub const ENUM_VALUES_BODY: [Body; 24] = [
   Body::NONE,
   Body::Hello,
   Body::HelloReply,
@@ -444,6 +444,7 @@ pub const ENUM_VALUES_BODY: [Body; 23] = [
   Body::SnapshotRequest,
   Body::SnapshotChunk,
   Body::ReplaceStore,
+  Body::CancelOperation,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -474,9 +475,10 @@ impl Body {
   pub const SnapshotRequest: Self = Self(20);
   pub const SnapshotChunk: Self = Self(21);
   pub const ReplaceStore: Self = Self(22);
+  pub const CancelOperation: Self = Self(23);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 22;
+  pub const ENUM_MAX: u8 = 23;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -501,6 +503,7 @@ impl Body {
     Self::SnapshotRequest,
     Self::SnapshotChunk,
     Self::ReplaceStore,
+    Self::CancelOperation,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -528,6 +531,7 @@ impl Body {
       Self::SnapshotRequest => Some("SnapshotRequest"),
       Self::SnapshotChunk => Some("SnapshotChunk"),
       Self::ReplaceStore => Some("ReplaceStore"),
+      Self::CancelOperation => Some("CancelOperation"),
       _ => None,
     }
   }
@@ -4024,6 +4028,101 @@ impl core::fmt::Debug for ReplaceStore<'_> {
       ds.finish()
   }
 }
+pub enum CancelOperationOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Admin -> master: cancel the replace in progress on `keyspace` (it rolls back).
+pub struct CancelOperation<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for CancelOperation<'a> {
+  type Inner = CancelOperation<'a>;
+  #[inline]
+  fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table { buf, loc } }
+  }
+}
+
+impl<'a> CancelOperation<'a> {
+  pub const VT_KEYSPACE: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    CancelOperation { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args CancelOperationArgs<'args>
+  ) -> flatbuffers::WIPOffset<CancelOperation<'bldr>> {
+    let mut builder = CancelOperationBuilder::new(_fbb);
+    if let Some(x) = args.keyspace { builder.add_keyspace(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn keyspace(&self) -> Option<&'a str> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(CancelOperation::VT_KEYSPACE, None)
+  }
+}
+
+impl flatbuffers::Verifiable for CancelOperation<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("keyspace", Self::VT_KEYSPACE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CancelOperationArgs<'a> {
+    pub keyspace: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for CancelOperationArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    CancelOperationArgs {
+      keyspace: None,
+    }
+  }
+}
+
+pub struct CancelOperationBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> CancelOperationBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_keyspace(&mut self, keyspace: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(CancelOperation::VT_KEYSPACE, keyspace);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> CancelOperationBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    CancelOperationBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<CancelOperation<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for CancelOperation<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("CancelOperation");
+      ds.field("keyspace", &self.keyspace());
+      ds.finish()
+  }
+}
 pub enum StatusRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -4496,6 +4595,16 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_cancel_operation(&self) -> Option<CancelOperation<'a>> {
+    if self.body_type() == Body::CancelOperation {
+      self.body().map(CancelOperation::init_from_table)
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Frame<'_> {
@@ -4530,6 +4639,7 @@ impl flatbuffers::Verifiable for Frame<'_> {
           Body::SnapshotRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<SnapshotRequest>>("Body::SnapshotRequest", pos),
           Body::SnapshotChunk => v.verify_union_variant::<flatbuffers::ForwardsUOffset<SnapshotChunk>>("Body::SnapshotChunk", pos),
           Body::ReplaceStore => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ReplaceStore>>("Body::ReplaceStore", pos),
+          Body::CancelOperation => v.verify_union_variant::<flatbuffers::ForwardsUOffset<CancelOperation>>("Body::CancelOperation", pos),
           _ => Ok(()),
         }
      })?
@@ -4740,6 +4850,13 @@ impl core::fmt::Debug for Frame<'_> {
         },
         Body::ReplaceStore => {
           if let Some(x) = self.body_as_replace_store() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::CancelOperation => {
+          if let Some(x) = self.body_as_cancel_operation() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

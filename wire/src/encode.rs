@@ -287,6 +287,13 @@ impl FrameEncoder {
         self.finish(out, id, Body::ReplaceStore, b.as_union_value());
     }
 
+    /// Admin -> master: cancel the operation in progress on `keyspace`.
+    pub fn cancel_operation(&mut self, out: &mut Vec<u8>, id: u64, keyspace: &str) {
+        let keyspace = self.fbb.create_string(keyspace);
+        let b = fb::CancelOperation::create(&mut self.fbb, &fb::CancelOperationArgs { keyspace: Some(keyspace) });
+        self.finish(out, id, Body::CancelOperation, b.as_union_value());
+    }
+
     /// Admin -> master: ask for the cluster status document.
     pub fn status_request(&mut self, out: &mut Vec<u8>, id: u64) {
         let b = fb::StatusRequest::create(&mut self.fbb, &fb::StatusRequestArgs {});
