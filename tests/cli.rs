@@ -103,12 +103,18 @@ fn loadgen_reports_percentiles_and_no_errors() {
 #[test]
 fn dev_starts_a_cluster_and_stops_it_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    // `vasto dev` uses the port and the two after it: find three free in a row.
+    let port = wait_for("three free ports in a row", Duration::from_secs(10), || {
+        let p = free_port();
+        let free = |q: u16| std::net::TcpListener::bind(("127.0.0.1", q)).is_ok();
+        (p < u16::MAX - 2 && free(p + 1) && free(p + 2)).then_some(p)
+    });
     let data = dir.path().join("data");
+    let stderr_log = dir.path().join("dev.stderr");
     let mut child = Command::new(VASTO)
         .args(["dev", "--stores", "2", "--port", &port.to_string(), "--dir", &data.display().to_string()])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_log).unwrap())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -121,7 +127,7 @@ fn dev_starts_a_cluster_and_stops_it_on_ctrl_c() {
         }
     });
     let up = (0..).map_while(|_| rx.recv_timeout(Duration::from_secs(60)).ok()).any(|l| l.contains("cluster is up"));
-    assert!(up, "vasto dev did not come up");
+    assert!(up, "vasto dev did not come up: {}", std::fs::read_to_string(&stderr_log).unwrap_or_default());
     let master = format!("127.0.0.1:{port}");
     let out = run_bounded(Command::new(VASTO).args(["put", "--master", &master, "hello", "world"]), Duration::from_secs(30));
     assert!(out.status.success(), "{}", text(&out.stderr));

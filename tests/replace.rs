@@ -66,7 +66,22 @@ async fn replacing_a_store_under_load_loses_nothing() {
         for addr in addrs {
             wait_for(&format!("{addr} to hold every acknowledged write of shard {shard}"), Duration::from_secs(30), || {
                 let got = Raw::connect(addr).get_many("rp", shard as u32, &keys);
-                got.iter().zip(&values).all(|(g, v)| g.as_deref() == Some(v.as_slice())).then_some(())
+                let missing: Vec<String> = got
+                    .iter()
+                    .zip(&values)
+                    .zip(&keys)
+                    .filter(|((g, v), _)| g.as_deref() != Some(v.as_slice()))
+                    .map(|(_, k)| String::from_utf8_lossy(k).into_owned())
+                    .collect();
+                if !missing.is_empty() {
+                    eprintln!(
+                        "{addr} (new store: {}) misses {} of shard {shard}, e.g. {:?}",
+                        *addr == cluster.store_addrs[3],
+                        missing.len(),
+                        &missing[..missing.len().min(3)]
+                    );
+                }
+                missing.is_empty().then_some(())
             });
         }
     }

@@ -173,16 +173,30 @@ pub(crate) async fn replace_store(shared: &Shared, name: &str, from: &str, to: &
     };
     tracing::info!(keyspace = name, %from, %to, replicas = slots.len(), "replacing store: copying to the new store");
     let creates: Vec<(String, ShardInfo)> = infos.iter().map(|i| (to.clone(), i.clone())).collect();
-    let joined = match run_commands(shared, ShardCommandKind::Create, &creates, "creating").await {
-        Ok(()) => wait_caught_up(shared, name, &to).await,
-        Err(e) => Err(e),
-    };
+    let olds: Vec<(String, ShardInfo)> = infos.iter().map(|i| (from.clone(), i.clone())).collect();
+    let from_up = shared.lock().state.stores.get(&from).is_some_and(|s| s.up);
+    let joined = async {
+        run_commands(shared, ShardCommandKind::Create, &creates, "creating").await?;
+        wait_caught_up(shared, name, &to).await?;
+        if from_up {
+            // Drain: the old copies stop taking writes (clients move to another replica), and
+            // everything they acknowledged reaches every other replica before they leave.
+            run_commands(shared, ShardCommandKind::Freeze, &olds, "freezing").await?;
+            wait_drained(shared, name, &from).await?;
+        }
+        Ok::<(), Reject>(())
+    }
+    .await;
     if let Err(e) = joined {
         tracing::warn!(keyspace = name, %from, %to, error = %e.message, "replace failed; rolling back");
         {
             let mut hub = shared.lock();
             hub.state.abort_join(name, unix_ms());
             hub.push(&[name.to_owned()]);
+        }
+        if from_up {
+            // Re-activate the old copies (a create of an existing replica undoes a freeze).
+            let _ = run_commands(shared, ShardCommandKind::Create, &olds, "re-activating").await;
         }
         let _ = run_commands(shared, ShardCommandKind::Drop, &creates, "dropping").await;
         return (e.status, e.message);
@@ -193,8 +207,7 @@ pub(crate) async fn replace_store(shared: &Shared, name: &str, from: &str, to: &
         hub.push(&[name.to_owned()]);
     }
     // The old copies go last; a store that is down keeps them until it is cleaned up by hand.
-    let drops: Vec<(String, ShardInfo)> = infos.into_iter().map(|i| (from.clone(), i)).collect();
-    let dropped = run_commands(shared, ShardCommandKind::Drop, &drops, "dropping").await;
+    let dropped = run_commands(shared, ShardCommandKind::Drop, &olds, "dropping").await;
     tracing::info!(keyspace = name, %from, %to, "store replaced");
     match dropped {
         Ok(()) => (Status::Ok, format!("{to} replaced {from} in {name}")),
@@ -224,3 +237,24 @@ async fn wait_caught_up(shared: &Shared, name: &str, to: &str) -> Result<(), Rej
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// After the old copies are frozen, waits until every other replica of their shards (the joining
+/// store included) reports having applied everything the old store logged.
+async fn wait_drained(shared: &Shared, name: &str, from: &str) -> Result<(), Reject> {
+    // Let the followers hear the frozen store's final head (keep-alives every 500 ms) and report
+    // it (heartbeats every 250 ms) before trusting the reports.
+    tokio::time::sleep(DRAIN_SETTLE).await;
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    loop {
+        if shared.lock().state.drained(name, from) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Reject::new(Status::Unavailable, format!("the replicas of {name} did not drain store {from} within {DRAIN_TIMEOUT:?}")));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+const DRAIN_SETTLE: std::time::Duration = std::time::Duration::from_millis(1200);
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);

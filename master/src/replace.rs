@@ -87,6 +87,17 @@ impl State {
         })
     }
 
+    /// True once every live replica (the joining one included) of every shard being taken from
+    /// `from` reports having applied all of `from`'s change log.
+    pub fn drained(&self, name: &str, from: &str) -> bool {
+        let Some(ks) = self.keyspaces.get(name) else { return false };
+        ks.joining.iter().all(|j| {
+            let row = ks.placement[j.shard as usize].iter().chain(std::iter::once(&j.store));
+            row.filter(|s| *s != from && self.stores.get(*s).is_some_and(|r| r.up))
+                .all(|s| self.lags_of(s, name, j.shard).any(|l| l.peer == from && l.caught_up && l.entries == 0))
+        })
+    }
+
     /// Gives every joined slot to `to`, ends the join and bumps the version.
     pub fn commit_join(&mut self, name: &str, now_ms: u64) {
         if let Some(ks) = self.keyspaces.get_mut(name) {
@@ -168,6 +179,10 @@ mod tests {
         assert!(!s.join_caught_up("ks", "c"), "shard 1 has not caught up with b");
         s.heartbeat("c", generation, vec![lag(0, "a"), lag(0, "b"), lag(1, "a"), lag(1, "b")], 5);
         assert!(s.join_caught_up("ks", "c"));
+        assert!(!s.drained("ks", "a"), "b has not reported draining a yet");
+        let gb = s.stores["b"].generation;
+        s.heartbeat("b", gb, vec![lag(0, "a"), lag(1, "a")], 6);
+        assert!(s.drained("ks", "a"));
         s.commit_join("ks", 6);
         let table = s.table("ks");
         assert_eq!(table.routes[0].iter().map(|r| r.store_id.as_str()).collect::<Vec<_>>(), vec!["c", "b"]);

@@ -139,8 +139,17 @@ impl Handler {
         Ok(Responded::Yes)
     }
 
+    /// The replica for a write: refused with `Unavailable` while it is frozen.
+    fn writable(&self, keyspace: Option<&str>, shard: u32) -> Result<Arc<Replica>, Reject> {
+        let replica = self.shard(keyspace, shard)?;
+        if replica.frozen() {
+            return Err(reject(Status::Unavailable, "this replica is being retired; write to another replica"));
+        }
+        Ok(replica)
+    }
+
     fn put(&mut self, r: fb::Put<'_>) -> Result<Responded, Reject> {
-        let shard = self.shard(r.keyspace(), r.shard())?;
+        let shard = self.writable(r.keyspace(), r.shard())?;
         let key = checked_key(&shard, r.key())?;
         let value = checked_value(r.value())?;
         shard.put(key, value, r.event_time_ns(), r.ttl_ns()).map_err(engine_error)?;
@@ -149,7 +158,7 @@ impl Handler {
     }
 
     fn delete(&mut self, r: fb::Delete<'_>) -> Result<Responded, Reject> {
-        let shard = self.shard(r.keyspace(), r.shard())?;
+        let shard = self.writable(r.keyspace(), r.shard())?;
         let key = checked_key(&shard, r.key())?;
         shard.delete(key, r.event_time_ns()).map_err(engine_error)?;
         shard.appended();
@@ -157,7 +166,7 @@ impl Handler {
     }
 
     fn batch(&mut self, r: fb::Batch<'_>) -> Result<Responded, Reject> {
-        let shard = self.shard(r.keyspace(), r.shard())?;
+        let shard = self.writable(r.keyspace(), r.shard())?;
         let ops = r.ops().ok_or(reject(Status::BadRequest, "batch without ops"))?;
         // Validate everything before writing anything: a batch is all or nothing.
         for op in ops.iter() {

@@ -148,6 +148,14 @@ fn execute(cmd: fb::ShardCommand<'_>, registry: &Registry) -> (Status, String) {
             }
             Err(e) => (Status::Internal, format!("creating {}/{}: {e}", info.keyspace, info.shard)),
         },
+        fb::ShardCommandKind::Freeze => match registry.get(&info.keyspace, info.shard) {
+            Some(replica) => {
+                replica.set_frozen(true);
+                tracing::info!(keyspace = %info.keyspace, shard = info.shard, "froze shard: refusing writes while it drains");
+                (Status::Ok, String::new())
+            }
+            None => (Status::WrongShard, format!("no replica of {}/{} here", info.keyspace, info.shard)),
+        },
         fb::ShardCommandKind::Drop => {
             registry.drop_shard(&info.keyspace, info.shard);
             tracing::info!(keyspace = %info.keyspace, shard = info.shard, "dropped shard");

@@ -10,11 +10,23 @@ pub struct Replica {
     /// The storage.
     pub shard: Shard,
     appended: tokio::sync::Notify,
+    frozen: std::sync::atomic::AtomicBool,
 }
 
 impl Replica {
     fn new(shard: Shard) -> Self {
-        Self { shard, appended: tokio::sync::Notify::new() }
+        Self { shard, appended: tokio::sync::Notify::new(), frozen: Default::default() }
+    }
+
+    /// True while the replica refuses writes (it is being retired and drains to its peers).
+    #[inline]
+    pub fn frozen(&self) -> bool {
+        self.frozen.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Starts or stops refusing writes.
+    pub fn set_frozen(&self, frozen: bool) {
+        self.frozen.store(frozen, std::sync::atomic::Ordering::Release);
     }
 
     /// Wakes every tailer waiting for new local writes; call after each successful local write.
@@ -101,6 +113,8 @@ impl Registry {
         let mut map = self.shards.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(existing) = map.get(&meta.keyspace).and_then(|m| m.get(&meta.shard)) {
             if existing.meta() == &meta {
+                // Creating an existing replica re-activates it (undoes a freeze).
+                existing.set_frozen(false);
                 return Ok(());
             }
         }

@@ -330,14 +330,17 @@ impl flatbuffers::SimpleToVerifyInSlice for OpKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_SHARD_COMMAND_KIND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_SHARD_COMMAND_KIND: u8 = 1;
+pub const ENUM_MAX_SHARD_COMMAND_KIND: u8 = 2;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_SHARD_COMMAND_KIND: [ShardCommandKind; 2] = [
+pub const ENUM_VALUES_SHARD_COMMAND_KIND: [ShardCommandKind; 3] = [
   ShardCommandKind::Create,
   ShardCommandKind::Drop,
+  ShardCommandKind::Freeze,
 ];
 
+/// Create: create (or re-activate) a replica. Drop: delete it. Freeze: stop taking writes (they
+/// get `Unavailable`, so clients go to another replica) while its change log drains to its peers.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 #[repr(transparent)]
 pub struct ShardCommandKind(pub u8);
@@ -345,18 +348,21 @@ pub struct ShardCommandKind(pub u8);
 impl ShardCommandKind {
   pub const Create: Self = Self(0);
   pub const Drop: Self = Self(1);
+  pub const Freeze: Self = Self(2);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 1;
+  pub const ENUM_MAX: u8 = 2;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Create,
     Self::Drop,
+    Self::Freeze,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
     match self {
       Self::Create => Some("Create"),
       Self::Drop => Some("Drop"),
+      Self::Freeze => Some("Freeze"),
       _ => None,
     }
   }
