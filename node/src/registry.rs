@@ -101,7 +101,7 @@ impl Registry {
     /// Every shard replica held, as reported to the master.
     pub fn infos(&self) -> Vec<ShardInfo> {
         let map = self.shards.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut out: Vec<ShardInfo> = map.values().flat_map(|m| m.values()).map(|s| to_info(s.meta())).collect();
+        let mut out: Vec<ShardInfo> = map.values().flat_map(|m| m.values()).map(|s| to_info(s.meta(), s.layout().1)).collect();
         out.sort();
         out
     }
@@ -112,15 +112,20 @@ impl Registry {
         let meta = ShardMeta { keyspace: info.keyspace.clone(), shard: info.shard, shards: info.shards, replica: info.replica, replicas: info.replicas };
         let mut map = self.shards.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(existing) = map.get(&meta.keyspace).and_then(|m| m.get(&meta.shard)) {
-            if existing.meta() == &meta {
-                // Creating an existing replica re-activates it (undoes a freeze).
-                existing.set_frozen(false);
-                return Ok(());
+            let held = existing.meta();
+            if (held.replica, held.replicas) != (meta.replica, meta.replicas) {
+                return Err(NodeError::Master(format!(
+                    "{}/{} is already held here as replica {} of {}, not {} of {}",
+                    meta.keyspace, meta.shard, held.replica, held.replicas, meta.replica, meta.replicas
+                )));
             }
-        }
-        // Release the old handle first so RocksDB's lock on the directory is free to re-open.
-        if let Some(m) = map.get_mut(&meta.keyspace) {
-            m.remove(&meta.shard);
+            // An existing replica is re-activated (a freeze is undone) and takes the layout it is
+            // given, without re-opening: tails and requests in flight keep their handle.
+            if existing.layout() != (meta.shard, meta.shards) {
+                existing.set_layout(meta.shard, meta.shards)?;
+            }
+            existing.set_frozen(false);
+            return Ok(());
         }
         let shard = self.engine.create_shard(&meta)?;
         map.entry(meta.keyspace).or_default().insert(meta.shard, Arc::new(Replica::new(shard)));
@@ -144,6 +149,7 @@ impl Registry {
     }
 }
 
-fn to_info(m: &ShardMeta) -> ShardInfo {
-    ShardInfo { keyspace: m.keyspace.clone(), shard: m.shard, shards: m.shards, replica: m.replica, replicas: m.replicas }
+/// What the master is told about a replica: its identity, with the shard count of its current layout.
+fn to_info(m: &ShardMeta, shards: u32) -> ShardInfo {
+    ShardInfo { keyspace: m.keyspace.clone(), shard: m.shard, shards, replica: m.replica, replicas: m.replicas }
 }

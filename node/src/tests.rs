@@ -112,3 +112,50 @@ fn batches_are_validated_before_anything_is_written() {
     assert_eq!(responses(&out)[0].1, Status::NotFound, "nothing of a rejected batch is written");
     assert_eq!(reg.infos().len(), 2);
 }
+
+#[test]
+fn re_creating_a_replica_updates_its_layout_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path());
+    let held = reg.get("ks", 0).unwrap();
+    held.set_frozen(true);
+    // Same replica, new shard count: the open handle takes the new layout, and is unfrozen.
+    reg.create(&ShardInfo { keyspace: "ks".into(), shard: 0, shards: 3, replica: 0, replicas: 1 }).unwrap();
+    assert_eq!(held.layout(), (0, 3));
+    assert!(!held.frozen());
+    assert_eq!(reg.infos()[0].shards, 3);
+    assert!(reg.create(&ShardInfo { keyspace: "ks".into(), shard: 0, shards: 3, replica: 1, replicas: 2 }).is_err(), "another role is refused");
+    // Keys are checked against the layout.
+    let mut handler = Handler::new(Arc::clone(&reg));
+    let other = (0..).map(|i| format!("k{i}")).find(|k| vasto_hash::shard_of(k.as_bytes(), 3) != 0).unwrap();
+    let mut req = Vec::new();
+    FrameEncoder::new().put(&mut req, 1, "ks", 0, other.as_bytes(), b"v", 1, 0);
+    let mut out = Vec::new();
+    handler.request(&req[LEN_PREFIX..], &mut out);
+    assert_eq!(responses(&out)[0].1, Status::WrongShard);
+}
+
+#[test]
+fn a_frozen_replica_refuses_writes_but_serves_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path());
+    let mut handler = Handler::new(Arc::clone(&reg));
+    let mut enc = FrameEncoder::new();
+    let mut req = Vec::new();
+    enc.put(&mut req, 1, "ks", 0, b"k", b"v", 1, 0);
+    let mut out = Vec::new();
+    handler.request(&req[LEN_PREFIX..], &mut out);
+    reg.get("ks", 0).unwrap().set_frozen(true);
+    let mut writes = Vec::new();
+    enc.put(&mut writes, 2, "ks", 0, b"k", b"w", 2, 0);
+    enc.delete(&mut writes, 3, "ks", 0, b"k", 3);
+    enc.get(&mut writes, 4, "ks", 0, b"k");
+    let mut first = 0;
+    while let Some(n) = frame_len(&writes[first..], DEFAULT_MAX_FRAME).unwrap() {
+        handler.request(&writes[first + LEN_PREFIX..first + n], &mut out);
+        first += n;
+    }
+    let got: Vec<(u64, Status)> = responses(&out).iter().map(|(id, s, _)| (*id, *s)).collect();
+    assert_eq!(got, vec![(1, Status::Ok), (2, Status::Unavailable), (3, Status::Unavailable), (4, Status::Ok)]);
+    assert_eq!(responses(&out)[3].2.as_deref(), Some(&b"v"[..]));
+}
