@@ -37,7 +37,15 @@ pub enum AdminAction {
         #[arg(long)]
         to: String,
     },
-    /// Cancel the replace-store in progress on a keyspace (it rolls back).
+    /// Grow a keyspace to more shards while clients keep working (shrinking: not yet).
+    Resize {
+        /// Keyspace name.
+        keyspace: String,
+        /// The new shard count.
+        #[arg(long)]
+        shards: u32,
+    },
+    /// Cancel the replace-store or resize in progress on a keyspace (it rolls back).
     Cancel {
         /// Keyspace name.
         keyspace: String,
@@ -52,7 +60,8 @@ pub enum AdminAction {
 
 pub async fn run(master: &str, action: AdminAction) -> anyhow::Result<()> {
     // A replace returns only once the new store has copied everything: allow it time.
-    let timeout = if matches!(action, AdminAction::ReplaceStore { .. }) { Duration::from_secs(3600) } else { Duration::from_secs(10) };
+    let long = matches!(action, AdminAction::ReplaceStore { .. } | AdminAction::Resize { .. });
+    let timeout = if long { Duration::from_secs(3600) } else { Duration::from_secs(10) };
     let mut admin = AdminClient::connect(master, timeout).await.context("connecting to the master")?;
     match action {
         AdminAction::CreateKeyspace { name, shards, replicas } => {
@@ -65,6 +74,9 @@ pub async fn run(master: &str, action: AdminAction) -> anyhow::Result<()> {
         }
         AdminAction::ReplaceStore { keyspace, from, to } => {
             println!("{}", admin.replace_store(&keyspace, &from, &to).await?);
+        }
+        AdminAction::Resize { keyspace, shards } => {
+            println!("{}", admin.resize_keyspace(&keyspace, shards).await?);
         }
         AdminAction::Cancel { keyspace } => {
             println!("{}", admin.cancel(&keyspace).await?);

@@ -142,6 +142,12 @@ impl Shard {
         self.layout.get()
     }
 
+    /// True when `key` belongs to this shard under its current layout.
+    #[inline]
+    pub fn owns(&self, key: &[u8]) -> bool {
+        self.layout.owns(key)
+    }
+
     /// Changes (and persists) the layout: from now on compactions drop every key that does not
     /// hash to `shard` of `shards`. Used at the end of a resize, once the moved keys live on
     /// their new shards.
@@ -250,7 +256,8 @@ impl Shard {
                 break;
             }
             if let Some((h, user)) = Header::split(v) {
-                if !h.tombstone && !h.expired(now) {
+                // Keys copied in by a resize snapshot that belong elsewhere are never served.
+                if !h.tombstone && !h.expired(now) && self.layout.owns(k) {
                     if emitted == limit {
                         return Ok(true);
                     }

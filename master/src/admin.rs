@@ -258,3 +258,77 @@ async fn wait_drained(shared: &Shared, name: &str, from: &str) -> Result<(), Rej
 
 const DRAIN_SETTLE: std::time::Duration = std::time::Duration::from_millis(1200);
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Grows keyspace `name` to `shards` shards while clients keep reading and writing (see
+/// `resize.rs` for the steps). A failure, a timeout or a cancel rolls back: the old shards take
+/// their old layout again and the new shards are dropped. Resizing to the current size is a no-op.
+pub(crate) async fn resize_keyspace(shared: &Shared, name: &str, shards: u32) -> (Status, String) {
+    let old_shards = {
+        let mut hub = shared.lock();
+        let rows = match hub.state.plan_resize(name, shards) {
+            Ok(None) => return (Status::Ok, format!("keyspace {name} already has {shards} shards")),
+            Ok(Some(rows)) => rows,
+            Err(r) => return (r.status, r.message),
+        };
+        let old = hub.state.keyspaces.get(name).map(|ks| ks.shards).unwrap_or(0);
+        if !hub.state.begin_resize(name, shards, rows, unix_ms()) {
+            return (Status::BadRequest, format!("another operation on keyspace {name} is in progress"));
+        }
+        hub.push(&[name.to_owned()]);
+        old
+    };
+    tracing::info!(keyspace = name, from = old_shards, to = shards, "resizing: copying the keys that move");
+    let (news, olds_new_layout, olds_old_layout) = {
+        let hub = shared.lock();
+        (hub.state.new_shard_infos(name), hub.state.old_shard_infos(name, shards), hub.state.old_shard_infos(name, old_shards))
+    };
+    let result = async {
+        run_commands(shared, ShardCommandKind::Create, &news, "creating").await?;
+        wait_resize(shared, name, false).await?;
+        // The old shards stop taking the keys that move (they answer wrong-shard, so clients wait
+        // for the new table), and the new shards apply what is left.
+        run_commands(shared, ShardCommandKind::Create, &olds_new_layout, "re-laying out").await?;
+        tokio::time::sleep(DRAIN_SETTLE).await;
+        wait_resize(shared, name, true).await
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(keyspace = name, error = %e.message, "resize failed; rolling back");
+        {
+            let mut hub = shared.lock();
+            hub.state.abort_resize(name, unix_ms());
+            hub.push(&[name.to_owned()]);
+        }
+        let _ = run_commands(shared, ShardCommandKind::Create, &olds_old_layout, "restoring the layout of").await;
+        let _ = run_commands(shared, ShardCommandKind::Drop, &news, "dropping").await;
+        return (e.status, e.message);
+    }
+    {
+        let mut hub = shared.lock();
+        hub.state.commit_resize(name, unix_ms());
+        hub.push(&[name.to_owned()]);
+    }
+    tracing::info!(keyspace = name, shards, "keyspace resized");
+    (Status::Ok, format!("keyspace {name} now has {shards} shards"))
+}
+
+/// Waits until the new shards have copied from every old replica (and with `drained`, applied
+/// everything), honouring cancels.
+async fn wait_resize(shared: &Shared, name: &str, drained: bool) -> Result<(), Reject> {
+    let deadline = Instant::now() + if drained { DRAIN_TIMEOUT } else { JOIN_TIMEOUT };
+    loop {
+        {
+            let mut hub = shared.lock();
+            if hub.state.take_cancel(name) {
+                return Err(Reject::bad(format!("the resize of {name} was cancelled")));
+            }
+            if hub.state.resize_copied(name, drained) {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(Reject::new(Status::Unavailable, format!("the new shards of {name} did not catch up in time")));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

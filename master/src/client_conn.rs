@@ -1,5 +1,5 @@
 //! A client or admin connection: subscriptions to routing tables and admin requests.
-use crate::admin::{create_keyspace, delete_keyspace, replace_store};
+use crate::admin::{create_keyspace, delete_keyspace, replace_store, resize_keyspace};
 use crate::hub::{write_loop, Frame, Outbox, Shared};
 use crate::MasterError;
 use std::sync::Arc;
@@ -61,10 +61,17 @@ async fn client_loop(shared: &Arc<Shared>, conn: u64, rd: &mut OwnedReadHalf, bu
                 let (status, message) = replace_store(&shared, &name, &from, &to).await;
                 reply(&outbox, &mut FrameEncoder::new(), id, status, &message, "");
             });
+        } else if let Some(req) = frame.body_as_resize_keyspace() {
+            let (name, shards) = (req.keyspace().unwrap_or_default().to_owned(), req.shards());
+            let (shared, outbox) = (Arc::clone(shared), outbox.clone());
+            tokio::spawn(async move {
+                let (status, message) = resize_keyspace(&shared, &name, shards).await;
+                reply(&outbox, &mut FrameEncoder::new(), id, status, &message, "");
+            });
         } else if let Some(req) = frame.body_as_cancel_operation() {
             let name = req.keyspace().unwrap_or_default();
             if shared.lock().state.request_cancel(name) {
-                reply(outbox, &mut enc, id, Status::Ok, &format!("cancelling the replace on {name}"), "");
+                reply(outbox, &mut enc, id, Status::Ok, &format!("cancelling the operation on {name}"), "");
             } else {
                 reply(outbox, &mut enc, id, Status::BadRequest, &format!("no operation in progress on {name}"), "");
             }
@@ -78,7 +85,7 @@ async fn client_loop(shared: &Arc<Shared>, conn: u64, rd: &mut OwnedReadHalf, bu
             // A keepalive from a client: nothing to do.
         } else {
             let what = frame.body_type().variant_name().unwrap_or("unknown");
-            let message = format!("unexpected {what} message: the master accepts subscribe, create/delete keyspace, replace store, cancel and status");
+            let message = format!("unexpected {what} message: the master accepts subscribe, create/delete/resize keyspace, replace store, cancel and status");
             reply(outbox, &mut enc, id, Status::BadRequest, &message, "");
         }
     }

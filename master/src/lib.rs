@@ -16,6 +16,7 @@ mod client_conn;
 mod hub;
 mod lag;
 mod replace;
+mod resize;
 mod state;
 mod status;
 mod store_conn;

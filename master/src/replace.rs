@@ -109,9 +109,9 @@ impl State {
         self.bump(name, now_ms);
     }
 
-    /// Asks the join in progress on `name` to roll back; false when there is none.
+    /// Asks the replace or resize in progress on `name` to roll back; false when there is none.
     pub fn request_cancel(&mut self, name: &str) -> bool {
-        let joining = self.keyspaces.get(name).is_some_and(|ks| !ks.joining.is_empty());
+        let joining = self.keyspaces.get(name).is_some_and(|ks| !ks.joining.is_empty() || ks.resizing_to != 0);
         if joining {
             self.cancels.insert(name.to_owned());
         }

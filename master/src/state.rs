@@ -45,11 +45,14 @@ pub(crate) struct Keyspace {
     pub placement: Vec<Vec<String>>,
     /// Stores taking over slots of the placement (replace-store in progress).
     pub joining: Vec<crate::replace::Joining>,
+    /// The shard count a grow in progress is heading for (0: none); `placement` then already
+    /// has the rows of the new shards.
+    pub resizing_to: u32,
 }
 
 impl Keyspace {
     fn empty(shards: u32, replicas: u32) -> Self {
-        Self { shards, replicas, placement: vec![vec![String::new(); replicas as usize]; shards as usize], joining: Vec::new() }
+        Self { shards, replicas, placement: vec![vec![String::new(); replicas as usize]; shards as usize], joining: Vec::new(), resizing_to: 0 }
     }
 
     fn holds(&self, store: &str) -> bool {
@@ -266,7 +269,7 @@ impl State {
 
     /// Records a created keyspace and bumps its version.
     pub fn commit_create(&mut self, name: &str, shards: u32, replicas: u32, placement: Vec<Vec<String>>, now_ms: u64) -> u64 {
-        self.keyspaces.insert(name.to_owned(), Keyspace { shards, replicas, placement, joining: Vec::new() });
+        self.keyspaces.insert(name.to_owned(), Keyspace { shards, replicas, placement, joining: Vec::new(), resizing_to: 0 });
         self.bump(name, now_ms)
     }
 
@@ -314,7 +317,7 @@ impl State {
             .enumerate()
             .map(|(shard, row)| row.iter().map(|id| self.route(id, name, shard as u32)).chain(self.joining_routes(name, shard as u32)).collect())
             .collect();
-        RoutingTable { keyspace: name.to_owned(), exists: true, version, shards: ks.shards, replicas: ks.replicas, routes }
+        RoutingTable { keyspace: name.to_owned(), exists: true, version, shards: ks.shards, replicas: ks.replicas, routes, resizing_to: ks.resizing_to }
     }
 
     /// Where store `id`, holding a replica of `shard` of `keyspace`, is; an unknown store has

@@ -75,8 +75,15 @@ impl Replication {
 }
 
 struct Follower {
-    address: String,
+    source: Source,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Where a follower copies from: a peer's address and which of its shards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Source {
+    address: String,
+    shard: u32,
 }
 
 async fn manage(mut tables: mpsc::UnboundedReceiver<RoutingTable>, registry: Arc<Registry>, me: String, state: Arc<Mutex<HashMap<FollowerKey, FollowState>>>) {
@@ -84,50 +91,69 @@ async fn manage(mut tables: mpsc::UnboundedReceiver<RoutingTable>, registry: Arc
     let lag = Arc::new(Mutex::new(LagSamples::new()));
     tokio::spawn(report_lag(Arc::clone(&lag)));
     while let Some(table) = tables.recv().await {
-        let mut wanted: HashMap<FollowerKey, String> = HashMap::new();
-        if table.exists {
-            for (shard, replicas) in table.routes.iter().enumerate() {
-                let shard = shard as u32;
-                if !replicas.iter().any(|r| r.store_id == me) || registry.get(&table.keyspace, shard).is_none() {
-                    continue;
-                }
-                for peer in replicas.iter().filter(|r| r.store_id != me && !r.address.is_empty()) {
-                    wanted.insert((table.keyspace.clone(), shard, peer.store_id.clone()), peer.address.clone());
-                }
-            }
-        }
+        let wanted = wanted_followers(&table, &registry, &me);
         followers.retain(|key, f| {
-            let keep = key.0 != table.keyspace || wanted.get(key) == Some(&f.address);
+            let keep = key.0 != table.keyspace || wanted.get(key) == Some(&f.source);
             if !keep {
                 f.task.abort();
                 state.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
             }
             keep
         });
-        for (key, address) in wanted {
+        for (key, source) in wanted {
             if followers.contains_key(&key) {
                 continue;
             }
-            tracing::info!(keyspace = %key.0, shard = key.1, peer = %key.2, %address, "following peer replica");
+            tracing::info!(keyspace = %key.0, shard = key.1, peer = %key.2, address = %source.address, source_shard = source.shard, "following peer replica");
             state.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), FollowState::default());
             let ctx = FollowCtx {
                 registry: Arc::clone(&registry),
                 me: me.clone(),
                 key: key.clone(),
-                address: address.clone(),
+                source: source.clone(),
                 state: Arc::clone(&state),
                 lag: Arc::clone(&lag),
             };
-            followers.insert(key, Follower { address, task: tokio::spawn(follow(ctx)) });
+            followers.insert(key, Follower { source, task: tokio::spawn(follow(ctx)) });
         }
     }
+}
+
+/// The followers this store should run for a keyspace's table: for every shard it holds, one
+/// per other replica of the shard; and while the keyspace grows, for every new shard it holds,
+/// one per replica of every old shard (named `store#shard`), copying the keys that move.
+fn wanted_followers(table: &RoutingTable, registry: &Registry, me: &str) -> HashMap<FollowerKey, Source> {
+    let mut wanted = HashMap::new();
+    if !table.exists {
+        return wanted;
+    }
+    for (shard, replicas) in table.routes.iter().enumerate() {
+        let shard = shard as u32;
+        if !replicas.iter().any(|r| r.store_id == me) || registry.get(&table.keyspace, shard).is_none() {
+            continue;
+        }
+        for peer in replicas.iter().filter(|r| r.store_id != me && !r.address.is_empty()) {
+            wanted.insert((table.keyspace.clone(), shard, peer.store_id.clone()), Source { address: peer.address.clone(), shard });
+        }
+        if table.resizing_to > table.shards && shard >= table.shards {
+            for (source, replicas) in table.routes.iter().enumerate().take(table.shards as usize) {
+                for peer in replicas.iter().filter(|r| !r.address.is_empty()) {
+                    let name = format!("{}#{source}", peer.store_id);
+                    wanted.insert((table.keyspace.clone(), shard, name), Source { address: peer.address.clone(), shard: source as u32 });
+                }
+            }
+        }
+    }
+    wanted
 }
 
 struct FollowCtx {
     registry: Arc<Registry>,
     me: String,
+    /// (keyspace, local shard, peer name): the name is the peer's store id, or `store#shard`
+    /// for a copy from another shard during a resize; positions and lags are kept under it.
     key: FollowerKey,
-    address: String,
+    source: Source,
     state: Arc<Mutex<HashMap<FollowerKey, FollowState>>>,
     lag: Arc<Mutex<LagSamples>>,
 }
@@ -184,8 +210,8 @@ async fn follow_once(ctx: &FollowCtx) -> Result<(), String> {
     let replica = ctx.registry.get(keyspace, *shard).ok_or("replica no longer held")?;
     let after = replica.peer_position(peer).map_err(|e| e.to_string())?;
     let mut request = Vec::new();
-    FrameEncoder::new().tail(&mut request, keyspace, *shard, after, &ctx.me);
-    let mut reader = connect_peer(&ctx.address, &request).await?;
+    FrameEncoder::new().tail(&mut request, keyspace, ctx.source.shard, after, &ctx.me);
+    let mut reader = connect_peer(&ctx.source.address, &request).await?;
     let mut buf = Vec::new();
     let mut saved = after;
     loop {
@@ -205,7 +231,8 @@ async fn follow_once(ctx: &FollowCtx) -> Result<(), String> {
         }
         let entries = changes.entries();
         let now = vasto_engine::now_ns();
-        let pairs = entries.iter().flat_map(|e| e.iter()).filter_map(|kv| Some((kv.key()?, kv.value()?)));
+        // A copy from another shard (resize) keeps only the keys this shard owns.
+        let pairs = entries.iter().flat_map(|e| e.iter()).filter_map(|kv| Some((kv.key()?, kv.value()?))).filter(|(k, _)| replica.owns(k));
         // Persist only with data (or after a long stretch of other peers' batches): persisting a
         // bare position would itself be a write for the peer's tail to report, ping-pong forever.
         let has_entries = entries.is_some_and(|e| !e.is_empty());
@@ -264,8 +291,8 @@ async fn report_lag(lag: Arc<Mutex<LagSamples>>) {
 async fn bootstrap(ctx: &FollowCtx, replica: &crate::registry::Replica) -> Result<(), String> {
     let (keyspace, shard, peer) = &ctx.key;
     let mut request = Vec::new();
-    FrameEncoder::new().snapshot_request(&mut request, keyspace, *shard, &ctx.me);
-    let mut reader = connect_peer(&ctx.address, &request).await?;
+    FrameEncoder::new().snapshot_request(&mut request, keyspace, ctx.source.shard, &ctx.me);
+    let mut reader = connect_peer(&ctx.source.address, &request).await?;
     let dir = replica.dir().with_extension(format!("snapshot-in-{}", vasto_engine::now_ns()));
     let result = receive_snapshot(&mut reader, &dir).await.and_then(|(files, position)| {
         replica.ingest_snapshot(peer, &files, position).map_err(|e| e.to_string())?;

@@ -423,10 +423,10 @@ impl flatbuffers::SimpleToVerifyInSlice for ShardCommandKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 23;
+pub const ENUM_MAX_BODY: u8 = 24;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 24] = [
+pub const ENUM_VALUES_BODY: [Body; 25] = [
   Body::NONE,
   Body::Hello,
   Body::HelloReply,
@@ -451,6 +451,7 @@ pub const ENUM_VALUES_BODY: [Body; 24] = [
   Body::SnapshotChunk,
   Body::ReplaceStore,
   Body::CancelOperation,
+  Body::ResizeKeyspace,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -482,9 +483,10 @@ impl Body {
   pub const SnapshotChunk: Self = Self(21);
   pub const ReplaceStore: Self = Self(22);
   pub const CancelOperation: Self = Self(23);
+  pub const ResizeKeyspace: Self = Self(24);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 23;
+  pub const ENUM_MAX: u8 = 24;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -510,6 +512,7 @@ impl Body {
     Self::SnapshotChunk,
     Self::ReplaceStore,
     Self::CancelOperation,
+    Self::ResizeKeyspace,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -538,6 +541,7 @@ impl Body {
       Self::SnapshotChunk => Some("SnapshotChunk"),
       Self::ReplaceStore => Some("ReplaceStore"),
       Self::CancelOperation => Some("CancelOperation"),
+      Self::ResizeKeyspace => Some("ResizeKeyspace"),
       _ => None,
     }
   }
@@ -3533,6 +3537,8 @@ pub enum RoutingTableOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
 /// Master -> client. `exists` is false when the keyspace is unknown or was deleted.
+/// While a keyspace grows, `resizing_to` is the new shard count and `routes` already lists the
+/// new shards after the first `shards` (clients hash by `shards` and ignore the extra rows).
 pub struct RoutingTable<'a> {
   pub _tab: flatbuffers::Table<'a>,
 }
@@ -3552,6 +3558,7 @@ impl<'a> RoutingTable<'a> {
   pub const VT_SHARDS: flatbuffers::VOffsetT = 10;
   pub const VT_REPLICAS: flatbuffers::VOffsetT = 12;
   pub const VT_ROUTES: flatbuffers::VOffsetT = 14;
+  pub const VT_RESIZING_TO: flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -3564,6 +3571,7 @@ impl<'a> RoutingTable<'a> {
   ) -> flatbuffers::WIPOffset<RoutingTable<'bldr>> {
     let mut builder = RoutingTableBuilder::new(_fbb);
     builder.add_version(args.version);
+    builder.add_resizing_to(args.resizing_to);
     if let Some(x) = args.routes { builder.add_routes(x); }
     builder.add_replicas(args.replicas);
     builder.add_shards(args.shards);
@@ -3597,6 +3605,10 @@ impl<'a> RoutingTable<'a> {
   pub fn routes(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<ShardRoute<'a>>>> {
     self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<ShardRoute>>>>(RoutingTable::VT_ROUTES, None)
   }
+  #[inline]
+  pub fn resizing_to(&self) -> u32 {
+    self._tab.get::<u32>(RoutingTable::VT_RESIZING_TO, Some(0)).unwrap()
+  }
 }
 
 impl flatbuffers::Verifiable for RoutingTable<'_> {
@@ -3612,6 +3624,7 @@ impl flatbuffers::Verifiable for RoutingTable<'_> {
      .visit_field::<u32>("shards", Self::VT_SHARDS, false)?
      .visit_field::<u32>("replicas", Self::VT_REPLICAS, false)?
      .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<ShardRoute>>>>("routes", Self::VT_ROUTES, false)?
+     .visit_field::<u32>("resizing_to", Self::VT_RESIZING_TO, false)?
      .finish();
     Ok(())
   }
@@ -3623,6 +3636,7 @@ pub struct RoutingTableArgs<'a> {
     pub shards: u32,
     pub replicas: u32,
     pub routes: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<ShardRoute<'a>>>>>,
+    pub resizing_to: u32,
 }
 impl<'a> Default for RoutingTableArgs<'a> {
   #[inline]
@@ -3634,6 +3648,7 @@ impl<'a> Default for RoutingTableArgs<'a> {
       shards: 0,
       replicas: 0,
       routes: None,
+      resizing_to: 0,
     }
   }
 }
@@ -3668,6 +3683,10 @@ impl<'a: 'b, 'b> RoutingTableBuilder<'a, 'b> {
     self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(RoutingTable::VT_ROUTES, routes);
   }
   #[inline]
+  pub fn add_resizing_to(&mut self, resizing_to: u32) {
+    self.fbb_.push_slot::<u32>(RoutingTable::VT_RESIZING_TO, resizing_to, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> RoutingTableBuilder<'a, 'b> {
     let start = _fbb.start_table();
     RoutingTableBuilder {
@@ -3691,6 +3710,7 @@ impl core::fmt::Debug for RoutingTable<'_> {
       ds.field("shards", &self.shards());
       ds.field("replicas", &self.replicas());
       ds.field("routes", &self.routes());
+      ds.field("resizing_to", &self.resizing_to());
       ds.finish()
   }
 }
@@ -4031,6 +4051,115 @@ impl core::fmt::Debug for ReplaceStore<'_> {
       ds.field("keyspace", &self.keyspace());
       ds.field("from", &self.from());
       ds.field("to", &self.to());
+      ds.finish()
+  }
+}
+pub enum ResizeKeyspaceOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Admin -> master: change the number of shards of `keyspace` (only growing, for now).
+pub struct ResizeKeyspace<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for ResizeKeyspace<'a> {
+  type Inner = ResizeKeyspace<'a>;
+  #[inline]
+  fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table { buf, loc } }
+  }
+}
+
+impl<'a> ResizeKeyspace<'a> {
+  pub const VT_KEYSPACE: flatbuffers::VOffsetT = 4;
+  pub const VT_SHARDS: flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    ResizeKeyspace { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args ResizeKeyspaceArgs<'args>
+  ) -> flatbuffers::WIPOffset<ResizeKeyspace<'bldr>> {
+    let mut builder = ResizeKeyspaceBuilder::new(_fbb);
+    builder.add_shards(args.shards);
+    if let Some(x) = args.keyspace { builder.add_keyspace(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn keyspace(&self) -> Option<&'a str> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ResizeKeyspace::VT_KEYSPACE, None)
+  }
+  #[inline]
+  pub fn shards(&self) -> u32 {
+    self._tab.get::<u32>(ResizeKeyspace::VT_SHARDS, Some(0)).unwrap()
+  }
+}
+
+impl flatbuffers::Verifiable for ResizeKeyspace<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("keyspace", Self::VT_KEYSPACE, false)?
+     .visit_field::<u32>("shards", Self::VT_SHARDS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ResizeKeyspaceArgs<'a> {
+    pub keyspace: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub shards: u32,
+}
+impl<'a> Default for ResizeKeyspaceArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ResizeKeyspaceArgs {
+      keyspace: None,
+      shards: 0,
+    }
+  }
+}
+
+pub struct ResizeKeyspaceBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> ResizeKeyspaceBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_keyspace(&mut self, keyspace: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ResizeKeyspace::VT_KEYSPACE, keyspace);
+  }
+  #[inline]
+  pub fn add_shards(&mut self, shards: u32) {
+    self.fbb_.push_slot::<u32>(ResizeKeyspace::VT_SHARDS, shards, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ResizeKeyspaceBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    ResizeKeyspaceBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<ResizeKeyspace<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for ResizeKeyspace<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("ResizeKeyspace");
+      ds.field("keyspace", &self.keyspace());
+      ds.field("shards", &self.shards());
       ds.finish()
   }
 }
@@ -4611,6 +4740,16 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_resize_keyspace(&self) -> Option<ResizeKeyspace<'a>> {
+    if self.body_type() == Body::ResizeKeyspace {
+      self.body().map(ResizeKeyspace::init_from_table)
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Frame<'_> {
@@ -4646,6 +4785,7 @@ impl flatbuffers::Verifiable for Frame<'_> {
           Body::SnapshotChunk => v.verify_union_variant::<flatbuffers::ForwardsUOffset<SnapshotChunk>>("Body::SnapshotChunk", pos),
           Body::ReplaceStore => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ReplaceStore>>("Body::ReplaceStore", pos),
           Body::CancelOperation => v.verify_union_variant::<flatbuffers::ForwardsUOffset<CancelOperation>>("Body::CancelOperation", pos),
+          Body::ResizeKeyspace => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ResizeKeyspace>>("Body::ResizeKeyspace", pos),
           _ => Ok(()),
         }
      })?
@@ -4863,6 +5003,13 @@ impl core::fmt::Debug for Frame<'_> {
         },
         Body::CancelOperation => {
           if let Some(x) = self.body_as_cancel_operation() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ResizeKeyspace => {
+          if let Some(x) = self.body_as_resize_keyspace() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -80,8 +80,10 @@ pub struct RoutingTable {
     pub shards: u32,
     /// Replicas per shard.
     pub replicas: u32,
-    /// `routes[shard][replica]`.
+    /// `routes[shard][replica]`; during a grow also the rows of the new shards.
     pub routes: Vec<Vec<ReplicaRoute>>,
+    /// The shard count a grow in progress is heading for; 0 when not resizing.
+    pub resizing_to: u32,
 }
 
 impl RoutingTable {
@@ -89,7 +91,8 @@ impl RoutingTable {
     /// entries out of range are ignored, so a malformed table can never cause an out-of-bounds index.
     pub fn from_fb(v: fb::RoutingTable<'_>) -> Self {
         let shards = v.shards();
-        let mut routes = vec![Vec::new(); shards as usize];
+        let rows = v.resizing_to().max(shards).min(MAX_DECODED_ROWS);
+        let mut routes = vec![Vec::new(); rows as usize];
         for route in v.routes().iter().flat_map(|r| r.iter()) {
             let Some(slot) = routes.get_mut(route.shard() as usize) else { continue };
             *slot = route
@@ -104,6 +107,17 @@ impl RoutingTable {
                 })
                 .collect();
         }
-        Self { keyspace: v.keyspace().unwrap_or_default().to_owned(), exists: v.exists(), version: v.version(), shards, replicas: v.replicas(), routes }
+        Self {
+            keyspace: v.keyspace().unwrap_or_default().to_owned(),
+            exists: v.exists(),
+            version: v.version(),
+            shards,
+            replicas: v.replicas(),
+            routes,
+            resizing_to: v.resizing_to(),
+        }
     }
 }
+
+/// Upper bound on the rows a decoded routing table allocates, whatever a peer claims.
+const MAX_DECODED_ROWS: u32 = 1 << 16;

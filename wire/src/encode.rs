@@ -259,6 +259,7 @@ impl FrameEncoder {
             shards: table.shards,
             replicas: table.replicas,
             routes: Some(routes),
+            resizing_to: table.resizing_to,
         };
         let b = fb::RoutingTable::create(&mut self.fbb, &args);
         self.finish(out, 0, Body::RoutingTable, b.as_union_value());
@@ -285,6 +286,13 @@ impl FrameEncoder {
         let to = self.fbb.create_string(to);
         let b = fb::ReplaceStore::create(&mut self.fbb, &fb::ReplaceStoreArgs { keyspace: Some(keyspace), from: Some(from), to: Some(to) });
         self.finish(out, id, Body::ReplaceStore, b.as_union_value());
+    }
+
+    /// Admin -> master: change the shard count of `keyspace`.
+    pub fn resize_keyspace(&mut self, out: &mut Vec<u8>, id: u64, keyspace: &str, shards: u32) {
+        let keyspace = self.fbb.create_string(keyspace);
+        let b = fb::ResizeKeyspace::create(&mut self.fbb, &fb::ResizeKeyspaceArgs { keyspace: Some(keyspace), shards });
+        self.finish(out, id, Body::ResizeKeyspace, b.as_union_value());
     }
 
     /// Admin -> master: cancel the operation in progress on `keyspace`.

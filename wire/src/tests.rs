@@ -79,6 +79,7 @@ fn routing_table_round_trips() {
         exists: true,
         version: 9,
         shards: 2,
+        resizing_to: 0,
         replicas: 1,
         routes: vec![
             vec![ReplicaRoute { store_id: "s1".into(), address: "127.0.0.1:1".into(), up: true, catching_up: false }],

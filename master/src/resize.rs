@@ -1,0 +1,159 @@
+//! Growing a keyspace: new shards are created and listed after the current ones (clients keep
+//! hashing by the old count), their replicas copy the keys that move to them from every replica
+//! of the old shards (a filtered tail; a snapshot when a log no longer reaches back), then the old
+//! shards stop taking the moved keys, the new shards drain what is left, and the shard count
+//! switches. Lag reports of these copies name the source as `store#shard`.
+use crate::state::{place, Reject, State, MAX_SHARDS};
+use vasto_wire::{ShardInfo, Status};
+
+/// The peer name a new shard's replica reports for its copy from `store`'s replica of `shard`.
+pub(crate) fn source_peer(store: &str, shard: u32) -> String {
+    format!("{store}#{shard}")
+}
+
+impl State {
+    /// Validates a resize of `name` to `shards` and places the new shards. `Ok(None)`: nothing
+    /// to do (already that size).
+    pub fn plan_resize(&self, name: &str, shards: u32) -> Result<Option<Vec<Vec<String>>>, Reject> {
+        let Some(ks) = self.keyspaces.get(name) else {
+            return Err(Reject::new(Status::UnknownKeyspace, format!("keyspace {name} does not exist")));
+        };
+        if self.is_busy(name) {
+            return Err(Reject::bad(format!("another operation on keyspace {name} is in progress")));
+        }
+        if !(1..=MAX_SHARDS).contains(&shards) {
+            return Err(Reject::bad(format!("shards must be in 1..={MAX_SHARDS}, got {shards}")));
+        }
+        if shards == ks.shards {
+            return Ok(None);
+        }
+        if shards < ks.shards {
+            return Err(Reject::bad(format!("shrinking ({} -> {shards} shards) is not supported yet", ks.shards)));
+        }
+        if let Some((shard, _)) = ks.placement.iter().enumerate().find(|(_, row)| row.iter().any(|s| !self.stores.get(s).is_some_and(|r| r.up))) {
+            return Err(Reject::bad(format!("a replica of shard {shard} of {name} is down; bring it back before resizing")));
+        }
+        let live: Vec<&str> = self.stores.iter().filter(|(_, s)| s.up).map(|(id, _)| id.as_str()).collect();
+        if ks.replicas as usize > live.len() {
+            return Err(Reject::bad(format!("new shards need {} distinct stores but only {} are alive", ks.replicas, live.len())));
+        }
+        Ok(Some(place(&live, self.load(), shards - ks.shards, ks.replicas)))
+    }
+
+    /// Lists the new shards (marking the keyspace busy) and bumps the version.
+    pub fn begin_resize(&mut self, name: &str, shards: u32, new_rows: Vec<Vec<String>>, now_ms: u64) -> bool {
+        if !self.begin(name, new_rows.clone()) {
+            return false;
+        }
+        if let Some(ks) = self.keyspaces.get_mut(name) {
+            ks.placement.extend(new_rows);
+            ks.resizing_to = shards;
+        }
+        self.bump(name, now_ms);
+        true
+    }
+
+    /// Every replica of the new shards, as shard infos for their stores.
+    pub fn new_shard_infos(&self, name: &str) -> Vec<(String, ShardInfo)> {
+        let Some(ks) = self.keyspaces.get(name) else { return Vec::new() };
+        let to = ks.resizing_to;
+        ks.placement
+            .iter()
+            .enumerate()
+            .skip(ks.shards as usize)
+            .flat_map(|(shard, row)| {
+                row.iter().enumerate().map(move |(replica, store)| {
+                    (store.clone(), ShardInfo { keyspace: name.to_owned(), shard: shard as u32, shards: to, replica: replica as u32, replicas: ks.replicas })
+                })
+            })
+            .collect()
+    }
+
+    /// Every replica of the old shards with the shard count `shards` (their layout).
+    pub fn old_shard_infos(&self, name: &str, shards: u32) -> Vec<(String, ShardInfo)> {
+        let Some(ks) = self.keyspaces.get(name) else { return Vec::new() };
+        ks.placement
+            .iter()
+            .enumerate()
+            .take(ks.shards as usize)
+            .flat_map(|(shard, row)| {
+                row.iter().enumerate().map(move |(replica, store)| {
+                    (store.clone(), ShardInfo { keyspace: name.to_owned(), shard: shard as u32, shards, replica: replica as u32, replicas: ks.replicas })
+                })
+            })
+            .collect()
+    }
+
+    /// True when every live replica of every new shard reports its copy from every live replica
+    /// of every old shard as caught up (and, with `drained`, with nothing left to apply).
+    pub fn resize_copied(&self, name: &str, drained: bool) -> bool {
+        let Some(ks) = self.keyspaces.get(name) else { return false };
+        let up = |s: &String| self.stores.get(s).is_some_and(|r| r.up);
+        let sources: Vec<String> = ks
+            .placement
+            .iter()
+            .take(ks.shards as usize)
+            .enumerate()
+            .flat_map(|(s, row)| row.iter().filter(|p| up(p)).map(move |p| source_peer(p, s as u32)))
+            .collect();
+        ks.placement.iter().enumerate().skip(ks.shards as usize).all(|(t, row)| {
+            row.iter().filter(|s| up(s)).all(|store| {
+                sources.iter().all(|src| self.lags_of(store, name, t as u32).any(|l| l.peer == *src && l.caught_up && (!drained || l.entries == 0)))
+            })
+        })
+    }
+
+    /// Switches the keyspace to its new shard count and bumps the version.
+    pub fn commit_resize(&mut self, name: &str, now_ms: u64) {
+        if let Some(ks) = self.keyspaces.get_mut(name) {
+            ks.shards = ks.resizing_to;
+            ks.resizing_to = 0;
+        }
+        self.end(name);
+        self.bump(name, now_ms);
+    }
+
+    /// Forgets the new shards (the old layout stays) and bumps the version.
+    pub fn abort_resize(&mut self, name: &str, now_ms: u64) {
+        if let Some(ks) = self.keyspaces.get_mut(name) {
+            ks.placement.truncate(ks.shards as usize);
+            ks.resizing_to = 0;
+        }
+        self.end(name);
+        self.bump(name, now_ms);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vasto_wire::ReplicaLag;
+
+    #[test]
+    fn grow_lists_new_shards_and_switches_once_copied_and_drained() {
+        let mut s = State::default();
+        for (i, id) in ["a", "b", "c"].iter().enumerate() {
+            s.register(id, &format!("127.0.0.1:{i}"), 0, &[], 1);
+        }
+        s.commit_create("ks", 2, 1, vec![vec!["a".into()], vec!["b".into()]], 2);
+        assert_eq!(s.plan_resize("ks", 2).unwrap(), None);
+        assert!(s.plan_resize("ks", 1).is_err(), "shrink not supported yet");
+        let rows = s.plan_resize("ks", 3).unwrap().unwrap();
+        assert_eq!(rows, vec![vec!["c".to_owned()]], "least-loaded store");
+        assert!(s.begin_resize("ks", 3, rows, 3));
+        let table = s.table("ks");
+        assert_eq!((table.shards, table.resizing_to, table.routes.len()), (2, 3, 3));
+        assert_eq!(s.new_shard_infos("ks")[0].1.shards, 3);
+        assert_eq!(s.old_shard_infos("ks", 3).len(), 2);
+        assert!(!s.resize_copied("ks", false));
+        let lag = |peer: &str, entries| ReplicaLag { keyspace: "ks".into(), shard: 2, peer: peer.into(), entries, lag_ms: 0, caught_up: true };
+        let g = s.stores["c"].generation;
+        s.heartbeat("c", g, vec![lag("a#0", 3), lag("b#1", 0)], 4);
+        assert!(s.resize_copied("ks", false) && !s.resize_copied("ks", true));
+        s.heartbeat("c", g, vec![lag("a#0", 0), lag("b#1", 0)], 5);
+        assert!(s.resize_copied("ks", true));
+        s.commit_resize("ks", 6);
+        let table = s.table("ks");
+        assert_eq!((table.shards, table.resizing_to, table.routes.len()), (3, 0, 3));
+    }
+}

@@ -1,0 +1,75 @@
+//! End-to-end: grow a keyspace while a writer runs; nothing acknowledged is lost and every key
+//! ends up served by its owning shard only.
+mod common;
+
+use common::{wait_for, Cluster, Raw};
+use std::time::Duration;
+use vasto_client::Client;
+use vasto_wire::Status;
+
+fn routes(cluster: &Cluster, keyspace: &str) -> (u64, Vec<Vec<String>>) {
+    let s = cluster.status().expect("status");
+    let ks = s["keyspaces"].as_array().unwrap().iter().find(|k| k["name"] == keyspace).expect("keyspace").clone();
+    let rows =
+        ks["routes"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|x| x["address"].as_str().unwrap().to_owned()).collect()).collect();
+    (ks["shards"].as_u64().unwrap(), rows)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn growing_under_load_loses_nothing() {
+    let cluster = Cluster::start(3);
+    cluster.create_keyspace("gr", 2, 2);
+    let ks = Client::connect(&cluster.master_addr).await.unwrap().keyspace("gr").await.unwrap();
+    let mut acked = Vec::new();
+    for i in 0..3000 {
+        let (k, v) = (format!("before:{i}").into_bytes(), format!("{i}").into_bytes());
+        ks.put(&k, &v).await.unwrap();
+        acked.push((k, v));
+    }
+    let master = cluster.master_addr.clone();
+    let resize = tokio::task::spawn_blocking(move || {
+        common::run_bounded(
+            std::process::Command::new(common::VASTO).args(["admin", "--master", &master, "resize", "gr", "--shards", "5"]),
+            Duration::from_secs(120),
+        )
+    });
+    let mut i = 0;
+    while !resize.is_finished() {
+        let (k, v) = (format!("during:{i}").into_bytes(), format!("{i}").into_bytes());
+        ks.put(&k, &v).await.expect("writes never fail during a resize");
+        acked.push((k, v));
+        i += 1;
+    }
+    let out = resize.await.unwrap();
+    assert!(out.status.success(), "resize failed: {}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("{i} writes acknowledged while the resize ran");
+    for i in 0..500 {
+        let (k, v) = (format!("after:{i}").into_bytes(), format!("{i}").into_bytes());
+        ks.put(&k, &v).await.unwrap();
+        acked.push((k, v));
+    }
+    let (shards, table) = routes(&cluster, "gr");
+    assert_eq!((shards, table.len()), (5, 5));
+    assert_eq!(ks.routing_table().unwrap().shards, 5, "the client has the new table");
+    // Through the client: everything reads back.
+    for (k, v) in &acked {
+        assert_eq!(ks.get(k).await.unwrap().as_deref(), Some(v.as_slice()), "{}", String::from_utf8_lossy(k));
+    }
+    // Every replica of every shard holds exactly its own keys; old shards refuse moved keys.
+    for (shard, addrs) in table.iter().enumerate() {
+        let (keys, values): (Vec<Vec<u8>>, Vec<Vec<u8>>) = acked.iter().filter(|(k, _)| vasto_hash::shard_of(k, 5) == shard as u32).cloned().unzip();
+        for addr in addrs {
+            wait_for(&format!("{addr} to hold every key of shard {shard}"), Duration::from_secs(30), || {
+                let got = Raw::connect(addr).get_many("gr", shard as u32, &keys);
+                got.iter().zip(&values).all(|(g, v)| g.as_deref() == Some(v.as_slice())).then_some(())
+            });
+        }
+    }
+    let moved = acked.iter().map(|(k, _)| k).find(|k| vasto_hash::shard_of(k, 2) == 0 && vasto_hash::shard_of(k, 5) != 0).unwrap();
+    let mut raw = Raw::connect(&table[0][0]);
+    let mut out = Vec::new();
+    raw.enc.get(&mut out, 1, "gr", 0, moved);
+    std::io::Write::write_all(&mut raw.stream, &out).unwrap();
+    let resp = vasto_wire::parse_frame(raw.read_frame()).unwrap().body_as_response().unwrap();
+    assert_eq!(resp.status(), Status::WrongShard, "the old shard no longer serves a moved key");
+}
