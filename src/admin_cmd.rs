@@ -37,7 +37,7 @@ pub enum AdminAction {
         #[arg(long)]
         to: String,
     },
-    /// Grow a keyspace to more shards while clients keep working (shrinking: not yet).
+    /// Grow or shrink a keyspace while clients keep working.
     Resize {
         /// Keyspace name.
         keyspace: String,

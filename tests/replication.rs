@@ -187,5 +187,6 @@ async fn a_replica_too_far_behind_rebootstraps_from_a_snapshot() {
     cluster.wait_stores_up(2);
     assert_all_replicas_hold(&cluster, "boot", &acked);
     let log = std::fs::read_to_string(cluster.dir.path().join("store-1.log")).unwrap();
-    assert!(log.contains("snapshot ingested"), "the returning replica must have re-bootstrapped from a snapshot");
+    assert!(log.contains("too far behind the peer's change log"), "the returning replica must have found its position trimmed");
+    assert!(log.contains("snapshot ingested"), "and re-bootstrapped from a snapshot");
 }

@@ -15,8 +15,11 @@ fn routes(cluster: &Cluster, keyspace: &str) -> (u64, Vec<Vec<String>>) {
     (ks["shards"].as_u64().unwrap(), rows)
 }
 
+/// Acknowledged (key, value) writes.
+type Acked = Vec<(Vec<u8>, Vec<u8>)>;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn growing_under_load_loses_nothing() {
+async fn growing_then_shrinking_under_load_loses_nothing() {
     let cluster = Cluster::start(3);
     cluster.create_keyspace("gr", 2, 2);
     let ks = Client::connect(&cluster.master_addr).await.unwrap().keyspace("gr").await.unwrap();
@@ -26,38 +29,56 @@ async fn growing_under_load_loses_nothing() {
         ks.put(&k, &v).await.unwrap();
         acked.push((k, v));
     }
+    resize_under_load(&cluster, &ks, 5, "grow", &mut acked).await;
+    check(&cluster, &ks, 5, &acked).await;
+    resize_under_load(&cluster, &ks, 3, "shrink", &mut acked).await;
+    check(&cluster, &ks, 3, &acked).await;
+    // The retired shards' data is gone from disk.
+    for i in 0..3 {
+        wait_for("retired shards dropped", Duration::from_secs(10), || {
+            let dir = cluster.dir.path().join(format!("store-{i}")).join("gr");
+            let retired = [3, 4].iter().filter(|s| dir.join(s.to_string()).join("CURRENT").exists()).count();
+            (retired == 0).then_some(())
+        });
+    }
+}
+
+/// Resizes `gr` to `shards` with the CLI while writing; every write must succeed.
+async fn resize_under_load(cluster: &Cluster, ks: &vasto_client::Keyspace, shards: u32, tag: &str, acked: &mut Acked) {
     let master = cluster.master_addr.clone();
+    let n = shards.to_string();
     let resize = tokio::task::spawn_blocking(move || {
-        common::run_bounded(
-            std::process::Command::new(common::VASTO).args(["admin", "--master", &master, "resize", "gr", "--shards", "5"]),
-            Duration::from_secs(120),
-        )
+        let args = ["admin", "--master", &master, "resize", "gr", "--shards", &n];
+        common::run_bounded(std::process::Command::new(common::VASTO).args(args), Duration::from_secs(120))
     });
     let mut i = 0;
     while !resize.is_finished() {
-        let (k, v) = (format!("during:{i}").into_bytes(), format!("{i}").into_bytes());
+        let (k, v) = (format!("{tag}-during:{i}").into_bytes(), format!("{i}").into_bytes());
         ks.put(&k, &v).await.expect("writes never fail during a resize");
         acked.push((k, v));
         i += 1;
     }
     let out = resize.await.unwrap();
-    assert!(out.status.success(), "resize failed: {}", String::from_utf8_lossy(&out.stderr));
-    eprintln!("{i} writes acknowledged while the resize ran");
-    for i in 0..500 {
-        let (k, v) = (format!("after:{i}").into_bytes(), format!("{i}").into_bytes());
+    assert!(out.status.success(), "resize to {shards} failed: {}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("{i} writes acknowledged while resizing to {shards}");
+    for i in 0..300 {
+        let (k, v) = (format!("{tag}-after:{i}").into_bytes(), format!("{i}").into_bytes());
         ks.put(&k, &v).await.unwrap();
         acked.push((k, v));
     }
-    let (shards, table) = routes(&cluster, "gr");
-    assert_eq!((shards, table.len()), (5, 5));
-    assert_eq!(ks.routing_table().unwrap().shards, 5, "the client has the new table");
-    // Through the client: everything reads back.
-    for (k, v) in &acked {
+}
+
+/// Everything reads back through the client, every replica holds its shard's keys, and shard 0
+/// refuses a key it does not own.
+async fn check(cluster: &Cluster, ks: &vasto_client::Keyspace, shards: u32, acked: &[(Vec<u8>, Vec<u8>)]) {
+    let (listed, table) = routes(cluster, "gr");
+    assert_eq!((listed, table.len()), (u64::from(shards), shards as usize));
+    assert_eq!(ks.routing_table().unwrap().shards, shards, "the client has the new table");
+    for (k, v) in acked {
         assert_eq!(ks.get(k).await.unwrap().as_deref(), Some(v.as_slice()), "{}", String::from_utf8_lossy(k));
     }
-    // Every replica of every shard holds exactly its own keys; old shards refuse moved keys.
     for (shard, addrs) in table.iter().enumerate() {
-        let (keys, values): (Vec<Vec<u8>>, Vec<Vec<u8>>) = acked.iter().filter(|(k, _)| vasto_hash::shard_of(k, 5) == shard as u32).cloned().unzip();
+        let (keys, values): (Vec<Vec<u8>>, Vec<Vec<u8>>) = acked.iter().filter(|(k, _)| vasto_hash::shard_of(k, shards) == shard as u32).cloned().unzip();
         for addr in addrs {
             wait_for(&format!("{addr} to hold every key of shard {shard}"), Duration::from_secs(30), || {
                 let got = Raw::connect(addr).get_many("gr", shard as u32, &keys);
@@ -65,11 +86,11 @@ async fn growing_under_load_loses_nothing() {
             });
         }
     }
-    let moved = acked.iter().map(|(k, _)| k).find(|k| vasto_hash::shard_of(k, 2) == 0 && vasto_hash::shard_of(k, 5) != 0).unwrap();
+    let other = acked.iter().map(|(k, _)| k).find(|k| vasto_hash::shard_of(k, shards) != 0).unwrap();
     let mut raw = Raw::connect(&table[0][0]);
     let mut out = Vec::new();
-    raw.enc.get(&mut out, 1, "gr", 0, moved);
+    raw.enc.get(&mut out, 1, "gr", 0, other);
     std::io::Write::write_all(&mut raw.stream, &out).unwrap();
     let resp = vasto_wire::parse_frame(raw.read_frame()).unwrap().body_as_response().unwrap();
-    assert_eq!(resp.status(), Status::WrongShard, "the old shard no longer serves a moved key");
+    assert_eq!(resp.status(), Status::WrongShard, "shard 0 does not serve another shard's key");
 }

@@ -96,10 +96,12 @@ impl Shard {
         Ok(())
     }
 
-    /// The position of `peer` this replica has applied up to (0 if never).
-    pub fn peer_position(&self, peer: &str) -> Result<u64, EngineError> {
+    /// The position of `peer` this replica has applied up to; `None` until it has copied the
+    /// peer's data once (a follower without a position must start from a snapshot: the peer's
+    /// log holds only the peer's own writes, not what it received from others).
+    pub fn peer_position(&self, peer: &str) -> Result<Option<u64>, EngineError> {
         let raw = self.db().get_cf(self.meta_cf()?, position_key(peer))?;
-        Ok(raw.and_then(|r| r.as_slice().try_into().ok()).map(u64::from_le_bytes).unwrap_or(0))
+        Ok(raw.and_then(|r| r.as_slice().try_into().ok()).map(u64::from_le_bytes))
     }
 }
 

@@ -160,7 +160,8 @@ fn change_log_carries_local_writes_only_and_positions_persist() {
     // Apply on b as a replica would: same LWW path, position recorded atomically.
     b.apply_replicated("store-a", entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice())), pos).unwrap();
     assert_eq!(get(&b, b"k1"), Some(b"v1".to_vec()));
-    assert_eq!(b.peer_position("store-a").unwrap(), pos);
+    assert_eq!(b.peer_position("store-a").unwrap(), Some(pos));
+    assert_eq!(b.peer_position("store-z").unwrap(), None);
     // Replicated writes are never sent on: b's own log has nothing to offer.
     assert!(changes(&b, 0).0.is_empty(), "replicated batches must not be echoed");
     b.put(b"k3", b"local on b", 12, 0).unwrap();
@@ -219,7 +220,7 @@ fn a_snapshot_bootstraps_a_replica_without_overwriting_newer_writes() {
     assert_eq!(get(&target, b"k00002"), Some(b"from-source".to_vec()));
     assert_eq!(get(&target, b"k04999"), Some(b"from-source".to_vec()));
     assert_eq!(get(&target, b"k00007"), None, "tombstones travel too");
-    assert_eq!(target.peer_position("store-a").unwrap(), snap.position);
+    assert_eq!(target.peer_position("store-a").unwrap(), Some(snap.position));
     // Ingested data is the peer's, not ours: it is never offered to other peers.
     assert_eq!(changes(&target, 0).0.len(), 2, "only the target's own two puts are local");
     let empty = engine(&dir.path().join("c")).create_shard(&meta("s", 1)).unwrap();

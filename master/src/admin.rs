@@ -259,11 +259,12 @@ async fn wait_drained(shared: &Shared, name: &str, from: &str) -> Result<(), Rej
 const DRAIN_SETTLE: std::time::Duration = std::time::Duration::from_millis(1200);
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Grows keyspace `name` to `shards` shards while clients keep reading and writing (see
-/// `resize.rs` for the steps). A failure, a timeout or a cancel rolls back: the old shards take
-/// their old layout again and the new shards are dropped. Resizing to the current size is a no-op.
+/// Grows or shrinks keyspace `name` to `shards` shards while clients keep reading and writing
+/// (see `resize.rs` for the steps). A failure, a timeout or a cancel rolls back: every shard
+/// takes its old layout again and new shards are dropped. Resizing to the current size is a
+/// no-op.
 pub(crate) async fn resize_keyspace(shared: &Shared, name: &str, shards: u32) -> (Status, String) {
-    let old_shards = {
+    let old_shards: u32 = {
         let mut hub = shared.lock();
         let rows = match hub.state.plan_resize(name, shards) {
             Ok(None) => return (Status::Ok, format!("keyspace {name} already has {shards} shards")),
@@ -278,16 +279,28 @@ pub(crate) async fn resize_keyspace(shared: &Shared, name: &str, shards: u32) ->
         old
     };
     tracing::info!(keyspace = name, from = old_shards, to = shards, "resizing: copying the keys that move");
-    let (news, olds_new_layout, olds_old_layout) = {
+    let (targets, sources) = match shared.lock().state.resize_ranges(name) {
+        Some(ranges) => ranges,
+        None => return (Status::Internal, format!("the resize of {name} vanished")),
+    };
+    let grow = shards > old_shards;
+    let (targets_new, targets_old, sources_new, sources_old) = {
         let hub = shared.lock();
-        (hub.state.new_shard_infos(name), hub.state.old_shard_infos(name, shards), hub.state.old_shard_infos(name, old_shards))
+        let st = &hub.state;
+        (
+            st.shard_infos(name, targets.clone(), shards),
+            st.shard_infos(name, targets, old_shards),
+            st.shard_infos(name, sources.clone(), shards),
+            st.shard_infos(name, sources, old_shards),
+        )
     };
     let result = async {
-        run_commands(shared, ShardCommandKind::Create, &news, "creating").await?;
+        // Receiving shards: created (grow) or re-laid out (shrink) for the new shard count.
+        run_commands(shared, ShardCommandKind::Create, &targets_new, "preparing").await?;
         wait_resize(shared, name, false).await?;
-        // The old shards stop taking the keys that move (they answer wrong-shard, so clients wait
-        // for the new table), and the new shards apply what is left.
-        run_commands(shared, ShardCommandKind::Create, &olds_new_layout, "re-laying out").await?;
+        // The giving shards stop taking the keys that move (they answer wrong-shard, so clients
+        // wait for the new table), and the receiving shards apply what is left.
+        run_commands(shared, ShardCommandKind::Create, &sources_new, "re-laying out").await?;
         tokio::time::sleep(DRAIN_SETTLE).await;
         wait_resize(shared, name, true).await
     }
@@ -299,14 +312,24 @@ pub(crate) async fn resize_keyspace(shared: &Shared, name: &str, shards: u32) ->
             hub.state.abort_resize(name, unix_ms());
             hub.push(&[name.to_owned()]);
         }
-        let _ = run_commands(shared, ShardCommandKind::Create, &olds_old_layout, "restoring the layout of").await;
-        let _ = run_commands(shared, ShardCommandKind::Drop, &news, "dropping").await;
+        let _ = run_commands(shared, ShardCommandKind::Create, &sources_old, "restoring the layout of").await;
+        if grow {
+            let _ = run_commands(shared, ShardCommandKind::Drop, &targets_new, "dropping").await;
+        } else {
+            let _ = run_commands(shared, ShardCommandKind::Create, &targets_old, "restoring the layout of").await;
+        }
         return (e.status, e.message);
     }
     {
         let mut hub = shared.lock();
         hub.state.commit_resize(name, unix_ms());
         hub.push(&[name.to_owned()]);
+    }
+    if !grow {
+        // The retiring shards own nothing any more.
+        if let Err(e) = run_commands(shared, ShardCommandKind::Drop, &sources_new, "dropping").await {
+            tracing::warn!(keyspace = name, error = %e.message, "retired shards not dropped");
+        }
     }
     tracing::info!(keyspace = name, shards, "keyspace resized");
     (Status::Ok, format!("keyspace {name} now has {shards} shards"))

@@ -1,8 +1,9 @@
-//! Growing a keyspace: new shards are created and listed after the current ones (clients keep
-//! hashing by the old count), their replicas copy the keys that move to them from every replica
-//! of the old shards (a filtered tail; a snapshot when a log no longer reaches back), then the old
-//! shards stop taking the moved keys, the new shards drain what is left, and the shard count
-//! switches. Lag reports of these copies name the source as `store#shard`.
+//! Resizing a keyspace. Growing: new shards are created and listed after the current ones
+//! (clients keep hashing by the old count); their replicas copy the keys that move to them from
+//! every replica of the old shards. Shrinking: the remaining shards take the smaller layout and
+//! copy every key of the retiring shards. In both, the sources then stop taking the keys that
+//! move (wrong-shard), the targets drain what is left, and the shard count switches. Lag reports
+//! of these copies name the source as `store#shard`.
 use crate::state::{place, Reject, State, MAX_SHARDS};
 use vasto_wire::{ShardInfo, Status};
 
@@ -27,9 +28,6 @@ impl State {
         if shards == ks.shards {
             return Ok(None);
         }
-        if shards < ks.shards {
-            return Err(Reject::bad(format!("shrinking ({} -> {shards} shards) is not supported yet", ks.shards)));
-        }
         if let Some((shard, _)) = ks.placement.iter().enumerate().find(|(_, row)| row.iter().any(|s| !self.stores.get(s).is_some_and(|r| r.up))) {
             return Err(Reject::bad(format!("a replica of shard {shard} of {name} is down; bring it back before resizing")));
         }
@@ -37,7 +35,32 @@ impl State {
         if ks.replicas as usize > live.len() {
             return Err(Reject::bad(format!("new shards need {} distinct stores but only {} are alive", ks.replicas, live.len())));
         }
-        Ok(Some(place(&live, self.load(), shards - ks.shards, ks.replicas)))
+        Ok(Some(if shards > ks.shards { place(&live, self.load(), shards - ks.shards, ks.replicas) } else { Vec::new() }))
+    }
+
+    /// The shards receiving keys in the resize in progress, and the shards giving them:
+    /// growing m -> n: [m, n) from [0, m); shrinking n -> m: [0, m) from [m, n).
+    pub fn resize_ranges(&self, name: &str) -> Option<(std::ops::Range<u32>, std::ops::Range<u32>)> {
+        let ks = self.keyspaces.get(name)?;
+        let (from, to) = (ks.shards, ks.resizing_to);
+        match to {
+            0 => None,
+            _ if to > from => Some((from..to, 0..from)),
+            _ => Some((0..to, to..from)),
+        }
+    }
+
+    /// Every replica of the shards in `range`, with layout shard count `shards`.
+    pub fn shard_infos(&self, name: &str, range: std::ops::Range<u32>, shards: u32) -> Vec<(String, ShardInfo)> {
+        let Some(ks) = self.keyspaces.get(name) else { return Vec::new() };
+        range
+            .filter_map(|shard| ks.placement.get(shard as usize).map(|row| (shard, row)))
+            .flat_map(|(shard, row)| {
+                row.iter().enumerate().map(move |(replica, store)| {
+                    (store.clone(), ShardInfo { keyspace: name.to_owned(), shard, shards, replica: replica as u32, replicas: ks.replicas })
+                })
+            })
+            .collect()
     }
 
     /// Lists the new shards (marking the keyspace busy) and bumps the version.
@@ -53,53 +76,18 @@ impl State {
         true
     }
 
-    /// Every replica of the new shards, as shard infos for their stores.
-    pub fn new_shard_infos(&self, name: &str) -> Vec<(String, ShardInfo)> {
-        let Some(ks) = self.keyspaces.get(name) else { return Vec::new() };
-        let to = ks.resizing_to;
-        ks.placement
-            .iter()
-            .enumerate()
-            .skip(ks.shards as usize)
-            .flat_map(|(shard, row)| {
-                row.iter().enumerate().map(move |(replica, store)| {
-                    (store.clone(), ShardInfo { keyspace: name.to_owned(), shard: shard as u32, shards: to, replica: replica as u32, replicas: ks.replicas })
-                })
-            })
-            .collect()
-    }
-
-    /// Every replica of the old shards with the shard count `shards` (their layout).
-    pub fn old_shard_infos(&self, name: &str, shards: u32) -> Vec<(String, ShardInfo)> {
-        let Some(ks) = self.keyspaces.get(name) else { return Vec::new() };
-        ks.placement
-            .iter()
-            .enumerate()
-            .take(ks.shards as usize)
-            .flat_map(|(shard, row)| {
-                row.iter().enumerate().map(move |(replica, store)| {
-                    (store.clone(), ShardInfo { keyspace: name.to_owned(), shard: shard as u32, shards, replica: replica as u32, replicas: ks.replicas })
-                })
-            })
-            .collect()
-    }
-
-    /// True when every live replica of every new shard reports its copy from every live replica
-    /// of every old shard as caught up (and, with `drained`, with nothing left to apply).
+    /// True when every live replica of every receiving shard reports its copy from every live
+    /// replica of every giving shard as caught up (and, with `drained`, with nothing left).
     pub fn resize_copied(&self, name: &str, drained: bool) -> bool {
-        let Some(ks) = self.keyspaces.get(name) else { return false };
+        let (Some(ks), Some((targets, sources))) = (self.keyspaces.get(name), self.resize_ranges(name)) else { return false };
         let up = |s: &String| self.stores.get(s).is_some_and(|r| r.up);
-        let sources: Vec<String> = ks
-            .placement
-            .iter()
-            .take(ks.shards as usize)
-            .enumerate()
-            .flat_map(|(s, row)| row.iter().filter(|p| up(p)).map(move |p| source_peer(p, s as u32)))
-            .collect();
-        ks.placement.iter().enumerate().skip(ks.shards as usize).all(|(t, row)| {
-            row.iter().filter(|s| up(s)).all(|store| {
-                sources.iter().all(|src| self.lags_of(store, name, t as u32).any(|l| l.peer == *src && l.caught_up && (!drained || l.entries == 0)))
-            })
+        let row = |shard: u32| ks.placement.get(shard as usize).map(Vec::as_slice).unwrap_or_default();
+        let sources: Vec<String> = sources.flat_map(|s| row(s).iter().filter(|p| up(p)).map(move |p| source_peer(p, s))).collect();
+        targets.into_iter().all(|t| {
+            row(t)
+                .iter()
+                .filter(|s| up(s))
+                .all(|store| sources.iter().all(|src| self.lags_of(store, name, t).any(|l| l.peer == *src && l.caught_up && (!drained || l.entries == 0))))
         })
     }
 
@@ -107,6 +95,7 @@ impl State {
     pub fn commit_resize(&mut self, name: &str, now_ms: u64) {
         if let Some(ks) = self.keyspaces.get_mut(name) {
             ks.shards = ks.resizing_to;
+            ks.placement.truncate(ks.shards as usize);
             ks.resizing_to = 0;
         }
         self.end(name);
@@ -137,14 +126,14 @@ mod tests {
         }
         s.commit_create("ks", 2, 1, vec![vec!["a".into()], vec!["b".into()]], 2);
         assert_eq!(s.plan_resize("ks", 2).unwrap(), None);
-        assert!(s.plan_resize("ks", 1).is_err(), "shrink not supported yet");
         let rows = s.plan_resize("ks", 3).unwrap().unwrap();
         assert_eq!(rows, vec![vec!["c".to_owned()]], "least-loaded store");
         assert!(s.begin_resize("ks", 3, rows, 3));
         let table = s.table("ks");
         assert_eq!((table.shards, table.resizing_to, table.routes.len()), (2, 3, 3));
-        assert_eq!(s.new_shard_infos("ks")[0].1.shards, 3);
-        assert_eq!(s.old_shard_infos("ks", 3).len(), 2);
+        assert_eq!(s.resize_ranges("ks"), Some((2..3, 0..2)));
+        assert_eq!(s.shard_infos("ks", 2..3, 3)[0].1.shards, 3);
+        assert_eq!(s.shard_infos("ks", 0..2, 3).len(), 2);
         assert!(!s.resize_copied("ks", false));
         let lag = |peer: &str, entries| ReplicaLag { keyspace: "ks".into(), shard: 2, peer: peer.into(), entries, lag_ms: 0, caught_up: true };
         let g = s.stores["c"].generation;
@@ -155,5 +144,21 @@ mod tests {
         s.commit_resize("ks", 6);
         let table = s.table("ks");
         assert_eq!((table.shards, table.resizing_to, table.routes.len()), (3, 0, 3));
+
+        // Shrink 3 -> 1: shard 0 receives from shards 1 and 2, then the extra rows go.
+        assert_eq!(s.plan_resize("ks", 1).unwrap(), Some(Vec::new()));
+        assert!(s.begin_resize("ks", 1, Vec::new(), 7));
+        assert_eq!(s.resize_ranges("ks"), Some((0..1, 1..3)));
+        let table = s.table("ks");
+        assert_eq!((table.shards, table.resizing_to, table.routes.len()), (3, 1, 3));
+        let lag0 = |peer: &str| ReplicaLag { keyspace: "ks".into(), shard: 0, peer: peer.into(), entries: 0, lag_ms: 0, caught_up: true };
+        let ga = s.stores["a"].generation;
+        s.heartbeat("a", ga, vec![lag0("b#1")], 8);
+        assert!(!s.resize_copied("ks", true), "shard 2 not copied yet");
+        s.heartbeat("a", ga, vec![lag0("b#1"), lag0("c#2")], 9);
+        assert!(s.resize_copied("ks", true));
+        s.commit_resize("ks", 10);
+        let table = s.table("ks");
+        assert_eq!((table.shards, table.resizing_to, table.routes.len()), (1, 0, 1));
     }
 }

@@ -119,9 +119,21 @@ async fn manage(mut tables: mpsc::UnboundedReceiver<RoutingTable>, registry: Arc
     }
 }
 
+/// During a resize, the shards receiving keys and the shards giving them: growing m -> n:
+/// [m, n) from [0, m); shrinking n -> m: [0, m) from [m, n).
+fn resize_ranges(table: &RoutingTable) -> Option<(std::ops::Range<u32>, std::ops::Range<u32>)> {
+    let (from, to) = (table.shards, table.resizing_to);
+    match to {
+        0 => None,
+        _ if to > from => Some((from..to, 0..from)),
+        _ if to < from => Some((0..to, to..from)),
+        _ => None,
+    }
+}
+
 /// The followers this store should run for a keyspace's table: for every shard it holds, one
-/// per other replica of the shard; and while the keyspace grows, for every new shard it holds,
-/// one per replica of every old shard (named `store#shard`), copying the keys that move.
+/// per other replica of the shard; and during a resize, for every receiving shard it holds, one
+/// per replica of every giving shard (named `store#shard`), copying the keys that move.
 fn wanted_followers(table: &RoutingTable, registry: &Registry, me: &str) -> HashMap<FollowerKey, Source> {
     let mut wanted = HashMap::new();
     if !table.exists {
@@ -135,11 +147,13 @@ fn wanted_followers(table: &RoutingTable, registry: &Registry, me: &str) -> Hash
         for peer in replicas.iter().filter(|r| r.store_id != me && !r.address.is_empty()) {
             wanted.insert((table.keyspace.clone(), shard, peer.store_id.clone()), Source { address: peer.address.clone(), shard });
         }
-        if table.resizing_to > table.shards && shard >= table.shards {
-            for (source, replicas) in table.routes.iter().enumerate().take(table.shards as usize) {
-                for peer in replicas.iter().filter(|r| !r.address.is_empty()) {
-                    let name = format!("{}#{source}", peer.store_id);
-                    wanted.insert((table.keyspace.clone(), shard, name), Source { address: peer.address.clone(), shard: source as u32 });
+        if let Some((targets, sources)) = resize_ranges(table) {
+            if targets.contains(&shard) {
+                for source in sources {
+                    for peer in table.routes.get(source as usize).into_iter().flatten().filter(|r| !r.address.is_empty()) {
+                        let name = format!("{}#{source}", peer.store_id);
+                        wanted.insert((table.keyspace.clone(), shard, name), Source { address: peer.address.clone(), shard: source });
+                    }
                 }
             }
         }
@@ -208,7 +222,10 @@ async fn connect_peer(address: &str, request: &[u8]) -> Result<BufReader<TcpStre
 async fn follow_once(ctx: &FollowCtx) -> Result<(), String> {
     let (keyspace, shard, peer) = &ctx.key;
     let replica = ctx.registry.get(keyspace, *shard).ok_or("replica no longer held")?;
-    let after = replica.peer_position(peer).map_err(|e| e.to_string())?;
+    let Some(after) = replica.peer_position(peer).map_err(|e| e.to_string())? else {
+        // Never copied from this peer: its log only has its own writes, so start from a snapshot.
+        return bootstrap(ctx, &replica).await;
+    };
     let mut request = Vec::new();
     FrameEncoder::new().tail(&mut request, keyspace, ctx.source.shard, after, &ctx.me);
     let mut reader = connect_peer(&ctx.source.address, &request).await?;

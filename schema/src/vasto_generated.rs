@@ -3537,8 +3537,9 @@ pub enum RoutingTableOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
 /// Master -> client. `exists` is false when the keyspace is unknown or was deleted.
-/// While a keyspace grows, `resizing_to` is the new shard count and `routes` already lists the
-/// new shards after the first `shards` (clients hash by `shards` and ignore the extra rows).
+/// While a keyspace is resized, `resizing_to` is the new shard count; when growing, `routes`
+/// already lists the new shards after the first `shards` (clients hash by `shards` and ignore
+/// the extra rows).
 pub struct RoutingTable<'a> {
   pub _tab: flatbuffers::Table<'a>,
 }
@@ -4057,7 +4058,7 @@ impl core::fmt::Debug for ReplaceStore<'_> {
 pub enum ResizeKeyspaceOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// Admin -> master: change the number of shards of `keyspace` (only growing, for now).
+/// Admin -> master: change the number of shards of `keyspace` (grow or shrink).
 pub struct ResizeKeyspace<'a> {
   pub _tab: flatbuffers::Table<'a>,
 }
