@@ -9,12 +9,6 @@ use std::time::{Duration, Instant};
 use vasto_client::{Client, PutOptions};
 use vasto_wire::{frame_len, parse_frame, Status, DEFAULT_MAX_FRAME, LEN_PREFIX};
 
-fn routes(cluster: &Cluster, keyspace: &str) -> Vec<String> {
-    let s = cluster.status().expect("status");
-    let ks = s["keyspaces"].as_array().unwrap().iter().find(|k| k["name"] == keyspace).expect("keyspace in status").clone();
-    ks["routes"].as_array().unwrap().iter().map(|r| r[0]["address"].as_str().unwrap().to_owned()).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_keys_round_trip_and_spread_over_all_shards() {
     let cluster = Cluster::start(3);
@@ -40,7 +34,7 @@ async fn ten_thousand_keys_round_trip_and_spread_over_all_shards() {
     }
 
     // Every shard physically holds its share, on the store the routing table names.
-    let table = routes(&cluster, "users");
+    let table: Vec<String> = cluster.routes("users").1.into_iter().map(|row| row[0].clone()).collect();
     assert_eq!(table.len(), 6);
     let mut total = 0;
     for (shard, addr) in table.iter().enumerate() {

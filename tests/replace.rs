@@ -7,12 +7,6 @@ use vasto_client::Client;
 
 const SHARDS: u32 = 4;
 
-fn routes(cluster: &Cluster, keyspace: &str) -> Vec<Vec<String>> {
-    let s = cluster.status().expect("status");
-    let ks = s["keyspaces"].as_array().unwrap().iter().find(|k| k["name"] == keyspace).expect("keyspace").clone();
-    ks["routes"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|x| x["address"].as_str().unwrap().to_owned()).collect()).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replacing_a_store_under_load_loses_nothing() {
     let mut cluster = Cluster::start(3);
@@ -57,7 +51,7 @@ async fn replacing_a_store_under_load_loses_nothing() {
         ks.put(&k, &v).await.unwrap();
         acked.push((k, v));
     }
-    let table = routes(&cluster, "rp");
+    let table = cluster.routes("rp").1;
     assert!(table.iter().flatten().all(|a| *a != cluster.store_addrs[0]), "the old store holds no replica: {table:?}");
     assert!(table.iter().flatten().any(|a| *a == cluster.store_addrs[3]), "the new store took over: {table:?}");
     assert!(table.iter().all(|row| row.len() == 2), "back to 2 replicas per shard: {table:?}");
@@ -125,13 +119,13 @@ async fn a_cancelled_replace_rolls_back() {
         )
     });
     // Cancel as soon as the join shows in the routing table.
-    wait_for("the join to start", Duration::from_secs(20), || routes(&cluster, "cx").iter().any(|row| row.len() == 3).then_some(()));
+    wait_for("the join to start", Duration::from_secs(20), || cluster.routes("cx").1.iter().any(|row| row.len() == 3).then_some(()));
     let out = cluster.vasto(&["admin", "--master", &cluster.master_addr, "cancel", "cx"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = replace.await.unwrap();
     assert!(!out.status.success(), "a cancelled replace reports failure");
     assert!(String::from_utf8_lossy(&out.stderr).contains("cancelled"), "{}", String::from_utf8_lossy(&out.stderr));
-    let table = routes(&cluster, "cx");
+    let table = cluster.routes("cx").1;
     assert!(table.iter().all(|row| row.len() == 2), "back to 2 replicas per shard: {table:?}");
     assert!(table.iter().flatten().all(|a| *a != cluster.store_addrs[3]), "the new store holds nothing: {table:?}");
     assert_eq!(ks.get(b"k7999").await.unwrap().as_deref(), Some(&value[..]));

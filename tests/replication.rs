@@ -9,16 +9,9 @@ use vasto_client::Client;
 
 const SHARDS: u32 = 4;
 
-/// Replica store addresses of every shard, from `admin status`.
-fn replica_addrs(cluster: &Cluster, keyspace: &str) -> Vec<Vec<String>> {
-    let s = cluster.status().expect("status");
-    let ks = s["keyspaces"].as_array().unwrap().iter().find(|k| k["name"] == keyspace).expect("keyspace").clone();
-    ks["routes"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|x| x["address"].as_str().unwrap().to_owned()).collect()).collect()
-}
-
 /// Waits until every replica of every shard holds exactly `expected` for each key.
 fn assert_all_replicas_hold(cluster: &Cluster, keyspace: &str, expected: &[(Vec<u8>, Vec<u8>)]) {
-    let replicas = replica_addrs(cluster, keyspace);
+    let replicas = cluster.routes(keyspace).1;
     for (shard, addrs) in replicas.iter().enumerate() {
         let (keys, values): (Vec<Vec<u8>>, Vec<Vec<u8>>) = expected.iter().filter(|(k, _)| vasto_hash::shard_of(k, SHARDS) == shard as u32).cloned().unzip();
         for addr in addrs {
@@ -146,7 +139,7 @@ async fn with_the_master_dead_clients_fail_over_on_their_own() {
 fn concurrent_writes_to_different_replicas_converge() {
     let cluster = Cluster::start(2);
     cluster.create_keyspace("conv", SHARDS, 2);
-    let replicas = replica_addrs(&cluster, "conv");
+    let replicas = cluster.routes("conv").1;
     let base = vasto_client::now_ns();
     let mut expected = Vec::new();
     // For each key, three writes with shuffled event times, each sent to a different replica.

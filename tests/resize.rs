@@ -7,14 +7,6 @@ use std::time::Duration;
 use vasto_client::Client;
 use vasto_wire::Status;
 
-fn routes(cluster: &Cluster, keyspace: &str) -> (u64, Vec<Vec<String>>) {
-    let s = cluster.status().expect("status");
-    let ks = s["keyspaces"].as_array().unwrap().iter().find(|k| k["name"] == keyspace).expect("keyspace").clone();
-    let rows =
-        ks["routes"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|x| x["address"].as_str().unwrap().to_owned()).collect()).collect();
-    (ks["shards"].as_u64().unwrap(), rows)
-}
-
 /// Acknowledged (key, value) writes.
 type Acked = Vec<(Vec<u8>, Vec<u8>)>;
 
@@ -71,8 +63,8 @@ async fn resize_under_load(cluster: &Cluster, ks: &vasto_client::Keyspace, shard
 /// Everything reads back through the client, every replica holds its shard's keys, and shard 0
 /// refuses a key it does not own.
 async fn check(cluster: &Cluster, ks: &vasto_client::Keyspace, shards: u32, acked: &[(Vec<u8>, Vec<u8>)]) {
-    let (listed, table) = routes(cluster, "gr");
-    assert_eq!((listed, table.len()), (u64::from(shards), shards as usize));
+    let (listed, table) = cluster.routes("gr");
+    assert_eq!((listed, table.len()), (shards, shards as usize));
     assert_eq!(ks.routing_table().unwrap().shards, shards, "the client has the new table");
     for (k, v) in acked {
         assert_eq!(ks.get(k).await.unwrap().as_deref(), Some(v.as_slice()), "{}", String::from_utf8_lossy(k));

@@ -217,25 +217,13 @@ pub(crate) async fn replace_store(shared: &Shared, name: &str, from: &str, to: &
 
 /// Polls the joining store's reported lags until it has caught up with every live peer.
 async fn wait_caught_up(shared: &Shared, name: &str, to: &str) -> Result<(), Reject> {
-    let deadline = Instant::now() + JOIN_TIMEOUT;
-    loop {
-        {
-            let mut hub = shared.lock();
-            if hub.state.take_cancel(name) {
-                return Err(Reject::bad(format!("the replace on {name} was cancelled")));
-            }
-            if hub.state.join_caught_up(name, to) {
-                return Ok(());
-            }
-            if !hub.state.stores.get(to).is_some_and(|s| s.up) {
-                return Err(Reject::new(Status::Unavailable, format!("store {to} went down while joining {name}")));
-            }
+    poll_until(shared, name, "replace", JOIN_TIMEOUT, true, |state| {
+        if !state.stores.get(to).is_some_and(|s| s.up) {
+            return Err(Reject::new(Status::Unavailable, format!("store {to} went down while joining {name}")));
         }
-        if Instant::now() > deadline {
-            return Err(Reject::new(Status::Unavailable, format!("store {to} did not catch up within {JOIN_TIMEOUT:?}")));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+        Ok(state.join_caught_up(name, to))
+    })
+    .await
 }
 
 /// After the old copies are frozen, waits until every other replica of their shards (the joining
@@ -244,13 +232,32 @@ async fn wait_drained(shared: &Shared, name: &str, from: &str) -> Result<(), Rej
     // Let the followers hear the frozen store's final head (keep-alives every 500 ms) and report
     // it (heartbeats every 250 ms) before trusting the reports.
     tokio::time::sleep(DRAIN_SETTLE).await;
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    poll_until(shared, name, "drain", DRAIN_TIMEOUT, false, |state| Ok(state.drained(name, from))).await
+}
+
+/// Re-checks `done` against the state every 100 ms until it holds, it fails, a cancel of the
+/// operation on `name` is requested (when `cancellable`), or `timeout` passes.
+async fn poll_until(
+    shared: &Shared,
+    name: &str,
+    what: &str,
+    timeout: std::time::Duration,
+    cancellable: bool,
+    mut done: impl FnMut(&crate::state::State) -> Result<bool, Reject>,
+) -> Result<(), Reject> {
+    let deadline = Instant::now() + timeout;
     loop {
-        if shared.lock().state.drained(name, from) {
-            return Ok(());
+        {
+            let mut hub = shared.lock();
+            if cancellable && hub.state.take_cancel(name) {
+                return Err(Reject::bad(format!("the {what} of {name} was cancelled")));
+            }
+            if done(&hub.state)? {
+                return Ok(());
+            }
         }
         if Instant::now() > deadline {
-            return Err(Reject::new(Status::Unavailable, format!("the replicas of {name} did not drain store {from} within {DRAIN_TIMEOUT:?}")));
+            return Err(Reject::new(Status::Unavailable, format!("the {what} of {name} did not finish within {timeout:?}")));
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
@@ -335,23 +342,9 @@ pub(crate) async fn resize_keyspace(shared: &Shared, name: &str, shards: u32) ->
     (Status::Ok, format!("keyspace {name} now has {shards} shards"))
 }
 
-/// Waits until the new shards have copied from every old replica (and with `drained`, applied
-/// everything), honouring cancels.
+/// Waits until the receiving shards have copied from every giving replica (and with
+/// `drained`, applied everything), honouring cancels.
 async fn wait_resize(shared: &Shared, name: &str, drained: bool) -> Result<(), Reject> {
-    let deadline = Instant::now() + if drained { DRAIN_TIMEOUT } else { JOIN_TIMEOUT };
-    loop {
-        {
-            let mut hub = shared.lock();
-            if hub.state.take_cancel(name) {
-                return Err(Reject::bad(format!("the resize of {name} was cancelled")));
-            }
-            if hub.state.resize_copied(name, drained) {
-                return Ok(());
-            }
-        }
-        if Instant::now() > deadline {
-            return Err(Reject::new(Status::Unavailable, format!("the new shards of {name} did not catch up in time")));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let timeout = if drained { DRAIN_TIMEOUT } else { JOIN_TIMEOUT };
+    poll_until(shared, name, "resize", timeout, true, |state| Ok(state.resize_copied(name, drained))).await
 }

@@ -42,12 +42,7 @@ impl State {
     /// growing m -> n: [m, n) from [0, m); shrinking n -> m: [0, m) from [m, n).
     pub fn resize_ranges(&self, name: &str) -> Option<(std::ops::Range<u32>, std::ops::Range<u32>)> {
         let ks = self.keyspaces.get(name)?;
-        let (from, to) = (ks.shards, ks.resizing_to);
-        match to {
-            0 => None,
-            _ if to > from => Some((from..to, 0..from)),
-            _ => Some((0..to, to..from)),
-        }
+        vasto_wire::resize_ranges(ks.shards, ks.resizing_to)
     }
 
     /// Every replica of the shards in `range`, with layout shard count `shards`.

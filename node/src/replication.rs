@@ -119,18 +119,6 @@ async fn manage(mut tables: mpsc::UnboundedReceiver<RoutingTable>, registry: Arc
     }
 }
 
-/// During a resize, the shards receiving keys and the shards giving them: growing m -> n:
-/// [m, n) from [0, m); shrinking n -> m: [0, m) from [m, n).
-fn resize_ranges(table: &RoutingTable) -> Option<(std::ops::Range<u32>, std::ops::Range<u32>)> {
-    let (from, to) = (table.shards, table.resizing_to);
-    match to {
-        0 => None,
-        _ if to > from => Some((from..to, 0..from)),
-        _ if to < from => Some((0..to, to..from)),
-        _ => None,
-    }
-}
-
 /// The followers this store should run for a keyspace's table: for every shard it holds, one
 /// per other replica of the shard; and during a resize, for every receiving shard it holds, one
 /// per replica of every giving shard (named `store#shard`), copying the keys that move.
@@ -147,7 +135,7 @@ fn wanted_followers(table: &RoutingTable, registry: &Registry, me: &str) -> Hash
         for peer in replicas.iter().filter(|r| r.store_id != me && !r.address.is_empty()) {
             wanted.insert((table.keyspace.clone(), shard, peer.store_id.clone()), Source { address: peer.address.clone(), shard });
         }
-        if let Some((targets, sources)) = resize_ranges(table) {
+        if let Some((targets, sources)) = vasto_wire::resize_ranges(table.shards, table.resizing_to) {
             if targets.contains(&shard) {
                 for source in sources {
                     for peer in table.routes.get(source as usize).into_iter().flatten().filter(|r| !r.address.is_empty()) {

@@ -133,6 +133,20 @@ impl Cluster {
         out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
     }
 
+    /// The replica addresses of every shard of `keyspace` (`[shard][replica]`), as `admin status`
+    /// lists them, and the keyspace's shard count.
+    pub fn routes(&self, keyspace: &str) -> (u32, Vec<Vec<String>>) {
+        let s = self.status().expect("status");
+        let ks = s["keyspaces"].as_array().expect("keyspaces").iter().find(|k| k["name"] == keyspace).expect("keyspace in status").clone();
+        let rows = ks["routes"]
+            .as_array()
+            .expect("routes")
+            .iter()
+            .map(|r| r.as_array().expect("replicas").iter().map(|x| x["address"].as_str().unwrap_or_default().to_owned()).collect())
+            .collect();
+        (ks["shards"].as_u64().unwrap_or(0) as u32, rows)
+    }
+
     pub fn wait_stores_up(&self, n: usize) {
         wait_for(&format!("{n} stores up"), Duration::from_secs(30), || {
             let s = self.status()?;

@@ -121,3 +121,15 @@ impl RoutingTable {
 
 /// Upper bound on the rows a decoded routing table allocates, whatever a peer claims.
 const MAX_DECODED_ROWS: u32 = 1 << 16;
+
+/// During a resize from `shards` to `resizing_to` shards: the shards receiving keys and the
+/// shards giving them. Growing m -> n: [m, n) from [0, m); shrinking n -> m: [0, m) from [m, n).
+/// `None` when not resizing (`resizing_to` 0 or equal).
+pub fn resize_ranges(shards: u32, resizing_to: u32) -> Option<(std::ops::Range<u32>, std::ops::Range<u32>)> {
+    match resizing_to {
+        0 => None,
+        to if to > shards => Some((shards..to, 0..shards)),
+        to if to < shards => Some((0..to, to..shards)),
+        _ => None,
+    }
+}

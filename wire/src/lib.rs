@@ -14,7 +14,7 @@ mod frame;
 #[cfg(feature = "tokio")]
 mod tokio_io;
 
-pub use control::{ReplicaLag, ReplicaRoute, RoutingTable, ShardInfo};
+pub use control::{resize_ranges, ReplicaLag, ReplicaRoute, RoutingTable, ShardInfo};
 pub use encode::{BatchOpRef, EntriesBuilder, FrameEncoder};
 pub use error::WireError;
 pub use frame::{frame_len, parse_frame, read_frame_blocking, write_len_prefix, LEN_PREFIX};
