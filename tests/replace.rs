@@ -25,24 +25,8 @@ async fn replacing_a_store_under_load_loses_nothing() {
     cluster.start_store(3);
     cluster.wait_stores_up(4);
     let (from, to) = (cluster.store_addrs[0].clone(), cluster.store_addrs[3].clone());
-    let master = cluster.master_addr.clone();
-    let replace = tokio::task::spawn_blocking({
-        let bin = common::VASTO;
-        move || {
-            common::run_bounded(
-                std::process::Command::new(bin).args(["admin", "--master", &master, "replace-store", "rp", "--from", &from, "--to", &to]),
-                Duration::from_secs(120),
-            )
-        }
-    });
-    let mut i = 0;
-    while !replace.is_finished() {
-        let (k, v) = (format!("during:{i}").into_bytes(), format!("{i}").into_bytes());
-        ks.put(&k, &v).await.expect("writes never fail during a replace");
-        acked.push((k, v));
-        i += 1;
-    }
-    let out = replace.await.unwrap();
+    let args = ["admin", "--master", &cluster.master_addr, "replace-store", "rp", "--from", &from, "--to", &to].map(String::from).to_vec();
+    let (out, i) = common::while_writing(args, &ks, "during", &mut acked).await;
     assert!(out.status.success(), "replace-store failed: {}", String::from_utf8_lossy(&out.stderr));
     assert!(i > 0);
     eprintln!("{i} writes acknowledged while the replace ran");

@@ -1,7 +1,7 @@
 //! End-to-end replication: 3 stores, keyspace of 4 shards x 2 replicas, real processes.
 mod common;
 
-use common::{wait_for, Cluster, Raw};
+use common::{wait_for, Acked, Cluster, Raw};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,9 +31,6 @@ fn assert_all_replicas_hold(cluster: &Cluster, keyspace: &str, expected: &[(Vec<
         }
     }
 }
-
-/// Acknowledged (key, value) writes.
-type Acked = Vec<(Vec<u8>, Vec<u8>)>;
 
 struct Writer {
     stop: Arc<AtomicBool>,

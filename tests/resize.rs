@@ -2,13 +2,10 @@
 //! ends up served by its owning shard only.
 mod common;
 
-use common::{wait_for, Cluster, Raw};
+use common::{wait_for, Acked, Cluster, Raw};
 use std::time::Duration;
 use vasto_client::Client;
 use vasto_wire::Status;
-
-/// Acknowledged (key, value) writes.
-type Acked = Vec<(Vec<u8>, Vec<u8>)>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn growing_then_shrinking_under_load_loses_nothing() {
@@ -37,20 +34,8 @@ async fn growing_then_shrinking_under_load_loses_nothing() {
 
 /// Resizes `gr` to `shards` with the CLI while writing; every write must succeed.
 async fn resize_under_load(cluster: &Cluster, ks: &vasto_client::Keyspace, shards: u32, tag: &str, acked: &mut Acked) {
-    let master = cluster.master_addr.clone();
-    let n = shards.to_string();
-    let resize = tokio::task::spawn_blocking(move || {
-        let args = ["admin", "--master", &master, "resize", "gr", "--shards", &n];
-        common::run_bounded(std::process::Command::new(common::VASTO).args(args), Duration::from_secs(120))
-    });
-    let mut i = 0;
-    while !resize.is_finished() {
-        let (k, v) = (format!("{tag}-during:{i}").into_bytes(), format!("{i}").into_bytes());
-        ks.put(&k, &v).await.expect("writes never fail during a resize");
-        acked.push((k, v));
-        i += 1;
-    }
-    let out = resize.await.unwrap();
+    let args = ["admin", "--master", &cluster.master_addr, "resize", "gr", "--shards", &shards.to_string()].map(String::from).to_vec();
+    let (out, i) = common::while_writing(args, ks, &format!("{tag}-during"), acked).await;
     assert!(out.status.success(), "resize to {shards} failed: {}", String::from_utf8_lossy(&out.stderr));
     eprintln!("{i} writes acknowledged while resizing to {shards}");
     for i in 0..300 {

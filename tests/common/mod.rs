@@ -277,3 +277,21 @@ impl Raw {
         assert_eq!(r.status(), Status::Ok, "{}", r.message().unwrap_or_default());
     }
 }
+
+/// Acknowledged (key, value) writes.
+pub type Acked = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Runs `vasto ARGS` in the background (bounded to 120 s) while writing `{tag}:{i}` keys to
+/// `ks` back to back; every write must succeed. Returns the command's output and the number of
+/// writes acknowledged meanwhile (appended to `acked`).
+pub async fn while_writing(args: Vec<String>, ks: &vasto_client::Keyspace, tag: &str, acked: &mut Acked) -> (Output, usize) {
+    let command = tokio::task::spawn_blocking(move || run_bounded(Command::new(VASTO).args(&args), Duration::from_secs(120)));
+    let mut i = 0;
+    while !command.is_finished() {
+        let (k, v) = (format!("{tag}:{i}").into_bytes(), format!("{i}").into_bytes());
+        ks.put(&k, &v).await.unwrap_or_else(|e| panic!("write {tag}:{i} failed while the command ran: {e}"));
+        acked.push((k, v));
+        i += 1;
+    }
+    (command.await.expect("command thread"), i)
+}
