@@ -8,7 +8,6 @@
 //!
 //! (RocksDB's WAL read with `get_updates_since` was the first choice, but it finds a position by
 //! reading the WAL file from its start: under load every wake-up of a tail cost O(WAL size).)
-use crate::header::mark_replicated;
 use crate::shard::Shard;
 use crate::EngineError;
 use rocksdb::WriteBatch;
@@ -81,16 +80,14 @@ impl Shard {
         Ok(read)
     }
 
-    /// Applies writes replicated from `peer` through the last-writer-wins merge (each value
-    /// marked as replicated, and not logged), atomically with the new position, so a restarted
-    /// follower resumes exactly after what it applied.
+    /// Applies writes replicated from `peer` through the last-writer-wins merge (not logged, so
+    /// never sent on), atomically with the new position, so a restarted follower resumes exactly
+    /// after what it applied.
     pub fn apply_replicated<'a>(&self, peer: &str, entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>, position: u64) -> Result<(), EngineError> {
         let mut batch = WriteBatch::default();
         batch.put_cf(self.meta_cf()?, position_key(peer), position.to_le_bytes());
-        let mut marked = Vec::new();
         for (k, v) in entries {
-            mark_replicated(v, &mut marked);
-            batch.merge(k, &marked);
+            batch.merge(k, v);
         }
         self.db().write_opt(batch, self.write_options())?;
         Ok(())

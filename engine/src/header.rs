@@ -1,31 +1,11 @@
 //! The stored value format and the last-writer-wins order.
 //!
 //! Stored value = 17-byte header + user bytes. Header: event time (u64 LE, ns since the Unix
-//! epoch), expiry (u64 LE, ns since the epoch, 0 = never), flags (u8, bit 0 = tombstone, bit 1 =
-//! applied from a peer replica; that bit takes no part in the last-writer-wins order).
+//! epoch), expiry (u64 LE, ns since the epoch, 0 = never), flags (u8, bit 0 = tombstone).
 
 /// Length of the header in front of every stored value.
 pub const HEADER_LEN: usize = 17;
 const TOMBSTONE: u8 = 1;
-const REPLICATED: u8 = 2;
-
-/// True when a stored value was applied from a peer replica rather than written here
-/// (replication never sends such values on). Values too short to carry a header are not.
-#[inline]
-pub fn is_replicated(stored: &[u8]) -> bool {
-    stored.get(HEADER_LEN - 1).is_some_and(|f| f & REPLICATED != 0)
-}
-
-/// Copies `stored` into `out` with the replicated bit set (values without a header are copied as is).
-#[inline]
-pub fn mark_replicated(stored: &[u8], out: &mut Vec<u8>) {
-    out.clear();
-    out.extend_from_slice(stored);
-    if let Some(f) = out.get_mut(HEADER_LEN - 1) {
-        *f |= REPLICATED;
-    }
-}
-
 /// The decoded header of a stored value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
@@ -135,17 +115,6 @@ mod tests {
         assert!(!newer(&value(1, false, b"z"), &value(2, false, b"a")));
         assert!(newer(&value(5, true, b""), &value(5, false, b"zzz")));
         assert!(newer(&value(1, false, b""), b"garbage"));
-    }
-
-    #[test]
-    fn the_replicated_bit_does_not_change_the_order() {
-        let local = value(5, false, b"v");
-        let mut copy = Vec::new();
-        mark_replicated(&local, &mut copy);
-        assert!(is_replicated(&copy) && !is_replicated(&local));
-        assert!(!newer(&copy, &local) && !newer(&local, &copy), "equal writes stay equal");
-        assert_eq!(Header::split(&copy).unwrap(), Header::split(&local).unwrap());
-        assert!(!is_replicated(b"short"));
     }
 
     #[test]

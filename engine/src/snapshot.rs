@@ -1,8 +1,7 @@
 //! Re-bootstrapping a replica that is too far behind its peer's change log: the peer exports a
 //! consistent copy of its user data as SST files, the follower ingests them. Entries are written
-//! as merge operands (marked replicated), so ingesting them goes through the last-writer-wins
-//! merge and never overwrites a newer write the follower already holds.
-use crate::header::mark_replicated;
+//! as merge operands, so ingesting them goes through the last-writer-wins merge and never
+//! overwrites a newer write the follower already holds.
 use crate::shard::Shard;
 use crate::EngineError;
 use rocksdb::SstFileWriter;
@@ -39,7 +38,6 @@ impl Shard {
         let mut it = snapshot.raw_iterator();
         it.seek_to_first();
         let mut files = Vec::new();
-        let mut marked = Vec::new();
         let mut writer: Option<SstFileWriter<'_>> = None;
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
             if writer.is_none() {
@@ -50,8 +48,7 @@ impl Shard {
                 writer = Some(w);
             }
             let Some(w) = writer.as_mut() else { break };
-            mark_replicated(v, &mut marked);
-            w.merge(k, &marked)?;
+            w.merge(k, v)?;
             if w.file_size() >= max_file_bytes {
                 w.finish()?;
                 writer = None;
@@ -78,7 +75,6 @@ impl Shard {
         let mut targets: Vec<(u32, Vec<PathBuf>)> = Vec::new();
         // One open writer per target; keys arrive in order, so each target's file is sorted.
         let mut writers: Vec<(u32, SstFileWriter<'_>)> = Vec::new();
-        let mut marked = Vec::new();
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
             let target = vasto_hash::shard_of(k, new_shards);
             if target != own {
@@ -101,9 +97,8 @@ impl Shard {
                         writers.len() - 1
                     }
                 };
-                mark_replicated(v, &mut marked);
                 let w = &mut writers[slot].1;
-                w.merge(k, &marked)?;
+                w.merge(k, v)?;
                 if w.file_size() >= max_file_bytes {
                     let (_, mut done) = writers.swap_remove(slot);
                     done.finish()?;

@@ -19,8 +19,6 @@ const SILENCE: Duration = Duration::from_secs(3);
 const LAG_REPORT: Duration = Duration::from_secs(10);
 /// How long a follower waits for the next piece of a snapshot (the first one waits for the export).
 const SNAPSHOT_SILENCE: Duration = Duration::from_secs(600);
-/// A position with no entries of ours behind it is saved only after this many sequence numbers.
-const POSITION_SAVE_GAP: u64 = 100_000;
 
 type FollowerKey = (String, u32, String);
 
@@ -238,10 +236,8 @@ async fn follow_once(ctx: &FollowCtx) -> Result<(), String> {
         let now = vasto_engine::now_ns();
         // A copy from another shard (resize) keeps only the keys this shard owns.
         let pairs = entries.iter().flat_map(|e| e.iter()).filter_map(|kv| Some((kv.key()?, kv.value()?))).filter(|(k, _)| replica.owns(k));
-        // Persist only with data (or after a long stretch of other peers' batches): persisting a
-        // bare position would itself be a write for the peer's tail to report, ping-pong forever.
-        let has_entries = entries.is_some_and(|e| !e.is_empty());
-        if has_entries || changes.position() >= saved + POSITION_SAVE_GAP {
+        // Positions only advance with entries of the peer's log; a keep-alive repeats the last one.
+        if changes.position() > saved {
             saved = changes.position();
             replica.apply_replicated(peer, pairs.clone(), changes.position()).map_err(|e| e.to_string())?;
             let mut lag = ctx.lag.lock().unwrap_or_else(|p| p.into_inner());
