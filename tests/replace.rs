@@ -14,11 +14,7 @@ async fn replacing_a_store_under_load_loses_nothing() {
     let ks = Client::connect(&cluster.master_addr).await.unwrap().keyspace("rp").await.unwrap();
     // Data written before, during and after the replace.
     let mut acked = Vec::new();
-    for i in 0..500 {
-        let (k, v) = (format!("before:{i}").into_bytes(), format!("{i}").into_bytes());
-        ks.put(&k, &v).await.unwrap();
-        acked.push((k, v));
-    }
+    common::put_numbered(&ks, "before", 500, &mut acked).await;
     // A fourth store joins the cluster, empty.
     cluster.store_addrs.push(format!("127.0.0.1:{}", common::free_port()));
     cluster.stores.push(None);
@@ -30,11 +26,7 @@ async fn replacing_a_store_under_load_loses_nothing() {
     assert!(out.status.success(), "replace-store failed: {}", String::from_utf8_lossy(&out.stderr));
     assert!(i > 0);
     eprintln!("{i} writes acknowledged while the replace ran");
-    for i in 0..200 {
-        let (k, v) = (format!("after:{i}").into_bytes(), format!("{i}").into_bytes());
-        ks.put(&k, &v).await.unwrap();
-        acked.push((k, v));
-    }
+    common::put_numbered(&ks, "after", 200, &mut acked).await;
     let table = cluster.routes("rp").1;
     assert!(table.iter().flatten().all(|a| *a != cluster.store_addrs[0]), "the old store holds no replica: {table:?}");
     assert!(table.iter().flatten().any(|a| *a == cluster.store_addrs[3]), "the new store took over: {table:?}");

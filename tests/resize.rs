@@ -13,11 +13,7 @@ async fn growing_then_shrinking_under_load_loses_nothing() {
     cluster.create_keyspace("gr", 2, 2);
     let ks = Client::connect(&cluster.master_addr).await.unwrap().keyspace("gr").await.unwrap();
     let mut acked = Vec::new();
-    for i in 0..3000 {
-        let (k, v) = (format!("before:{i}").into_bytes(), format!("{i}").into_bytes());
-        ks.put(&k, &v).await.unwrap();
-        acked.push((k, v));
-    }
+    common::put_numbered(&ks, "before", 3000, &mut acked).await;
     resize_under_load(&cluster, &ks, 5, "grow", &mut acked).await;
     check(&cluster, &ks, 5, &acked).await;
     resize_under_load(&cluster, &ks, 3, "shrink", &mut acked).await;
@@ -38,11 +34,7 @@ async fn resize_under_load(cluster: &Cluster, ks: &vasto_client::Keyspace, shard
     let (out, i) = common::while_writing(args, ks, &format!("{tag}-during"), acked).await;
     assert!(out.status.success(), "resize to {shards} failed: {}", String::from_utf8_lossy(&out.stderr));
     eprintln!("{i} writes acknowledged while resizing to {shards}");
-    for i in 0..300 {
-        let (k, v) = (format!("{tag}-after:{i}").into_bytes(), format!("{i}").into_bytes());
-        ks.put(&k, &v).await.unwrap();
-        acked.push((k, v));
-    }
+    common::put_numbered(ks, &format!("{tag}-after"), 300, acked).await;
 }
 
 /// Everything reads back through the client, every replica holds its shard's keys, and shard 0

@@ -20,6 +20,13 @@ impl State {
         self.lags_of(id, keyspace, shard).any(|l| self.is_lagging(l))
     }
 
+    /// True when store `id` last reported its copy of `shard` of `keyspace` from `peer` (a store
+    /// id, or `store#shard` for a resize copy) as caught up, and with `drained` also with
+    /// nothing left to apply.
+    pub fn reports_caught_up(&self, id: &str, keyspace: &str, shard: u32, peer: &str, drained: bool) -> bool {
+        self.lags_of(id, keyspace, shard).any(|l| l.peer == peer && l.caught_up && (!drained || l.entries == 0))
+    }
+
     /// The lags store `id` last reported for `shard` of `keyspace` (none while it is down).
     pub fn lags_of<'a>(&'a self, id: &str, keyspace: &'a str, shard: u32) -> impl Iterator<Item = &'a ReplicaLag> + 'a {
         let lags = self.stores.get(id).filter(|s| s.up).map_or(&[][..], |s| s.lags.as_slice());

@@ -83,7 +83,7 @@ impl State {
             ks.placement[j.shard as usize]
                 .iter()
                 .filter(|p| *p != to && self.stores.get(*p).is_some_and(|s| s.up))
-                .all(|peer| self.lags_of(to, name, j.shard).any(|l| l.peer == *peer && l.caught_up))
+                .all(|peer| self.reports_caught_up(to, name, j.shard, peer, false))
         })
     }
 
@@ -93,8 +93,7 @@ impl State {
         let Some(ks) = self.keyspaces.get(name) else { return false };
         ks.joining.iter().all(|j| {
             let row = ks.placement[j.shard as usize].iter().chain(std::iter::once(&j.store));
-            row.filter(|s| *s != from && self.stores.get(*s).is_some_and(|r| r.up))
-                .all(|s| self.lags_of(s, name, j.shard).any(|l| l.peer == from && l.caught_up && l.entries == 0))
+            row.filter(|s| *s != from && self.stores.get(*s).is_some_and(|r| r.up)).all(|s| self.reports_caught_up(s, name, j.shard, from, true))
         })
     }
 

@@ -78,12 +78,7 @@ impl State {
         let up = |s: &String| self.stores.get(s).is_some_and(|r| r.up);
         let row = |shard: u32| ks.placement.get(shard as usize).map(Vec::as_slice).unwrap_or_default();
         let sources: Vec<String> = sources.flat_map(|s| row(s).iter().filter(|p| up(p)).map(move |p| source_peer(p, s))).collect();
-        targets.into_iter().all(|t| {
-            row(t)
-                .iter()
-                .filter(|s| up(s))
-                .all(|store| sources.iter().all(|src| self.lags_of(store, name, t).any(|l| l.peer == *src && l.caught_up && (!drained || l.entries == 0))))
-        })
+        targets.into_iter().all(|t| row(t).iter().filter(|s| up(s)).all(|store| sources.iter().all(|src| self.reports_caught_up(store, name, t, src, drained))))
     }
 
     /// Switches the keyspace to its new shard count and bumps the version.

@@ -214,8 +214,7 @@ fn checked_key<'a>(shard: &Shard, key: Option<&'a [u8]>) -> Result<&'a [u8], Rej
     if key.len() > MAX_KEY_BYTES {
         return Err(reject(Status::TooLarge, "key larger than 64 KiB"));
     }
-    let (own, shards) = shard.layout();
-    if vasto_hash::shard_of(key, shards) != own {
+    if !shard.owns(key) {
         return Err(reject(Status::WrongShard, "key does not belong to this shard"));
     }
     Ok(key)

@@ -281,6 +281,15 @@ impl Raw {
 /// Acknowledged (key, value) writes.
 pub type Acked = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// Writes keys `{tag}:0..n` (value: the number) one after another; each must succeed.
+pub async fn put_numbered(ks: &vasto_client::Keyspace, tag: &str, n: usize, acked: &mut Acked) {
+    for i in 0..n {
+        let (k, v) = (format!("{tag}:{i}").into_bytes(), format!("{i}").into_bytes());
+        ks.put(&k, &v).await.unwrap_or_else(|e| panic!("write {tag}:{i} failed: {e}"));
+        acked.push((k, v));
+    }
+}
+
 /// Runs `vasto ARGS` in the background (bounded to 120 s) while writing `{tag}:{i}` keys to
 /// `ks` back to back; every write must succeed. Returns the command's output and the number of
 /// writes acknowledged meanwhile (appended to `acked`).
