@@ -7,6 +7,7 @@
 //! resize moved to other shards.
 //! This crate knows nothing of the network.
 
+mod census;
 mod changes;
 mod filter;
 pub mod header;
@@ -14,10 +15,13 @@ mod meta;
 mod shard;
 mod snapshot;
 
+pub use census::ShardCensus;
 pub use changes::ChangesRead;
+pub use filter::MAX_LAYOUT_SHARDS;
 pub use meta::{valid_keyspace_name, ShardMeta};
-pub use shard::{Shard, Write};
-pub use snapshot::{MovingFiles, SnapshotFiles};
+pub use shard::{LayoutRecord, Shard, Write};
+pub use snapshot::SnapshotFiles;
+pub use vasto_hash::ShardSelector;
 
 use rocksdb::{BlockBasedOptions, Cache, Options};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! One shard replica: a RocksDB instance with the user data (default column family), its
 //! metadata and replication positions (`meta`), and its change log (`log`, see `changes`).
-use crate::filter::Layout;
+use crate::filter::{Layout, MAX_LAYOUT_SHARDS};
 use crate::header::{self, encode_value, expiry_for, Header};
 use crate::{now_ns, EngineError, ShardMeta, ShardTuning};
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
@@ -10,16 +10,52 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-const META_CF: &str = "meta";
-const LOG_CF: &str = "log";
-/// Key, in `meta`, of the layout (shard, shards) the compaction filter keeps keys for.
-const LAYOUT_KEY: &[u8] = b"layout";
-const META_KEY: &[u8] = b"shard";
+pub(crate) const META_CF: &str = "meta";
+pub(crate) const LOG_CF: &str = "log";
+/// Key, in `meta`, of the layout: serving and committed shard counts (see `filter::Layout`).
+pub(crate) const LAYOUT_KEY: &[u8] = b"layout";
+pub(crate) const META_KEY: &[u8] = b"shard";
 
 thread_local! {
     /// Per-thread scratch for encoding stored values and log entries, so writes do not
     /// allocate on the Rust side once warm.
     static SCRATCH: RefCell<(Vec<u8>, Vec<u8>)> = RefCell::new((Vec::with_capacity(4096), Vec::with_capacity(4096)));
+}
+
+/// The persisted layout of a shard replica (see [`Shard::set_layout`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayoutRecord {
+    /// Shard count requests are checked against.
+    pub serving: u32,
+    /// Shard count clients route by, as this replica last learnt it.
+    pub committed: u32,
+    /// When that count was put in force (ms since the Unix epoch, set by the master): after a
+    /// master restart, the newest report tells which count is in force.
+    pub committed_at_ms: u64,
+}
+
+impl LayoutRecord {
+    /// Encodes as serving, committed (u32 LE) and committed_at_ms (u64 LE).
+    fn encode(&self) -> [u8; 16] {
+        let mut raw = [0u8; 16];
+        raw[0..4].copy_from_slice(&self.serving.to_le_bytes());
+        raw[4..8].copy_from_slice(&self.committed.to_le_bytes());
+        raw[8..16].copy_from_slice(&self.committed_at_ms.to_le_bytes());
+        raw
+    }
+
+    /// Decodes what [`LayoutRecord::encode`] wrote; `None` for anything else or invalid counts.
+    pub(crate) fn decode(raw: &[u8]) -> Option<Self> {
+        let serving = u32::from_le_bytes(raw.get(0..4)?.try_into().ok()?);
+        let committed = u32::from_le_bytes(raw.get(4..8)?.try_into().ok()?);
+        let committed_at_ms = u64::from_le_bytes(raw.get(8..16)?.try_into().ok()?);
+        let record = Self { serving, committed, committed_at_ms };
+        record.valid().then_some(record)
+    }
+
+    fn valid(&self) -> bool {
+        (1..=MAX_LAYOUT_SHARDS).contains(&self.serving) && (1..=MAX_LAYOUT_SHARDS).contains(&self.committed)
+    }
 }
 
 /// A write inside a batch.
@@ -40,6 +76,7 @@ pub struct Shard {
     write_opts: WriteOptions,
     opts: Options,
     layout: Arc<Layout>,
+    committed_at_ms: AtomicU64,
     remove: AtomicBool,
     /// Serializes local writes so change-log sequence numbers follow commit order.
     log_lock: Mutex<()>,
@@ -51,7 +88,7 @@ pub struct Shard {
 impl Shard {
     pub(crate) fn open(dir: &Path, opts: &Options, meta: Option<&ShardMeta>, tuning: ShardTuning) -> Result<Self, EngineError> {
         // The layout is fixed up below once the metadata is known; until then the shard owns all.
-        let layout = Arc::new(Layout::new(0, 1));
+        let layout = Arc::new(Layout::new(0, 1, 1));
         let mut data_opts = opts.clone();
         crate::filter::install(&mut data_opts, tuning.tombstone_grace_ns, Arc::clone(&layout));
         let cfs = vec![
@@ -75,11 +112,14 @@ impl Shard {
                 ShardMeta::decode(&raw).ok_or_else(|| EngineError::Corrupt(format!("{}: unreadable shard metadata", dir.display())))?
             }
         };
-        let (shard, shards) = match db.get_cf(cf, LAYOUT_KEY)? {
-            Some(raw) => decode_layout(&raw).ok_or_else(|| EngineError::Corrupt(format!("{}: unreadable layout", dir.display())))?,
-            None => (meta.shard, meta.shards),
+        if meta.shard >= meta.shards || meta.shards > MAX_LAYOUT_SHARDS {
+            return Err(EngineError::Corrupt(format!("{}: shard {} of {} is not a valid layout", dir.display(), meta.shard, meta.shards)));
+        }
+        let record = match db.get_cf(cf, LAYOUT_KEY)? {
+            Some(raw) => LayoutRecord::decode(&raw).ok_or_else(|| EngineError::Corrupt(format!("{}: unreadable layout", dir.display())))?,
+            None => LayoutRecord { serving: meta.shards, committed: meta.shards, committed_at_ms: 0 },
         };
-        layout.set(shard, shards);
+        layout.set(meta.shard, record.serving, record.committed);
         let (log_first, log_head) = {
             let log = db.cf_handle(LOG_CF).ok_or_else(|| EngineError::Corrupt(format!("{}: no log column family", dir.display())))?;
             let mut it = db.raw_iterator_cf(log);
@@ -100,6 +140,7 @@ impl Shard {
             write_opts,
             opts: data_opts,
             layout,
+            committed_at_ms: AtomicU64::new(record.committed_at_ms),
             remove: AtomicBool::new(false),
             log_lock: Mutex::new(()),
             log_head: AtomicU64::new(log_head),
@@ -136,26 +177,37 @@ impl Shard {
         self.db.cf_handle(META_CF).ok_or_else(|| EngineError::Corrupt(format!("{}: no meta column family", self.dir.display())))
     }
 
-    /// The layout whose keys this shard keeps: `(shard, shards)`. Starts as the shard's own
-    /// metadata.
+    /// The layout requests are checked against: `(shard, serving shard count)`. Starts as the
+    /// shard's own metadata.
     pub fn layout(&self) -> (u32, u32) {
-        self.layout.get()
+        let (shard, serving, _) = self.layout.get();
+        (shard, serving)
     }
 
-    /// True when `key` belongs to this shard under its current layout.
+    /// The whole layout record (see [`Shard::set_layout`]).
+    pub fn layout_record(&self) -> LayoutRecord {
+        let (_, serving, committed) = self.layout.get();
+        LayoutRecord { serving, committed, committed_at_ms: self.committed_at_ms.load(Ordering::Acquire) }
+    }
+
+    /// True when `key` belongs to this shard under its serving layout.
     #[inline]
     pub fn owns(&self, key: &[u8]) -> bool {
         self.layout.owns(key)
     }
 
-    /// Changes (and persists) the layout: from now on compactions drop every key that does not
-    /// hash to `shard` of `shards`. Used at the end of a resize, once the moved keys live on
-    /// their new shards.
-    pub fn set_layout(&self, shard: u32, shards: u32) -> Result<(), EngineError> {
-        let mut raw = shard.to_le_bytes().to_vec();
-        raw.extend_from_slice(&shards.to_le_bytes());
-        self.db.put_cf_opt(self.meta_cf()?, LAYOUT_KEY, raw, &self.write_opts)?;
-        self.layout.set(shard, shards);
+    /// Changes (and persists) the layout. From now on requests for keys that do not hash to this
+    /// shard under `serving` shards are refused, and compactions drop every key owned neither
+    /// under `serving` nor under `committed` shards. A resize changes `serving` first and
+    /// `committed` once the new count is in force, so until then nothing a rollback needs is
+    /// lost. Shard counts above [`MAX_LAYOUT_SHARDS`] are refused.
+    pub fn set_layout(&self, record: LayoutRecord) -> Result<(), EngineError> {
+        if !record.valid() {
+            return Err(EngineError::Corrupt(format!("{}: invalid layout {record:?}", self.dir.display())));
+        }
+        self.db.put_cf_opt(self.meta_cf()?, LAYOUT_KEY, record.encode(), &self.write_opts)?;
+        self.layout.set(self.meta.shard, record.serving, record.committed);
+        self.committed_at_ms.store(record.committed_at_ms, Ordering::Release);
         Ok(())
     }
 
@@ -322,10 +374,4 @@ impl Drop for Shard {
 /// The merge operator: keeps the last writer's value.
 pub(crate) fn lww_merge(_key: &[u8], existing: Option<&[u8]>, operands: &rocksdb::MergeOperands) -> Option<Vec<u8>> {
     header::winner(existing, operands.iter()).map(<[u8]>::to_vec)
-}
-
-fn decode_layout(raw: &[u8]) -> Option<(u32, u32)> {
-    let shard = u32::from_le_bytes(raw.get(0..4)?.try_into().ok()?);
-    let shards = u32::from_le_bytes(raw.get(4..8)?.try_into().ok()?);
-    Some((shard, shards))
 }

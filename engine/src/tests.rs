@@ -212,7 +212,7 @@ fn a_snapshot_bootstraps_a_replica_without_overwriting_newer_writes() {
     // The target already holds a newer value for one key and an older one for another.
     target.put(b"k00001", b"newer-on-target", t + 5, 0).unwrap();
     target.put(b"k00002", b"older-on-target", t - 5, 0).unwrap();
-    let snap = source.export_snapshot(&dir.path().join("snap"), 4 << 10).unwrap();
+    let snap = source.export_snapshot(&dir.path().join("snap"), 4 << 10, None).unwrap();
     assert!(snap.files.len() > 1, "split into several files");
     assert_eq!(snap.position, source.head_position());
     target.ingest_snapshot("store-a", &snap.files, snap.position).unwrap();
@@ -224,11 +224,11 @@ fn a_snapshot_bootstraps_a_replica_without_overwriting_newer_writes() {
     // Ingested data is the peer's, not ours: it is never offered to other peers.
     assert_eq!(changes(&target, 0).0.len(), 2, "only the target's own two puts are local");
     let empty = engine(&dir.path().join("c")).create_shard(&meta("s", 1)).unwrap();
-    assert!(empty.export_snapshot(&dir.path().join("snap2"), 1 << 20).unwrap().files.is_empty());
+    assert!(empty.export_snapshot(&dir.path().join("snap2"), 1 << 20, None).unwrap().files.is_empty());
 }
 
 #[test]
-fn growing_exports_only_moving_keys_and_the_new_layout_drops_them() {
+fn growing_copies_only_moving_keys_and_the_committed_layout_drops_them() {
     let dir = tempfile::tempdir().unwrap();
     let e = engine(dir.path());
     let old = |shard| ShardMeta { keyspace: "g".into(), shard, shards: 2, replica: 0, replicas: 1 };
@@ -238,14 +238,14 @@ fn growing_exports_only_moving_keys_and_the_new_layout_drops_them() {
     for k in &keys {
         sources[vasto_hash::shard_of(k, 2) as usize].put(k, k, t, 0).unwrap();
     }
-    // Grow 2 -> 5: the new shards 2..5 ingest what the old shards export.
+    // Grow 2 -> 5: each new shard ingests, from every old shard, the keys it selects.
     let new = |shard| ShardMeta { keyspace: "g".into(), shard, shards: 5, replica: 0, replicas: 1 };
     let targets: Vec<Shard> = (2..5).map(|s| e.create_shard(&new(s)).unwrap()).collect();
     for (i, source) in sources.iter().enumerate() {
-        let moving = source.export_moving(&dir.path().join(format!("move-{i}")), 5, 16 << 10).unwrap();
-        assert!(moving.targets.iter().all(|(t, _)| *t >= 2), "jump hash only moves keys to the new shards");
-        for (target, files) in &moving.targets {
-            targets[*target as usize - 2].ingest_snapshot(&format!("source-{i}"), files, moving.position).unwrap();
+        for target in &targets {
+            let only = ShardSelector { shard: target.meta().shard, shards: 5 };
+            let files = source.export_snapshot(&dir.path().join(format!("move-{i}-{}", only.shard)), 16 << 10, Some(only)).unwrap();
+            target.ingest_snapshot(&format!("source-{i}"), &files.files, files.position).unwrap();
         }
     }
     for k in &keys {
@@ -254,19 +254,29 @@ fn growing_exports_only_moving_keys_and_the_new_layout_drops_them() {
             assert_eq!(get(&targets[owner as usize - 2], k).as_deref(), Some(k.as_slice()), "moved key on its new shard");
         }
     }
-    // Cut over: the old shards now keep only what they own under 5 shards.
+    for target in &targets {
+        assert_eq!(target.raw_entry_count().unwrap(), keys.iter().filter(|k| vasto_hash::shard_of(k, 5) == target.meta().shard).count() as u64);
+    }
     for (i, source) in sources.iter().enumerate() {
         let before = source.raw_entry_count().unwrap();
-        source.set_layout(i as u32, 5).unwrap();
+        // Serving 5 but committed 2 (the resize may still roll back): compaction keeps everything.
+        source.set_layout(LayoutRecord { serving: 5, committed: 2, committed_at_ms: 1 }).unwrap();
         source.compact().unwrap();
-        let after = source.raw_entry_count().unwrap();
+        assert_eq!(source.raw_entry_count().unwrap(), before, "shard {i}: nothing dropped before the commit");
+        let census = e.census(source.dir()).unwrap();
+        assert_eq!((census.entries, census.not_owned), (before, 0), "owned under the committed count");
+        // Committed: only the keys owned under 5 shards stay.
+        source.set_layout(LayoutRecord { serving: 5, committed: 5, committed_at_ms: 2 }).unwrap();
+        source.compact().unwrap();
         let owned = keys.iter().filter(|k| vasto_hash::shard_of(k, 5) == i as u32).count() as u64;
-        assert_eq!(after, owned, "shard {i}: {before} entries before, only owned keys after");
+        assert_eq!(source.raw_entry_count().unwrap(), owned, "shard {i}: {before} entries before, only owned keys after");
+        let census = e.census(source.dir()).unwrap();
+        assert_eq!((census.entries, census.not_owned, census.layout.committed), (owned, 0, 5), "read-only view of the open shard");
     }
     // The layout survives a restart.
     drop(sources);
     drop(targets);
     let reopened = e.open_all().unwrap();
     let s0 = reopened.iter().find(|s| s.meta().shard == 0).unwrap();
-    assert_eq!(s0.layout(), (0, 5));
+    assert_eq!((s0.layout(), s0.layout_record()), ((0, 5), LayoutRecord { serving: 5, committed: 5, committed_at_ms: 2 }));
 }

@@ -32,6 +32,24 @@ pub fn shard_of(key: &[u8], shards: u32) -> u32 {
     jump_consistent_hash(key_hash(key), shards)
 }
 
+/// The keys of one shard under a given shard count: `shard_of(key, shards) == shard`. Used to
+/// copy, during a resize, only the keys a receiving shard will own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardSelector {
+    /// The shard selected.
+    pub shard: u32,
+    /// The shard count the keys are hashed by.
+    pub shards: u32,
+}
+
+impl ShardSelector {
+    /// True when `key` hashes to the selected shard.
+    #[inline]
+    pub fn contains(&self, key: &[u8]) -> bool {
+        shard_of(key, self.shards) == self.shard
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,7 +53,7 @@ async fn await_ack(sent: Sent, deadline: Instant, what: &str) -> Result<(), Reje
 
 /// Sends `kind` for every (store, shard) it can reach and waits for all acks (until one shared
 /// deadline); returns the first failure.
-async fn run_commands(shared: &Shared, kind: ShardCommandKind, targets: &[(String, ShardInfo)], what: &str) -> Result<(), Reject> {
+pub(crate) async fn run_commands(shared: &Shared, kind: ShardCommandKind, targets: &[(String, ShardInfo)], what: &str) -> Result<(), Reject> {
     let deadline = Instant::now() + shared.config.command_timeout;
     let mut sent = Vec::with_capacity(targets.len());
     let mut first_err = None;
@@ -106,7 +106,15 @@ pub(crate) async fn create_keyspace(shared: &Shared, name: &str, shards: u32, re
         .enumerate()
         .flat_map(|(shard, row)| {
             row.iter().enumerate().map(move |(replica, store)| {
-                let info = ShardInfo { keyspace: name.to_owned(), shard: shard as u32, shards, replica: replica as u32, replicas };
+                let info = ShardInfo {
+                    keyspace: name.to_owned(),
+                    shard: shard as u32,
+                    shards,
+                    replica: replica as u32,
+                    replicas,
+                    committed: shards,
+                    committed_at_ms: 0,
+                };
                 (store.clone(), info)
             })
         })
@@ -295,10 +303,10 @@ pub(crate) async fn resize_keyspace(shared: &Shared, name: &str, shards: u32) ->
         let hub = shared.lock();
         let st = &hub.state;
         (
-            st.shard_infos(name, targets.clone(), shards),
-            st.shard_infos(name, targets, old_shards),
-            st.shard_infos(name, sources.clone(), shards),
-            st.shard_infos(name, sources, old_shards),
+            st.shard_infos(name, targets.clone(), shards, old_shards),
+            st.shard_infos(name, targets, old_shards, old_shards),
+            st.shard_infos(name, sources.clone(), shards, old_shards),
+            st.shard_infos(name, sources, old_shards, old_shards),
         )
     };
     let result = async {
@@ -309,7 +317,10 @@ pub(crate) async fn resize_keyspace(shared: &Shared, name: &str, shards: u32) ->
         // wait for the new table), and the receiving shards apply what is left.
         run_commands(shared, ShardCommandKind::Create, &sources_new, "re-laying out").await?;
         tokio::time::sleep(DRAIN_SETTLE).await;
-        wait_resize(shared, name, true).await
+        wait_resize(shared, name, true).await?;
+        // Until here the old shard count is still in force everywhere and a rollback loses
+        // nothing (compaction keeps the keys of both counts).
+        Ok::<(), Reject>(())
     }
     .await;
     if let Err(e) = result {
@@ -327,9 +338,22 @@ pub(crate) async fn resize_keyspace(shared: &Shared, name: &str, shards: u32) ->
         }
         return (e.status, e.message);
     }
+    // Commit on the stores first, then tell the clients: a master that dies in between leaves
+    // replicas that know the new count, and the restarted master completes the resize from them
+    // (see `reconcile`). A store that misses the commit gets it when it reports again.
+    let (committed_at, commits) = {
+        let hub = shared.lock();
+        let at = hub.state.next_commit_ms(name, unix_ms());
+        let mut infos = hub.state.shard_infos(name, 0..shards, shards, shards);
+        infos.iter_mut().for_each(|(_, info)| info.committed_at_ms = at);
+        (at, infos)
+    };
+    if let Err(e) = run_commands(shared, ShardCommandKind::Commit, &commits, "committing").await {
+        tracing::warn!(keyspace = name, error = %e.message, "a replica missed the commit; it gets it when it reports again");
+    }
     {
         let mut hub = shared.lock();
-        hub.state.commit_resize(name, unix_ms());
+        hub.state.commit_resize(name, committed_at, unix_ms());
         hub.push(&[name.to_owned()]);
     }
     if !grow {
@@ -346,5 +370,12 @@ pub(crate) async fn resize_keyspace(shared: &Shared, name: &str, shards: u32) ->
 /// `drained`, applied everything), honouring cancels.
 async fn wait_resize(shared: &Shared, name: &str, drained: bool) -> Result<(), Reject> {
     let timeout = if drained { DRAIN_TIMEOUT } else { JOIN_TIMEOUT };
-    poll_until(shared, name, "resize", timeout, true, |state| Ok(state.resize_copied(name, drained))).await
+    poll_until(shared, name, "resize", timeout, true, |state| {
+        // A replica that misses part of the copy could not be trusted afterwards: roll back.
+        if let Some(store) = state.resize_store_down(name) {
+            return Err(Reject::new(Status::Unavailable, format!("store {store} holding a replica of {name} went down during the resize")));
+        }
+        Ok(state.resize_copied(name, drained))
+    })
+    .await
 }

@@ -15,6 +15,7 @@ mod admin;
 mod client_conn;
 mod hub;
 mod lag;
+mod reconcile;
 mod replace;
 mod resize;
 mod state;
@@ -93,6 +94,7 @@ pub async fn run(config: MasterConfig) -> Result<(), MasterError> {
 /// One connection's failure never affects the others.
 pub async fn serve(listener: TcpListener, config: MasterConfig) -> Result<(), MasterError> {
     let shared = Arc::new(Shared::new(config));
+    tokio::spawn(reconcile::run(Arc::clone(&shared)));
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {

@@ -45,14 +45,26 @@ impl State {
         vasto_wire::resize_ranges(ks.shards, ks.resizing_to)
     }
 
-    /// Every replica of the shards in `range`, with layout shard count `shards`.
-    pub fn shard_infos(&self, name: &str, range: std::ops::Range<u32>, shards: u32) -> Vec<(String, ShardInfo)> {
+    /// Every replica of the shards in `range`, serving `shards` shards and keeping the keys of
+    /// `committed` shards.
+    pub fn shard_infos(&self, name: &str, range: std::ops::Range<u32>, shards: u32, committed: u32) -> Vec<(String, ShardInfo)> {
         let Some(ks) = self.keyspaces.get(name) else { return Vec::new() };
         range
             .filter_map(|shard| ks.placement.get(shard as usize).map(|row| (shard, row)))
             .flat_map(|(shard, row)| {
                 row.iter().enumerate().map(move |(replica, store)| {
-                    (store.clone(), ShardInfo { keyspace: name.to_owned(), shard, shards, replica: replica as u32, replicas: ks.replicas })
+                    (
+                        store.clone(),
+                        ShardInfo {
+                            keyspace: name.to_owned(),
+                            shard,
+                            shards,
+                            replica: replica as u32,
+                            replicas: ks.replicas,
+                            committed,
+                            committed_at_ms: ks.committed_at_ms,
+                        },
+                    )
                 })
             })
             .collect()
@@ -81,9 +93,23 @@ impl State {
         targets.into_iter().all(|t| row(t).iter().filter(|s| up(s)).all(|store| sources.iter().all(|src| self.reports_caught_up(store, name, t, src, drained))))
     }
 
-    /// Switches the keyspace to its new shard count and bumps the version.
-    pub fn commit_resize(&mut self, name: &str, now_ms: u64) {
+    /// The time a resize of `name` is committed at: now, but after the previous commit.
+    pub fn next_commit_ms(&self, name: &str, now_ms: u64) -> u64 {
+        self.keyspaces.get(name).map_or(now_ms, |ks| now_ms.max(ks.committed_at_ms + 1))
+    }
+
+    /// A store holding a replica of a shard taking part in the resize of `name` that is down.
+    pub fn resize_store_down(&self, name: &str) -> Option<String> {
+        let (ks, (targets, sources)) = (self.keyspaces.get(name)?, self.resize_ranges(name)?);
+        let mut stores = targets.chain(sources).filter_map(|shard| ks.placement.get(shard as usize)).flatten();
+        stores.find(|s| !self.stores.get(s.as_str()).is_some_and(|r| r.up)).cloned()
+    }
+
+    /// Switches the keyspace to its new shard count (in force since `committed_at_ms`) and
+    /// bumps the version.
+    pub fn commit_resize(&mut self, name: &str, committed_at_ms: u64, now_ms: u64) {
         if let Some(ks) = self.keyspaces.get_mut(name) {
+            ks.committed_at_ms = committed_at_ms;
             ks.shards = ks.resizing_to;
             ks.placement.truncate(ks.shards as usize);
             ks.resizing_to = 0;
@@ -122,8 +148,8 @@ mod tests {
         let table = s.table("ks");
         assert_eq!((table.shards, table.resizing_to, table.routes.len()), (2, 3, 3));
         assert_eq!(s.resize_ranges("ks"), Some((2..3, 0..2)));
-        assert_eq!(s.shard_infos("ks", 2..3, 3)[0].1.shards, 3);
-        assert_eq!(s.shard_infos("ks", 0..2, 3).len(), 2);
+        assert_eq!(s.shard_infos("ks", 2..3, 3, 2)[0].1.shards, 3);
+        assert_eq!(s.shard_infos("ks", 0..2, 3, 2).len(), 2);
         assert!(!s.resize_copied("ks", false));
         let lag = |peer: &str, entries| ReplicaLag { keyspace: "ks".into(), shard: 2, peer: peer.into(), entries, lag_ms: 0, caught_up: true };
         let g = s.stores["c"].generation;
@@ -131,7 +157,7 @@ mod tests {
         assert!(s.resize_copied("ks", false) && !s.resize_copied("ks", true));
         s.heartbeat("c", g, vec![lag("a#0", 0), lag("b#1", 0)], 5);
         assert!(s.resize_copied("ks", true));
-        s.commit_resize("ks", 6);
+        s.commit_resize("ks", 6, 6);
         let table = s.table("ks");
         assert_eq!((table.shards, table.resizing_to, table.routes.len()), (3, 0, 3));
 
@@ -147,7 +173,7 @@ mod tests {
         assert!(!s.resize_copied("ks", true), "shard 2 not copied yet");
         s.heartbeat("a", ga, vec![lag0("b#1"), lag0("c#2")], 9);
         assert!(s.resize_copied("ks", true));
-        s.commit_resize("ks", 10);
+        s.commit_resize("ks", 10, 10);
         let table = s.table("ks");
         assert_eq!((table.shards, table.resizing_to, table.routes.len()), (1, 0, 1));
     }

@@ -4,7 +4,7 @@ use super::*;
 
 /// Replica `replica` of the single shard of keyspace "ks" (1 shard, 2 replicas).
 fn held(replica: u32) -> Arc<Mutex<BTreeSet<ShardInfo>>> {
-    let info = ShardInfo { keyspace: "ks".into(), shard: 0, shards: 1, replica, replicas: 2 };
+    let info = ShardInfo { keyspace: "ks".into(), shard: 0, shards: 1, replica, replicas: 2, committed: 1, committed_at_ms: 1 };
     Arc::new(Mutex::new(BTreeSet::from([info])))
 }
 

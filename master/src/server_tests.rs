@@ -306,7 +306,8 @@ async fn silent_store_is_marked_down_by_the_heartbeat_timeout() {
 #[tokio::test]
 async fn restarted_master_rebuilds_from_reports() {
     let addr = start().await;
-    let shards: BTreeSet<ShardInfo> = (0..3).map(|shard| ShardInfo { keyspace: "users".into(), shard, shards: 3, replica: 0, replicas: 1 }).collect();
+    let shards: BTreeSet<ShardInfo> =
+        (0..3).map(|shard| ShardInfo { keyspace: "users".into(), shard, shards: 3, replica: 0, replicas: 1, committed: 3, committed_at_ms: 1 }).collect();
     let store = FakeStore::start(addr, "s9", Arc::new(Mutex::new(shards))).await;
     let mut client = connect(addr, Role::Client).await;
     let mut out = Vec::new();

@@ -35,6 +35,8 @@ pub(crate) struct StoreRecord {
     pub generation: u64,
     /// Replication lags of the latest heartbeat (empty until one arrives and while down).
     pub lags: Vec<ReplicaLag>,
+    /// The shard replicas it reported last (registration, and again after each shard command).
+    pub reports: Vec<ShardInfo>,
 }
 
 /// One keyspace; `placement[shard][replica]` is a store id, "" while unknown (after a restart).
@@ -48,11 +50,18 @@ pub(crate) struct Keyspace {
     /// The shard count a grow in progress is heading for (0: none); `placement` then already
     /// has the rows of the new shards.
     pub resizing_to: u32,
+    /// When `shards` was put in force (ms since the Unix epoch; 0 for a keyspace never resized).
+    /// Stores keep it with each replica, so a restarted master knows the newest shard count.
+    pub committed_at_ms: u64,
 }
 
 impl Keyspace {
-    fn empty(shards: u32, replicas: u32) -> Self {
-        Self { shards, replicas, placement: vec![vec![String::new(); replicas as usize]; shards as usize], joining: Vec::new(), resizing_to: 0 }
+    pub(crate) fn new(shards: u32, replicas: u32, placement: Vec<Vec<String>>, committed_at_ms: u64) -> Self {
+        Self { shards, replicas, placement, joining: Vec::new(), resizing_to: 0, committed_at_ms }
+    }
+
+    fn empty(shards: u32, replicas: u32, committed_at_ms: u64) -> Self {
+        Self::new(shards, replicas, vec![vec![String::new(); replicas as usize]; shards as usize], committed_at_ms)
     }
 
     fn holds(&self, store: &str) -> bool {
@@ -107,7 +116,7 @@ impl State {
         self.generations += 1;
         let generation = self.generations;
         let before = self.catching_all();
-        let record = StoreRecord { address: address.to_owned(), capacity_bytes, up: true, generation, lags: Vec::new() };
+        let record = StoreRecord { address: address.to_owned(), capacity_bytes, up: true, generation, lags: Vec::new(), reports: shards.to_vec() };
         self.stores.insert(id.to_owned(), record);
         let mut affected = self.keyspaces_on(id);
         affected.extend(shards.iter().filter(|info| self.adopt(id, info)).map(|info| info.keyspace.clone()));
@@ -125,6 +134,7 @@ impl State {
         let mut affected = BTreeSet::new();
         let record = self.stores.get_mut(id)?;
         record.capacity_bytes = capacity_bytes;
+        record.reports = shards.to_vec();
         if record.address != address {
             record.address = address.to_owned();
             affected = self.keyspaces_on(id);
@@ -157,21 +167,47 @@ impl State {
     }
 
     /// Adopts one reported shard replica; true when the keyspace's routing changed.
+    ///
+    /// The report with the newest `committed_at_ms` decides the keyspace's shard count: a newer
+    /// one re-shapes the keyspace and re-adopts every report held. A replica is placed when it
+    /// belongs to that count: same commit, or an older commit but already serving the new count
+    /// (it took part in the resize and missed its end; `reconcile` completes it).
     fn adopt(&mut self, store: &str, info: &ShardInfo) -> bool {
         let name = &info.keyspace;
-        let sane =
-            valid_name(name) && (1..=MAX_SHARDS).contains(&info.shards) && info.replicas >= 1 && info.shard < info.shards && info.replica < info.replicas;
+        let counts_ok = [info.shards, info.committed].iter().all(|n| (1..=MAX_SHARDS).contains(n));
+        let sane = valid_name(name) && counts_ok && info.replicas >= 1 && info.shard < info.shards.max(info.committed) && info.replica < info.replicas;
         if !sane {
             tracing::warn!(store, ?info, "ignoring an invalid shard report");
             return false;
         }
         if self.busy.contains_key(name) {
-            // A create or delete of this keyspace is in flight; it decides the outcome.
+            // An operation on this keyspace is in flight; it decides the outcome.
             return false;
         }
-        let ks = self.keyspaces.entry(name.clone()).or_insert_with(|| Keyspace::empty(info.shards, info.replicas));
-        if ks.shards != info.shards || ks.replicas != info.replicas {
-            tracing::warn!(store, ?info, shards = ks.shards, replicas = ks.replicas, "shard report disagrees with the keyspace; ignored");
+        let ks = self.keyspaces.entry(name.clone()).or_insert_with(|| Keyspace::empty(info.committed, info.replicas, info.committed_at_ms));
+        if info.committed_at_ms > ks.committed_at_ms && ks.replicas == info.replicas {
+            tracing::info!(keyspace = %name, shards = info.committed, was = ks.shards, "a newer shard count was committed; re-adopting every report");
+            *ks = Keyspace::empty(info.committed, info.replicas, info.committed_at_ms);
+            let reports: Vec<(String, ShardInfo)> = self
+                .stores
+                .iter()
+                .filter(|(_, r)| r.up)
+                .flat_map(|(id, r)| r.reports.iter().filter(|i| &i.keyspace == name).map(move |i| (id.clone(), i.clone())))
+                .collect();
+            for (id, report) in reports {
+                self.place_report(&id, &report);
+            }
+            return true;
+        }
+        self.place_report(store, info)
+    }
+
+    /// Puts a reported replica in its placement slot if it belongs to the keyspace as it is.
+    fn place_report(&mut self, store: &str, info: &ShardInfo) -> bool {
+        let Some(ks) = self.keyspaces.get_mut(&info.keyspace) else { return false };
+        let current = info.committed_at_ms == ks.committed_at_ms || info.shards == ks.shards;
+        if !current || ks.replicas != info.replicas || info.shard >= ks.shards {
+            tracing::debug!(store, ?info, shards = ks.shards, replicas = ks.replicas, "shard report does not belong to the keyspace as it is; not routed");
             return false;
         }
         let slot = &mut ks.placement[info.shard as usize][info.replica as usize];
@@ -269,7 +305,7 @@ impl State {
 
     /// Records a created keyspace and bumps its version.
     pub fn commit_create(&mut self, name: &str, shards: u32, replicas: u32, placement: Vec<Vec<String>>, now_ms: u64) -> u64 {
-        self.keyspaces.insert(name.to_owned(), Keyspace { shards, replicas, placement, joining: Vec::new(), resizing_to: 0 });
+        self.keyspaces.insert(name.to_owned(), Keyspace::new(shards, replicas, placement, 0));
         self.bump(name, now_ms)
     }
 
@@ -292,7 +328,15 @@ impl State {
                 if !self.stores.get(store).is_some_and(|s| s.up) {
                     return Err(Reject::bad(format!("store {store} holding replicas of {name} is down; bring it back before deleting")));
                 }
-                let info = ShardInfo { keyspace: name.to_owned(), shard: shard as u32, shards: ks.shards, replica: replica as u32, replicas: ks.replicas };
+                let info = ShardInfo {
+                    keyspace: name.to_owned(),
+                    shard: shard as u32,
+                    shards: ks.shards,
+                    replica: replica as u32,
+                    replicas: ks.replicas,
+                    committed: ks.shards,
+                    committed_at_ms: ks.committed_at_ms,
+                };
                 drops.push((store.clone(), info));
             }
         }

@@ -2,7 +2,7 @@ use super::*;
 use crate::LagStatus;
 
 fn info(ks: &str, shard: u32, shards: u32, replica: u32, replicas: u32) -> ShardInfo {
-    ShardInfo { keyspace: ks.into(), shard, shards, replica, replicas }
+    ShardInfo { keyspace: ks.into(), shard, shards, replica, replicas, committed: shards, committed_at_ms: 1 }
 }
 
 fn with_stores(ids: &[&str]) -> State {

@@ -5,7 +5,7 @@ use crate::registry::{Lookup, Registry, Replica};
 use std::borrow::Cow;
 use std::sync::Arc;
 use vasto_engine::{EngineError, Shard, Write};
-use vasto_wire::{fb, parse_frame, Body, FrameEncoder, OpKind, Status};
+use vasto_wire::{fb, only_selector, parse_frame, Body, FrameEncoder, OpKind, ShardSelector, Status};
 
 /// Largest accepted value, in bytes.
 pub const MAX_VALUE_BYTES: usize = 32 << 20;
@@ -28,9 +28,9 @@ pub enum Next {
     /// Flush the output and close the connection.
     Close,
     /// The peer is a follower: from now on stream this replica's changes after the position.
-    Tail(Arc<Replica>, u64),
+    Tail(Arc<Replica>, u64, Option<ShardSelector>),
     /// The peer is a follower too far behind: send it a full snapshot of this replica.
-    Snapshot(Arc<Replica>),
+    Snapshot(Arc<Replica>, Option<ShardSelector>),
 }
 
 struct Reject(Status, Cow<'static, str>);
@@ -83,7 +83,7 @@ impl Handler {
         let id = frame.id();
         if let Some(tail) = frame.body_as_tail() {
             return match self.shard(tail.keyspace(), tail.shard()) {
-                Ok(replica) => Next::Tail(replica, tail.after()),
+                Ok(replica) => Next::Tail(replica, tail.after(), only_selector(tail.only_shard(), tail.only_shards())),
                 Err(Reject(status, msg)) => {
                     self.enc.changes_status(out, status, tail.after(), 0);
                     tracing::warn!(follower = tail.follower().unwrap_or_default(), %msg, "refused a tail");
@@ -93,7 +93,7 @@ impl Handler {
         }
         if let Some(req) = frame.body_as_snapshot_request() {
             return match self.shard(req.keyspace(), req.shard()) {
-                Ok(replica) => Next::Snapshot(replica),
+                Ok(replica) => Next::Snapshot(replica, only_selector(req.only_shard(), req.only_shards())),
                 Err(Reject(status, msg)) => {
                     self.enc.snapshot_chunk(out, status, &msg, 0, b"", true, 0);
                     Next::Close

@@ -96,7 +96,7 @@ fn session(stream: TcpStream, identity: &Identity, registry: &Registry, replicat
             }
         })?
     };
-    let result = command_loop(&mut reader, &writer, registry, replication, &mut enc);
+    let result = command_loop(&mut reader, &writer, registry, replication, identity, &mut enc);
     stop.store(true, Ordering::Release);
     let _ = reader.shutdown(Shutdown::Both);
     let _ = heartbeat.join();
@@ -108,6 +108,7 @@ fn command_loop(
     writer: &Mutex<TcpStream>,
     registry: &Registry,
     replication: &Replication,
+    identity: &Identity,
     enc: &mut FrameEncoder,
 ) -> Result<(), NodeError> {
     let mut buf = Vec::new();
@@ -124,10 +125,14 @@ fn command_loop(
             Some(cmd) => {
                 let (status, message) = execute(cmd, registry);
                 enc.status(&mut out, frame.id(), status, &message, 0);
-                if status == Status::Ok && cmd.kind() == fb::ShardCommandKind::Create {
-                    if let Some(keyspace) = cmd.shard().and_then(|s| s.keyspace()) {
-                        enc.subscribe(&mut out, keyspace);
+                if status == Status::Ok {
+                    if cmd.kind() == fb::ShardCommandKind::Create {
+                        if let Some(keyspace) = cmd.shard().and_then(|s| s.keyspace()) {
+                            enc.subscribe(&mut out, keyspace);
+                        }
                     }
+                    // The master keeps what each store reports; tell it the shard set as it is now.
+                    enc.register(&mut out, &identity.store_id, &identity.address, capacity_bytes(&identity.dir), &registry.infos());
                 }
             }
             None => enc.status(&mut out, frame.id(), Status::BadRequest, "stores only accept shard commands and routing tables from the master", 0),
@@ -155,6 +160,13 @@ fn execute(cmd: fb::ShardCommand<'_>, registry: &Registry) -> (Status, String) {
                 (Status::Ok, String::new())
             }
             None => (Status::WrongShard, format!("no replica of {}/{} here", info.keyspace, info.shard)),
+        },
+        fb::ShardCommandKind::Commit => match registry.commit(&info) {
+            Ok(()) => {
+                tracing::info!(keyspace = %info.keyspace, shard = info.shard, shards = info.shards, "resize committed: serving and keeping this shard count only");
+                (Status::Ok, String::new())
+            }
+            Err(e) => (Status::WrongShard, e.to_string()),
         },
         fb::ShardCommandKind::Drop => {
             registry.drop_shard(&info.keyspace, info.shard);

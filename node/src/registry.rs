@@ -2,7 +2,7 @@
 use crate::NodeError;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use vasto_engine::{Engine, Shard, ShardMeta};
+use vasto_engine::{Engine, LayoutRecord, Shard, ShardMeta};
 use vasto_wire::ShardInfo;
 
 /// An open shard replica plus the signal its change-log tailers wait on.
@@ -101,15 +101,17 @@ impl Registry {
     /// Every shard replica held, as reported to the master.
     pub fn infos(&self) -> Vec<ShardInfo> {
         let map = self.shards.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut out: Vec<ShardInfo> = map.values().flat_map(|m| m.values()).map(|s| to_info(s.meta(), s.layout().1)).collect();
+        let mut out: Vec<ShardInfo> = map.values().flat_map(|m| m.values()).map(|s| to_info(s.meta(), s.layout_record())).collect();
         out.sort();
         out
     }
 
-    /// Creates (or re-opens) a shard replica. Idempotent: an already open replica with the same
+    /// Creates (or re-opens) a shard replica with the layout `info` gives (serving `shards`,
+    /// keeping also the keys of `committed`). Idempotent: an already open replica with the same
     /// metadata is left as is.
     pub fn create(&self, info: &ShardInfo) -> Result<(), NodeError> {
         let meta = ShardMeta { keyspace: info.keyspace.clone(), shard: info.shard, shards: info.shards, replica: info.replica, replicas: info.replicas };
+        let layout = LayoutRecord { serving: info.shards, committed: info.committed, committed_at_ms: info.committed_at_ms };
         let mut map = self.shards.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(existing) = map.get(&meta.keyspace).and_then(|m| m.get(&meta.shard)) {
             let held = existing.meta();
@@ -121,14 +123,40 @@ impl Registry {
             }
             // An existing replica is re-activated (a freeze is undone) and takes the layout it is
             // given, without re-opening: tails and requests in flight keep their handle.
-            if existing.layout() != (meta.shard, meta.shards) {
-                existing.set_layout(meta.shard, meta.shards)?;
+            if existing.layout_record() != layout {
+                existing.set_layout(layout)?;
             }
             existing.set_frozen(false);
             return Ok(());
         }
         let shard = self.engine.create_shard(&meta)?;
+        if shard.layout_record() != layout {
+            shard.set_layout(layout)?;
+        }
         map.entry(meta.keyspace).or_default().insert(meta.shard, Arc::new(Replica::new(shard)));
+        Ok(())
+    }
+
+    /// Puts a resize in force on a held replica: it serves and keeps only the keys of
+    /// `info.shards` shards from now on, and a background compaction drops the others.
+    pub fn commit(&self, info: &ShardInfo) -> Result<(), NodeError> {
+        let replica = self.get(&info.keyspace, info.shard).ok_or_else(|| NodeError::Master(format!("no replica of {}/{} here", info.keyspace, info.shard)))?;
+        let layout = LayoutRecord { serving: info.shards, committed: info.shards, committed_at_ms: info.committed_at_ms };
+        if replica.layout_record() == layout {
+            return Ok(());
+        }
+        replica.set_layout(layout)?;
+        let name = format!("{}/{}", info.keyspace, info.shard);
+        std::thread::Builder::new()
+            .name("vasto-compact".into())
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                match replica.compact() {
+                    Ok(()) => tracing::info!(shard = %name, took_ms = started.elapsed().as_millis() as u64, "compacted away the keys a resize moved"),
+                    Err(e) => tracing::warn!(shard = %name, error = %e, "compaction after a resize failed; background compactions will drop the moved keys"),
+                }
+            })
+            .map_err(|e| NodeError::Master(format!("cannot start a compaction thread: {e}")))?;
         Ok(())
     }
 
@@ -149,7 +177,15 @@ impl Registry {
     }
 }
 
-/// What the master is told about a replica: its identity, with the shard count of its current layout.
-fn to_info(m: &ShardMeta, shards: u32) -> ShardInfo {
-    ShardInfo { keyspace: m.keyspace.clone(), shard: m.shard, shards, replica: m.replica, replicas: m.replicas }
+/// What the master is told about a replica: its identity and its current layout.
+fn to_info(m: &ShardMeta, layout: LayoutRecord) -> ShardInfo {
+    ShardInfo {
+        keyspace: m.keyspace.clone(),
+        shard: m.shard,
+        shards: layout.serving,
+        replica: m.replica,
+        replicas: m.replicas,
+        committed: layout.committed,
+        committed_at_ms: layout.committed_at_ms,
+    }
 }

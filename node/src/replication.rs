@@ -10,7 +10,7 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use vasto_engine::header::Header;
-use vasto_wire::{parse_frame, read_frame, FrameEncoder, ReplicaLag, Role, RoutingTable, Status, DEFAULT_MAX_FRAME};
+use vasto_wire::{parse_frame, read_frame, FrameEncoder, ReplicaLag, Role, RoutingTable, ShardSelector, Status, DEFAULT_MAX_FRAME};
 
 const RETRY: Duration = Duration::from_millis(250);
 /// A tail silent for this long (keep-alives come every 500 ms) is considered dead.
@@ -77,11 +77,14 @@ struct Follower {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// Where a follower copies from: a peer's address and which of its shards.
+/// Where a follower copies from: a peer's address, which of its shards, and for a resize copy
+/// which keys (those the local shard owns under the new shard count, from the routing table,
+/// so it does not depend on when the local replica takes its new layout).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Source {
     address: String,
     shard: u32,
+    only: Option<ShardSelector>,
 }
 
 async fn manage(mut tables: mpsc::UnboundedReceiver<RoutingTable>, registry: Arc<Registry>, me: String, state: Arc<Mutex<HashMap<FollowerKey, FollowState>>>) {
@@ -131,14 +134,15 @@ fn wanted_followers(table: &RoutingTable, registry: &Registry, me: &str) -> Hash
             continue;
         }
         for peer in replicas.iter().filter(|r| r.store_id != me && !r.address.is_empty()) {
-            wanted.insert((table.keyspace.clone(), shard, peer.store_id.clone()), Source { address: peer.address.clone(), shard });
+            wanted.insert((table.keyspace.clone(), shard, peer.store_id.clone()), Source { address: peer.address.clone(), shard, only: None });
         }
         if let Some((targets, sources)) = vasto_wire::resize_ranges(table.shards, table.resizing_to) {
             if targets.contains(&shard) {
                 for source in sources {
                     for peer in table.routes.get(source as usize).into_iter().flatten().filter(|r| !r.address.is_empty()) {
                         let name = format!("{}#{source}", peer.store_id);
-                        wanted.insert((table.keyspace.clone(), shard, name), Source { address: peer.address.clone(), shard: source });
+                        let only = Some(ShardSelector { shard, shards: table.resizing_to });
+                        wanted.insert((table.keyspace.clone(), shard, name), Source { address: peer.address.clone(), shard: source, only });
                     }
                 }
             }
@@ -213,7 +217,7 @@ async fn follow_once(ctx: &FollowCtx) -> Result<(), String> {
         return bootstrap(ctx, &replica).await;
     };
     let mut request = Vec::new();
-    FrameEncoder::new().tail(&mut request, keyspace, ctx.source.shard, after, &ctx.me);
+    FrameEncoder::new().tail(&mut request, keyspace, ctx.source.shard, after, &ctx.me, ctx.source.only);
     let mut reader = connect_peer(&ctx.source.address, &request).await?;
     let mut buf = Vec::new();
     let mut saved = after;
@@ -234,8 +238,11 @@ async fn follow_once(ctx: &FollowCtx) -> Result<(), String> {
         }
         let entries = changes.entries();
         let now = vasto_engine::now_ns();
-        // A copy from another shard (resize) keeps only the keys this shard owns.
-        let pairs = entries.iter().flat_map(|e| e.iter()).filter_map(|kv| Some((kv.key()?, kv.value()?))).filter(|(k, _)| replica.owns(k));
+        // A copy from another shard (resize) keeps only the keys that move here (the sender
+        // already filters; this guards against a sender that does not).
+        let only = ctx.source.only;
+        let pairs =
+            entries.iter().flat_map(|e| e.iter()).filter_map(|kv| Some((kv.key()?, kv.value()?))).filter(move |(k, _)| only.is_none_or(|sel| sel.contains(k)));
         // Positions only advance with entries of the peer's log; a keep-alive repeats the last one.
         if changes.position() > saved {
             saved = changes.position();
@@ -292,7 +299,7 @@ async fn report_lag(lag: Arc<Mutex<LagSamples>>) {
 async fn bootstrap(ctx: &FollowCtx, replica: &crate::registry::Replica) -> Result<(), String> {
     let (keyspace, shard, peer) = &ctx.key;
     let mut request = Vec::new();
-    FrameEncoder::new().snapshot_request(&mut request, keyspace, ctx.source.shard, &ctx.me);
+    FrameEncoder::new().snapshot_request(&mut request, keyspace, ctx.source.shard, &ctx.me, ctx.source.only);
     let mut reader = connect_peer(&ctx.source.address, &request).await?;
     let dir = replica.dir().with_extension(format!("snapshot-in-{}", vasto_engine::now_ns()));
     let result = receive_snapshot(&mut reader, &dir).await.and_then(|(files, position)| {

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
-use vasto_wire::{frame_len, FrameEncoder, Status, WireError, LEN_PREFIX};
+use vasto_wire::{frame_len, FrameEncoder, ShardSelector, Status, WireError, LEN_PREFIX};
 
 const READ_CHUNK: usize = 64 << 10;
 /// Buffers grown past this by a large frame are shrunk back once idle.
@@ -121,8 +121,8 @@ async fn serve_connection(mut stream: TcpStream, registry: Arc<Registry>, limits
         match after {
             After::Read => {}
             After::Close => return,
-            After::Tail(replica, position) => return crate::tail::stream_changes(stream, replica, position).await,
-            After::Snapshot(replica) => return crate::tail::stream_snapshot(stream, replica, limits.move_bytes_per_sec).await,
+            After::Tail(replica, position, only) => return crate::tail::stream_changes(stream, replica, position, only, limits.move_bytes_per_sec).await,
+            After::Snapshot(replica, only) => return crate::tail::stream_snapshot(stream, replica, only, limits.move_bytes_per_sec).await,
         }
     }
 }
@@ -138,10 +138,11 @@ pub(crate) enum After {
     Read,
     /// Close the connection.
     Close,
-    /// Switch to streaming this replica's changes after the position (a follower connected).
-    Tail(Arc<Replica>, u64),
-    /// Send a full snapshot of this replica, then close.
-    Snapshot(Arc<Replica>),
+    /// Switch to streaming this replica's changes after the position (a follower connected),
+    /// only the keys selected if any (a resize copy).
+    Tail(Arc<Replica>, u64, Option<ShardSelector>),
+    /// Send a snapshot of this replica (only the keys selected, if any), then close.
+    Snapshot(Arc<Replica>, Option<ShardSelector>),
 }
 
 /// Handles every complete frame in `input`; returns the bytes consumed and what to do next.
@@ -159,8 +160,8 @@ pub(crate) fn process(handler: &mut Handler, input: &[u8], out: &mut Vec<u8>, ma
                 match next {
                     Ok(Next::Continue) => {}
                     Ok(Next::Close) => return (consumed, After::Close),
-                    Ok(Next::Tail(replica, position)) => return (consumed, After::Tail(replica, position)),
-                    Ok(Next::Snapshot(replica)) => return (consumed, After::Snapshot(replica)),
+                    Ok(Next::Tail(replica, position, only)) => return (consumed, After::Tail(replica, position, only)),
+                    Ok(Next::Snapshot(replica, only)) => return (consumed, After::Snapshot(replica, only)),
                     Err(_) => {
                         // A bug in one request must not take the node down: answer and go on.
                         tracing::error!("request handler panicked; answering Internal");

@@ -1,24 +1,29 @@
 //! The sending side of replication: a follower's connection, once it has sent `Tail`, receives
 //! this replica's locally-originated writes as `Changes` frames, pushed as soon as they are
-//! written (the write path wakes this task), with a keep-alive when idle.
+//! written (the write path wakes this task), with a keep-alive when idle. A resize copy asks for
+//! only the keys that move to it; those streams, and snapshots, are paced by `--max-mbps`.
 use crate::registry::Replica;
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vasto_engine::EngineError;
-use vasto_wire::{FrameEncoder, Status};
+use vasto_wire::{FrameEncoder, ShardSelector, Status};
 
 /// Largest batch of changes per frame (about).
 const MAX_FRAME_BYTES: usize = 256 << 10;
 /// An idle tail sends an empty `Changes` this often so the follower knows the sender is alive.
 pub const KEEPALIVE: Duration = Duration::from_millis(500);
 
-/// Streams changes after `position` until the follower goes away.
-pub async fn stream_changes(mut stream: TcpStream, replica: Arc<Replica>, mut position: u64) {
+/// Streams changes after `position` until the follower goes away: every change, or with `only`
+/// just the keys it selects, sent at most `bytes_per_sec` (0: unlimited; applies to `only`
+/// streams, which are resize copies, not to replication between replicas of a shard).
+pub async fn stream_changes(mut stream: TcpStream, replica: Arc<Replica>, mut position: u64, only: Option<ShardSelector>, bytes_per_sec: u64) {
     let mut enc = FrameEncoder::new();
     let mut out: Vec<u8> = Vec::with_capacity(MAX_FRAME_BYTES + 4096);
     let mut last_sent = Instant::now() - KEEPALIVE;
+    let bytes_per_sec = if only.is_some() { bytes_per_sec } else { 0 };
+    let (started, mut sent) = (Instant::now(), 0u64);
     loop {
         let next = replica.next_append();
         let mut next = std::pin::pin!(next);
@@ -26,7 +31,11 @@ pub async fn stream_changes(mut stream: TcpStream, replica: Arc<Replica>, mut po
         let head = replica.head_position();
         out.clear();
         let mut page = enc.entries_builder();
-        let read = replica.read_changes(position, MAX_FRAME_BYTES, |k, v| page.push(k, v));
+        let read = replica.read_changes(position, MAX_FRAME_BYTES, |k, v| {
+            if only.is_none_or(|sel| sel.contains(k)) {
+                page.push(k, v)
+            }
+        });
         let caught_up = match read {
             Ok(read) => {
                 let moved = read.position != position || !page.is_empty();
@@ -54,6 +63,10 @@ pub async fn stream_changes(mut stream: TcpStream, replica: Arc<Replica>, mut po
                 return;
             }
             last_sent = Instant::now();
+            sent += out.len() as u64;
+            if let Some(wait) = pace(sent, bytes_per_sec, started.elapsed()) {
+                monoio::time::sleep(wait).await;
+            }
         }
         if caught_up {
             let _ = monoio::time::timeout(KEEPALIVE, next).await;
@@ -66,15 +79,16 @@ const SNAPSHOT_CHUNK: usize = 1 << 20;
 /// Target size of one snapshot SST file.
 const SNAPSHOT_FILE_BYTES: u64 = 64 << 20;
 
-/// Exports a snapshot of the replica (on a helper thread, so this core keeps serving) and sends
-/// its files in pieces; the last piece carries the position to tail from.
-pub async fn stream_snapshot(mut stream: TcpStream, replica: Arc<Replica>, bytes_per_sec: u64) {
+/// Exports a snapshot of the replica (on a helper thread, so this core keeps serving; with
+/// `only`, just the keys it selects) and sends its files in pieces, at most `bytes_per_sec`
+/// (0: unlimited); the last piece carries the position to tail from.
+pub async fn stream_snapshot(mut stream: TcpStream, replica: Arc<Replica>, only: Option<ShardSelector>, bytes_per_sec: u64) {
     let meta = replica.meta().clone();
     let dir = replica.dir().with_extension(format!("snapshot-out-{}", vasto_engine::now_ns()));
     let (tx, rx) = tokio::sync::oneshot::channel();
     let (export_replica, export_dir) = (Arc::clone(&replica), dir.clone());
     let spawned = std::thread::Builder::new().name("vasto-snapshot".into()).spawn(move || {
-        let _ = tx.send(export_replica.export_snapshot(&export_dir, SNAPSHOT_FILE_BYTES));
+        let _ = tx.send(export_replica.export_snapshot(&export_dir, SNAPSHOT_FILE_BYTES, only));
     });
     let mut enc = FrameEncoder::new();
     let mut out = Vec::with_capacity(SNAPSHOT_CHUNK + 4096);

@@ -8,7 +8,7 @@ use vasto_wire::{frame_len, parse_frame, FrameEncoder, Role, ShardInfo, Status, 
 
 fn registry(dir: &std::path::Path) -> Arc<Registry> {
     let reg = Registry::open(Engine::new(dir, &EngineOptions::default()).unwrap()).unwrap();
-    reg.create(&ShardInfo { keyspace: "ks".into(), shard: 0, shards: 1, replica: 0, replicas: 1 }).unwrap();
+    reg.create(&ShardInfo { keyspace: "ks".into(), shard: 0, shards: 1, replica: 0, replicas: 1, committed: 1, committed_at_ms: 1 }).unwrap();
     Arc::new(reg)
 }
 
@@ -92,7 +92,7 @@ fn the_first_frame_must_be_a_hello() {
 fn batches_are_validated_before_anything_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let reg = registry(dir.path());
-    reg.create(&ShardInfo { keyspace: "four".into(), shard: 0, shards: 4, replica: 0, replicas: 1 }).unwrap();
+    reg.create(&ShardInfo { keyspace: "four".into(), shard: 0, shards: 4, replica: 0, replicas: 1, committed: 4, committed_at_ms: 1 }).unwrap();
     let mut handler = Handler::new(Arc::clone(&reg));
     let mine = (0..).map(|i| format!("k{i}")).find(|k| vasto_hash::shard_of(k.as_bytes(), 4) == 0).unwrap();
     let other = (0..).map(|i| format!("k{i}")).find(|k| vasto_hash::shard_of(k.as_bytes(), 4) != 0).unwrap();
@@ -120,11 +120,14 @@ fn re_creating_a_replica_updates_its_layout_in_place() {
     let held = reg.get("ks", 0).unwrap();
     held.set_frozen(true);
     // Same replica, new shard count: the open handle takes the new layout, and is unfrozen.
-    reg.create(&ShardInfo { keyspace: "ks".into(), shard: 0, shards: 3, replica: 0, replicas: 1 }).unwrap();
+    reg.create(&ShardInfo { keyspace: "ks".into(), shard: 0, shards: 3, replica: 0, replicas: 1, committed: 3, committed_at_ms: 1 }).unwrap();
     assert_eq!(held.layout(), (0, 3));
     assert!(!held.frozen());
     assert_eq!(reg.infos()[0].shards, 3);
-    assert!(reg.create(&ShardInfo { keyspace: "ks".into(), shard: 0, shards: 3, replica: 1, replicas: 2 }).is_err(), "another role is refused");
+    assert!(
+        reg.create(&ShardInfo { keyspace: "ks".into(), shard: 0, shards: 3, replica: 1, replicas: 2, committed: 3, committed_at_ms: 1 }).is_err(),
+        "another role is refused"
+    );
     // Keys are checked against the layout.
     let mut handler = Handler::new(Arc::clone(&reg));
     let other = (0..).map(|i| format!("k{i}")).find(|k| vasto_hash::shard_of(k.as_bytes(), 3) != 0).unwrap();

@@ -330,17 +330,20 @@ impl flatbuffers::SimpleToVerifyInSlice for OpKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_SHARD_COMMAND_KIND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_SHARD_COMMAND_KIND: u8 = 2;
+pub const ENUM_MAX_SHARD_COMMAND_KIND: u8 = 3;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_SHARD_COMMAND_KIND: [ShardCommandKind; 3] = [
+pub const ENUM_VALUES_SHARD_COMMAND_KIND: [ShardCommandKind; 4] = [
   ShardCommandKind::Create,
   ShardCommandKind::Drop,
   ShardCommandKind::Freeze,
+  ShardCommandKind::Commit,
 ];
 
-/// Create: create (or re-activate) a replica. Drop: delete it. Freeze: stop taking writes (they
-/// get `Unavailable`, so clients go to another replica) while its change log drains to its peers.
+/// Create: create (or re-activate, taking the given layout) a replica. Drop: delete it. Freeze:
+/// stop taking writes (they get `Unavailable`, so clients go to another replica) while its change
+/// log drains to its peers. Commit: a resize is in force; serve and keep only the keys of the
+/// given shard count, and compact away the rest.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 #[repr(transparent)]
 pub struct ShardCommandKind(pub u8);
@@ -349,13 +352,15 @@ impl ShardCommandKind {
   pub const Create: Self = Self(0);
   pub const Drop: Self = Self(1);
   pub const Freeze: Self = Self(2);
+  pub const Commit: Self = Self(3);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_MAX: u8 = 3;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Create,
     Self::Drop,
     Self::Freeze,
+    Self::Commit,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -363,6 +368,7 @@ impl ShardCommandKind {
       Self::Create => Some("Create"),
       Self::Drop => Some("Drop"),
       Self::Freeze => Some("Freeze"),
+      Self::Commit => Some("Commit"),
       _ => None,
     }
   }
@@ -1791,6 +1797,8 @@ pub enum TailOffset {}
 
 /// Follower -> store: stream the locally-originated writes of this shard replica after position
 /// `after` (a sequence number of the sender), now and as they happen.
+/// With `only_shards` > 0, only the keys with `shard_of(key, only_shards) == only_shard` are sent
+/// (a resize copy) and the stream is paced by the sender's `--max-mbps`.
 pub struct Tail<'a> {
   pub _tab: flatbuffers::Table<'a>,
 }
@@ -1808,6 +1816,8 @@ impl<'a> Tail<'a> {
   pub const VT_SHARD: flatbuffers::VOffsetT = 6;
   pub const VT_AFTER: flatbuffers::VOffsetT = 8;
   pub const VT_FOLLOWER: flatbuffers::VOffsetT = 10;
+  pub const VT_ONLY_SHARD: flatbuffers::VOffsetT = 12;
+  pub const VT_ONLY_SHARDS: flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -1820,6 +1830,8 @@ impl<'a> Tail<'a> {
   ) -> flatbuffers::WIPOffset<Tail<'bldr>> {
     let mut builder = TailBuilder::new(_fbb);
     builder.add_after(args.after);
+    builder.add_only_shards(args.only_shards);
+    builder.add_only_shard(args.only_shard);
     if let Some(x) = args.follower { builder.add_follower(x); }
     builder.add_shard(args.shard);
     if let Some(x) = args.keyspace { builder.add_keyspace(x); }
@@ -1843,6 +1855,14 @@ impl<'a> Tail<'a> {
   pub fn follower(&self) -> Option<&'a str> {
     self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(Tail::VT_FOLLOWER, None)
   }
+  #[inline]
+  pub fn only_shard(&self) -> u32 {
+    self._tab.get::<u32>(Tail::VT_ONLY_SHARD, Some(0)).unwrap()
+  }
+  #[inline]
+  pub fn only_shards(&self) -> u32 {
+    self._tab.get::<u32>(Tail::VT_ONLY_SHARDS, Some(0)).unwrap()
+  }
 }
 
 impl flatbuffers::Verifiable for Tail<'_> {
@@ -1856,6 +1876,8 @@ impl flatbuffers::Verifiable for Tail<'_> {
      .visit_field::<u32>("shard", Self::VT_SHARD, false)?
      .visit_field::<u64>("after", Self::VT_AFTER, false)?
      .visit_field::<flatbuffers::ForwardsUOffset<&str>>("follower", Self::VT_FOLLOWER, false)?
+     .visit_field::<u32>("only_shard", Self::VT_ONLY_SHARD, false)?
+     .visit_field::<u32>("only_shards", Self::VT_ONLY_SHARDS, false)?
      .finish();
     Ok(())
   }
@@ -1865,6 +1887,8 @@ pub struct TailArgs<'a> {
     pub shard: u32,
     pub after: u64,
     pub follower: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub only_shard: u32,
+    pub only_shards: u32,
 }
 impl<'a> Default for TailArgs<'a> {
   #[inline]
@@ -1874,6 +1898,8 @@ impl<'a> Default for TailArgs<'a> {
       shard: 0,
       after: 0,
       follower: None,
+      only_shard: 0,
+      only_shards: 0,
     }
   }
 }
@@ -1900,6 +1926,14 @@ impl<'a: 'b, 'b> TailBuilder<'a, 'b> {
     self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(Tail::VT_FOLLOWER, follower);
   }
   #[inline]
+  pub fn add_only_shard(&mut self, only_shard: u32) {
+    self.fbb_.push_slot::<u32>(Tail::VT_ONLY_SHARD, only_shard, 0);
+  }
+  #[inline]
+  pub fn add_only_shards(&mut self, only_shards: u32) {
+    self.fbb_.push_slot::<u32>(Tail::VT_ONLY_SHARDS, only_shards, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> TailBuilder<'a, 'b> {
     let start = _fbb.start_table();
     TailBuilder {
@@ -1921,6 +1955,8 @@ impl core::fmt::Debug for Tail<'_> {
       ds.field("shard", &self.shard());
       ds.field("after", &self.after());
       ds.field("follower", &self.follower());
+      ds.field("only_shard", &self.only_shard());
+      ds.field("only_shards", &self.only_shards());
       ds.finish()
   }
 }
@@ -2067,6 +2103,7 @@ pub enum SnapshotRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
 /// Follower -> store: send a full copy of this shard replica (after a `Trimmed` answer).
+/// `only_shard`/`only_shards` as in `Tail`: a resize copies only the keys that move.
 pub struct SnapshotRequest<'a> {
   pub _tab: flatbuffers::Table<'a>,
 }
@@ -2083,6 +2120,8 @@ impl<'a> SnapshotRequest<'a> {
   pub const VT_KEYSPACE: flatbuffers::VOffsetT = 4;
   pub const VT_SHARD: flatbuffers::VOffsetT = 6;
   pub const VT_FOLLOWER: flatbuffers::VOffsetT = 8;
+  pub const VT_ONLY_SHARD: flatbuffers::VOffsetT = 10;
+  pub const VT_ONLY_SHARDS: flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -2094,6 +2133,8 @@ impl<'a> SnapshotRequest<'a> {
     args: &'args SnapshotRequestArgs<'args>
   ) -> flatbuffers::WIPOffset<SnapshotRequest<'bldr>> {
     let mut builder = SnapshotRequestBuilder::new(_fbb);
+    builder.add_only_shards(args.only_shards);
+    builder.add_only_shard(args.only_shard);
     if let Some(x) = args.follower { builder.add_follower(x); }
     builder.add_shard(args.shard);
     if let Some(x) = args.keyspace { builder.add_keyspace(x); }
@@ -2113,6 +2154,14 @@ impl<'a> SnapshotRequest<'a> {
   pub fn follower(&self) -> Option<&'a str> {
     self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(SnapshotRequest::VT_FOLLOWER, None)
   }
+  #[inline]
+  pub fn only_shard(&self) -> u32 {
+    self._tab.get::<u32>(SnapshotRequest::VT_ONLY_SHARD, Some(0)).unwrap()
+  }
+  #[inline]
+  pub fn only_shards(&self) -> u32 {
+    self._tab.get::<u32>(SnapshotRequest::VT_ONLY_SHARDS, Some(0)).unwrap()
+  }
 }
 
 impl flatbuffers::Verifiable for SnapshotRequest<'_> {
@@ -2125,6 +2174,8 @@ impl flatbuffers::Verifiable for SnapshotRequest<'_> {
      .visit_field::<flatbuffers::ForwardsUOffset<&str>>("keyspace", Self::VT_KEYSPACE, false)?
      .visit_field::<u32>("shard", Self::VT_SHARD, false)?
      .visit_field::<flatbuffers::ForwardsUOffset<&str>>("follower", Self::VT_FOLLOWER, false)?
+     .visit_field::<u32>("only_shard", Self::VT_ONLY_SHARD, false)?
+     .visit_field::<u32>("only_shards", Self::VT_ONLY_SHARDS, false)?
      .finish();
     Ok(())
   }
@@ -2133,6 +2184,8 @@ pub struct SnapshotRequestArgs<'a> {
     pub keyspace: Option<flatbuffers::WIPOffset<&'a str>>,
     pub shard: u32,
     pub follower: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub only_shard: u32,
+    pub only_shards: u32,
 }
 impl<'a> Default for SnapshotRequestArgs<'a> {
   #[inline]
@@ -2141,6 +2194,8 @@ impl<'a> Default for SnapshotRequestArgs<'a> {
       keyspace: None,
       shard: 0,
       follower: None,
+      only_shard: 0,
+      only_shards: 0,
     }
   }
 }
@@ -2163,6 +2218,14 @@ impl<'a: 'b, 'b> SnapshotRequestBuilder<'a, 'b> {
     self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(SnapshotRequest::VT_FOLLOWER, follower);
   }
   #[inline]
+  pub fn add_only_shard(&mut self, only_shard: u32) {
+    self.fbb_.push_slot::<u32>(SnapshotRequest::VT_ONLY_SHARD, only_shard, 0);
+  }
+  #[inline]
+  pub fn add_only_shards(&mut self, only_shards: u32) {
+    self.fbb_.push_slot::<u32>(SnapshotRequest::VT_ONLY_SHARDS, only_shards, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> SnapshotRequestBuilder<'a, 'b> {
     let start = _fbb.start_table();
     SnapshotRequestBuilder {
@@ -2183,6 +2246,8 @@ impl core::fmt::Debug for SnapshotRequest<'_> {
       ds.field("keyspace", &self.keyspace());
       ds.field("shard", &self.shard());
       ds.field("follower", &self.follower());
+      ds.field("only_shard", &self.only_shard());
+      ds.field("only_shards", &self.only_shards());
       ds.finish()
   }
 }
@@ -2520,7 +2585,11 @@ impl core::fmt::Debug for Response<'_> {
 pub enum ShardInfoOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// One shard replica a store holds.
+/// One shard replica a store holds. `shards` is the shard count requests are checked against
+/// (its serving layout); `committed` the shard count clients route by, as the replica last
+/// learnt it (its compaction keeps the keys owned under either; 0 means the same as `shards`);
+/// `committed_at` when that count was put in force (ms since the Unix epoch): after a master
+/// restart the newest report wins.
 pub struct ShardInfo<'a> {
   pub _tab: flatbuffers::Table<'a>,
 }
@@ -2539,6 +2608,8 @@ impl<'a> ShardInfo<'a> {
   pub const VT_SHARDS: flatbuffers::VOffsetT = 8;
   pub const VT_REPLICA: flatbuffers::VOffsetT = 10;
   pub const VT_REPLICAS: flatbuffers::VOffsetT = 12;
+  pub const VT_COMMITTED: flatbuffers::VOffsetT = 14;
+  pub const VT_COMMITTED_AT: flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -2550,6 +2621,8 @@ impl<'a> ShardInfo<'a> {
     args: &'args ShardInfoArgs<'args>
   ) -> flatbuffers::WIPOffset<ShardInfo<'bldr>> {
     let mut builder = ShardInfoBuilder::new(_fbb);
+    builder.add_committed_at(args.committed_at);
+    builder.add_committed(args.committed);
     builder.add_replicas(args.replicas);
     builder.add_replica(args.replica);
     builder.add_shards(args.shards);
@@ -2579,6 +2652,14 @@ impl<'a> ShardInfo<'a> {
   pub fn replicas(&self) -> u32 {
     self._tab.get::<u32>(ShardInfo::VT_REPLICAS, Some(0)).unwrap()
   }
+  #[inline]
+  pub fn committed(&self) -> u32 {
+    self._tab.get::<u32>(ShardInfo::VT_COMMITTED, Some(0)).unwrap()
+  }
+  #[inline]
+  pub fn committed_at(&self) -> u64 {
+    self._tab.get::<u64>(ShardInfo::VT_COMMITTED_AT, Some(0)).unwrap()
+  }
 }
 
 impl flatbuffers::Verifiable for ShardInfo<'_> {
@@ -2593,6 +2674,8 @@ impl flatbuffers::Verifiable for ShardInfo<'_> {
      .visit_field::<u32>("shards", Self::VT_SHARDS, false)?
      .visit_field::<u32>("replica", Self::VT_REPLICA, false)?
      .visit_field::<u32>("replicas", Self::VT_REPLICAS, false)?
+     .visit_field::<u32>("committed", Self::VT_COMMITTED, false)?
+     .visit_field::<u64>("committed_at", Self::VT_COMMITTED_AT, false)?
      .finish();
     Ok(())
   }
@@ -2603,6 +2686,8 @@ pub struct ShardInfoArgs<'a> {
     pub shards: u32,
     pub replica: u32,
     pub replicas: u32,
+    pub committed: u32,
+    pub committed_at: u64,
 }
 impl<'a> Default for ShardInfoArgs<'a> {
   #[inline]
@@ -2613,6 +2698,8 @@ impl<'a> Default for ShardInfoArgs<'a> {
       shards: 0,
       replica: 0,
       replicas: 0,
+      committed: 0,
+      committed_at: 0,
     }
   }
 }
@@ -2643,6 +2730,14 @@ impl<'a: 'b, 'b> ShardInfoBuilder<'a, 'b> {
     self.fbb_.push_slot::<u32>(ShardInfo::VT_REPLICAS, replicas, 0);
   }
   #[inline]
+  pub fn add_committed(&mut self, committed: u32) {
+    self.fbb_.push_slot::<u32>(ShardInfo::VT_COMMITTED, committed, 0);
+  }
+  #[inline]
+  pub fn add_committed_at(&mut self, committed_at: u64) {
+    self.fbb_.push_slot::<u64>(ShardInfo::VT_COMMITTED_AT, committed_at, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ShardInfoBuilder<'a, 'b> {
     let start = _fbb.start_table();
     ShardInfoBuilder {
@@ -2665,6 +2760,8 @@ impl core::fmt::Debug for ShardInfo<'_> {
       ds.field("shards", &self.shards());
       ds.field("replica", &self.replica());
       ds.field("replicas", &self.replicas());
+      ds.field("committed", &self.committed());
+      ds.field("committed_at", &self.committed_at());
       ds.finish()
   }
 }

@@ -8,18 +8,33 @@ pub struct ShardInfo {
     pub keyspace: String,
     /// Shard index in `0..shards`.
     pub shard: u32,
-    /// Number of shards of the keyspace.
+    /// Shard count requests are checked against (the serving layout; during a resize, the new
+    /// count, while clients still route by `committed`).
     pub shards: u32,
     /// Replica index in `0..replicas`; 0 is the primary.
     pub replica: u32,
     /// Number of replicas of each shard.
     pub replicas: u32,
+    /// Shard count clients route by, as the replica last learnt it; its compaction keeps the
+    /// keys owned under `shards` or under this count, so a resize can roll back until committed.
+    pub committed: u32,
+    /// When `committed` was put in force (ms since the Unix epoch, chosen by the master).
+    pub committed_at_ms: u64,
 }
 
 impl ShardInfo {
     /// Copies a verified view into an owned value (missing strings become empty).
     pub fn from_fb(v: fb::ShardInfo<'_>) -> Self {
-        Self { keyspace: v.keyspace().unwrap_or_default().to_owned(), shard: v.shard(), shards: v.shards(), replica: v.replica(), replicas: v.replicas() }
+        let committed = if v.committed() == 0 { v.shards() } else { v.committed() };
+        Self {
+            keyspace: v.keyspace().unwrap_or_default().to_owned(),
+            shard: v.shard(),
+            shards: v.shards(),
+            replica: v.replica(),
+            replicas: v.replicas(),
+            committed,
+            committed_at_ms: v.committed_at(),
+        }
     }
 }
 

@@ -2,6 +2,7 @@ use crate::control::{ReplicaLag, RoutingTable, ShardInfo};
 use crate::fb::{self, Body, OpKind, Role, Status};
 use crate::frame::write_len_prefix;
 use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
+use vasto_hash::ShardSelector;
 
 /// One operation of a batch, borrowed from the caller.
 #[derive(Debug, Clone, Copy)]
@@ -156,7 +157,15 @@ impl FrameEncoder {
 
     fn shard_info(&mut self, s: &ShardInfo) -> WIPOffset<fb::ShardInfo<'static>> {
         let keyspace = self.fbb.create_string(&s.keyspace);
-        let args = fb::ShardInfoArgs { keyspace: Some(keyspace), shard: s.shard, shards: s.shards, replica: s.replica, replicas: s.replicas };
+        let args = fb::ShardInfoArgs {
+            keyspace: Some(keyspace),
+            shard: s.shard,
+            shards: s.shards,
+            replica: s.replica,
+            replicas: s.replicas,
+            committed: s.committed,
+            committed_at: s.committed_at_ms,
+        };
         fb::ShardInfo::create(&mut self.fbb, &args)
     }
 
@@ -188,19 +197,23 @@ impl FrameEncoder {
     }
 
     /// Follower -> store: stream this shard's local writes after `after`.
-    pub fn tail(&mut self, out: &mut Vec<u8>, keyspace: &str, shard: u32, after: u64, follower: &str) {
+    /// With `only`, the sender streams just the keys it selects (a resize copy).
+    pub fn tail(&mut self, out: &mut Vec<u8>, keyspace: &str, shard: u32, after: u64, follower: &str, only: Option<ShardSelector>) {
         let keyspace = self.fbb.create_string(keyspace);
         let follower = self.fbb.create_string(follower);
-        let args = fb::TailArgs { keyspace: Some(keyspace), shard, after, follower: Some(follower) };
+        let (only_shard, only_shards) = only.map_or((0, 0), |o| (o.shard, o.shards));
+        let args = fb::TailArgs { keyspace: Some(keyspace), shard, after, follower: Some(follower), only_shard, only_shards };
         let b = fb::Tail::create(&mut self.fbb, &args);
         self.finish(out, 0, Body::Tail, b.as_union_value());
     }
 
     /// Follower -> store: ask for a full snapshot of a shard replica.
-    pub fn snapshot_request(&mut self, out: &mut Vec<u8>, keyspace: &str, shard: u32, follower: &str) {
+    /// With `only`, the snapshot holds just the keys it selects (a resize copy).
+    pub fn snapshot_request(&mut self, out: &mut Vec<u8>, keyspace: &str, shard: u32, follower: &str, only: Option<ShardSelector>) {
         let keyspace = self.fbb.create_string(keyspace);
         let follower = self.fbb.create_string(follower);
-        let args = fb::SnapshotRequestArgs { keyspace: Some(keyspace), shard, follower: Some(follower) };
+        let (only_shard, only_shards) = only.map_or((0, 0), |o| (o.shard, o.shards));
+        let args = fb::SnapshotRequestArgs { keyspace: Some(keyspace), shard, follower: Some(follower), only_shard, only_shards };
         let b = fb::SnapshotRequest::create(&mut self.fbb, &args);
         self.finish(out, 0, Body::SnapshotRequest, b.as_union_value());
     }

@@ -20,6 +20,7 @@ pub use error::WireError;
 pub use frame::{frame_len, parse_frame, read_frame_blocking, write_len_prefix, LEN_PREFIX};
 #[cfg(feature = "tokio")]
 pub use tokio_io::read_frame;
+pub use vasto_hash::ShardSelector;
 pub use vasto_schema::fb;
 pub use vasto_schema::fb::{Body, OpKind, Role, Status};
 
@@ -32,6 +33,12 @@ pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
 /// A human-readable name for a status code, for error messages and the CLI.
 pub fn status_name(status: Status) -> &'static str {
     status.variant_name().unwrap_or("Unknown")
+}
+
+/// The key selector a `Tail` or `SnapshotRequest` carries in `only_shard`/`only_shards`
+/// (`None`: every key).
+pub fn only_selector(only_shard: u32, only_shards: u32) -> Option<ShardSelector> {
+    (only_shards > 0).then_some(ShardSelector { shard: only_shard, shards: only_shards })
 }
 
 #[cfg(test)]
