@@ -316,6 +316,7 @@ pub(crate) async fn resize_keyspace(shared: &Shared, name: &str, shards: u32) ->
         // The giving shards stop taking the keys that move (they answer wrong-shard, so clients
         // wait for the new table), and the receiving shards apply what is left.
         run_commands(shared, ShardCommandKind::Create, &sources_new, "re-laying out").await?;
+        tracing::info!(keyspace = name, "resizing: the giving shards refuse the keys that move; draining");
         tokio::time::sleep(DRAIN_SETTLE).await;
         wait_resize(shared, name, true).await?;
         // Until here the old shard count is still in force everywhere and a rollback loses

@@ -244,6 +244,24 @@ impl Raw {
         (resp.status(), resp.entries().map(|e| e.len()).unwrap_or(0))
     }
 
+    /// How many live keys of `shard` this store serves (every scan page).
+    pub fn count_keys(&mut self, keyspace: &str, shard: u32) -> usize {
+        let (mut count, mut after) = (0, Vec::new());
+        loop {
+            let mut out = Vec::new();
+            self.enc.scan(&mut out, 1, keyspace, shard, b"", &after, 10_000);
+            self.stream.write_all(&out).unwrap();
+            let resp = parse_frame(self.read_frame()).unwrap().body_as_response().unwrap();
+            assert_eq!(resp.status(), Status::Ok, "scan of {keyspace}/{shard}: {}", resp.message().unwrap_or_default());
+            let entries = resp.entries().unwrap_or_default();
+            count += entries.len();
+            match entries.iter().next_back().and_then(|e| e.key()) {
+                Some(last) if resp.more() => after = last.to_vec(),
+                _ => return count,
+            }
+        }
+    }
+
     /// Pipelined gets of `keys` on one shard: the value (or None) of each, in order.
     pub fn get_many(&mut self, keyspace: &str, shard: u32, keys: &[Vec<u8>]) -> Vec<Option<Vec<u8>>> {
         // In chunks, so neither side's socket buffer fills while the other is still writing.
@@ -303,4 +321,34 @@ pub async fn while_writing(args: Vec<String>, ks: &vasto_client::Keyspace, tag: 
         i += 1;
     }
     (command.await.expect("command thread"), i)
+}
+
+/// Waits (up to 60 s) until every replica directory of `keyspace` on every store holds only keys
+/// its committed layout of `shards` owns (compaction after a resize), and only shards below
+/// `shards` exist; returns the raw entries per shard directory.
+pub fn wait_only_owned_keys(cluster: &Cluster, keyspace: &str, shards: u32) -> Vec<(String, u64)> {
+    wait_for(&format!("every shard of {keyspace} to hold only its own keys"), Duration::from_secs(60), || only_owned_keys_now(cluster, keyspace, shards))
+}
+
+/// One look at the replica directories of `keyspace`: `Some(entries per directory)` when every
+/// one is a shard below `shards` serving and keeping `shards` shards, with no key it does not own.
+pub fn only_owned_keys_now(cluster: &Cluster, keyspace: &str, shards: u32) -> Option<Vec<(String, u64)>> {
+    let engine = vasto_engine::Engine::new(&cluster.dir.path().join("census"), &vasto_engine::EngineOptions::default()).expect("engine");
+    let mut seen = Vec::new();
+    for i in 0..cluster.stores.len() {
+        let ks_dir = cluster.dir.path().join(format!("store-{i}")).join(keyspace);
+        for entry in std::fs::read_dir(&ks_dir).into_iter().flatten().flatten() {
+            if !entry.path().join("CURRENT").exists() {
+                continue;
+            }
+            // A directory being compacted or dropped may fail to open for a moment: look again later.
+            let census = engine.census(&entry.path()).ok()?;
+            let settled = census.meta.shard < shards && census.layout.serving == shards && census.layout.committed == shards && census.not_owned == 0;
+            if !settled {
+                return None;
+            }
+            seen.push((entry.path().display().to_string(), census.entries));
+        }
+    }
+    Some(seen)
 }
