@@ -106,6 +106,18 @@ pub fn render(s: &ClusterStatus) -> String {
     let _ = writeln!(out, "KEYSPACES ({})", s.keyspaces.len());
     for ks in &s.keyspaces {
         let _ = writeln!(out, "  {} - {} shards x {} replicas, routing version {}", ks.name, ks.shards, ks.replicas, ks.version);
+        if let Some(op) = &ks.operation {
+            let _ = writeln!(
+                out,
+                "    {}: {} for {:.1} s; copies caught up {}/{}, {} entries behind",
+                op.kind,
+                op.phase,
+                op.running_ms as f64 / 1000.0,
+                op.copies_caught_up,
+                op.copies,
+                op.entries_behind
+            );
+        }
         let _ = writeln!(out, "    {:<6} REPLICAS (primary first)", "SHARD");
         for (shard, replicas) in ks.routes.iter().enumerate() {
             let list: Vec<String> = replicas

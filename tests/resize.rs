@@ -99,6 +99,11 @@ async fn a_master_restart_in_the_middle_of_a_resize_settles_on_one_shard_count()
             std::fs::read_to_string(&log).ok().filter(|l| l.contains("refuse the keys that move")).map(drop)
         })
     });
+    let status = cluster.status().expect("status");
+    let op = &status["keyspaces"][0]["operation"];
+    assert_eq!((op["kind"].as_str(), op["phase"].as_str()), (Some("resize 2 -> 4 shards"), Some("draining")), "status shows the resize: {op}");
+    // 2 new shards x 2 replicas, each copying from 2 old shards x 2 replicas; all caught up by now.
+    assert_eq!((op["copies"].as_u64(), op["copies_caught_up"].as_u64()), (Some(16), Some(16)), "{op}");
     cluster.kill_master();
     let out = resize.await.unwrap();
     eprintln!("resize command: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

@@ -74,6 +74,11 @@ pub(crate) async fn run_commands(shared: &Shared, kind: ShardCommandKind, target
     first_err.map_or(Ok(()), Err)
 }
 
+/// Records the step the operation on `name` is at, for `vasto admin status`.
+fn phase(shared: &Shared, name: &str, kind: &str, phase: &'static str) {
+    shared.lock().state.set_phase(name, kind, phase, unix_ms());
+}
+
 /// Clears the busy mark of a keyspace when an operation ends, however it ends.
 struct BusyGuard<'a> {
     shared: &'a Shared,
@@ -180,6 +185,8 @@ pub(crate) async fn replace_store(shared: &Shared, name: &str, from: &str, to: &
         (plan.0, plan.1, plan.2, infos)
     };
     tracing::info!(keyspace = name, %from, %to, replicas = slots.len(), "replacing store: copying to the new store");
+    let kind = format!("replace {from} -> {to}");
+    phase(shared, name, &kind, "copying");
     let creates: Vec<(String, ShardInfo)> = infos.iter().map(|i| (to.clone(), i.clone())).collect();
     let olds: Vec<(String, ShardInfo)> = infos.iter().map(|i| (from.clone(), i.clone())).collect();
     let from_up = shared.lock().state.stores.get(&from).is_some_and(|s| s.up);
@@ -189,6 +196,7 @@ pub(crate) async fn replace_store(shared: &Shared, name: &str, from: &str, to: &
         if from_up {
             // Drain: the old copies stop taking writes (clients move to another replica), and
             // everything they acknowledged reaches every other replica before they leave.
+            phase(shared, name, &kind, "draining");
             run_commands(shared, ShardCommandKind::Freeze, &olds, "freezing").await?;
             wait_drained(shared, name, &from).await?;
         }
@@ -197,6 +205,7 @@ pub(crate) async fn replace_store(shared: &Shared, name: &str, from: &str, to: &
     .await;
     if let Err(e) = joined {
         tracing::warn!(keyspace = name, %from, %to, error = %e.message, "replace failed; rolling back");
+        phase(shared, name, &kind, "rolling back");
         {
             let mut hub = shared.lock();
             hub.state.abort_join(name, unix_ms());
@@ -294,6 +303,8 @@ pub(crate) async fn resize_keyspace(shared: &Shared, name: &str, shards: u32) ->
         old
     };
     tracing::info!(keyspace = name, from = old_shards, to = shards, "resizing: copying the keys that move");
+    let kind = format!("resize {old_shards} -> {shards} shards");
+    phase(shared, name, &kind, "copying");
     let (targets, sources) = match shared.lock().state.resize_ranges(name) {
         Some(ranges) => ranges,
         None => return (Status::Internal, format!("the resize of {name} vanished")),
@@ -317,6 +328,7 @@ pub(crate) async fn resize_keyspace(shared: &Shared, name: &str, shards: u32) ->
         // wait for the new table), and the receiving shards apply what is left.
         run_commands(shared, ShardCommandKind::Create, &sources_new, "re-laying out").await?;
         tracing::info!(keyspace = name, "resizing: the giving shards refuse the keys that move; draining");
+        phase(shared, name, &kind, "draining");
         tokio::time::sleep(DRAIN_SETTLE).await;
         wait_resize(shared, name, true).await?;
         // Until here the old shard count is still in force everywhere and a rollback loses
@@ -326,6 +338,7 @@ pub(crate) async fn resize_keyspace(shared: &Shared, name: &str, shards: u32) ->
     .await;
     if let Err(e) = result {
         tracing::warn!(keyspace = name, error = %e.message, "resize failed; rolling back");
+        phase(shared, name, &kind, "rolling back");
         {
             let mut hub = shared.lock();
             hub.state.abort_resize(name, unix_ms());
@@ -342,6 +355,7 @@ pub(crate) async fn resize_keyspace(shared: &Shared, name: &str, shards: u32) ->
     // Commit on the stores first, then tell the clients: a master that dies in between leaves
     // replicas that know the new count, and the restarted master completes the resize from them
     // (see `reconcile`). A store that misses the commit gets it when it reports again.
+    phase(shared, name, &kind, "committing");
     let (committed_at, commits) = {
         let hub = shared.lock();
         let at = hub.state.next_commit_ms(name, unix_ms());

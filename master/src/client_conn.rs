@@ -76,7 +76,7 @@ async fn client_loop(shared: &Arc<Shared>, conn: u64, rd: &mut OwnedReadHalf, bu
                 reply(outbox, &mut enc, id, Status::BadRequest, &format!("no operation in progress on {name}"), "");
             }
         } else if frame.body_as_status_request().is_some() {
-            let status = shared.lock().state.status();
+            let status = shared.lock().state.status(crate::state::unix_ms());
             match serde_json::to_string(&status) {
                 Ok(json) => reply(outbox, &mut enc, id, Status::Ok, "", &json),
                 Err(e) => reply(outbox, &mut enc, id, Status::Internal, &format!("encoding the status: {e}"), ""),

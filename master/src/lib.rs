@@ -15,6 +15,7 @@ mod admin;
 mod client_conn;
 mod hub;
 mod lag;
+mod progress;
 mod reconcile;
 mod replace;
 mod resize;
@@ -22,6 +23,7 @@ mod state;
 mod status;
 mod store_conn;
 
+pub use progress::OperationStatus;
 pub use state::MAX_SHARDS;
 pub use status::{ClusterStatus, KeyspaceStatus, LagStatus, RouteStatus, StoreStatus};
 

@@ -78,7 +78,11 @@ pub(crate) async fn run(shared: std::sync::Arc<Shared>) {
                 .into_iter()
                 .filter_map(|name| {
                     let fixes = hub.state.fixes(&name);
-                    (!fixes.is_empty() && hub.state.begin(&name, Vec::new())).then_some((name, fixes))
+                    let started = !fixes.is_empty() && hub.state.begin(&name, Vec::new());
+                    if started {
+                        hub.state.set_phase(&name, "repair after an interrupted resize", "repairing", unix_ms());
+                    }
+                    started.then_some((name, fixes))
                 })
                 .collect()
         };

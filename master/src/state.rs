@@ -105,6 +105,8 @@ pub(crate) struct State {
     busy: HashMap<String, Vec<Vec<String>>>,
     /// Keyspaces whose operation in progress was asked to roll back.
     pub(crate) cancels: std::collections::HashSet<String>,
+    /// Progress of the operations in flight (resize, replace), by keyspace.
+    pub(crate) operations: HashMap<String, crate::progress::Operation>,
     generations: u64,
 }
 
@@ -301,6 +303,7 @@ impl State {
     /// Clears the busy mark of `name`.
     pub fn end(&mut self, name: &str) {
         self.busy.remove(name);
+        self.operations.remove(name);
     }
 
     /// Records a created keyspace and bumps its version.

@@ -168,7 +168,7 @@ fn rebuild_from_reports() {
     st.register("c", "c:1", 10, &[info("ks", 0, 2, 0, 2)], 300);
     assert_eq!(st.table("ks").routes[0][0].store_id, "c");
 
-    let status = st.status();
+    let status = st.status(0);
     assert_eq!(status.stores.iter().map(|s| (s.id.as_str(), s.replicas)).collect::<Vec<_>>(), [("a", 1), ("b", 2), ("c", 1)]);
     assert_eq!(status.keyspaces.len(), 1);
     assert_eq!(status.keyspaces[0].routes[0][0].address, "c:1");
@@ -227,7 +227,7 @@ fn catching_up_needs_a_lag_towards_a_live_peer() {
     let t = st.table("ks");
     assert!(t.version > v0);
     assert!(!t.routes[0][0].catching_up && t.routes[0][1].catching_up);
-    let status = st.status();
+    let status = st.status(0);
     let route = &status.keyspaces[0].routes[0][1];
     assert!(route.catching_up);
     assert_eq!(route.lags.len(), 2);
@@ -269,7 +269,7 @@ fn lags_that_change_nothing_do_not_bump_the_version() {
     (later.entries, later.lag_ms) = (3, 290);
     assert_eq!(st.heartbeat("c", gen_c, vec![later], 102), Some(Vec::new()));
     assert_eq!(st.version("ks"), v1);
-    assert_eq!(st.status().keyspaces[0].routes[0][1].lags[0].lag_ms, 290);
+    assert_eq!(st.status(0).keyspaces[0].routes[0][1].lags[0].lag_ms, 290);
     // A stale connection's heartbeat is refused.
     assert_eq!(st.heartbeat("c", gen_c + 100, Vec::new(), 103), None);
 }
@@ -290,5 +290,5 @@ fn lags_are_forgotten_when_the_store_goes_down_or_re_registers() {
     let route = &st.table("ks").routes[0][1];
     assert!(!route.up && !route.catching_up);
     assert!(st.stores["c"].lags.is_empty());
-    assert!(st.status().keyspaces[0].routes[0][1].lags.is_empty());
+    assert!(st.status(0).keyspaces[0].routes[0][1].lags.is_empty());
 }

@@ -1,4 +1,5 @@
 //! The cluster status document returned (as JSON) to a `StatusRequest`.
+use crate::progress::OperationStatus;
 use crate::state::State;
 use serde::{Deserialize, Serialize};
 use vasto_wire::ReplicaLag;
@@ -40,6 +41,9 @@ pub struct KeyspaceStatus {
     pub version: u64,
     /// `routes[shard][replica]`; replica 0 is the primary.
     pub routes: Vec<Vec<RouteStatus>>,
+    /// The resize or replace in progress, if any.
+    #[serde(default)]
+    pub operation: Option<OperationStatus>,
 }
 
 /// Where one replica lives.
@@ -79,8 +83,8 @@ impl From<&ReplicaLag> for LagStatus {
 }
 
 impl State {
-    /// Builds the status document.
-    pub(crate) fn status(&self) -> ClusterStatus {
+    /// Builds the status document (`now_ms`: the current time, for operation durations).
+    pub(crate) fn status(&self, now_ms: u64) -> ClusterStatus {
         let placed = self.placed();
         let stores = self
             .stores
@@ -101,6 +105,7 @@ impl State {
                 shards: ks.shards,
                 replicas: ks.replicas,
                 version: self.version(name),
+                operation: self.operation_status(name, now_ms),
                 routes: ks
                     .placement
                     .iter()
