@@ -11,7 +11,7 @@ VALUE=${VALUE:-100}
 CONC=${CONC:-64}
 RESIZE_KEYS=${RESIZE_KEYS:-1000000}
 RESIZE_LOAD_SECS=${RESIZE_LOAD_SECS:-20}
-RESIZE_WINDOW_SECS=${RESIZE_WINDOW_SECS:-40}
+RESIZE_WINDOW_SECS=${RESIZE_WINDOW_SECS:-15}
 ./scripts/setup.sh redis-server redis-tools
 cargo build --release --locked --bin vasto
 VASTO=target/release/vasto
@@ -129,8 +129,8 @@ redis-benchmark -p "$RPORT" -c "$CONC" -P 16 -d "$VALUE" -r "$KEYS" -n $((KEYS *
   echo "## Online resize (2 -> 4 shards, 2 replicas, up to ${RESIZE_KEYS} keys of ${VALUE} B, mixed:80 load at concurrency 16)"
   echo
   echo "Resize took ${rsecs} s. Data that changes shard, counted once per replica: about ${moved_mb} MB"
-  echo "($(awk -v m="$moved_mb" -v s="$rsecs" 'BEGIN { printf "%.0f", m / s }') MB/s of useful movement). The copy currently sends a whole-shard snapshot from every"
-  echo "source replica to every new replica (the extra keys are dropped by ownership), so the bytes on the wire are several times that."
+  echo "($(awk -v m="$moved_mb" -v s="$rsecs" 'BEGIN { printf "%.0f", m / s }') MB/s of useful movement). Each new replica receives only the keys that move to it, but from"
+  echo "both replicas of their old shard (each replica's change log holds only its own writes), so the bytes on the wire are about twice that."
   echo "Foreground p99 before: $(json_field "$before" p99_us) us; over a ${RESIZE_WINDOW_SECS} s window containing the resize: $(json_field "$during" p99_us) us (ratio $(awk -v a="$(json_field "$during" p99_us)" -v b="$(json_field "$before" p99_us)" 'BEGIN { printf "%.2f", a / b }')); errors during: $(json_field "$during" errors)."
 } > "$WORK/RESULTS.md"
 cp "$WORK/RESULTS.md" benches/RESULTS.md
