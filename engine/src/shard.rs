@@ -44,8 +44,15 @@ impl LayoutRecord {
         raw
     }
 
-    /// Decodes what [`LayoutRecord::encode`] wrote; `None` for anything else or invalid counts.
+    /// Decodes what [`LayoutRecord::encode`] wrote, or the 8-byte `(shard, shards)` record of
+    /// earlier versions (read as serving and committed `shards`); `None` for anything else or
+    /// invalid counts.
     pub(crate) fn decode(raw: &[u8]) -> Option<Self> {
+        if raw.len() == 8 {
+            let shards = u32::from_le_bytes(raw.get(4..8)?.try_into().ok()?);
+            let record = Self { serving: shards, committed: shards, committed_at_ms: 0 };
+            return record.valid().then_some(record);
+        }
         let serving = u32::from_le_bytes(raw.get(0..4)?.try_into().ok()?);
         let committed = u32::from_le_bytes(raw.get(4..8)?.try_into().ok()?);
         let committed_at_ms = u64::from_le_bytes(raw.get(8..16)?.try_into().ok()?);

@@ -280,3 +280,15 @@ fn growing_copies_only_moving_keys_and_the_committed_layout_drops_them() {
     let s0 = reopened.iter().find(|s| s.meta().shard == 0).unwrap();
     assert_eq!((s0.layout(), s0.layout_record()), ((0, 5), LayoutRecord { serving: 5, committed: 5, committed_at_ms: 2 }));
 }
+
+#[test]
+fn layout_records_decode_strictly_and_read_the_old_format() {
+    let record = LayoutRecord { serving: 5, committed: 2, committed_at_ms: 77 };
+    let raw = [5u32.to_le_bytes(), 2u32.to_le_bytes()].concat();
+    let full = [raw.clone(), 77u64.to_le_bytes().to_vec()].concat();
+    assert_eq!(LayoutRecord::decode(&full), Some(record));
+    // Earlier versions stored (shard, shards).
+    assert_eq!(LayoutRecord::decode(&[1u32.to_le_bytes(), 4u32.to_le_bytes()].concat()), Some(LayoutRecord { serving: 4, committed: 4, committed_at_ms: 0 }));
+    assert_eq!(LayoutRecord::decode(&full[..12]), None, "truncated");
+    assert_eq!(LayoutRecord::decode(&[0u8; 16]), None, "zero shards");
+}
