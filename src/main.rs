@@ -4,6 +4,7 @@
 mod admin_cmd;
 mod data_cmd;
 mod dev;
+mod import_cmd;
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -75,6 +76,8 @@ enum Command {
     Dev(dev::DevArgs),
     /// Generate load against a keyspace and report throughput and latency percentiles.
     Loadgen(data_cmd::LoadgenArgs),
+    /// Bulk-load a TSV, CSV or JSON-lines file into a keyspace as SST files.
+    Import(import_cmd::ImportArgs),
 }
 
 fn init_logs(default: &str) {
@@ -112,6 +115,7 @@ fn main() -> ExitCode {
         Command::Delete(args) => run_data(|rt| rt.block_on(data_cmd::delete(args))),
         Command::Scan(args) => run_data(|rt| rt.block_on(data_cmd::scan(args))),
         Command::Loadgen(args) => run_data(|rt| rt.block_on(data_cmd::loadgen(args))),
+        Command::Import(args) => run_data(|rt| rt.block_on(import_cmd::run(args))),
         Command::Dev(args) => {
             init_logs("info");
             runtime().and_then(|rt| rt.block_on(dev::run(args)))

@@ -1,7 +1,6 @@
 //! One pipelined connection to a store: any number of requests in flight, matched to responses
 //! by id. Requests are encoded straight into a shared output buffer that a writer task flushes,
 //! so concurrent callers share write syscalls.
-use crate::dial::{dial, DialError};
 use crate::ClientError;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,7 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{oneshot, Notify};
-use vasto_wire::{parse_frame, read_frame, FrameEncoder, Role, Status, DEFAULT_MAX_FRAME};
+use vasto_wire::{parse_frame, read_frame, FrameEncoder, Status, DEFAULT_MAX_FRAME};
 
 /// A decoded response.
 #[derive(Debug)]
@@ -41,10 +40,7 @@ pub(crate) struct Conn {
 impl Conn {
     /// Connects, exchanges hellos, and starts the reader and writer tasks.
     pub async fn connect(addr: &str, timeout: Duration) -> Result<Arc<Conn>, ClientError> {
-        let stream = dial(addr, Role::Client, timeout).await.map_err(|e| match e {
-            DialError::Unreachable(why) => ClientError::Unavailable(format!("{addr}: {why}")),
-            DialError::Refused(status, message) => ClientError::Server { status, message },
-        })?;
+        let stream = crate::connect_store(addr, timeout).await?;
         let (read, write) = stream.into_split();
         let conn = Arc::new(Conn {
             state: Mutex::new(State { enc: FrameEncoder::new(), out: Vec::with_capacity(16 << 10), pending: HashMap::new(), next_id: 1 }),

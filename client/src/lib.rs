@@ -70,6 +70,15 @@ pub enum ClientError {
     Timeout,
 }
 
+/// Opens a dedicated connection to the store at `addr` and says hello as a client, for
+/// streaming work that does not fit the pooled request connections (bulk import).
+pub async fn connect_store(addr: &str, timeout: Duration) -> Result<tokio::net::TcpStream, ClientError> {
+    dial::dial(addr, vasto_wire::Role::Client, timeout).await.map_err(|e| match e {
+        dial::DialError::Unreachable(why) => ClientError::Unavailable(format!("{addr}: {why}")),
+        dial::DialError::Refused(status, message) => ClientError::Server { status, message },
+    })
+}
+
 /// Client tunables.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {

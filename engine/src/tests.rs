@@ -292,3 +292,24 @@ fn layout_records_decode_strictly_and_read_the_old_format() {
     assert_eq!(LayoutRecord::decode(&full[..12]), None, "truncated");
     assert_eq!(LayoutRecord::decode(&[0u8; 16]), None, "zero shards");
 }
+
+#[test]
+fn imported_files_ingest_with_last_writer_wins_and_may_overlap() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = engine(&dir.path().join("db")).create_shard(&meta("imp", 0)).unwrap();
+    let t = now_ns();
+    shard.put(b"newer", b"live", t + 1_000, 0).unwrap();
+    shard.put(b"older", b"live", t - 1_000, 0).unwrap();
+    let mut writer = ImportWriter::default();
+    let run1: Vec<(&[u8], &[u8])> = vec![(b"a", b"1"), (b"newer", b"imported"), (b"older", b"imported")];
+    let run2: Vec<(&[u8], &[u8])> = vec![(b"a", b"2"), (b"b", b"3")];
+    let files = [dir.path().join("1.sst"), dir.path().join("2.sst")];
+    assert!(writer.write(&files[0], run1, t).unwrap() > 0);
+    assert!(writer.write(&files[1], run2, t + 1).unwrap() > 0);
+    assert_eq!(writer.write(&dir.path().join("empty.sst"), std::iter::empty(), t).unwrap(), 0);
+    shard.ingest_import(&files).unwrap();
+    assert_eq!(get(&shard, b"newer").as_deref(), Some(&b"live"[..]), "a newer live write survives the import");
+    assert_eq!(get(&shard, b"older").as_deref(), Some(&b"imported"[..]));
+    assert_eq!(get(&shard, b"a").as_deref(), Some(&b"2"[..]), "overlapping files: the later event time wins");
+    assert_eq!(get(&shard, b"b").as_deref(), Some(&b"3"[..]));
+}

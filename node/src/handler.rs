@@ -1,6 +1,7 @@
 //! Turns one verified request frame into one response frame. Synchronous: RocksDB calls run on
 //! the core that owns the connection (thread-per-core), with key and value slices borrowed
 //! straight from the read buffer.
+use crate::ingest::IngestSession;
 use crate::registry::{Lookup, Registry, Replica};
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -19,6 +20,8 @@ pub const MAX_SCAN_LIMIT: u32 = 10_000;
 pub struct Handler {
     registry: Arc<Registry>,
     enc: FrameEncoder,
+    /// The import being received on this connection, if any.
+    ingest: Option<IngestSession>,
 }
 
 /// What the connection loop should do after a frame.
@@ -31,6 +34,8 @@ pub enum Next {
     Tail(Arc<Replica>, u64, Option<ShardSelector>),
     /// The peer is a follower too far behind: send it a full snapshot of this replica.
     Snapshot(Arc<Replica>, Option<ShardSelector>),
+    /// The importer sent its last piece: ingest the files, answer request `id`, close.
+    Ingest(IngestSession, u64),
 }
 
 struct Reject(Status, Cow<'static, str>);
@@ -42,7 +47,7 @@ fn reject(status: Status, msg: &'static str) -> Reject {
 impl Handler {
     /// A handler serving the shards of `registry`.
     pub fn new(registry: Arc<Registry>) -> Self {
-        Self { registry, enc: FrameEncoder::new() }
+        Self { registry, enc: FrameEncoder::new(), ingest: None }
     }
 
     /// A new handler on the same registry (used to recover from a panic mid-encode).
@@ -91,6 +96,9 @@ impl Handler {
                 }
             };
         }
+        if let Some(req) = frame.body_as_ingest() {
+            return self.ingest(out, id, req);
+        }
         if let Some(req) = frame.body_as_snapshot_request() {
             return match self.shard(req.keyspace(), req.shard()) {
                 Ok(replica) => Next::Snapshot(replica, only_selector(req.only_shard(), req.only_shards())),
@@ -114,6 +122,32 @@ impl Handler {
             Some(Err(Reject(status, msg))) => self.enc.status(out, id, status, &msg, 0),
             None => self.enc.status(out, id, Status::BadRequest, "unexpected message on a data connection", 0),
         }
+        Next::Continue
+    }
+
+    /// One piece of an import (no answer), or its end (answered once the files are ingested).
+    /// Any error is answered at once and closes the connection; the files received are removed.
+    fn ingest(&mut self, out: &mut Vec<u8>, id: u64, req: fb::Ingest<'_>) -> Next {
+        let session = match self.ingest.take() {
+            Some(s) if s.is_for(req.keyspace().unwrap_or_default(), req.shard()) => Ok(s),
+            Some(_) => Err((Status::BadRequest, "one import connection carries one shard".to_owned())),
+            None => self.shard(req.keyspace(), req.shard()).map_err(|Reject(s, m)| (s, m.into_owned())).and_then(|r| IngestSession::start(r, req.shards())),
+        };
+        let mut session = match session {
+            Ok(s) => s,
+            Err((status, msg)) => {
+                self.enc.status(out, id, status, &msg, 0);
+                return Next::Close;
+            }
+        };
+        if req.done() {
+            return Next::Ingest(session, id);
+        }
+        if let Err(msg) = session.piece(req.file(), req.data().unwrap_or_default()) {
+            self.enc.status(out, id, Status::Internal, &msg, 0);
+            return Next::Close;
+        }
+        self.ingest = Some(session);
         Next::Continue
     }
 

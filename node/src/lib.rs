@@ -2,6 +2,7 @@
 //! shards, plus a control thread that keeps the store registered with the master.
 
 mod handler;
+mod ingest;
 mod master_link;
 mod registry;
 mod replication;

@@ -123,6 +123,7 @@ async fn serve_connection(mut stream: TcpStream, registry: Arc<Registry>, limits
             After::Close => return,
             After::Tail(replica, position, only) => return crate::tail::stream_changes(stream, replica, position, only, limits.move_bytes_per_sec).await,
             After::Snapshot(replica, only) => return crate::tail::stream_snapshot(stream, replica, only, limits.move_bytes_per_sec).await,
+            After::Ingest(session, id) => return crate::ingest::finish(stream, session, id).await,
         }
     }
 }
@@ -143,6 +144,8 @@ pub(crate) enum After {
     Tail(Arc<Replica>, u64, Option<ShardSelector>),
     /// Send a snapshot of this replica (only the keys selected, if any), then close.
     Snapshot(Arc<Replica>, Option<ShardSelector>),
+    /// Ingest an import's files, answer request `id`, then close.
+    Ingest(crate::ingest::IngestSession, u64),
 }
 
 /// Handles every complete frame in `input`; returns the bytes consumed and what to do next.
@@ -162,6 +165,7 @@ pub(crate) fn process(handler: &mut Handler, input: &[u8], out: &mut Vec<u8>, ma
                     Ok(Next::Close) => return (consumed, After::Close),
                     Ok(Next::Tail(replica, position, only)) => return (consumed, After::Tail(replica, position, only)),
                     Ok(Next::Snapshot(replica, only)) => return (consumed, After::Snapshot(replica, only)),
+                    Ok(Next::Ingest(session, id)) => return (consumed, After::Ingest(session, id)),
                     Err(_) => {
                         // A bug in one request must not take the node down: answer and go on.
                         tracing::error!("request handler panicked; answering Internal");

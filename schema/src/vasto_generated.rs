@@ -429,10 +429,10 @@ impl flatbuffers::SimpleToVerifyInSlice for ShardCommandKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 24;
+pub const ENUM_MAX_BODY: u8 = 25;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 25] = [
+pub const ENUM_VALUES_BODY: [Body; 26] = [
   Body::NONE,
   Body::Hello,
   Body::HelloReply,
@@ -458,6 +458,7 @@ pub const ENUM_VALUES_BODY: [Body; 25] = [
   Body::ReplaceStore,
   Body::CancelOperation,
   Body::ResizeKeyspace,
+  Body::Ingest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -490,9 +491,10 @@ impl Body {
   pub const ReplaceStore: Self = Self(22);
   pub const CancelOperation: Self = Self(23);
   pub const ResizeKeyspace: Self = Self(24);
+  pub const Ingest: Self = Self(25);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 24;
+  pub const ENUM_MAX: u8 = 25;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -519,6 +521,7 @@ impl Body {
     Self::ReplaceStore,
     Self::CancelOperation,
     Self::ResizeKeyspace,
+    Self::Ingest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -548,6 +551,7 @@ impl Body {
       Self::ReplaceStore => Some("ReplaceStore"),
       Self::CancelOperation => Some("CancelOperation"),
       Self::ResizeKeyspace => Some("ResizeKeyspace"),
+      Self::Ingest => Some("Ingest"),
       _ => None,
     }
   }
@@ -2414,6 +2418,174 @@ impl core::fmt::Debug for SnapshotChunk<'_> {
       ds.field("data", &self.data());
       ds.field("done", &self.done());
       ds.field("position", &self.position());
+      ds.finish()
+  }
+}
+pub enum IngestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Importer -> store, on a connection of its own: a piece of SST file number `file` (files and
+/// pieces come in order) for shard `shard` of a keyspace with `shards` shards. The frame with
+/// `done` set makes the store ingest every file received (last-writer-wins against what it
+/// holds); it answers that frame with a `Response` and closes the connection.
+pub struct Ingest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for Ingest<'a> {
+  type Inner = Ingest<'a>;
+  #[inline]
+  fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table { buf, loc } }
+  }
+}
+
+impl<'a> Ingest<'a> {
+  pub const VT_KEYSPACE: flatbuffers::VOffsetT = 4;
+  pub const VT_SHARD: flatbuffers::VOffsetT = 6;
+  pub const VT_SHARDS: flatbuffers::VOffsetT = 8;
+  pub const VT_FILE: flatbuffers::VOffsetT = 10;
+  pub const VT_DATA: flatbuffers::VOffsetT = 12;
+  pub const VT_DONE: flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    Ingest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args IngestArgs<'args>
+  ) -> flatbuffers::WIPOffset<Ingest<'bldr>> {
+    let mut builder = IngestBuilder::new(_fbb);
+    if let Some(x) = args.data { builder.add_data(x); }
+    builder.add_file(args.file);
+    builder.add_shards(args.shards);
+    builder.add_shard(args.shard);
+    if let Some(x) = args.keyspace { builder.add_keyspace(x); }
+    builder.add_done(args.done);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn keyspace(&self) -> Option<&'a str> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(Ingest::VT_KEYSPACE, None)
+  }
+  #[inline]
+  pub fn shard(&self) -> u32 {
+    self._tab.get::<u32>(Ingest::VT_SHARD, Some(0)).unwrap()
+  }
+  #[inline]
+  pub fn shards(&self) -> u32 {
+    self._tab.get::<u32>(Ingest::VT_SHARDS, Some(0)).unwrap()
+  }
+  #[inline]
+  pub fn file(&self) -> u32 {
+    self._tab.get::<u32>(Ingest::VT_FILE, Some(0)).unwrap()
+  }
+  #[inline]
+  pub fn data(&self) -> Option<&'a [u8]> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, u8>>>(Ingest::VT_DATA, None).map(|v| v.safe_slice())
+  }
+  #[inline]
+  pub fn done(&self) -> bool {
+    self._tab.get::<bool>(Ingest::VT_DONE, Some(false)).unwrap()
+  }
+}
+
+impl flatbuffers::Verifiable for Ingest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("keyspace", Self::VT_KEYSPACE, false)?
+     .visit_field::<u32>("shard", Self::VT_SHARD, false)?
+     .visit_field::<u32>("shards", Self::VT_SHARDS, false)?
+     .visit_field::<u32>("file", Self::VT_FILE, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u8>>>("data", Self::VT_DATA, false)?
+     .visit_field::<bool>("done", Self::VT_DONE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct IngestArgs<'a> {
+    pub keyspace: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub shard: u32,
+    pub shards: u32,
+    pub file: u32,
+    pub data: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u8>>>,
+    pub done: bool,
+}
+impl<'a> Default for IngestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    IngestArgs {
+      keyspace: None,
+      shard: 0,
+      shards: 0,
+      file: 0,
+      data: None,
+      done: false,
+    }
+  }
+}
+
+pub struct IngestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> IngestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_keyspace(&mut self, keyspace: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(Ingest::VT_KEYSPACE, keyspace);
+  }
+  #[inline]
+  pub fn add_shard(&mut self, shard: u32) {
+    self.fbb_.push_slot::<u32>(Ingest::VT_SHARD, shard, 0);
+  }
+  #[inline]
+  pub fn add_shards(&mut self, shards: u32) {
+    self.fbb_.push_slot::<u32>(Ingest::VT_SHARDS, shards, 0);
+  }
+  #[inline]
+  pub fn add_file(&mut self, file: u32) {
+    self.fbb_.push_slot::<u32>(Ingest::VT_FILE, file, 0);
+  }
+  #[inline]
+  pub fn add_data(&mut self, data: flatbuffers::WIPOffset<flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(Ingest::VT_DATA, data);
+  }
+  #[inline]
+  pub fn add_done(&mut self, done: bool) {
+    self.fbb_.push_slot::<bool>(Ingest::VT_DONE, done, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> IngestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    IngestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<Ingest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for Ingest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("Ingest");
+      ds.field("keyspace", &self.keyspace());
+      ds.field("shard", &self.shard());
+      ds.field("shards", &self.shards());
+      ds.field("file", &self.file());
+      ds.field("data", &self.data());
+      ds.field("done", &self.done());
       ds.finish()
   }
 }
@@ -4848,6 +5020,16 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_ingest(&self) -> Option<Ingest<'a>> {
+    if self.body_type() == Body::Ingest {
+      self.body().map(Ingest::init_from_table)
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Frame<'_> {
@@ -4884,6 +5066,7 @@ impl flatbuffers::Verifiable for Frame<'_> {
           Body::ReplaceStore => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ReplaceStore>>("Body::ReplaceStore", pos),
           Body::CancelOperation => v.verify_union_variant::<flatbuffers::ForwardsUOffset<CancelOperation>>("Body::CancelOperation", pos),
           Body::ResizeKeyspace => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ResizeKeyspace>>("Body::ResizeKeyspace", pos),
+          Body::Ingest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<Ingest>>("Body::Ingest", pos),
           _ => Ok(()),
         }
      })?
@@ -5108,6 +5291,13 @@ impl core::fmt::Debug for Frame<'_> {
         },
         Body::ResizeKeyspace => {
           if let Some(x) = self.body_as_resize_keyspace() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::Ingest => {
+          if let Some(x) = self.body_as_ingest() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

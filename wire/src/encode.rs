@@ -228,6 +228,17 @@ impl FrameEncoder {
         self.finish(out, 0, Body::SnapshotChunk, b.as_union_value());
     }
 
+    /// Importer -> store: one piece of an SST file for `shard` of `shards`; `done` (with no data)
+    /// asks the store to ingest what it received.
+    #[allow(clippy::too_many_arguments)]
+    pub fn ingest(&mut self, out: &mut Vec<u8>, id: u64, keyspace: &str, shard: u32, shards: u32, file: u32, data: &[u8], done: bool) {
+        let keyspace = self.fbb.create_string(keyspace);
+        let data = self.bytes(data);
+        let args = fb::IngestArgs { keyspace: Some(keyspace), shard, shards, file, data: Some(data), done };
+        let b = fb::Ingest::create(&mut self.fbb, &args);
+        self.finish(out, id, Body::Ingest, b.as_union_value());
+    }
+
     /// A `Changes` frame without entries: a keep-alive (`Ok`) or a refusal such as `Trimmed`.
     pub fn changes_status(&mut self, out: &mut Vec<u8>, status: Status, position: u64, head: u64) {
         let b = fb::Changes::create(&mut self.fbb, &fb::ChangesArgs { status, entries: None, position, head });

@@ -1,0 +1,298 @@
+//! Bulk import of a key-value file into a keyspace, bypassing the write path.
+//!
+//! The input is memory-mapped and parsed (TSV, CSV or JSON lines); records are partitioned by
+//! the keyspace's jump hash, sorted within a memory budget (spilling sorted runs: an external
+//! sort) and written as SST files holding stored values (header included) as merge operands;
+//! the files of each shard are streamed to every replica of the shard, which ingests them.
+//! Ingestion goes through the last-writer-wins merge, so an import never overwrites a newer live
+//! write, and importing the same file twice changes nothing. Malformed lines are collected with
+//! their line numbers; unless told to skip them, the import stops before anything is sent.
+
+#![warn(missing_docs)]
+
+pub mod parse;
+mod partition;
+mod upload;
+
+pub use parse::{BadLine, Format};
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use vasto_client::{Client, ClientError};
+
+/// Bad lines kept (with their line numbers) for the report and the error.
+pub const BAD_LINES_KEPT: usize = 20;
+/// Replica uploads in flight at once.
+const PARALLEL_UPLOADS: usize = 4;
+
+/// Why an import failed.
+#[derive(Debug, Error)]
+pub enum ImportError {
+    /// The master or the keyspace could not be reached.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The input file could not be opened or mapped.
+    #[error("cannot read {path}: {source}")]
+    Input {
+        /// The input file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Malformed lines and no `skip_bad`: nothing was sent to any store.
+    #[error("{count} malformed line(s), first: {}; nothing was imported (fix them, or skip them with --skip-bad)", describe(.first))]
+    BadInput {
+        /// How many lines are malformed.
+        count: u64,
+        /// The first of them.
+        first: Vec<BadLine>,
+    },
+    /// The keyspace is being resized: its shard count is about to change.
+    #[error("keyspace {0} is being resized; import once the resize is over")]
+    Resizing(String),
+    /// A replica that must receive the files is down.
+    #[error("replica {replica} of shard {shard} is down (every replica must receive the import); nothing was imported")]
+    ReplicaDown {
+        /// The shard.
+        shard: u32,
+        /// The replica index.
+        replica: usize,
+    },
+    /// The work directory could not be used.
+    #[error("work directory {path}: {source}")]
+    WorkDir {
+        /// The directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// An SST file could not be written (disk full, ...).
+    #[error("writing {0}: {1}")]
+    Sst(PathBuf, vasto_engine::EngineError),
+    /// Sending to, or ingesting on, a replica failed. Shards already ingested keep the data;
+    /// running the same import again is safe (it changes nothing where it already landed).
+    #[error("shard {shard} on {address}: {message} (running the same import again is safe)")]
+    Upload {
+        /// The shard.
+        shard: u32,
+        /// The store's address.
+        address: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+fn describe(lines: &[BadLine]) -> String {
+    lines.first().map_or_else(String::new, |b| format!("line {}: {}", b.line, b.reason))
+}
+
+/// How to import.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// Input format.
+    pub format: Format,
+    /// Event time of every imported record (ns since the Unix epoch); a live write with a later
+    /// event time is never overwritten.
+    pub event_time_ns: u64,
+    /// Import the valid lines and report the malformed ones instead of stopping.
+    pub skip_bad: bool,
+    /// Records buffered before a sorted run is written (the external sort's memory budget).
+    pub memory_bytes: usize,
+    /// Where the SST files are written (default: the system's temp directory).
+    pub work_dir: Option<PathBuf>,
+}
+
+/// Counters the caller may watch (e.g. for a progress bar) while an import runs.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Input bytes parsed so far, out of `input_total`.
+    pub input_bytes: AtomicU64,
+    /// Size of the input.
+    pub input_total: AtomicU64,
+    /// Valid records read so far.
+    pub records: AtomicU64,
+    /// Malformed lines so far.
+    pub bad_lines: AtomicU64,
+    /// SST bytes sent so far, out of `upload_total` (known once every file is written).
+    pub upload_bytes: AtomicU64,
+    /// SST bytes to send, counting every replica.
+    pub upload_total: AtomicU64,
+}
+
+/// What an import did.
+#[derive(Debug, Clone)]
+pub struct ImportReport {
+    /// Records imported.
+    pub records: u64,
+    /// Malformed lines skipped.
+    pub bad_lines: u64,
+    /// The first of them.
+    pub first_bad: Vec<BadLine>,
+    /// Size of the input file.
+    pub input_bytes: u64,
+    /// Size of the SST files of all shards (each sent to every replica of its shard).
+    pub sst_bytes: u64,
+    /// Shards and replicas of the keyspace.
+    pub shards: u32,
+    /// Replicas per shard.
+    pub replicas: u32,
+    /// Time spent parsing, sorting and writing SST files.
+    pub prepare: Duration,
+    /// Time spent sending and ingesting.
+    pub upload: Duration,
+}
+
+/// Imports `input` into `keyspace` through the master at `master`.
+pub async fn import(master: &str, keyspace: &str, input: &Path, options: &ImportOptions, progress: Arc<Progress>) -> Result<ImportReport, ImportError> {
+    let client = Client::connect(master).await?;
+    let table = client.keyspace(keyspace).await?.routing_table().ok_or_else(|| ClientError::UnknownKeyspace(keyspace.to_owned()))?;
+    if table.resizing_to != 0 {
+        return Err(ImportError::Resizing(keyspace.to_owned()));
+    }
+    for (shard, replicas) in table.routes.iter().enumerate() {
+        if let Some(replica) = replicas.iter().position(|r| !r.up || r.address.is_empty()) {
+            return Err(ImportError::ReplicaDown { shard: shard as u32, replica });
+        }
+    }
+    let started = Instant::now();
+    let (runs, prepared) = {
+        let (input, options, progress) = (input.to_path_buf(), options.clone(), Arc::clone(&progress));
+        let shards = table.shards;
+        tokio::task::spawn_blocking(move || prepare(&input, shards, &options, &progress))
+            .await
+            .map_err(|e| ImportError::Input { path: PathBuf::new(), source: std::io::Error::other(e.to_string()) })??
+    };
+    if prepared.bad_lines > 0 && !options.skip_bad {
+        return Err(ImportError::BadInput { count: prepared.bad_lines, first: prepared.first_bad });
+    }
+    let prepare_time = started.elapsed();
+    let replicas = table.replicas;
+    progress.upload_total.store(runs.sizes.iter().map(|(_, size)| size * u64::from(replicas)).sum(), Ordering::Relaxed);
+    let shards = table.shards;
+    let uploads: Vec<upload::Upload> = table
+        .routes
+        .iter()
+        .enumerate()
+        .filter(|(shard, _)| !runs.files[*shard].is_empty())
+        .flat_map(|(shard, replicas)| {
+            let files = runs.files[shard].clone();
+            replicas.iter().map(move |r| upload::Upload {
+                keyspace: keyspace.to_owned(),
+                shard: shard as u32,
+                shards,
+                address: r.address.clone(),
+                files: files.clone(),
+            })
+        })
+        .collect();
+    let uploading = Instant::now();
+    let limit = Arc::new(tokio::sync::Semaphore::new(PARALLEL_UPLOADS));
+    let tasks: Vec<_> = uploads
+        .into_iter()
+        .map(|u| {
+            let (limit, progress) = (Arc::clone(&limit), Arc::clone(&progress));
+            tokio::spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                u.run(&progress).await
+            })
+        })
+        .collect();
+    let mut first_err = None;
+    for task in tasks {
+        let result = task.await.unwrap_or_else(|e| Err(ImportError::Upload { shard: 0, address: String::new(), message: e.to_string() }));
+        if let Err(e) = result {
+            first_err.get_or_insert(e);
+        }
+    }
+    drop(runs.dir);
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    Ok(ImportReport {
+        records: prepared.records,
+        bad_lines: prepared.bad_lines,
+        first_bad: prepared.first_bad,
+        input_bytes: prepared.input_bytes,
+        sst_bytes: runs.sizes.iter().map(|(_, s)| s).sum(),
+        shards: table.shards,
+        replicas,
+        prepare: prepare_time,
+        upload: uploading.elapsed(),
+    })
+}
+
+/// The SST files of every shard, in a work directory removed when this is dropped.
+struct Runs {
+    dir: tempfile::TempDir,
+    files: Vec<Vec<PathBuf>>,
+    sizes: Vec<(u32, u64)>,
+}
+
+/// What parsing found.
+struct Prepared {
+    records: u64,
+    bad_lines: u64,
+    first_bad: Vec<BadLine>,
+    input_bytes: u64,
+}
+
+/// Maps, parses, partitions and writes the SST files (blocking).
+fn prepare(input: &Path, shards: u32, options: &ImportOptions, progress: &Progress) -> Result<(Runs, Prepared), ImportError> {
+    let input_err = |source| ImportError::Input { path: input.to_path_buf(), source };
+    let file = std::fs::File::open(input).map_err(input_err)?;
+    let len = file.metadata().map_err(input_err)?.len();
+    progress.input_total.store(len, Ordering::Relaxed);
+    // SAFETY: the map is only read; the input file must not be truncated while the import runs
+    // (the same contract as any reader of a file another process could change).
+    let map = if len == 0 { None } else { Some(unsafe { memmap2::Mmap::map(&file) }.map_err(input_err)?) };
+    let data: &[u8] = map.as_deref().unwrap_or_default();
+    if let Some(map) = &map {
+        let _ = map.advise(memmap2::Advice::Sequential);
+    }
+    let base = options.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let dir = tempfile::Builder::new().prefix("vasto-import-").tempdir_in(&base).map_err(|source| ImportError::WorkDir { path: base.clone(), source })?;
+    let mut partitioner = partition::Partitioner::new(shards, options.memory_bytes, dir.path(), options.event_time_ns);
+    let (records, bad_lines) = (std::cell::Cell::new(0u64), std::cell::Cell::new(0u64));
+    let (mut first_bad, mut failed) = (Vec::new(), None);
+    parse::parse(
+        options.format,
+        data,
+        |key, value| {
+            if failed.is_none() {
+                match partitioner.push(key, value) {
+                    Ok(()) => records.set(records.get() + 1),
+                    Err(e) => failed = Some(e),
+                }
+            }
+        },
+        |bad| {
+            bad_lines.set(bad_lines.get() + 1);
+            if first_bad.len() < BAD_LINES_KEPT {
+                first_bad.push(bad);
+            }
+        },
+        |bytes| {
+            progress.input_bytes.store(bytes, Ordering::Relaxed);
+            progress.records.store(records.get(), Ordering::Relaxed);
+            progress.bad_lines.store(bad_lines.get(), Ordering::Relaxed);
+        },
+    );
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let (records, bad_lines) = (records.get(), bad_lines.get());
+    progress.records.store(records, Ordering::Relaxed);
+    progress.bad_lines.store(bad_lines, Ordering::Relaxed);
+    let prepared = Prepared { records, bad_lines, first_bad, input_bytes: len };
+    if bad_lines > 0 && !options.skip_bad {
+        // Nothing will be sent: do not spend time writing the files.
+        return Ok((Runs { dir, files: vec![Vec::new(); shards as usize], sizes: Vec::new() }, prepared));
+    }
+    let files = partitioner.finish()?;
+    let sizes =
+        files.iter().enumerate().map(|(shard, fs)| (shard as u32, fs.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum())).collect();
+    Ok((Runs { dir, files, sizes }, prepared))
+}
