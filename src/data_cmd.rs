@@ -83,7 +83,8 @@ pub struct LoadgenArgs {
     /// Requests in flight per connection.
     #[arg(long, default_value_t = 1)]
     pipeline: usize,
-    /// Run time, e.g. 10s, 500ms, 2m.
+    /// Run time, e.g. 10s, 500ms, 2m. Ctrl-C (SIGINT) ends the run early; the report covers
+    /// the time run.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     duration: Duration,
     /// Also write the report as JSON to this file.
@@ -156,6 +157,19 @@ pub async fn scan(a: ScanArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A stop signal that turns `true` on Ctrl-C (SIGINT): the run ends early and still reports.
+fn stop_on_ctrl_c() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            let _ = tx.send(true);
+            // Keep the sender alive so the receivers see the stop rather than a closed channel.
+            std::future::pending::<()>().await;
+        }
+    });
+    rx
+}
+
 pub async fn loadgen(a: LoadgenArgs) -> anyhow::Result<()> {
     let config = vasto_loadgen::LoadgenConfig {
         master: a.target.master,
@@ -167,6 +181,7 @@ pub async fn loadgen(a: LoadgenArgs) -> anyhow::Result<()> {
         pipeline: a.pipeline,
         duration: a.duration,
         progress: true,
+        stop: Some(stop_on_ctrl_c()),
     };
     let report = vasto_loadgen::run(&config).await?;
     println!("{}", report.human());

@@ -98,6 +98,23 @@ fn loadgen_reports_percentiles_and_no_errors() {
 
     let out = cluster.vasto(&["loadgen", "--master", &cluster.master_addr, "--keyspace", "bench", "--workload", "sideways"]);
     assert!(!out.status.success(), "a bad workload is refused");
+
+    // Ctrl-C ends a long run early, and the report is still written.
+    std::fs::remove_file(&json).unwrap();
+    let child = Command::new(VASTO)
+        .args(["loadgen", "--master", &cluster.master_addr, "--keyspace", "bench", "--keys", "1000", "--duration", "10m", "--json", &json_arg])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut run = common::Proc { name: "loadgen".into(), child, log: cluster.dir.path().join("loadgen") };
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: kill(2) on the PID of our own child.
+    unsafe { libc::kill(run.pid() as libc::pid_t, libc::SIGINT) };
+    let status = wait_for("loadgen to stop on Ctrl-C", Duration::from_secs(20), || run.child.try_wait().ok().flatten());
+    assert!(status.success());
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(report["ops"].as_u64().unwrap() > 0 && report["duration_secs"].as_f64().unwrap() < 60.0, "{report}");
 }
 
 #[test]

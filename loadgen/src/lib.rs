@@ -22,6 +22,7 @@
 //!     pipeline: 4,
 //!     duration: Duration::from_secs(10),
 //!     progress: true,
+//!     stop: None,
 //! })
 //! .await?;
 //! println!("{}", report.human());
@@ -69,6 +70,9 @@ pub struct LoadgenConfig {
     pub duration: Duration,
     /// Print a progress line to stderr every second.
     pub progress: bool,
+    /// Stops the run early once it holds `true` (e.g. on Ctrl-C); the report then covers the
+    /// time until the stop.
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// Why a run could not happen. Failed requests during a run are not errors: they are counted
@@ -114,6 +118,7 @@ pub async fn run(config: &LoadgenConfig) -> Result<Report, LoadgenError> {
                 hist: new_histogram()?,
                 counters: c,
                 deadline,
+                stop: config.stop.clone(),
             };
             handles.push(tokio::spawn(worker::run_task(task)));
         }
@@ -218,6 +223,7 @@ mod tests {
             pipeline: 1,
             duration: Duration::from_millis(10),
             progress: false,
+            stop: None,
         }
     }
 

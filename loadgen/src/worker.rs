@@ -36,6 +36,8 @@ pub(crate) struct Task {
     pub counters: Arc<Counters>,
     /// When to stop; a request still in flight then is abandoned and not counted.
     pub deadline: tokio::time::Instant,
+    /// Stops early once it holds `true`.
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// What one request loop measured.
@@ -52,13 +54,28 @@ pub(crate) struct TaskResult {
     pub first_error: Option<(Instant, String)>,
 }
 
-/// Issues requests back to back until the deadline.
+/// Issues requests back to back until the deadline or an early stop.
 pub(crate) async fn run_task(task: Task) -> TaskResult {
-    let Task { ks, workload, keys, value, mut rng, mut hist, counters, deadline } = task;
+    let Task { ks, workload, keys, value, mut rng, mut hist, counters, deadline, stop } = task;
     let mut key = KeyBuf::new(keys);
     let (mut ops, mut errors, mut not_found) = (0u64, 0u64, 0u64);
     let mut first_error = None;
-    let stop = tokio::time::sleep_until(deadline);
+    let stop = async move {
+        let early = async move {
+            let stopped = match stop {
+                Some(mut rx) => rx.wait_for(|s| *s).await.is_ok(),
+                None => false,
+            };
+            // No stop signal, or its sender is gone: only the deadline ends the run.
+            if !stopped {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = early => {}
+        }
+    };
     tokio::pin!(stop);
     loop {
         let index = rng.below(keys);
