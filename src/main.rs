@@ -51,8 +51,9 @@ enum Command {
         /// is re-bootstrapped from a snapshot.
         #[arg(long, default_value_t = 4_000_000)]
         change_log_entries: u64,
-        /// Cap, in MB/s per stream, on snapshot data this store sends to a replica being copied
-        /// (re-bootstrap, replace-store); 0 means no cap.
+        /// Cap, in MB/s, on data this store moves for other replicas: each snapshot or resize
+        /// export reads at most this, and each snapshot or resize-copy stream sends at most
+        /// this (re-bootstrap, replace-store, resize); 0 means no cap.
         #[arg(long, default_value_t = 0)]
         max_mbps: u64,
     },

@@ -45,6 +45,11 @@ impl Shard {
         self.log_head().load(Ordering::Acquire)
     }
 
+    /// True when a tail can still resume after `position` (the log reaches back to it).
+    pub fn log_reaches(&self, position: u64) -> bool {
+        position >= self.head_position() || position + 1 >= self.log_first()
+    }
+
     /// Calls `f(key, stored_value)` for the local writes after sequence number `after`, in order,
     /// until about `max_bytes` were passed. Returns [`EngineError::Trimmed`] when the log no
     /// longer holds the entry right after `after` (the follower must re-bootstrap).
@@ -53,7 +58,7 @@ impl Shard {
         if after >= self.head_position() {
             return Ok(read);
         }
-        if after + 1 < self.log_first() {
+        if !self.log_reaches(after) {
             return Err(EngineError::Trimmed { after });
         }
         let cf = self.log_cf()?;

@@ -22,8 +22,7 @@ pub use filter::MAX_LAYOUT_SHARDS;
 pub use import::ImportWriter;
 pub use meta::{valid_keyspace_name, ShardMeta};
 pub use shard::{LayoutRecord, Shard, Write};
-pub use snapshot::SnapshotFiles;
-pub use vasto_hash::ShardSelector;
+pub use snapshot::{SnapshotFiles, SplitFiles};
 
 use rocksdb::{BlockBasedOptions, Cache, Options};
 use std::path::{Path, PathBuf};

@@ -6,7 +6,19 @@ use crate::shard::Shard;
 use crate::EngineError;
 use rocksdb::SstFileWriter;
 use std::path::{Path, PathBuf};
-use vasto_hash::ShardSelector;
+
+/// How often (in bytes read) a paced export checks its pace.
+const PACE_CHECK_BYTES: u64 = 1 << 20;
+
+/// A shard's keys split by the shard a new shard count puts them on (see
+/// [`Shard::export_moving`]).
+#[derive(Debug)]
+pub struct SplitFiles {
+    /// `(target shard, files)` for every target that receives keys, files in key order.
+    pub targets: Vec<(u32, Vec<PathBuf>)>,
+    /// Every local write up to this position is in the files; tail after it.
+    pub position: u64,
+}
 
 /// The files of an exported snapshot and the change-log position to tail from afterwards.
 #[derive(Debug)]
@@ -19,9 +31,30 @@ pub struct SnapshotFiles {
 
 impl Shard {
     /// Writes the user data, as of now, to SST files of about `max_file_bytes` each in `dir`
-    /// (created if missing). With `only`, just the keys it selects: a resize copies to a new
-    /// shard only the keys that move there.
-    pub fn export_snapshot(&self, dir: &Path, max_file_bytes: u64, only: Option<ShardSelector>) -> Result<SnapshotFiles, EngineError> {
+    /// (created if missing), reading at most `bytes_per_sec` (0: as fast as it can; the calling
+    /// thread sleeps to keep the pace).
+    pub fn export_snapshot(&self, dir: &Path, max_file_bytes: u64, bytes_per_sec: u64) -> Result<SnapshotFiles, EngineError> {
+        let split = self.export_by_shard(dir, max_file_bytes, bytes_per_sec, |_| Some(0))?;
+        Ok(SnapshotFiles { files: split.targets.into_iter().next().map(|(_, f)| f).unwrap_or_default(), position: split.position })
+    }
+
+    /// Writes, from one RocksDB snapshot, every key that `shards` shards would place on another
+    /// shard than this one, into SST files per target shard under `dir`: one scan serves every
+    /// receiving shard of a resize. Paced like [`Shard::export_snapshot`].
+    pub fn export_moving(&self, dir: &Path, max_file_bytes: u64, shards: u32, bytes_per_sec: u64) -> Result<SplitFiles, EngineError> {
+        let own = self.meta().shard;
+        self.export_by_shard(dir, max_file_bytes, bytes_per_sec, |key| Some(vasto_hash::shard_of(key, shards)).filter(|&t| t != own))
+    }
+
+    /// One scan of a snapshot, each key written to the files of the target `target_of` names
+    /// (skipped when `None`); each target's files are in key order.
+    fn export_by_shard(
+        &self,
+        dir: &Path,
+        max_file_bytes: u64,
+        bytes_per_sec: u64,
+        target_of: impl Fn(&[u8]) -> Option<u32>,
+    ) -> Result<SplitFiles, EngineError> {
         std::fs::create_dir_all(dir).map_err(|source| EngineError::Io { path: dir.to_path_buf(), source })?;
         // Read the position first: writes between it and the snapshot are both in the files and
         // re-sent by the tail, which is harmless (merging the same write twice changes nothing).
@@ -29,33 +62,52 @@ impl Shard {
         let snapshot = self.db().snapshot();
         let mut it = snapshot.raw_iterator();
         it.seek_to_first();
-        let mut files = Vec::new();
-        let mut writer: Option<SstFileWriter<'_>> = None;
+        let mut targets: Vec<(u32, Vec<PathBuf>)> = Vec::new();
+        // One open writer per target (index into `targets`).
+        let mut writers: Vec<Option<SstFileWriter<'_>>> = Vec::new();
+        let (started, mut scanned, mut next_check) = (std::time::Instant::now(), 0u64, PACE_CHECK_BYTES);
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if only.is_some_and(|sel| !sel.contains(k)) {
-                it.next();
-                continue;
+            scanned += (k.len() + v.len()) as u64;
+            if bytes_per_sec > 0 && scanned >= next_check {
+                next_check = scanned + PACE_CHECK_BYTES;
+                let due = std::time::Duration::from_secs_f64(scanned as f64 / bytes_per_sec as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
             }
-            if writer.is_none() {
-                let path = dir.join(format!("{:06}.sst", files.len()));
-                let w = SstFileWriter::create(self.options());
-                w.open(&path)?;
-                files.push(path);
-                writer = Some(w);
-            }
-            let Some(w) = writer.as_mut() else { break };
-            w.merge(k, v)?;
-            if w.file_size() >= max_file_bytes {
-                w.finish()?;
-                writer = None;
+            if let Some(target) = target_of(k) {
+                let slot = match targets.iter().position(|(t, _)| *t == target) {
+                    Some(i) => i,
+                    None => {
+                        targets.push((target, Vec::new()));
+                        writers.push(None);
+                        targets.len() - 1
+                    }
+                };
+                if writers[slot].is_none() {
+                    let files = &mut targets[slot].1;
+                    let path = dir.join(format!("{target:05}-{:06}.sst", files.len()));
+                    let w = SstFileWriter::create(self.options());
+                    w.open(&path)?;
+                    files.push(path);
+                    writers[slot] = Some(w);
+                }
+                if let Some(w) = writers[slot].as_mut() {
+                    w.merge(k, v)?;
+                    if w.file_size() >= max_file_bytes {
+                        w.finish()?;
+                        writers[slot] = None;
+                    }
+                }
             }
             it.next();
         }
         it.status()?;
-        if let Some(mut w) = writer {
+        for mut w in writers.into_iter().flatten() {
             w.finish()?;
         }
-        Ok(SnapshotFiles { files, position })
+        targets.sort_by_key(|(t, _)| *t);
+        Ok(SplitFiles { targets, position })
     }
 
     /// Ingests SST files made by [`Shard::export_snapshot`] and records `position` as the point

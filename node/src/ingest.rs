@@ -9,7 +9,6 @@ use monoio::net::TcpStream;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use vasto_engine::EngineError;
 use vasto_wire::{FrameEncoder, Status};
 
 /// The files of one import being received for one shard replica.
@@ -84,16 +83,8 @@ pub async fn finish(mut stream: TcpStream, mut session: IngestSession, id: u64) 
     let (status, message) = match session.close_current() {
         Err(e) => (Status::Internal, e),
         Ok(()) => {
-            let (tx, rx) = tokio::sync::oneshot::channel();
             let (replica, files) = (Arc::clone(&session.replica), session.files.clone());
-            let spawned = std::thread::Builder::new().name("vasto-ingest".into()).spawn(move || {
-                let _ = tx.send(replica.ingest_import(&files));
-            });
-            let result = match spawned {
-                Ok(_) => rx.await.unwrap_or_else(|_| Err(EngineError::Corrupt("ingest thread died".into()))),
-                Err(e) => Err(EngineError::Io { path: session.dir.clone(), source: e }),
-            };
-            match result {
+            match crate::split::on_helper_thread("vasto-ingest", move || replica.ingest_import(&files)).await {
                 Ok(()) => {
                     tracing::info!(keyspace = %session.keyspace, shard = session.shard, files = session.files.len(), "ingested an import");
                     (Status::Ok, String::new())

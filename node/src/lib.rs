@@ -7,6 +7,7 @@ mod master_link;
 mod registry;
 mod replication;
 mod server;
+mod split;
 mod tail;
 
 pub use handler::{MAX_KEY_BYTES, MAX_SCAN_LIMIT, MAX_VALUE_BYTES};
@@ -55,7 +56,8 @@ pub struct NodeConfig {
     pub threads: usize,
     /// Largest accepted frame body in bytes.
     pub max_frame: usize,
-    /// Cap on snapshot data sent to a replica being copied, in MB/s per stream (0 = unlimited).
+    /// Cap on data moved for other replicas, in MB/s: each snapshot or resize export reads at
+    /// most this and each snapshot or copy stream sends at most this (0 = unlimited).
     pub max_move_mbps: u64,
     /// Storage tunables.
     pub engine: EngineOptions,

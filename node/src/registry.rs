@@ -11,11 +11,13 @@ pub struct Replica {
     pub shard: Shard,
     appended: tokio::sync::Notify,
     frozen: std::sync::atomic::AtomicBool,
+    /// The export resize copies share (see `split`).
+    pub split: crate::split::SplitCache,
 }
 
 impl Replica {
     fn new(shard: Shard) -> Self {
-        Self { shard, appended: tokio::sync::Notify::new(), frozen: Default::default() }
+        Self { shard, appended: tokio::sync::Notify::new(), frozen: Default::default(), split: Default::default() }
     }
 
     /// True while the replica refuses writes (it is being retired and drains to its peers).
@@ -125,6 +127,7 @@ impl Registry {
             // given, without re-opening: tails and requests in flight keep their handle.
             if existing.layout_record() != layout {
                 existing.set_layout(layout)?;
+                existing.split.clear();
             }
             existing.set_frozen(false);
             return Ok(());
@@ -146,10 +149,12 @@ impl Registry {
             return Ok(());
         }
         replica.set_layout(layout)?;
+        replica.split.clear();
         let name = format!("{}/{}", info.keyspace, info.shard);
         std::thread::Builder::new()
             .name("vasto-compact".into())
             .spawn(move || {
+                let _turn = crate::split::heavy_work_turn();
                 let started = std::time::Instant::now();
                 match replica.compact() {
                     Ok(()) => tracing::info!(shard = %name, took_ms = started.elapsed().as_millis() as u64, "compacted away the keys a resize moved"),

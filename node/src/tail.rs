@@ -3,6 +3,7 @@
 //! written (the write path wakes this task), with a keep-alive when idle. A resize copy asks for
 //! only the keys that move to it; those streams, and snapshots, are paced by `--max-mbps`.
 use crate::registry::Replica;
+use crate::split::on_helper_thread;
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use std::sync::Arc;
@@ -79,52 +80,64 @@ const SNAPSHOT_CHUNK: usize = 1 << 20;
 /// Target size of one snapshot SST file.
 const SNAPSHOT_FILE_BYTES: u64 = 64 << 20;
 
-/// Exports a snapshot of the replica (on a helper thread, so this core keeps serving; with
-/// `only`, just the keys it selects) and sends its files in pieces, at most `bytes_per_sec`
-/// (0: unlimited); the last piece carries the position to tail from.
+/// Sends a snapshot of the replica in pieces, at most `bytes_per_sec` (0: unlimited); the last
+/// piece carries the position to tail from. Without `only`, a full export made for this request
+/// (on a helper thread, so this core keeps serving); with `only` (a resize copy), the selected
+/// shard's files of the export all resize copies of this replica share.
 pub async fn stream_snapshot(mut stream: TcpStream, replica: Arc<Replica>, only: Option<ShardSelector>, bytes_per_sec: u64) {
     let meta = replica.meta().clone();
-    let dir = replica.dir().with_extension(format!("snapshot-out-{}", vasto_engine::now_ns()));
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let (export_replica, export_dir) = (Arc::clone(&replica), dir.clone());
-    let spawned = std::thread::Builder::new().name("vasto-snapshot".into()).spawn(move || {
-        let _ = tx.send(export_replica.export_snapshot(&export_dir, SNAPSHOT_FILE_BYTES, only));
-    });
     let mut enc = FrameEncoder::new();
     let mut out = Vec::with_capacity(SNAPSHOT_CHUNK + 4096);
-    let exported = match spawned {
-        Ok(_) => rx.await.unwrap_or_else(|_| Err(EngineError::Corrupt("snapshot thread died".into()))),
-        Err(e) => Err(EngineError::Io { path: dir.clone(), source: e }),
-    };
-    let result = match exported {
-        Ok(snapshot) => send_snapshot_files(&mut stream, &mut enc, &mut out, &snapshot, bytes_per_sec).await,
-        Err(e) => {
-            enc.snapshot_chunk(&mut out, Status::Internal, &format!("snapshot failed: {e}"), 0, b"", true, 0);
-            let _ = stream.write_all(out).await;
-            Err(e.to_string())
+    let result = match only {
+        None => {
+            let dir = replica.dir().with_extension(format!("snapshot-out-{}", vasto_engine::now_ns()));
+            let (source, out_dir) = (Arc::clone(&replica), dir.clone());
+            let exported = on_helper_thread("vasto-snapshot", move || {
+                let _turn = crate::split::heavy_work_turn();
+                source.export_snapshot(&out_dir, SNAPSHOT_FILE_BYTES, bytes_per_sec)
+            })
+            .await;
+            let sent = match exported {
+                Ok(s) => send_snapshot_files(&mut stream, &mut enc, &mut out, &s.files, s.position, bytes_per_sec).await,
+                Err(e) => refuse(&mut stream, &mut enc, out, e.to_string()).await,
+            };
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove the snapshot files");
+            }
+            sent
         }
+        Some(sel) => match replica.split.get(&replica, sel.shards, bytes_per_sec).await {
+            Ok(split) => send_snapshot_files(&mut stream, &mut enc, &mut out, split.files_for(sel.shard), split.position(), bytes_per_sec).await,
+            Err(e) => refuse(&mut stream, &mut enc, out, e).await,
+        },
     };
     match result {
-        Ok(()) => tracing::info!(keyspace = %meta.keyspace, shard = meta.shard, "sent a snapshot to a follower"),
+        Ok(()) => tracing::info!(keyspace = %meta.keyspace, shard = meta.shard, ?only, "sent a snapshot to a follower"),
         Err(e) => tracing::warn!(keyspace = %meta.keyspace, shard = meta.shard, error = %e, "snapshot not sent"),
     }
-    if let Err(e) = std::fs::remove_dir_all(&dir) {
-        tracing::warn!(dir = %dir.display(), error = %e, "could not remove the snapshot files");
-    }
+}
+
+/// Tells the follower the snapshot failed; returns the reason as the error.
+async fn refuse(stream: &mut TcpStream, enc: &mut FrameEncoder, mut out: Vec<u8>, why: String) -> Result<(), String> {
+    out.clear();
+    enc.snapshot_chunk(&mut out, Status::Internal, &format!("snapshot failed: {why}"), 0, b"", true, 0);
+    let _ = stream.write_all(out).await;
+    Err(why)
 }
 
 async fn send_snapshot_files(
     stream: &mut TcpStream,
     enc: &mut FrameEncoder,
     out: &mut Vec<u8>,
-    snapshot: &vasto_engine::SnapshotFiles,
+    files: &[std::path::PathBuf],
+    position: u64,
     bytes_per_sec: u64,
 ) -> Result<(), String> {
     use std::io::Read;
     let mut piece = vec![0u8; SNAPSHOT_CHUNK];
     let started = Instant::now();
     let mut sent = 0u64;
-    for (index, path) in snapshot.files.iter().enumerate() {
+    for (index, path) in files.iter().enumerate() {
         let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
         loop {
             let n = file.read(&mut piece).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -143,7 +156,7 @@ async fn send_snapshot_files(
         }
     }
     out.clear();
-    enc.snapshot_chunk(out, Status::Ok, "", snapshot.files.len() as u32, b"", true, snapshot.position);
+    enc.snapshot_chunk(out, Status::Ok, "", files.len() as u32, b"", true, position);
     let (res, buf) = stream.write_all(std::mem::take(out)).await;
     *out = buf;
     res.map(drop).map_err(|e| e.to_string())
