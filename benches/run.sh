@@ -2,16 +2,14 @@
 # Side-by-side system benchmark, all in one run on this machine: one vasto store driven by
 # `vasto loadgen`, and Debian's redis-server (appendonly yes, appendfsync everysec) driven by
 # redis-benchmark, with the same value size, key space, connections and pipeline depths.
-# Writes benches/RESULTS.md. Usage: benches/run.sh [SECONDS_PER_RUN] (default 10).
+# Then benches/resize.sh (online resize, without and with --max-mbps). Writes
+# benches/RESULTS.md. Usage: benches/run.sh [SECONDS_PER_RUN] (default 10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
 KEYS=${KEYS:-100000}
 VALUE=${VALUE:-100}
 CONC=${CONC:-64}
-RESIZE_KEYS=${RESIZE_KEYS:-1000000}
-RESIZE_LOAD_SECS=${RESIZE_LOAD_SECS:-20}
-RESIZE_WINDOW_SECS=${RESIZE_WINDOW_SECS:-15}
 ./scripts/setup.sh redis-server redis-tools
 cargo build --release --locked --bin vasto
 VASTO=target/release/vasto
@@ -105,33 +103,11 @@ redis-benchmark -p "$RPORT" -c "$CONC" -P 16 -d "$VALUE" -r "$KEYS" -n $((KEYS *
   echo "Put throughput with 2 replicas / 1 replica: $(awk -v a="$r2ops" -v b="$r1ops" 'BEGIN { printf "%.2f", a / b }')."
   echo "Replication lag (client event time to applied on the other replica, busiest 10 s window, ${lagn} writes):"
   echo "p50 ${lagp50} us, p99 ${lagp99} us."
-
-  # Online resize: ~1M keys (100-byte values) in 2 shards x 2 replicas on the 2 stores, grown to
-  # 4 shards while a mixed load runs; its p99 before and during the resize.
-  $VASTO admin --master 127.0.0.1:$MPORT create-keyspace rs --shards 2 --replicas 2 >/dev/null
-  $VASTO loadgen --master 127.0.0.1:$MPORT --keyspace rs --workload put --keys "$RESIZE_KEYS" --value-size "$VALUE" \
-    --concurrency "$CONC" --pipeline 16 --duration "${RESIZE_LOAD_SECS}s" >/dev/null 2>&1
-  before="$WORK/resize-before.json"; during="$WORK/resize-during.json"
-  $VASTO loadgen --master 127.0.0.1:$MPORT --keyspace rs --workload mixed:80 --keys "$RESIZE_KEYS" --value-size "$VALUE" \
-    --concurrency 16 --pipeline 1 --duration "${SECS}s" --json "$before" >/dev/null 2>&1
-  $VASTO loadgen --master 127.0.0.1:$MPORT --keyspace rs --workload mixed:80 --keys "$RESIZE_KEYS" --value-size "$VALUE" \
-    --concurrency 16 --pipeline 1 --duration "${RESIZE_WINDOW_SECS}s" --json "$during" >/dev/null 2>"$WORK/resize-load.err" &
-  LOADPID=$!
-  sleep 1
-  t0=$(date +%s.%N)
-  $VASTO admin --master 127.0.0.1:$MPORT resize rs --shards 4 >/dev/null
-  t1=$(date +%s.%N)
-  wait "$LOADPID" || true
-  rsecs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
-  # By jump hashing, growing 2 -> 4 moves half the keys; each moved key is copied to 2 replicas.
-  moved_mb=$(awk -v k="$RESIZE_KEYS" -v v="$VALUE" 'BEGIN { printf "%.0f", k / 2 * 2 * (v + 17 + 17) / 1e6 }')
-  echo
-  echo "## Online resize (2 -> 4 shards, 2 replicas, up to ${RESIZE_KEYS} keys of ${VALUE} B, mixed:80 load at concurrency 16)"
-  echo
-  echo "Resize took ${rsecs} s. Data that changes shard, counted once per replica: about ${moved_mb} MB"
-  echo "($(awk -v m="$moved_mb" -v s="$rsecs" 'BEGIN { printf "%.0f", m / s }') MB/s of useful movement). Each new replica receives only the keys that move to it, but from"
-  echo "both replicas of their old shard (each replica's change log holds only its own writes), so the bytes on the wire are about twice that."
-  echo "Foreground p99 before: $(json_field "$before" p99_us) us; over a ${RESIZE_WINDOW_SECS} s window containing the resize: $(json_field "$during" p99_us) us (ratio $(awk -v a="$(json_field "$during" p99_us)" -v b="$(json_field "$before" p99_us)" 'BEGIN { printf "%.2f", a / b }')); errors during: $(json_field "$during" errors)."
 } > "$WORK/RESULTS.md"
+# Online resize, on a cluster of its own: without a cap, and with --max-mbps 5.
+for cap in 0 5; do
+  echo >>"$WORK/RESULTS.md"
+  MAX_MBPS=$cap LOAD=put benches/resize.sh "$SECS" >>"$WORK/RESULTS.md" 2>>"$WORK/resize.err"
+done
 cp "$WORK/RESULTS.md" benches/RESULTS.md
 cat benches/RESULTS.md

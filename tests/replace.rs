@@ -106,3 +106,69 @@ async fn a_cancelled_replace_rolls_back() {
     assert!(table.iter().flatten().all(|a| *a != cluster.store_addrs[3]), "the new store holds nothing: {table:?}");
     assert_eq!(ks.get(b"k7999").await.unwrap().as_deref(), Some(&value[..]));
 }
+
+/// A store dies; a new one takes its place while a writer and a reader run: no request fails,
+/// and every shard is back to two live replicas holding every acknowledged write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_store_replaces_a_dead_one_under_load() {
+    let mut cluster = Cluster::start(3);
+    cluster.create_keyspace("dead", SHARDS, 2);
+    let ks = Client::connect(&cluster.master_addr).await.unwrap().keyspace("dead").await.unwrap();
+    let mut acked = Vec::new();
+    common::put_numbered(&ks, "before", 500, &mut acked).await;
+    // Replication is asynchronous: a store that dies for good takes with it what it had not
+    // yet sent (milliseconds of writes). Let it send everything first.
+    assert_on_every_replica(&cluster, "dead", &acked);
+    cluster.stores[0].take().unwrap().kill();
+    cluster.store_addrs.push(format!("127.0.0.1:{}", common::free_port()));
+    cluster.stores.push(None);
+    cluster.start_store(3);
+    let new_store = cluster.store_addrs[3].clone();
+    wait_for("the new store to register and the dead one to be down", Duration::from_secs(30), || {
+        let stores = cluster.status()?["stores"].as_array()?.clone();
+        let up = |addr: &str| stores.iter().any(|s| s["address"] == addr && s["up"] == true);
+        (up(&new_store) && !up(&cluster.store_addrs[0])).then_some(())
+    });
+    let reader = {
+        let (ks, keys) = (ks.clone(), acked.clone());
+        tokio::spawn(async move {
+            let mut reads = 0usize;
+            loop {
+                let (k, v) = &keys[reads % keys.len()];
+                let got = ks.get(k).await.unwrap_or_else(|e| panic!("read failed during the replace: {e}"));
+                assert_eq!(got.as_deref(), Some(v.as_slice()));
+                reads += 1;
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let (from, to) = (cluster.store_addrs[0].clone(), cluster.store_addrs[3].clone());
+    let args = ["admin", "--master", &cluster.master_addr, "replace-store", "dead", "--from", &from, "--to", &to].map(String::from).to_vec();
+    let (out, i) = common::while_writing(args, &ks, "during", &mut acked).await;
+    assert!(!reader.is_finished(), "the reader stopped: {:?}", reader.await);
+    reader.abort();
+    assert!(out.status.success(), "replace-store failed: {}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("{i} writes acknowledged while a dead store was replaced");
+    let status = cluster.status().unwrap();
+    let routes = &status["keyspaces"][0]["routes"];
+    for (shard, row) in routes.as_array().unwrap().iter().enumerate() {
+        let row = row.as_array().unwrap();
+        assert_eq!(row.len(), 2, "shard {shard}: {row:?}");
+        assert!(row.iter().all(|r| r["up"] == true && r["address"] != from.as_str()), "shard {shard}: {row:?}");
+    }
+    assert_on_every_replica(&cluster, "dead", &acked);
+}
+
+/// Waits (up to 30 s) until every replica of every shard of `keyspace` holds every write in `acked`.
+fn assert_on_every_replica(cluster: &Cluster, keyspace: &str, acked: &[(Vec<u8>, Vec<u8>)]) {
+    let table = cluster.routes(keyspace).1;
+    for (shard, addrs) in table.iter().enumerate() {
+        let (keys, values): (Vec<Vec<u8>>, Vec<Vec<u8>>) = acked.iter().filter(|(k, _)| vasto_hash::shard_of(k, SHARDS) == shard as u32).cloned().unzip();
+        for addr in addrs {
+            wait_for(&format!("{addr} to hold every acknowledged write of shard {shard}"), Duration::from_secs(30), || {
+                let got = Raw::connect(addr).get_many(keyspace, shard as u32, &keys);
+                got.iter().zip(&values).all(|(g, v)| g.as_deref() == Some(v.as_slice())).then_some(())
+            });
+        }
+    }
+}
