@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Side-by-side system benchmark, all in one run on this machine: one vasto store driven by
-# `vasto loadgen`, and Debian's redis-server (appendonly yes, appendfsync everysec) driven by
-# redis-benchmark, with the same value size, key space, connections and pipeline depths.
-# Then benches/resize.sh (online resize, without and with --max-mbps). Writes
-# benches/RESULTS.md. Usage: benches/run.sh [SECONDS_PER_RUN] (default 10).
+# The side-by-side benchmark suite, all in one run on this machine, written to
+# benches/RESULTS.md:
+# * floors: the storage engine in-process with the same keys and values, and a loopback TCP
+#   round trip (cargo bench --bench embedded);
+# * a 1-store and a 3-store vasto cluster driven by `vasto loadgen`, and Debian's redis-server
+#   (appendonly yes, appendfsync everysec) driven by redis-benchmark: put/get at concurrency 1
+#   and 64, pipeline 1 and 16, VALUE-byte values over KEYS keys;
+# * bulk import (`vasto import`) against loading the same records with puts;
+# * replication (1 vs 2 replicas, lag) and online resize (benches/resize.sh, uncapped and capped).
+# Usage: benches/run.sh [SECONDS_PER_RUN] (default 10). KEYS (default 1000000), VALUE (100).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
-KEYS=${KEYS:-100000}
+KEYS=${KEYS:-1000000}
 VALUE=${VALUE:-100}
-CONC=${CONC:-64}
 ./scripts/setup.sh redis-server redis-tools
 cargo build --release --locked --bin vasto
 VASTO=target/release/vasto
@@ -20,90 +24,167 @@ trap cleanup EXIT
 
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])' 2>/dev/null || echo $((20000 + RANDOM % 20000)); }
 json_field() { sed -n "s/.*\"$2\": *\([0-9.e+-]*\).*/\1/p" "$1" | head -1; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0 && a != "-") printf "%.2f", a / b; else print "-" }'; }
 
-MPORT=$(port); SPORT=$(port); RPORT=$(port)
-$VASTO master --listen 127.0.0.1:$MPORT >"$WORK/master.log" 2>&1 & PIDS+=($!)
-sleep 0.3
-$VASTO store --master 127.0.0.1:$MPORT --listen 127.0.0.1:$SPORT --dir "$WORK/store" >"$WORK/store.log" 2>&1 & PIDS+=($!)
-for _ in $(seq 100); do
-  $VASTO admin --master 127.0.0.1:$MPORT status --json 2>/dev/null | grep -q '"up":true' && break
-  sleep 0.1
-done
-$VASTO admin --master 127.0.0.1:$MPORT create-keyspace bench --shards 2 --replicas 1
+# ---- floors ----
+cargo bench --locked --bench embedded -- --keys "$KEYS" --value-size "$VALUE" --secs "$SECS" >"$WORK/floor.jsonl" 2>"$WORK/floor.err" \
+  || { cat "$WORK/floor.err" >&2; exit 1; }
+floor() { # system op threads field
+  grep "\"system\":\"$1\",\"op\":\"$2\",\"threads\":$3," "$WORK/floor.jsonl" | sed -n "s/.*\"$4\":\([0-9.]*\).*/\1/p"
+}
 
-redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$WORK" --appendonly yes --appendfsync everysec --save "" --daemonize no >"$WORK/redis.log" 2>&1 & PIDS+=($!)
-for _ in $(seq 50); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+# ---- clusters ----
+CLUSTER=()
+start_cluster() { # stores
+  stop_cluster
+  MPORT=$(port)
+  $VASTO master --listen 127.0.0.1:$MPORT >"$WORK/master-$1.log" 2>&1 & CLUSTER+=($!); PIDS+=($!)
+  sleep 0.3
+  for i in $(seq 1 "$1"); do
+    $VASTO store --master 127.0.0.1:$MPORT --listen 127.0.0.1:$(port) --dir "$WORK/c$1-store$i" >"$WORK/c$1-store$i.log" 2>&1 & CLUSTER+=($!); PIDS+=($!)
+  done
+  for _ in $(seq 100); do
+    [ "$($VASTO admin --master 127.0.0.1:$MPORT status --json 2>/dev/null | grep -o '"up":true' | wc -l)" -ge "$1" ] && break
+    sleep 0.1
+  done
+}
+stop_cluster() { for p in "${CLUSTER[@]}"; do kill -9 "$p" 2>/dev/null || true; done; CLUSTER=(); }
 
-ROWS=()
-run_vasto() { # workload pipeline
-  local out="$WORK/vasto-$1-$2.json"
+# The records every system loads: loadgen's key names, VALUE-byte values.
+awk -v n="$KEYS" -v v="$VALUE" 'BEGIN { pad = sprintf("%" v "s", ""); gsub(/ /, "x", pad); for (i = 0; i < n; i++) printf "key:%012d\t%s\n", i, pad }' >"$WORK/records.tsv"
+FILE_MB=$(awk -v b="$(stat -c %s "$WORK/records.tsv")" 'BEGIN { printf "%.1f", b / 1e6 }')
+
+vasto_row() { # op concurrency pipeline -> ops p50 p99 p999
+  local out="$WORK/vasto-$1-$2-$3.json"
   $VASTO loadgen --master 127.0.0.1:$MPORT --keyspace bench --workload "$1" --keys "$KEYS" --value-size "$VALUE" \
-    --concurrency "$CONC" --pipeline "$2" --duration "${SECS}s" --json "$out" >/dev/null 2>"$WORK/loadgen.err" || { cat "$WORK/loadgen.err" >&2; exit 1; }
+    --concurrency "$2" --pipeline "$3" --duration "${SECS}s" --json "$out" >/dev/null 2>"$WORK/loadgen.err" || { cat "$WORK/loadgen.err" >&2; exit 1; }
   echo "$(json_field "$out" ops_per_sec) $(json_field "$out" p50_us) $(json_field "$out" p99_us) $(json_field "$out" p999_us)"
 }
-run_redis() { # test(set|get) pipeline -> ops/s p50 p99 (us) ; redis-benchmark reports ms
-  local n=$(( SECS * 150000 * ($2 > 1 ? 4 : 1) ))
-  redis-benchmark -p "$RPORT" -c "$CONC" -P "$2" -d "$VALUE" -r "$KEYS" -n "$n" -t "$1" --csv 2>/dev/null \
+redis_row() { # set|get concurrency pipeline -> ops p50 p99 - (redis-benchmark reports ms, no p99.9)
+  local n=$(( SECS * ($2 > 1 ? 100000 : 15000) * ($3 > 1 ? 8 : 1) ))
+  redis-benchmark -p "$RPORT" -c "$2" -P "$3" -d "$VALUE" -r "$KEYS" -n "$n" -t "$1" --csv 2>/dev/null \
     | awk -F'","' 'NR==2 { printf "%.0f %.0f %.0f -\n", $2, $5*1000, $7*1000 }'
 }
 
-# Load every key first so gets hit.
-$VASTO loadgen --master 127.0.0.1:$MPORT --keyspace bench --workload put --keys "$KEYS" --value-size "$VALUE" --concurrency "$CONC" --pipeline 16 --duration "${SECS}s" >/dev/null 2>&1
-redis-benchmark -p "$RPORT" -c "$CONC" -P 16 -d "$VALUE" -r "$KEYS" -n $((KEYS * 4)) -t set -q >/dev/null 2>&1
+declare -A ROW
+measure_vasto() { # label
+  for op in put get; do for c in 1 64; do for p in 1 16; do
+    ROW["$1 $op $c $p"]=$(vasto_row "$op" "$c" "$p")
+  done; done; done
+}
+
+# 1 store: load by bulk import (timed), then by puts (timed), then the matrix.
+start_cluster 1
+$VASTO admin --master 127.0.0.1:$MPORT create-keyspace bench --shards 2 --replicas 1 >/dev/null
+t0=$(date +%s.%N)
+$VASTO import --master 127.0.0.1:$MPORT --keyspace bench --input "$WORK/records.tsv" >"$WORK/import.out" 2>&1
+t1=$(date +%s.%N)
+import_secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+$VASTO admin --master 127.0.0.1:$MPORT create-keyspace byputs --shards 2 --replicas 1 >/dev/null
+$VASTO loadgen --master 127.0.0.1:$MPORT --keyspace byputs --workload put --keys "$KEYS" --value-size "$VALUE" \
+  --concurrency 64 --pipeline 16 --duration "${SECS}s" --json "$WORK/puts.json" >/dev/null 2>&1
+put_ops=$(json_field "$WORK/puts.json" ops_per_sec)
+measure_vasto "vasto 1 store"
+
+# 3 stores, keyspace of 6 shards x 1 replica.
+start_cluster 3
+$VASTO admin --master 127.0.0.1:$MPORT create-keyspace bench --shards 6 --replicas 1 >/dev/null
+$VASTO import --master 127.0.0.1:$MPORT --keyspace bench --input "$WORK/records.tsv" >/dev/null 2>&1
+measure_vasto "vasto 3 stores"
+stop_cluster
+
+# redis
+RPORT=$(port)
+redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$WORK" --appendonly yes --appendfsync everysec --save "" --daemonize no >"$WORK/redis.log" 2>&1 & PIDS+=($!)
+for _ in $(seq 50); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+redis-benchmark -p "$RPORT" -c 64 -P 16 -d "$VALUE" -r "$KEYS" -n $((KEYS * 4)) -t set -q >/dev/null 2>&1
+for op in put get; do for c in 1 64; do for p in 1 16; do
+  ROW["redis $op $c $p"]=$(redis_row "$([ $op = put ] && echo set || echo get)" "$c" "$p")
+done; done; done
 
 {
   echo "# Benchmark results"
   echo
-  echo "Run on $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -r). Client and server share the machine."
-  echo "Values ${VALUE} B, ${KEYS} keys, ${CONC} connections, ${SECS} s per vasto run; vasto: 1 store"
-  echo "(release build, $(grep -o 'io_uring=[a-z]*' "$WORK/store.log" | head -1)), keyspace of 2 shards; redis: redis-server $(redis-server --version | grep -o 'v=[0-9.]*'),"
-  echo "appendonly yes, appendfsync everysec. Latencies in microseconds (redis-benchmark's own percentiles)."
+  echo "Run on $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -r); clients and servers share the machine."
+  echo "Values ${VALUE} B, ${KEYS} keys (all loaded before the runs), ${SECS} s per run. vasto: release build,"
+  echo "$(grep -o 'io_uring=[a-z]*' "$WORK/c1-store1.log" | head -1); 1 store with a keyspace of 2 shards, or 3 stores with 6 shards; 1 replica."
+  echo "redis: redis-server $(redis-server --version | grep -o 'v=[0-9.]*'), appendonly yes, appendfsync everysec (redis-benchmark's percentiles; it reports no p99.9)."
+  echo "Floor: the storage engine in-process, same keys and values, 1 thread for concurrency 1 and 2 threads (all cores) for 64."
+  echo "Latencies in microseconds."
   echo
-  echo "| op | pipeline | vasto ops/s | vasto p50 | vasto p99 | vasto p99.9 | redis ops/s | redis p50 | redis p99 | vasto/redis ops |"
+  echo "## Floors"
+  echo
+  echo "| floor | op | threads | ops/s | p50 | p99 | p99.9 |"
+  echo "|---|---|---|---|---|---|---|"
+  for op in put get; do for t in 1 2; do
+    printf '| rocksdb-embedded | %s | %s | %s | %s | %s | %s |\n' "$op" "$t" "$(floor rocksdb-embedded $op $t ops_per_sec)" \
+      "$(floor rocksdb-embedded $op $t p50_us)" "$(floor rocksdb-embedded $op $t p99_us)" "$(floor rocksdb-embedded $op $t p999_us)"
+  done; done
+  rtt=$(floor tcp-loopback-echo round-trip 1 p50_us)
+  printf '| tcp loopback echo (64 B) | round trip | 1 | %s | %s | %s | %s |\n' "$(floor tcp-loopback-echo round-trip 1 ops_per_sec)" "$rtt" \
+    "$(floor tcp-loopback-echo round-trip 1 p99_us)" "$(floor tcp-loopback-echo round-trip 1 p999_us)"
+  echo
+  echo "## Put and get"
+  echo
+  echo "| system | op | conc | pipeline | ops/s | p50 | p99 | p99.9 | / rocksdb-embedded | / redis |"
   echo "|---|---|---|---|---|---|---|---|---|---|"
-  for op in put get; do
-    for p in 1 16; do
-      read -r vops vp50 vp99 vp999 < <(run_vasto "$op" "$p")
-      rop=$([ "$op" = put ] && echo set || echo get)
-      read -r rops rp50 rp99 _ < <(run_redis "$rop" "$p")
-      ratio=$(awk -v a="$vops" -v b="$rops" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
-      printf '| %s | %s | %.0f | %.0f | %.0f | %.0f | %s | %s | %s | %s |\n' "$op" "$p" "$vops" "$vp50" "$vp99" "$vp999" "$rops" "$rp50" "$rp99" "$ratio"
-    done
+  for sys in "vasto 1 store" "vasto 3 stores" "redis"; do
+    for op in put get; do for c in 1 64; do for p in 1 16; do
+      read -r ops p50 p99 p999 <<<"${ROW["$sys $op $c $p"]}"
+      read -r rops _ <<<"${ROW["redis $op $c $p"]}"
+      fl=$(floor rocksdb-embedded "$op" "$([ "$c" = 1 ] && echo 1 || echo 2)" ops_per_sec)
+      vs_redis=$([ "$sys" = redis ] && echo - || ratio "$ops" "$rops")
+      printf '| %s | %s | %s | %s | %.0f | %s | %s | %s | %s | %s |\n' "$sys" "$op" "$c" "$p" "$ops" "$p50" "$p99" "$p999" "$(ratio "$ops" "$fl")" "$vs_redis"
+    done; done; done
   done
-
-  # Replication: a second store, the same put load on a keyspace with 1 and with 2 replicas.
-  SPORT2=$(port)
-  $VASTO store --master 127.0.0.1:$MPORT --listen 127.0.0.1:$SPORT2 --dir "$WORK/store2" >"$WORK/store2.log" 2>&1 & PIDS+=($!)
-  for _ in $(seq 100); do
-    [ "$($VASTO admin --master 127.0.0.1:$MPORT status --json 2>/dev/null | grep -o '"up":true' | wc -l)" -ge 2 ] && break
-    sleep 0.1
-  done
-  $VASTO admin --master 127.0.0.1:$MPORT create-keyspace r1 --shards 2 --replicas 1 >/dev/null
-  $VASTO admin --master 127.0.0.1:$MPORT create-keyspace r2 --shards 2 --replicas 2 >/dev/null
-  rep() { # keyspace -> ops/s p50 p99
-    local out="$WORK/rep-$1.json"
-    $VASTO loadgen --master 127.0.0.1:$MPORT --keyspace "$1" --workload put --keys "$KEYS" --value-size "$VALUE" \
-      --concurrency "$CONC" --pipeline 1 --duration "$2" --json "$out" >/dev/null 2>&1
-    echo "$(json_field "$out" ops_per_sec) $(json_field "$out" p50_us) $(json_field "$out" p99_us)"
-  }
-  read -r r1ops r1p50 r1p99 < <(rep r1 "${SECS}s")
-  # Long enough to contain a whole 10 s lag-report window of both stores.
-  read -r r2ops r2p50 r2p99 < <(rep r2 "$(( SECS > 21 ? SECS : 21 ))s")
-  # Only the 2-replica keyspace replicates, so every lag report comes from this run.
-  lag=$( (cat "$WORK"/store*.log | grep 'replication lag' || true) | sed -n 's/.*entries=\([0-9]*\) p50_us=\([0-9]*\) p99_us=\([0-9]*\).*/\1 \2 \3/p' | sort -n -r | head -1 || true)
-  read -r lagn lagp50 lagp99 <<<"${lag:-0 - -}"
+  read -r _ g50 _ <<<"${ROW["vasto 1 store get 1 1"]}"
+  read -r gops _ <<<"${ROW["vasto 1 store get 64 16"]}"
+  read -r rgops _ <<<"${ROW["redis get 64 16"]}"
   echo
-  echo "## Replication (2 stores, keyspace of 2 shards, puts at concurrency ${CONC}, pipeline 1)"
+  echo "Goals for one store: get at concurrency 1 p50 / loopback round trip p50 = $(ratio "$g50" "$rtt") (goal <= 1.3);"
+  echo "get throughput at concurrency 64, pipeline 16 / redis = $(ratio "$gops" "$rgops") (goal >= 1)."
+  echo
+  echo "## Bulk import (1 store, keyspace of 2 shards)"
+  echo
+  import_mbs=$(awk -v m="$FILE_MB" -v s="$import_secs" 'BEGIN { printf "%.0f", m / s }')
+  put_secs=$(awk -v n="$KEYS" -v o="$put_ops" 'BEGIN { printf "%.1f", n / o }')
+  put_mbs=$(awk -v m="$FILE_MB" -v s="$put_secs" 'BEGIN { printf "%.0f", m / s }')
+  echo "The same ${KEYS} records (${FILE_MB} MB of TSV): \`vasto import\` took ${import_secs} s end to end (${import_mbs} MB/s; its own report:"
+  echo "$(grep -o 'in [0-9.]* s: .*records/s' "$WORK/import.out" | head -1)). Puts at concurrency 64, pipeline 16 ran at $(printf '%.0f' "$put_ops") records/s,"
+  echo "so loading the file with puts takes about ${put_secs} s (${put_mbs} MB/s). Import / puts: $(ratio "$import_mbs" "$put_mbs")x (goals: >= 10x and > 100 MB/s)."
+} >"$WORK/RESULTS.md"
+
+# Replication: 2 stores, the same put load on a keyspace with 1 and with 2 replicas.
+start_cluster 2
+$VASTO admin --master 127.0.0.1:$MPORT create-keyspace r1 --shards 2 --replicas 1 >/dev/null
+$VASTO admin --master 127.0.0.1:$MPORT create-keyspace r2 --shards 2 --replicas 2 >/dev/null
+rep() { # keyspace duration -> ops/s p50 p99
+  local out="$WORK/rep-$1.json"
+  $VASTO loadgen --master 127.0.0.1:$MPORT --keyspace "$1" --workload put --keys "$KEYS" --value-size "$VALUE" \
+    --concurrency 64 --pipeline 1 --duration "$2" --json "$out" >/dev/null 2>&1
+  echo "$(json_field "$out" ops_per_sec) $(json_field "$out" p50_us) $(json_field "$out" p99_us)"
+}
+read -r r1ops r1p50 r1p99 < <(rep r1 "${SECS}s")
+# Long enough to contain a whole 10 s lag-report window of both stores.
+read -r r2ops r2p50 r2p99 < <(rep r2 "$(( SECS > 21 ? SECS : 21 ))s")
+# Only the 2-replica keyspace replicates, so every lag report comes from this run.
+lag=$( (cat "$WORK"/c2-store*.log | grep 'replication lag' || true) | sed -n 's/.*entries=\([0-9]*\) p50_us=\([0-9]*\) p99_us=\([0-9]*\).*/\1 \2 \3/p' | sort -n -r | head -1 || true)
+read -r lagn lagp50 lagp99 <<<"${lag:-0 - -}"
+stop_cluster
+{
+  echo
+  echo "## Replication (2 stores, keyspace of 2 shards, puts at concurrency 64, pipeline 1)"
   echo
   echo "| replicas | put ops/s | p50 us | p99 us |"
   echo "|---|---|---|---|"
   printf '| 1 | %.0f | %.0f | %.0f |\n' "$r1ops" "$r1p50" "$r1p99"
   printf '| 2 | %.0f | %.0f | %.0f |\n' "$r2ops" "$r2p50" "$r2p99"
   echo
-  echo "Put throughput with 2 replicas / 1 replica: $(awk -v a="$r2ops" -v b="$r1ops" 'BEGIN { printf "%.2f", a / b }')."
+  echo "Put throughput with 2 replicas / 1 replica: $(ratio "$r2ops" "$r1ops")."
   echo "Replication lag (client event time to applied on the other replica, busiest 10 s window, ${lagn} writes):"
   echo "p50 ${lagp50} us, p99 ${lagp99} us."
-} > "$WORK/RESULTS.md"
+} >>"$WORK/RESULTS.md"
+
 # Online resize, on a cluster of its own: without a cap, and with --max-mbps 5.
 for cap in 0 5; do
   echo >>"$WORK/RESULTS.md"
