@@ -5,7 +5,7 @@
 use crate::header::{encode_value, Header};
 use crate::shard::Shard;
 use crate::EngineError;
-use rocksdb::{BlockBasedOptions, IngestExternalFileOptions, Options, SstFileWriter};
+use rocksdb::{IngestExternalFileOptions, Options, SstFileWriter};
 use std::path::{Path, PathBuf};
 
 /// Writes import SST files with the same table settings the stores use.
@@ -23,10 +23,8 @@ impl Default for ImportWriter {
 impl ImportWriter {
     /// A writer with the stores' table format (bloom filters, LZ4) and merge operator name.
     pub fn new() -> Self {
-        let mut table = BlockBasedOptions::default();
-        table.set_bloom_filter(10.0, false);
         let mut opts = Options::default();
-        opts.set_block_based_table_factory(&table);
+        opts.set_block_based_table_factory(&crate::block_table());
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         opts.set_merge_operator_associative("vasto-lww", crate::shard::lww_merge);
         Self { opts, scratch: Vec::with_capacity(4096) }

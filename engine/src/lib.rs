@@ -74,6 +74,17 @@ pub fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
+/// The table format of every shard and of the SST files written for them (exports, imports):
+/// bloom filters, and a hash index inside data blocks so a point lookup skips the in-block
+/// binary search.
+pub(crate) fn block_table() -> BlockBasedOptions {
+    let mut table = BlockBasedOptions::default();
+    table.set_bloom_filter(10.0, false);
+    table.set_data_block_index_type(rocksdb::DataBlockIndexType::BinaryAndHash);
+    table.set_data_block_hash_ratio(0.75);
+    table
+}
+
 /// Opens and creates shards under one data directory: `DIR/<keyspace>/<shard>/`.
 pub struct Engine {
     root: PathBuf,
@@ -93,10 +104,10 @@ impl Engine {
     pub fn new(root: &Path, options: &EngineOptions) -> Result<Self, EngineError> {
         std::fs::create_dir_all(root).map_err(|source| EngineError::Io { path: root.to_path_buf(), source })?;
         let cache = Cache::new_lru_cache(options.block_cache_bytes);
-        let mut table = BlockBasedOptions::default();
+        let mut table = block_table();
         table.set_block_cache(&cache);
-        table.set_bloom_filter(10.0, false);
         table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
         let mut db_opts = Options::default();
         db_opts.set_block_based_table_factory(&table);
         db_opts.set_max_background_jobs(2);
