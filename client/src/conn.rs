@@ -99,6 +99,10 @@ async fn writer(conn: Arc<Conn>, mut write: OwnedWriteHalf) {
     let mut spare = Vec::with_capacity(16 << 10);
     while !conn.is_closed() {
         conn.wake.notified().await;
+        // Let the callers that are ready to run (typically those woken by the same batch of
+        // replies) encode their requests first, so one write carries them all: without this,
+        // a pipelined connection made one send syscall per request.
+        tokio::task::yield_now().await;
         {
             let mut st = conn.lock();
             std::mem::swap(&mut st.out, &mut spare);
