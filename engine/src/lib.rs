@@ -117,6 +117,9 @@ impl Engine {
         // settled in the last level (where nothing else rewrites them) are filtered out too.
         db_opts.set_periodic_compaction_seconds(24 * 3600);
         db_opts.set_merge_operator_associative("vasto-lww", shard::lww_merge);
+        // Every write is a merge: bound the operands a key collects in the memtable, or reads
+        // of a hot key walk and merge all of them (a write past the bound merges them first).
+        db_opts.set_max_successive_merges(2);
         let tombstone_grace_ns = options.tombstone_grace.as_nanos().min(u128::from(u64::MAX)) as u64;
         Ok(Self { root: root.to_path_buf(), db_opts, tuning: ShardTuning { log_retention: options.change_log_entries, tombstone_grace_ns } })
     }
