@@ -12,14 +12,7 @@ SECS=${1:-10}
 VALUE=${VALUE:-100}
 RESIZE_KEYS=${RESIZE_KEYS:-1000000}
 MAX_MBPS=${MAX_MBPS:-0}
-cargo build --release --locked --bin vasto >&2
-VASTO=target/release/vasto
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])' 2>/dev/null || echo $((20000 + RANDOM % 20000)); }
-json_field() { sed -n "s/.*\"$2\": *\([0-9.e+-]*\).*/\1/p" "$1" | head -1; }
+. benches/common.sh
 
 MPORT=$(port)
 $VASTO master --listen 127.0.0.1:$MPORT >"$WORK/master.log" 2>&1 & PIDS+=($!)
@@ -70,5 +63,5 @@ echo "Resize took ${rsecs} s. Data that changes shard, counted once per replica:
 echo "($(awk -v m="$moved_mb" -v s="$rsecs" 'BEGIN { printf "%.0f", m / s }') MB/s of useful movement). Each new replica receives only the keys that move to it, from"
 echo "both replicas of their old shard (each replica's change log holds only its own writes), so about twice that crosses the network."
 echo "Foreground p99 before: ${p99b} us; during the resize (load stopped when it returned): ${p99d} us"
-echo "(ratio $(awk -v a="$p99d" -v b="$p99b" 'BEGIN { printf "%.2f", a / b }')); in the ${SECS} s after it (background compaction of the moved keys): ${p99a} us"
-echo "(ratio $(awk -v a="$p99a" -v b="$p99b" 'BEGIN { printf "%.2f", a / b }')). Ops/s before $(json_field "$before" ops_per_sec | cut -d. -f1), during $(json_field "$during" ops_per_sec | cut -d. -f1), after $(json_field "$after" ops_per_sec | cut -d. -f1). Errors during: $(json_field "$during" errors)."
+echo "(ratio $(ratio "$p99d" "$p99b")); in the ${SECS} s after it (background compaction of the moved keys): ${p99a} us"
+echo "(ratio $(ratio "$p99a" "$p99b")). Ops/s before $(json_field "$before" ops_per_sec | cut -d. -f1), during $(json_field "$during" ops_per_sec | cut -d. -f1), after $(json_field "$after" ops_per_sec | cut -d. -f1). Errors during: $(json_field "$during" errors)."

@@ -15,16 +15,7 @@ SECS=${1:-10}
 KEYS=${KEYS:-1000000}
 VALUE=${VALUE:-100}
 ./scripts/setup.sh redis-server redis-tools
-cargo build --release --locked --bin vasto
-VASTO=target/release/vasto
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])' 2>/dev/null || echo $((20000 + RANDOM % 20000)); }
-json_field() { sed -n "s/.*\"$2\": *\([0-9.e+-]*\).*/\1/p" "$1" | head -1; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0 && a != "-") printf "%.2f", a / b; else print "-" }'; }
+. benches/common.sh
 
 # ---- floors ----
 cargo bench --locked --bench embedded -- --keys "$KEYS" --value-size "$VALUE" --secs "$SECS" >"$WORK/floor.jsonl" 2>"$WORK/floor.err" \

@@ -1,7 +1,7 @@
 //! End-to-end: replace a store while a writer runs; nothing acknowledged is lost.
 mod common;
 
-use common::{wait_for, Cluster, Raw};
+use common::{assert_all_replicas_hold, wait_for, Cluster};
 use std::time::Duration;
 use vasto_client::Client;
 
@@ -31,30 +31,7 @@ async fn replacing_a_store_under_load_loses_nothing() {
     assert!(table.iter().flatten().all(|a| *a != cluster.store_addrs[0]), "the old store holds no replica: {table:?}");
     assert!(table.iter().flatten().any(|a| *a == cluster.store_addrs[3]), "the new store took over: {table:?}");
     assert!(table.iter().all(|row| row.len() == 2), "back to 2 replicas per shard: {table:?}");
-    for (shard, addrs) in table.iter().enumerate() {
-        let (keys, values): (Vec<Vec<u8>>, Vec<Vec<u8>>) = acked.iter().filter(|(k, _)| vasto_hash::shard_of(k, SHARDS) == shard as u32).cloned().unzip();
-        for addr in addrs {
-            wait_for(&format!("{addr} to hold every acknowledged write of shard {shard}"), Duration::from_secs(30), || {
-                let got = Raw::connect(addr).get_many("rp", shard as u32, &keys);
-                let missing: Vec<String> = got
-                    .iter()
-                    .zip(&values)
-                    .zip(&keys)
-                    .filter(|((g, v), _)| g.as_deref() != Some(v.as_slice()))
-                    .map(|(_, k)| String::from_utf8_lossy(k).into_owned())
-                    .collect();
-                if !missing.is_empty() {
-                    eprintln!(
-                        "{addr} (new store: {}) misses {} of shard {shard}, e.g. {:?}",
-                        *addr == cluster.store_addrs[3],
-                        missing.len(),
-                        &missing[..missing.len().min(3)]
-                    );
-                }
-                missing.is_empty().then_some(())
-            });
-        }
-    }
+    assert_all_replicas_hold(&cluster, "rp", &acked);
     // The old store's copies are gone.
     wait_for("old copies dropped", Duration::from_secs(10), || {
         let dir = cluster.dir.path().join("store-0").join("rp");
@@ -118,7 +95,7 @@ async fn a_new_store_replaces_a_dead_one_under_load() {
     common::put_numbered(&ks, "before", 500, &mut acked).await;
     // Replication is asynchronous: a store that dies for good takes with it what it had not
     // yet sent (milliseconds of writes). Let it send everything first.
-    assert_on_every_replica(&cluster, "dead", &acked);
+    assert_all_replicas_hold(&cluster, "dead", &acked);
     cluster.stores[0].take().unwrap().kill();
     cluster.store_addrs.push(format!("127.0.0.1:{}", common::free_port()));
     cluster.stores.push(None);
@@ -156,19 +133,5 @@ async fn a_new_store_replaces_a_dead_one_under_load() {
         assert_eq!(row.len(), 2, "shard {shard}: {row:?}");
         assert!(row.iter().all(|r| r["up"] == true && r["address"] != from.as_str()), "shard {shard}: {row:?}");
     }
-    assert_on_every_replica(&cluster, "dead", &acked);
-}
-
-/// Waits (up to 30 s) until every replica of every shard of `keyspace` holds every write in `acked`.
-fn assert_on_every_replica(cluster: &Cluster, keyspace: &str, acked: &[(Vec<u8>, Vec<u8>)]) {
-    let table = cluster.routes(keyspace).1;
-    for (shard, addrs) in table.iter().enumerate() {
-        let (keys, values): (Vec<Vec<u8>>, Vec<Vec<u8>>) = acked.iter().filter(|(k, _)| vasto_hash::shard_of(k, SHARDS) == shard as u32).cloned().unzip();
-        for addr in addrs {
-            wait_for(&format!("{addr} to hold every acknowledged write of shard {shard}"), Duration::from_secs(30), || {
-                let got = Raw::connect(addr).get_many(keyspace, shard as u32, &keys);
-                got.iter().zip(&values).all(|(g, v)| g.as_deref() == Some(v.as_slice())).then_some(())
-            });
-        }
-    }
+    assert_all_replicas_hold(&cluster, "dead", &acked);
 }

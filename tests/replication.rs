@@ -1,36 +1,13 @@
 //! End-to-end replication: 3 stores, keyspace of 4 shards x 2 replicas, real processes.
 mod common;
 
-use common::{wait_for, Acked, Cluster, Raw};
+use common::{assert_all_replicas_hold, wait_for, Acked, Cluster, Raw};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vasto_client::Client;
 
 const SHARDS: u32 = 4;
-
-/// Waits until every replica of every shard holds exactly `expected` for each key.
-fn assert_all_replicas_hold(cluster: &Cluster, keyspace: &str, expected: &[(Vec<u8>, Vec<u8>)]) {
-    let replicas = cluster.routes(keyspace).1;
-    for (shard, addrs) in replicas.iter().enumerate() {
-        let (keys, values): (Vec<Vec<u8>>, Vec<Vec<u8>>) = expected.iter().filter(|(k, _)| vasto_hash::shard_of(k, SHARDS) == shard as u32).cloned().unzip();
-        for addr in addrs {
-            wait_for(&format!("replica {addr} of shard {shard} to hold all {} acknowledged writes", keys.len()), Duration::from_secs(30), || {
-                let got = Raw::connect(addr).get_many(keyspace, shard as u32, &keys);
-                let bad = got.iter().zip(&values).zip(&keys).filter(|((g, v), _)| g.as_deref() != Some(v.as_slice())).count();
-                if let Some(((g, v), k)) = got.iter().zip(&values).zip(&keys).find(|((g, v), _)| g.as_deref() != Some(v.as_slice())) {
-                    eprintln!(
-                        "{addr} shard {shard}: {bad} differ, e.g. {:?} holds {:?}, expected {:?}",
-                        String::from_utf8_lossy(k),
-                        g.as_deref().map(String::from_utf8_lossy),
-                        String::from_utf8_lossy(v)
-                    );
-                }
-                got.iter().zip(&values).all(|(g, v)| g.as_deref() == Some(v.as_slice())).then_some(())
-            });
-        }
-    }
-}
 
 struct Writer {
     stop: Arc<AtomicBool>,

@@ -42,15 +42,7 @@ async fn check(cluster: &Cluster, ks: &vasto_client::Keyspace, name: &str, shard
     for (k, v) in acked {
         assert_eq!(ks.get(k).await.unwrap().as_deref(), Some(v.as_slice()), "{}", String::from_utf8_lossy(k));
     }
-    for (shard, addrs) in table.iter().enumerate() {
-        let (keys, values): (Vec<Vec<u8>>, Vec<Vec<u8>>) = acked.iter().filter(|(k, _)| vasto_hash::shard_of(k, shards) == shard as u32).cloned().unzip();
-        for addr in addrs {
-            wait_for(&format!("{addr} to hold every key of shard {shard}"), Duration::from_secs(30), || {
-                let got = Raw::connect(addr).get_many(name, shard as u32, &keys);
-                got.iter().zip(&values).all(|(g, v)| g.as_deref() == Some(v.as_slice())).then_some(())
-            });
-        }
-    }
+    common::assert_all_replicas_hold(cluster, name, acked);
     let other = acked.iter().map(|(k, _)| k).find(|k| vasto_hash::shard_of(k, shards) != 0).unwrap();
     let mut raw = Raw::connect(&table[0][0]);
     let mut out = Vec::new();
