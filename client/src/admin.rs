@@ -61,12 +61,13 @@ impl AdminClient {
         self.request(|enc, out, id| enc.replace_store(out, id, name, from, to)).await
     }
 
-    /// Grows `name` to `shards` shards while clients keep working; returns once done.
+    /// Grows or shrinks `name` to `shards` shards while clients keep working; returns once done.
     pub async fn resize_keyspace(&mut self, name: &str, shards: u32) -> Result<String, ClientError> {
         self.request(|enc, out, id| enc.resize_keyspace(out, id, name, shards)).await
     }
 
-    /// Cancels the replace in progress on `name`: it rolls back and its caller gets an error.
+    /// Cancels the replace or resize in progress on `name`: it rolls back and its caller gets an
+    /// error.
     pub async fn cancel(&mut self, name: &str) -> Result<String, ClientError> {
         self.request(|enc, out, id| enc.cancel_operation(out, id, name)).await
     }

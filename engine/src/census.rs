@@ -1,6 +1,6 @@
 //! Counting what a shard directory physically holds, without disturbing the store that has it
 //! open: operators and tests check that a resize left every key only on its owning shard.
-use crate::shard::{LayoutRecord, LAYOUT_KEY, LOG_CF, META_CF, META_KEY};
+use crate::shard::{LayoutRecord, LOG_CF, META_CF, META_KEY};
 use crate::{Engine, EngineError, ShardMeta};
 use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 use std::path::Path;
@@ -28,10 +28,7 @@ impl Engine {
         let corrupt = |what: &str| EngineError::Corrupt(format!("{}: {what}", dir.display()));
         let cf = db.cf_handle(META_CF).ok_or_else(|| corrupt("no meta column family"))?;
         let meta = db.get_cf(cf, META_KEY)?.and_then(|raw| ShardMeta::decode(&raw)).ok_or_else(|| corrupt("no readable shard metadata"))?;
-        let layout = match db.get_cf(cf, LAYOUT_KEY)? {
-            Some(raw) => LayoutRecord::decode(&raw).ok_or_else(|| corrupt("unreadable layout"))?,
-            None => LayoutRecord { serving: meta.shards, committed: meta.shards, committed_at_ms: 0 },
-        };
+        let layout = LayoutRecord::read(&db, cf, &meta, dir)?;
         let mut it = db.raw_iterator();
         it.seek_to_first();
         let (mut entries, mut not_owned) = (0, 0);

@@ -23,11 +23,7 @@ impl Default for ImportWriter {
 impl ImportWriter {
     /// A writer with the stores' table format (bloom filters, LZ4) and merge operator name.
     pub fn new() -> Self {
-        let mut opts = Options::default();
-        opts.set_block_based_table_factory(&crate::block_table());
-        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        opts.set_merge_operator_associative("vasto-lww", crate::shard::lww_merge);
-        Self { opts, scratch: Vec::with_capacity(4096) }
+        Self { opts: crate::sst_options(&crate::block_table()), scratch: Vec::with_capacity(4096) }
     }
 
     /// Writes `pairs` (keys strictly increasing) to a new SST file at `path` as values with

@@ -13,6 +13,7 @@ mod filter;
 pub mod header;
 mod import;
 mod meta;
+mod pace;
 mod shard;
 mod snapshot;
 
@@ -21,6 +22,7 @@ pub use changes::ChangesRead;
 pub use filter::MAX_LAYOUT_SHARDS;
 pub use import::ImportWriter;
 pub use meta::{valid_keyspace_name, ShardMeta};
+pub use pace::Pacer;
 pub use shard::{LayoutRecord, Shard, Write};
 pub use snapshot::{SnapshotFiles, SplitFiles};
 
@@ -85,6 +87,16 @@ pub(crate) fn block_table() -> BlockBasedOptions {
     table
 }
 
+/// The options every SST file of a shard is written with, by the shard itself or for it
+/// (imports): the table format, LZ4, and the last-writer-wins merge operator.
+pub(crate) fn sst_options(table: &BlockBasedOptions) -> Options {
+    let mut opts = Options::default();
+    opts.set_block_based_table_factory(table);
+    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    opts.set_merge_operator_associative("vasto-lww", shard::lww_merge);
+    opts
+}
+
 /// Opens and creates shards under one data directory: `DIR/<keyspace>/<shard>/`.
 pub struct Engine {
     root: PathBuf,
@@ -108,15 +120,12 @@ impl Engine {
         table.set_block_cache(&cache);
         table.set_cache_index_and_filter_blocks(true);
         table.set_pin_l0_filter_and_index_blocks_in_cache(true);
-        let mut db_opts = Options::default();
-        db_opts.set_block_based_table_factory(&table);
+        let mut db_opts = sst_options(&table);
         db_opts.set_max_background_jobs(2);
         db_opts.set_bytes_per_sync(1 << 20);
-        db_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         // Re-compact every file at least daily so expired values and old tombstones that have
         // settled in the last level (where nothing else rewrites them) are filtered out too.
         db_opts.set_periodic_compaction_seconds(24 * 3600);
-        db_opts.set_merge_operator_associative("vasto-lww", shard::lww_merge);
         // Every write is a merge: bound the operands a key collects in the memtable, or reads
         // of a hot key walk and merge all of them (a write past the bound merges them first).
         db_opts.set_max_successive_merges(2);

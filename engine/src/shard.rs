@@ -60,6 +60,15 @@ impl LayoutRecord {
         record.valid().then_some(record)
     }
 
+    /// Reads the record of the shard `meta` describes from its `meta` column family; a shard
+    /// never given a layout keeps the one it was created with.
+    pub(crate) fn read(db: &DB, meta_cf: &rocksdb::ColumnFamily, meta: &ShardMeta, dir: &Path) -> Result<Self, EngineError> {
+        match db.get_cf(meta_cf, LAYOUT_KEY)? {
+            Some(raw) => Self::decode(&raw).ok_or_else(|| EngineError::Corrupt(format!("{}: unreadable layout", dir.display()))),
+            None => Ok(Self { serving: meta.shards, committed: meta.shards, committed_at_ms: 0 }),
+        }
+    }
+
     fn valid(&self) -> bool {
         (1..=MAX_LAYOUT_SHARDS).contains(&self.serving) && (1..=MAX_LAYOUT_SHARDS).contains(&self.committed)
     }
@@ -122,10 +131,7 @@ impl Shard {
         if meta.shard >= meta.shards || meta.shards > MAX_LAYOUT_SHARDS {
             return Err(EngineError::Corrupt(format!("{}: shard {} of {} is not a valid layout", dir.display(), meta.shard, meta.shards)));
         }
-        let record = match db.get_cf(cf, LAYOUT_KEY)? {
-            Some(raw) => LayoutRecord::decode(&raw).ok_or_else(|| EngineError::Corrupt(format!("{}: unreadable layout", dir.display())))?,
-            None => LayoutRecord { serving: meta.shards, committed: meta.shards, committed_at_ms: 0 },
-        };
+        let record = LayoutRecord::read(&db, cf, &meta, dir)?;
         layout.set(meta.shard, record.serving, record.committed);
         let (log_first, log_head) = {
             let log = db.cf_handle(LOG_CF).ok_or_else(|| EngineError::Corrupt(format!("{}: no log column family", dir.display())))?;

@@ -2,6 +2,7 @@
 //! consistent copy of its user data as SST files, the follower ingests them. Entries are written
 //! as merge operands, so ingesting them goes through the last-writer-wins merge and never
 //! overwrites a newer write the follower already holds.
+use crate::pace::Pacer;
 use crate::shard::Shard;
 use crate::EngineError;
 use rocksdb::SstFileWriter;
@@ -65,13 +66,12 @@ impl Shard {
         let mut targets: Vec<(u32, Vec<PathBuf>)> = Vec::new();
         // One open writer per target (index into `targets`).
         let mut writers: Vec<Option<SstFileWriter<'_>>> = Vec::new();
-        let (started, mut scanned, mut next_check) = (std::time::Instant::now(), 0u64, PACE_CHECK_BYTES);
+        let mut pacer = Pacer::new(bytes_per_sec);
+        let mut unpaced = 0u64;
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            scanned += (k.len() + v.len()) as u64;
-            if bytes_per_sec > 0 && scanned >= next_check {
-                next_check = scanned + PACE_CHECK_BYTES;
-                let due = std::time::Duration::from_secs_f64(scanned as f64 / bytes_per_sec as f64);
-                if let Some(wait) = due.checked_sub(started.elapsed()) {
+            unpaced += (k.len() + v.len()) as u64;
+            if unpaced >= PACE_CHECK_BYTES {
+                if let Some(wait) = pacer.after(std::mem::take(&mut unpaced)) {
                     std::thread::sleep(wait);
                 }
             }

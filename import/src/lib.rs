@@ -170,7 +170,8 @@ pub async fn import(master: &str, keyspace: &str, input: &Path, options: &Import
     }
     let prepare_time = started.elapsed();
     let replicas = table.replicas;
-    progress.upload_total.store(runs.sizes.iter().map(|(_, size)| size * u64::from(replicas)).sum(), Ordering::Relaxed);
+    let sst_bytes: u64 = runs.bytes.iter().sum();
+    progress.upload_total.store(sst_bytes * u64::from(replicas), Ordering::Relaxed);
     let shards = table.shards;
     let uploads: Vec<upload::Upload> = table
         .routes
@@ -216,7 +217,7 @@ pub async fn import(master: &str, keyspace: &str, input: &Path, options: &Import
         bad_lines: prepared.bad_lines,
         first_bad: prepared.first_bad,
         input_bytes: prepared.input_bytes,
-        sst_bytes: runs.sizes.iter().map(|(_, s)| s).sum(),
+        sst_bytes,
         shards: table.shards,
         replicas,
         prepare: prepare_time,
@@ -228,7 +229,8 @@ pub async fn import(master: &str, keyspace: &str, input: &Path, options: &Import
 struct Runs {
     dir: tempfile::TempDir,
     files: Vec<Vec<PathBuf>>,
-    sizes: Vec<(u32, u64)>,
+    /// Bytes of each shard's files.
+    bytes: Vec<u64>,
 }
 
 /// What parsing found.
@@ -289,10 +291,8 @@ fn prepare(input: &Path, shards: u32, options: &ImportOptions, progress: &Progre
     let prepared = Prepared { records, bad_lines, first_bad, input_bytes: len };
     if bad_lines > 0 && !options.skip_bad {
         // Nothing will be sent: do not spend time writing the files.
-        return Ok((Runs { dir, files: vec![Vec::new(); shards as usize], sizes: Vec::new() }, prepared));
+        return Ok((Runs { dir, files: vec![Vec::new(); shards as usize], bytes: Vec::new() }, prepared));
     }
-    let files = partitioner.finish()?;
-    let sizes =
-        files.iter().enumerate().map(|(shard, fs)| (shard as u32, fs.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum())).collect();
-    Ok((Runs { dir, files, sizes }, prepared))
+    let (files, bytes) = partitioner.finish()?;
+    Ok((Runs { dir, files, bytes }, prepared))
 }

@@ -31,6 +31,8 @@ pub struct Partitioner {
     buffered: usize,
     buffers: Vec<ShardBuffer>,
     runs: Vec<Vec<PathBuf>>,
+    /// Bytes of SST files written per shard.
+    bytes: Vec<u64>,
     spills: u64,
     dir: PathBuf,
     event_time_ns: u64,
@@ -47,6 +49,7 @@ impl Partitioner {
             buffered: 0,
             buffers: (0..shards).map(|_| ShardBuffer::default()).collect(),
             runs: vec![Vec::new(); shards as usize],
+            bytes: vec![0; shards as usize],
             spills: 0,
             dir: dir.to_path_buf(),
             event_time_ns,
@@ -83,7 +86,8 @@ impl Partitioner {
             order.sort_by(|&a, &b| buf.entry(a).0.cmp(buf.entry(b).0));
             let last_of_each_key = order.iter().enumerate().filter(|&(i, &e)| order.get(i + 1).is_none_or(|&next| buf.entry(next).0 != buf.entry(e).0));
             let path = self.dir.join(format!("shard{shard:05}-run{:05}.sst", self.runs[shard].len()));
-            self.writer.write(&path, last_of_each_key.map(|(_, &e)| buf.entry(e)), event_time_ns).map_err(|e| ImportError::Sst(path.clone(), e))?;
+            self.bytes[shard] +=
+                self.writer.write(&path, last_of_each_key.map(|(_, &e)| buf.entry(e)), event_time_ns).map_err(|e| ImportError::Sst(path.clone(), e))?;
             self.runs[shard].push(path);
             buf.arena.clear();
             buf.entries.clear();
@@ -92,10 +96,10 @@ impl Partitioner {
         Ok(())
     }
 
-    /// Spills what is left; returns every shard's SST files.
-    pub fn finish(mut self) -> Result<Vec<Vec<PathBuf>>, ImportError> {
+    /// Spills what is left; returns every shard's SST files and their size in bytes.
+    pub fn finish(mut self) -> Result<(Vec<Vec<PathBuf>>, Vec<u64>), ImportError> {
         self.spill()?;
-        Ok(self.runs)
+        Ok((self.runs, self.bytes))
     }
 }
 
@@ -116,8 +120,11 @@ mod tests {
         p.push(b"key7", b"last").unwrap();
         p.push(b"key8", b"first").unwrap();
         p.push(b"key8", b"second").unwrap();
-        let runs = p.finish().unwrap();
+        let (runs, bytes) = p.finish().unwrap();
         assert_eq!(runs.len(), 3);
+        for (files, size) in runs.iter().zip(&bytes) {
+            assert_eq!(*size, files.iter().map(|f| std::fs::metadata(f).unwrap().len()).sum::<u64>(), "sizes are counted as written");
+        }
         assert!(runs.iter().all(|r| r.len() >= 2), "about 3 MB over a 1 MB budget: {runs:?}");
         // Each shard's runs, ingested into a store shard, hold its keys once with the last values.
         let engine = Engine::new(&dir.path().join("db"), &EngineOptions::default()).unwrap();

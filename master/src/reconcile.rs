@@ -49,7 +49,7 @@ impl State {
         for (store, record) in self.stores.iter().filter(|(_, r)| r.up) {
             for report in record.reports.iter().filter(|r| r.keyspace == name && r.replicas == ks.replicas) {
                 let current = report.committed_at_ms == ks.committed_at_ms;
-                let target = ShardInfo { shards: ks.shards, committed: ks.shards, committed_at_ms: ks.committed_at_ms, ..report.clone() };
+                let target = ks.shard_info(name, report.shard, report.replica);
                 let kind = if report.shard >= ks.shards {
                     ShardCommandKind::Drop
                 } else if current && (report.shards, report.committed) != (ks.shards, ks.shards) {

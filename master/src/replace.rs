@@ -141,18 +141,7 @@ impl State {
     /// The shard replicas `store` must create (or drop) for the slots of a join.
     pub fn join_infos(&self, name: &str, slots: &[(u32, u32)]) -> Vec<ShardInfo> {
         let Some(ks) = self.keyspaces.get(name) else { return Vec::new() };
-        slots
-            .iter()
-            .map(|&(shard, replica)| ShardInfo {
-                keyspace: name.to_owned(),
-                shard,
-                shards: ks.shards,
-                replica,
-                replicas: ks.replicas,
-                committed: ks.shards,
-                committed_at_ms: ks.committed_at_ms,
-            })
-            .collect()
+        slots.iter().map(|&(shard, replica)| ks.shard_info(name, shard, replica)).collect()
     }
 }
 

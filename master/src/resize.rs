@@ -52,20 +52,9 @@ impl State {
         range
             .filter_map(|shard| ks.placement.get(shard as usize).map(|row| (shard, row)))
             .flat_map(|(shard, row)| {
-                row.iter().enumerate().map(move |(replica, store)| {
-                    (
-                        store.clone(),
-                        ShardInfo {
-                            keyspace: name.to_owned(),
-                            shard,
-                            shards,
-                            replica: replica as u32,
-                            replicas: ks.replicas,
-                            committed,
-                            committed_at_ms: ks.committed_at_ms,
-                        },
-                    )
-                })
+                row.iter()
+                    .enumerate()
+                    .map(move |(replica, store)| (store.clone(), ShardInfo { shards, committed, ..ks.shard_info(name, shard, replica as u32) }))
             })
             .collect()
     }

@@ -64,6 +64,20 @@ impl Keyspace {
         Self::new(shards, replicas, vec![vec![String::new(); replicas as usize]; shards as usize], committed_at_ms)
     }
 
+    /// Replica `replica` of `shard` of this keyspace (named `name`) as it stands: serving and
+    /// keeping its current shard count, committed when that count was.
+    pub(crate) fn shard_info(&self, name: &str, shard: u32, replica: u32) -> ShardInfo {
+        ShardInfo {
+            keyspace: name.to_owned(),
+            shard,
+            shards: self.shards,
+            replica,
+            replicas: self.replicas,
+            committed: self.shards,
+            committed_at_ms: self.committed_at_ms,
+        }
+    }
+
     fn holds(&self, store: &str) -> bool {
         self.placement.iter().flatten().any(|s| s == store) || self.joining.iter().any(|j| j.store == store)
     }
@@ -331,16 +345,7 @@ impl State {
                 if !self.stores.get(store).is_some_and(|s| s.up) {
                     return Err(Reject::bad(format!("store {store} holding replicas of {name} is down; bring it back before deleting")));
                 }
-                let info = ShardInfo {
-                    keyspace: name.to_owned(),
-                    shard: shard as u32,
-                    shards: ks.shards,
-                    replica: replica as u32,
-                    replicas: ks.replicas,
-                    committed: ks.shards,
-                    committed_at_ms: ks.committed_at_ms,
-                };
-                drops.push((store.clone(), info));
+                drops.push((store.clone(), ks.shard_info(name, shard as u32, replica as u32)));
             }
         }
         Ok(drops)

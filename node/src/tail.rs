@@ -8,7 +8,7 @@ use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vasto_engine::EngineError;
+use vasto_engine::{EngineError, Pacer};
 use vasto_wire::{FrameEncoder, ShardSelector, Status};
 
 /// Largest batch of changes per frame (about).
@@ -23,8 +23,7 @@ pub async fn stream_changes(mut stream: TcpStream, replica: Arc<Replica>, mut po
     let mut enc = FrameEncoder::new();
     let mut out: Vec<u8> = Vec::with_capacity(MAX_FRAME_BYTES + 4096);
     let mut last_sent = Instant::now() - KEEPALIVE;
-    let bytes_per_sec = if only.is_some() { bytes_per_sec } else { 0 };
-    let (started, mut sent) = (Instant::now(), 0u64);
+    let mut pacer = Pacer::new(if only.is_some() { bytes_per_sec } else { 0 });
     loop {
         let next = replica.next_append();
         let mut next = std::pin::pin!(next);
@@ -64,8 +63,7 @@ pub async fn stream_changes(mut stream: TcpStream, replica: Arc<Replica>, mut po
                 return;
             }
             last_sent = Instant::now();
-            sent += out.len() as u64;
-            if let Some(wait) = pace(sent, bytes_per_sec, started.elapsed()) {
+            if let Some(wait) = pacer.after(out.len() as u64) {
                 monoio::time::sleep(wait).await;
             }
         }
@@ -135,8 +133,7 @@ async fn send_snapshot_files(
 ) -> Result<(), String> {
     use std::io::Read;
     let mut piece = vec![0u8; SNAPSHOT_CHUNK];
-    let started = Instant::now();
-    let mut sent = 0u64;
+    let mut pacer = Pacer::new(bytes_per_sec);
     for (index, path) in files.iter().enumerate() {
         let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
         loop {
@@ -149,8 +146,7 @@ async fn send_snapshot_files(
             let (res, buf) = stream.write_all(std::mem::take(out)).await;
             *out = buf;
             res.map_err(|e| e.to_string())?;
-            sent += n as u64;
-            if let Some(wait) = pace(sent, bytes_per_sec, started.elapsed()) {
+            if let Some(wait) = pacer.after(n as u64) {
                 monoio::time::sleep(wait).await;
             }
         }
@@ -160,26 +156,4 @@ async fn send_snapshot_files(
     let (res, buf) = stream.write_all(std::mem::take(out)).await;
     *out = buf;
     res.map(drop).map_err(|e| e.to_string())
-}
-
-/// How long to pause so that `sent` bytes take at least `sent / bytes_per_sec` (None: no pause).
-fn pace(sent: u64, bytes_per_sec: u64, elapsed: Duration) -> Option<Duration> {
-    if bytes_per_sec == 0 {
-        return None;
-    }
-    let due = Duration::from_secs_f64(sent as f64 / bytes_per_sec as f64);
-    due.checked_sub(elapsed).filter(|d| !d.is_zero())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::pace;
-    use std::time::Duration;
-
-    #[test]
-    fn pacing_holds_the_rate() {
-        assert_eq!(pace(10 << 20, 0, Duration::ZERO), None, "0 means unlimited");
-        assert_eq!(pace(10 << 20, 10 << 20, Duration::from_millis(250)), Some(Duration::from_millis(750)));
-        assert_eq!(pace(10 << 20, 10 << 20, Duration::from_secs(2)), None, "already slower than the limit");
-    }
 }
