@@ -1,33 +1,84 @@
 //! One pipelined connection to a store: any number of requests in flight, matched to responses
 //! by id. Requests are encoded straight into a shared output buffer that a writer task flushes,
 //! so concurrent callers share write syscalls.
+//!
+//! Waiting callers live in reusable slots (a free list, not a map of channels): a request
+//! allocates nothing once the connection has warmed up, and a reply's value is copied into
+//! the slot's buffer, which is swapped with the caller's, so buffers circulate instead of
+//! being allocated per reply.
 use crate::ClientError;
-use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 use vasto_wire::{parse_frame, read_frame, FrameEncoder, Status, DEFAULT_MAX_FRAME};
 
-/// A decoded response.
-#[derive(Debug)]
+/// A decoded response, without its value (which goes to the caller's buffer).
+#[derive(Debug, Default)]
 pub(crate) struct Reply {
     pub status: Status,
     pub message: String,
-    pub value: Option<Vec<u8>>,
+    /// Whether the response carried a value (then it is in the caller's buffer).
+    pub has_value: bool,
     pub entries: Vec<(Vec<u8>, Vec<u8>)>,
     pub more: bool,
 }
 
-type Waiter = oneshot::Sender<Reply>;
+/// One waiting request. `generation` changes every time the slot is reused, so a late reply
+/// for an abandoned request (timed out, cancelled) is recognised and dropped.
+#[derive(Default)]
+struct Slot {
+    generation: u32,
+    in_use: bool,
+    done: bool,
+    waker: Option<Waker>,
+    reply: Reply,
+    value: Vec<u8>,
+}
 
 struct State {
     enc: FrameEncoder,
     out: Vec<u8>,
-    pending: HashMap<u64, Waiter>,
-    next_id: u64,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+}
+
+impl State {
+    /// A free slot's index, growing the table when all are taken.
+    fn acquire(&mut self) -> u32 {
+        let index = self.free.pop().unwrap_or_else(|| {
+            // Generation 0 is never used: id 0 is how a store answers a frame it could not read.
+            self.slots.push(Slot { generation: 1, ..Slot::default() });
+            (self.slots.len() - 1) as u32
+        });
+        let slot = &mut self.slots[index as usize];
+        slot.in_use = true;
+        slot.done = false;
+        index
+    }
+
+    fn release(&mut self, index: u32) {
+        let slot = &mut self.slots[index as usize];
+        slot.in_use = false;
+        slot.waker = None;
+        slot.generation = slot.generation.wrapping_add(1).max(1);
+        self.free.push(index);
+    }
+
+    /// The waiting slot `id` names, if it is still waiting for it.
+    fn waiting(&mut self, id: u64) -> Option<&mut Slot> {
+        let (index, generation) = ((id & u64::from(u32::MAX)) as usize, (id >> 32) as u32);
+        self.slots.get_mut(index).filter(|s| s.in_use && !s.done && s.generation == generation)
+    }
+}
+
+fn request_id(index: u32, generation: u32) -> u64 {
+    (u64::from(generation) << 32) | u64::from(index)
 }
 
 /// A live connection; [`Conn::is_closed`] turns true once it fails, and every waiter is woken.
@@ -43,7 +94,7 @@ impl Conn {
         let stream = crate::connect_store(addr, timeout).await?;
         let (read, write) = stream.into_split();
         let conn = Arc::new(Conn {
-            state: Mutex::new(State { enc: FrameEncoder::new(), out: Vec::with_capacity(16 << 10), pending: HashMap::new(), next_id: 1 }),
+            state: Mutex::new(State { enc: FrameEncoder::new(), out: Vec::with_capacity(16 << 10), slots: Vec::new(), free: Vec::new() }),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
         });
@@ -62,36 +113,82 @@ impl Conn {
     }
 
     /// Sends one request (encoded by `encode` with the id it is given) and waits for its reply.
-    pub async fn call(&self, timeout: Duration, encode: impl FnOnce(&mut FrameEncoder, &mut Vec<u8>, u64)) -> Result<Reply, ClientError> {
-        let (tx, rx) = oneshot::channel();
-        let id = {
+    /// A value in the reply ends up in `value` (swapped in: `value`'s old buffer is kept for a
+    /// later reply, so a caller that reuses its buffer causes no allocation); without one,
+    /// `value` is left empty.
+    pub async fn call(&self, timeout: Duration, value: &mut Vec<u8>, encode: impl FnOnce(&mut FrameEncoder, &mut Vec<u8>, u64)) -> Result<Reply, ClientError> {
+        let index = {
             let mut st = self.lock();
             if self.is_closed() {
                 return Err(ClientError::ConnectionLost);
             }
-            let id = st.next_id;
-            st.next_id += 1;
-            let State { enc, out, pending, .. } = &mut *st;
+            let index = st.acquire();
+            let id = request_id(index, st.slots[index as usize].generation);
+            let State { enc, out, .. } = &mut *st;
             encode(enc, out, id);
-            pending.insert(id, tx);
-            id
+            index
         };
         self.wake.notify_one();
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(_)) => Err(ClientError::ConnectionLost),
-            Err(_) => {
-                self.lock().pending.remove(&id);
-                Err(ClientError::Timeout)
-            }
-        }
+        let waiting = Waiting { conn: self, index, value, finished: false };
+        tokio::time::timeout(timeout, waiting).await.unwrap_or(Err(ClientError::Timeout))
     }
 
     fn fail(&self) {
         self.closed.store(true, Ordering::Release);
-        // Dropping the senders wakes every waiter with `ConnectionLost`.
-        self.lock().pending.clear();
+        let wakers: Vec<Waker> = self.lock().slots.iter_mut().filter_map(|s| s.waker.take()).collect();
+        wakers.into_iter().for_each(Waker::wake);
         self.wake.notify_one();
+    }
+}
+
+/// The wait for one reply; dropping it (timeout, cancelled caller) frees its slot.
+struct Waiting<'a> {
+    conn: &'a Conn,
+    index: u32,
+    value: &'a mut Vec<u8>,
+    finished: bool,
+}
+
+impl Future for Waiting<'_> {
+    type Output = Result<Reply, ClientError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let mut st = this.conn.lock();
+        let slot = &mut st.slots[this.index as usize];
+        let outcome = if slot.done {
+            if slot.reply.has_value {
+                std::mem::swap(this.value, &mut slot.value);
+            } else {
+                this.value.clear();
+            }
+            let reply = &mut slot.reply;
+            Ok(Reply {
+                status: reply.status,
+                message: std::mem::take(&mut reply.message),
+                has_value: reply.has_value,
+                entries: std::mem::take(&mut reply.entries),
+                more: reply.more,
+            })
+        } else if this.conn.is_closed() {
+            Err(ClientError::ConnectionLost)
+        } else {
+            if !slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                slot.waker = Some(cx.waker().clone());
+            }
+            return Poll::Pending;
+        };
+        st.release(this.index);
+        this.finished = true;
+        Poll::Ready(outcome)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.conn.lock().release(self.index);
+        }
     }
 }
 
@@ -127,25 +224,79 @@ async fn reader(conn: Arc<Conn>, read: OwnedReadHalf) {
         }
         let Ok(frame) = parse_frame(&buf) else { break };
         let Some(resp) = frame.body_as_response() else { break };
-        let reply = Reply {
-            status: resp.status(),
-            message: resp.message().unwrap_or_default().to_owned(),
-            value: resp.value().map(<[u8]>::to_vec),
-            entries: resp
-                .entries()
-                .map(|es| es.iter().map(|kv| (kv.key().unwrap_or_default().to_vec(), kv.value().unwrap_or_default().to_vec())).collect())
-                .unwrap_or_default(),
-            more: resp.more(),
-        };
         if frame.id() == 0 {
             // The store could not even read a request of ours; nothing can be matched any more.
-            tracing::warn!(status = ?reply.status, message = %reply.message, "store rejected a frame");
+            tracing::warn!(status = ?resp.status(), message = resp.message().unwrap_or_default(), "store rejected a frame");
             break;
         }
-        let waiter = conn.lock().pending.remove(&frame.id());
-        if let Some(w) = waiter {
-            let _ = w.send(reply);
+        let waker = {
+            let mut st = conn.lock();
+            // A reply nobody waits for any more (timed out) is dropped.
+            let Some(slot) = st.waiting(frame.id()) else { continue };
+            let reply = &mut slot.reply;
+            reply.status = resp.status();
+            reply.message.clear();
+            reply.message.push_str(resp.message().unwrap_or_default());
+            reply.has_value = resp.value().is_some();
+            slot.value.clear();
+            slot.value.extend_from_slice(resp.value().unwrap_or_default());
+            reply.entries.clear();
+            if let Some(entries) = resp.entries() {
+                reply.entries.extend(entries.iter().map(|kv| (kv.key().unwrap_or_default().to_vec(), kv.value().unwrap_or_default().to_vec())));
+            }
+            reply.more = resp.more();
+            slot.done = true;
+            slot.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
         }
     }
     conn.fail();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{request_id, State};
+    use vasto_wire::FrameEncoder;
+
+    fn state() -> State {
+        State { enc: FrameEncoder::new(), out: Vec::new(), slots: Vec::new(), free: Vec::new() }
+    }
+
+    fn id_of(st: &State, index: u32) -> u64 {
+        request_id(index, st.slots[index as usize].generation)
+    }
+
+    #[test]
+    fn a_reused_slot_ignores_replies_meant_for_its_previous_request() {
+        let mut st = state();
+        let a = st.acquire();
+        let first = id_of(&st, a);
+        assert_ne!(first, 0, "id 0 is reserved for answers to unreadable frames");
+        assert!(st.waiting(first).is_some());
+        // The request times out: its slot is released and taken by the next request.
+        st.release(a);
+        assert!(st.waiting(first).is_none(), "a released slot waits for nothing");
+        let b = st.acquire();
+        assert_eq!(a, b, "slots are reused");
+        let second = id_of(&st, b);
+        assert_ne!(first, second);
+        assert!(st.waiting(first).is_none(), "the late reply to the first request is dropped");
+        st.waiting(second).expect("the second request waits").done = true;
+        assert!(st.waiting(second).is_none(), "a slot is completed once");
+    }
+
+    #[test]
+    fn concurrent_requests_get_distinct_slots_and_generations_skip_zero() {
+        let mut st = state();
+        let indexes: Vec<u32> = (0..3).map(|_| st.acquire()).collect();
+        let ids: Vec<u64> = indexes.into_iter().map(|i| id_of(&st, i)).collect();
+        assert_eq!(ids.len(), 3);
+        assert!(ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2]);
+        st.slots[0].generation = u32::MAX;
+        st.release(0);
+        assert_eq!(st.slots[0].generation, 1, "the generation wraps past 0");
+        assert!(st.waiting(u64::MAX).is_none() && st.waiting(1 << 40).is_none(), "unknown ids match nothing");
+    }
 }

@@ -74,11 +74,19 @@ impl Keyspace {
 
     /// Reads `key`: `Ok(None)` when it is missing, deleted or expired.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
+        let mut value = Vec::new();
+        Ok(self.get_into(key, &mut value).await?.then_some(value))
+    }
+
+    /// Reads `key` into `value` (replacing its contents): `Ok(false)`, with `value` empty, when
+    /// the key is missing, deleted or expired. Reusing one buffer across calls makes a read
+    /// allocate nothing: the buffer is exchanged with the connection's, not copied into.
+    pub async fn get_into(&self, key: &[u8], value: &mut Vec<u8>) -> Result<bool, ClientError> {
         let name = &*self.name;
-        let reply = self.route(Target::Key(key), Op::Read, |enc, out, id, shard| enc.get(out, id, name, shard, key)).await?;
+        let reply = self.route(Target::Key(key), Op::Read, value, |enc, out, id, shard| enc.get(out, id, name, shard, key)).await?;
         match reply.status {
-            Status::Ok => Ok(Some(reply.value.unwrap_or_default())),
-            Status::NotFound => Ok(None),
+            Status::Ok => Ok(true),
+            Status::NotFound => Ok(false),
             status => Err(ClientError::Server { status, message: reply.message }),
         }
     }
@@ -99,7 +107,7 @@ impl Keyspace {
         let t = opts.event_time_ns.unwrap_or_else(now_ns);
         let ttl = opts.ttl.map(|d| d.as_nanos().min(u64::MAX as u128) as u64).unwrap_or(0);
         let name = &*self.name;
-        let reply = self.route(Target::Key(key), Op::Write, |enc, out, id, shard| enc.put(out, id, name, shard, key, value, t, ttl)).await?;
+        let reply = self.route(Target::Key(key), Op::Write, &mut Vec::new(), |enc, out, id, shard| enc.put(out, id, name, shard, key, value, t, ttl)).await?;
         ok(reply)
     }
 
@@ -111,7 +119,8 @@ impl Keyspace {
     /// Deletes `key` with an explicit event time.
     pub async fn delete_at(&self, key: &[u8], event_time_ns: u64) -> Result<(), ClientError> {
         let name = &*self.name;
-        let reply = self.route(Target::Key(key), Op::Write, |enc, out, id, shard| enc.delete(out, id, name, shard, key, event_time_ns)).await?;
+        let reply =
+            self.route(Target::Key(key), Op::Write, &mut Vec::new(), |enc, out, id, shard| enc.delete(out, id, name, shard, key, event_time_ns)).await?;
         ok(reply)
     }
 
@@ -133,7 +142,7 @@ impl Keyspace {
         let sends = by_shard.iter().filter(|g| !g.is_empty()).map(|group| {
             let first = group[0].key;
             async move {
-                let reply = self.route(Target::Key(first), Op::Write, |enc, out, id, shard| enc.batch(out, id, name, shard, group)).await?;
+                let reply = self.route(Target::Key(first), Op::Write, &mut Vec::new(), |enc, out, id, shard| enc.batch(out, id, name, shard, group)).await?;
                 ok(reply)
             }
         });
@@ -147,7 +156,9 @@ impl Keyspace {
         let table = self.table().await?;
         let name = &*self.name;
         let pages = join_all((0..table.shards).map(|shard| async move {
-            let reply = self.route(Target::Shard(shard), Op::Read, |enc, out, id, shard| enc.scan(out, id, name, shard, prefix, start_after, limit)).await?;
+            let reply = self
+                .route(Target::Shard(shard), Op::Read, &mut Vec::new(), |enc, out, id, shard| enc.scan(out, id, name, shard, prefix, start_after, limit))
+                .await?;
             match reply.status {
                 Status::Ok => Ok((reply.entries, reply.more)),
                 status => Err(ClientError::Server { status, message: reply.message }),
@@ -199,10 +210,18 @@ impl Keyspace {
     /// Sends to the first live replica of the target shard; on a connection failure tries the
     /// next one, on a wrong-shard answer waits for a newer table. Writes are safe to resend: the
     /// event time is fixed before the first attempt, so a repeat is a no-op under LWW.
-    async fn route(&self, target: Target<'_>, op: Op, encode: impl Fn(&mut FrameEncoder, &mut Vec<u8>, u64, u32)) -> Result<Reply, ClientError> {
+    /// A value in the reply is put in `value` (see [`crate::conn::Conn::call`]).
+    async fn route(
+        &self,
+        target: Target<'_>,
+        op: Op,
+        value: &mut Vec<u8>,
+        encode: impl Fn(&mut FrameEncoder, &mut Vec<u8>, u64, u32),
+    ) -> Result<Reply, ClientError> {
         let spread = op == Op::Read && self.read_from == ReadFrom::AnyReplica;
         let start = if spread { self.next_replica.fetch_add(1, Ordering::Relaxed) } else { 0 };
-        let mut last_err = ClientError::Unavailable("no live replica".into());
+        // Built only on a failure: a request that succeeds first time allocates nothing.
+        let mut last_err = None;
         let mut skip = 0usize;
         for _ in 0..MAX_ATTEMPTS {
             let table = self.table().await?;
@@ -212,36 +231,36 @@ impl Keyspace {
             };
             let replicas = table.routes.get(shard as usize).map(Vec::as_slice).unwrap_or_default();
             let Some(addr) = pick(replicas, spread, start, skip) else {
-                last_err = ClientError::Unavailable(format!("no live replica of shard {shard} of {}", self.name));
+                last_err = Some(ClientError::Unavailable(format!("no live replica of shard {shard} of {}", self.name)));
                 self.wait_newer(table.version).await;
                 continue;
             };
             let conn = match self.inner.pool.get(addr).await {
                 Ok(c) => c,
                 Err(e) => {
-                    last_err = e;
+                    last_err = Some(e);
                     skip += 1;
                     continue;
                 }
             };
-            match conn.call(self.inner.config.timeout, |enc, out, id| encode(enc, out, id, shard)).await {
+            match conn.call(self.inner.config.timeout, value, |enc, out, id| encode(enc, out, id, shard)).await {
                 Ok(reply) if matches!(reply.status, Status::WrongShard | Status::UnknownKeyspace) => {
-                    last_err = ClientError::Server { status: reply.status, message: reply.message };
+                    last_err = Some(ClientError::Server { status: reply.status, message: reply.message });
                     self.wait_newer(table.version).await;
                 }
                 Ok(reply) if reply.status == Status::Unavailable => {
-                    last_err = ClientError::Server { status: reply.status, message: reply.message };
+                    last_err = Some(ClientError::Server { status: reply.status, message: reply.message });
                     skip += 1;
                 }
                 Ok(reply) => return Ok(reply),
                 Err(e @ (ClientError::ConnectionLost | ClientError::Timeout)) => {
-                    last_err = e;
+                    last_err = Some(e);
                     skip += 1;
                 }
                 Err(e) => return Err(e),
             }
         }
-        Err(last_err)
+        Err(last_err.unwrap_or_else(|| ClientError::Unavailable("no live replica".into())))
     }
 
     async fn wait_newer(&self, version: u64) {

@@ -58,6 +58,8 @@ pub(crate) struct TaskResult {
 pub(crate) async fn run_task(task: Task) -> TaskResult {
     let Task { ks, workload, keys, value, mut rng, mut hist, counters, deadline, stop } = task;
     let mut key = KeyBuf::new(keys);
+    // Values read land here, one buffer reused by every get of this task.
+    let mut read_buf = Vec::new();
     let (mut ops, mut errors, mut not_found) = (0u64, 0u64, 0u64);
     let mut first_error = None;
     let stop = async move {
@@ -85,7 +87,7 @@ pub(crate) async fn run_task(task: Task) -> TaskResult {
         let outcome = tokio::select! {
             biased;
             _ = &mut stop => break,
-            r = request(&ks, read, key, &value) => r,
+            r = request(&ks, read, key, &value, &mut read_buf) => r,
         };
         record(&mut hist, started.elapsed());
         match outcome {
@@ -120,9 +122,9 @@ pub(crate) fn record(hist: &mut Histogram<u64>, latency: Duration) {
 
 /// One get or put; `Ok(false)` for a get that found nothing.
 #[inline]
-async fn request(ks: &Keyspace, read: bool, key: &[u8], value: &[u8]) -> Result<bool, ClientError> {
+async fn request(ks: &Keyspace, read: bool, key: &[u8], value: &[u8], buf: &mut Vec<u8>) -> Result<bool, ClientError> {
     if read {
-        ks.get(key).await.map(|v| v.is_some())
+        ks.get_into(key, buf).await
     } else {
         ks.put(key, value).await.map(|()| true)
     }
