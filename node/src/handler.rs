@@ -1,9 +1,11 @@
 //! Turns one verified request frame into one response frame. Synchronous: RocksDB calls run on
 //! the core that owns the connection (thread-per-core), with key and value slices borrowed
 //! straight from the read buffer.
+use crate::group::WriteGroup;
 use crate::ingest::IngestSession;
 use crate::registry::{Lookup, Registry, Replica};
 use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::Arc;
 use vasto_engine::{EngineError, Shard, Write};
 use vasto_wire::{fb, only_selector, parse_frame, Body, FrameEncoder, OpKind, ShardSelector, Status};
@@ -22,6 +24,10 @@ pub struct Handler {
     enc: FrameEncoder,
     /// The import being received on this connection, if any.
     ingest: Option<IngestSession>,
+    /// Puts and deletes held for one group commit (see [`crate::group`]).
+    group: WriteGroup,
+    /// Where the answers of the last flush end in the output, if `handle` flushed; else 0.
+    flushed_to: usize,
 }
 
 /// What the connection loop should do after a frame.
@@ -47,7 +53,7 @@ fn reject(status: Status, msg: &'static str) -> Reject {
 impl Handler {
     /// A handler serving the shards of `registry`.
     pub fn new(registry: Arc<Registry>) -> Self {
-        Self { registry, enc: FrameEncoder::new(), ingest: None }
+        Self { registry, enc: FrameEncoder::new(), ingest: None, group: WriteGroup::default(), flushed_to: 0 }
     }
 
     /// A new handler on the same registry (used to recover from a panic mid-encode).
@@ -75,9 +81,42 @@ impl Handler {
         }
     }
 
-    /// Executes one request frame body and appends exactly one response frame to `out`.
+    /// Executes one request frame body and appends exactly one response frame to `out` (the
+    /// one-frame form of [`Handler::handle`], for tests).
+    #[cfg(test)]
     pub fn request(&mut self, body: &[u8], out: &mut Vec<u8>) -> Next {
-        let frame = match parse_frame(body) {
+        let next = self.handle(body, 0..body.len(), out);
+        self.flush_writes(body, out);
+        next
+    }
+
+    /// Like [`Handler::request`] for the frame body at `body` in `input`, except that a put or
+    /// delete may be held for a group commit: its answer is appended by the next
+    /// [`Handler::flush_writes`], which must be called with the same `input` before it changes.
+    /// Held writes are committed before any other request is handled, so answers stay in
+    /// request order.
+    pub fn handle(&mut self, input: &[u8], body: Range<usize>, out: &mut Vec<u8>) -> Next {
+        self.flushed_to = 0;
+        let frame = parse_frame(&input[body]);
+        if let Ok(frame) = &frame {
+            let id = frame.id();
+            let held = match frame.body_type() {
+                Body::Put => frame.body_as_put().map(|r| self.hold_put(input, id, r, out)),
+                Body::Delete => frame.body_as_delete().map(|r| self.hold_delete(input, id, r, out)),
+                _ => None,
+            };
+            match held {
+                Some(Ok(())) => return Next::Continue,
+                Some(Err(Reject(status, msg))) => {
+                    self.flush_writes(input, out);
+                    self.enc.status(out, id, status, &msg, 0);
+                    return Next::Continue;
+                }
+                None => {}
+            }
+        }
+        self.flush_writes(input, out);
+        let frame = match frame {
             Ok(f) => f,
             Err(e) => {
                 // The framing is intact, so the connection can go on; the id is unknowable.
@@ -110,8 +149,6 @@ impl Handler {
         }
         let result = match frame.body_type() {
             Body::Get => frame.body_as_get().map(|r| self.get(out, id, r)),
-            Body::Put => frame.body_as_put().map(|r| self.put(r)),
-            Body::Delete => frame.body_as_delete().map(|r| self.delete(r)),
             Body::Batch => frame.body_as_batch().map(|r| self.batch(r)),
             Body::Scan => frame.body_as_scan().map(|r| self.scan(out, id, r)),
             _ => None,
@@ -182,21 +219,47 @@ impl Handler {
         Ok(replica)
     }
 
-    fn put(&mut self, r: fb::Put<'_>) -> Result<Responded, Reject> {
-        let shard = self.writable(r.keyspace(), r.shard())?;
-        let key = checked_key(&shard, r.key())?;
+    /// Validates a put and holds it for the group commit.
+    fn hold_put(&mut self, input: &[u8], id: u64, r: fb::Put<'_>, out: &mut Vec<u8>) -> Result<(), Reject> {
+        let replica = self.writable(r.keyspace(), r.shard())?;
+        let key = checked_key(&replica, r.key())?;
         let value = checked_value(r.value())?;
-        shard.put(key, value, r.event_time_ns(), r.ttl_ns()).map_err(engine_error)?;
-        shard.appended();
-        Ok(Responded::No)
+        self.hold(input, out, id, &replica, key, Some(value), r.event_time_ns(), r.ttl_ns());
+        Ok(())
     }
 
-    fn delete(&mut self, r: fb::Delete<'_>) -> Result<Responded, Reject> {
-        let shard = self.writable(r.keyspace(), r.shard())?;
-        let key = checked_key(&shard, r.key())?;
-        shard.delete(key, r.event_time_ns()).map_err(engine_error)?;
-        shard.appended();
-        Ok(Responded::No)
+    /// Validates a delete and holds it for the group commit.
+    fn hold_delete(&mut self, input: &[u8], id: u64, r: fb::Delete<'_>, out: &mut Vec<u8>) -> Result<(), Reject> {
+        let replica = self.writable(r.keyspace(), r.shard())?;
+        let key = checked_key(&replica, r.key())?;
+        self.hold(input, out, id, &replica, key, None, r.event_time_ns(), 0);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn hold(&mut self, input: &[u8], out: &mut Vec<u8>, id: u64, replica: &Arc<Replica>, key: &[u8], value: Option<&[u8]>, event_time_ns: u64, ttl_ns: u64) {
+        if self.group.is_full() {
+            self.flush_writes(input, out);
+        }
+        self.group.hold(input, id, replica, key, value, event_time_ns, ttl_ns);
+    }
+
+    /// Commits the held writes and appends their answers (see [`Handler::handle`]).
+    pub fn flush_writes(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        self.group.flush(input, &mut self.enc, out);
+        self.flushed_to = out.len();
+    }
+
+    /// The end of the complete answers in the output: where the last flush of the current
+    /// [`Handler::handle`] call ended (0 if it did not flush). After a panic, the output is cut
+    /// back to here or to where the call started, whichever is later.
+    pub fn answered_to(&self) -> usize {
+        self.flushed_to
+    }
+
+    /// Answers every held write `Internal` without writing it (the handler panicked).
+    pub fn abandon_writes(&mut self, out: &mut Vec<u8>) {
+        self.group.abandon(&mut self.enc, out);
     }
 
     fn batch(&mut self, r: fb::Batch<'_>) -> Result<Responded, Reject> {

@@ -1,6 +1,7 @@
 //! The Vasto store node: thread-per-core monoio runtimes serving the data protocol over RocksDB
 //! shards, plus a control thread that keeps the store registered with the master.
 
+mod group;
 mod handler;
 mod ingest;
 mod master_link;

@@ -149,17 +149,19 @@ pub(crate) enum After {
 }
 
 /// Handles every complete frame in `input`; returns the bytes consumed and what to do next.
+/// Puts and deletes among them are committed in groups (see [`crate::group`]); all are
+/// committed and answered before this returns.
 pub(crate) fn process(handler: &mut Handler, input: &[u8], out: &mut Vec<u8>, max_frame: usize, greeted: &mut bool) -> (usize, After) {
     let mut consumed = 0;
     loop {
         match frame_len(&input[consumed..], max_frame) {
             Ok(Some(n)) => {
-                let body = &input[consumed + LEN_PREFIX..consumed + n];
+                let body = consumed + LEN_PREFIX..consumed + n;
                 consumed += n;
                 let mark = out.len();
                 let first = !*greeted;
                 *greeted = true;
-                let next = catch_unwind(AssertUnwindSafe(|| if first { handler.hello(body, out) } else { handler.request(body, out) }));
+                let next = catch_unwind(AssertUnwindSafe(|| if first { handler.hello(&input[body], out) } else { handler.handle(input, body, out) }));
                 match next {
                     Ok(Next::Continue) => {}
                     Ok(Next::Close) => return (consumed, After::Close),
@@ -169,14 +171,22 @@ pub(crate) fn process(handler: &mut Handler, input: &[u8], out: &mut Vec<u8>, ma
                     Err(_) => {
                         // A bug in one request must not take the node down: answer and go on.
                         tracing::error!("request handler panicked; answering Internal");
-                        out.truncate(mark);
+                        // Keep the answers of writes committed before the panic; drop the
+                        // partial answer.
+                        out.truncate(mark.max(handler.answered_to()).min(out.len()));
+                        handler.abandon_writes(out);
                         *handler = handler.fresh();
                         FrameEncoder::new().status(out, 0, Status::Internal, "internal error while handling the request", 0);
                     }
                 }
             }
-            Ok(None) => return (consumed, After::Read),
+            Ok(None) => {
+                // The rest of the buffer is an incomplete frame: commit the writes held from it.
+                handler.flush_writes(input, out);
+                return (consumed, After::Read);
+            }
             Err(e) => {
+                handler.flush_writes(input, out);
                 // The stream can no longer be split into frames: say why and close.
                 let status = if matches!(e, WireError::TooLarge { .. }) { Status::TooLarge } else { Status::BadRequest };
                 FrameEncoder::new().status(out, 0, status, &e.to_string(), 0);

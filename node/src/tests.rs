@@ -62,6 +62,58 @@ fn pipelined_frames_split_anywhere_are_answered_in_order() {
 }
 
 #[test]
+fn pipelined_writes_are_committed_in_groups_and_answered_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path());
+    for shard in 0..2 {
+        reg.create(&ShardInfo { keyspace: "two".into(), shard, shards: 2, replica: 0, replicas: 1, committed: 2, committed_at_ms: 1 }).unwrap();
+    }
+    let mut handler = Handler::new(Arc::clone(&reg));
+    let key = |i: u64| format!("key-{i}").into_bytes();
+    let shard_of = |k: &[u8]| vasto_hash::shard_of(k, 2);
+    let mut enc = FrameEncoder::new();
+    let mut stream = hello_frame();
+    let mut expected = Vec::new();
+    // More writes than one group holds, over both shards, with a refused one in the middle
+    // and a delete; then reads of some of them.
+    let n = crate::group::MAX_GROUP as u64 + 50;
+    for i in 0..n {
+        let k = key(i);
+        if i == 100 {
+            enc.put(&mut stream, i + 1, "two", 1 - shard_of(&k), &k, b"misrouted", 5, 0);
+            expected.push((i + 1, Status::WrongShard));
+        } else {
+            enc.put(&mut stream, i + 1, "two", shard_of(&k), &k, format!("v{i}").as_bytes(), 5, 0);
+            expected.push((i + 1, Status::Ok));
+        }
+    }
+    let k7 = key(7);
+    enc.delete(&mut stream, 1000, "two", shard_of(&k7), &k7, 6);
+    expected.push((1000, Status::Ok));
+    for (id, i) in [(1001, 7), (1002, 8), (1003, 100), (1004, n - 1)] {
+        let k = key(i);
+        enc.get(&mut stream, id, "two", shard_of(&k), &k);
+        expected.push((id, if i == 7 || i == 100 { Status::NotFound } else { Status::Ok }));
+    }
+    let (mut out, mut greeted) = (Vec::new(), false);
+    let (consumed, after) = process(&mut handler, &stream, &mut out, DEFAULT_MAX_FRAME, &mut greeted);
+    assert_eq!(consumed, stream.len());
+    assert!(matches!(after, After::Read));
+    let hello_len = frame_len(&out, DEFAULT_MAX_FRAME).unwrap().unwrap();
+    let got = responses(&out[hello_len..]);
+    assert_eq!(got.iter().map(|(id, s, _)| (*id, *s)).collect::<Vec<_>>(), expected, "one answer per request, in request order");
+    assert_eq!(got[expected.len() - 3].2.as_deref(), Some(&b"v8"[..]), "a read sees the writes sent before it");
+    assert_eq!(got[expected.len() - 1].2.as_deref(), Some(format!("v{}", n - 1).as_bytes()));
+    for shard in 0..2 {
+        let replica = reg.get("two", shard).unwrap();
+        let held = (0..n).filter(|&i| i != 7 && i != 100 && shard_of(&key(i)) == shard).count();
+        let mut found = 0;
+        replica.shard.scan(b"key-", b"", 10_000, |_, _| found += 1).unwrap();
+        assert_eq!(found, held, "shard {shard} holds exactly its acknowledged writes");
+    }
+}
+
+#[test]
 fn oversize_frames_close_the_connection_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let mut handler = Handler::new(registry(dir.path()));

@@ -1,0 +1,111 @@
+//! Group commit of the writes of one read: consecutive puts and deletes that arrive in the same
+//! read buffer are held (as ranges of that buffer, nothing copied) and written with one RocksDB
+//! write batch per shard replica, then acknowledged. One batch means one change-log lock, one
+//! WAL append and one write-group handoff for the whole group instead of one per request; a
+//! pipelined writer's requests arrive together, so this is where its throughput comes from.
+//!
+//! A write is acknowledged only after its batch is committed. The group is written before any
+//! other request of the same connection is handled, so a read sees the writes sent before it and
+//! answers keep the order of the requests.
+use crate::registry::Replica;
+use std::ops::Range;
+use std::sync::Arc;
+use vasto_engine::{EngineError, Write};
+use vasto_wire::{FrameEncoder, Status};
+
+/// Writes held at most per group, so one huge pipelined burst is still committed in pieces.
+pub(crate) const MAX_GROUP: usize = 256;
+
+/// One held put or delete: ranges point into the read buffer the group was built from.
+struct HeldWrite {
+    id: u64,
+    /// Index into [`WriteGroup::replicas`].
+    replica: usize,
+    key: Range<usize>,
+    /// `None` for a delete.
+    value: Option<Range<usize>>,
+    event_time_ns: u64,
+    ttl_ns: u64,
+}
+
+/// The writes held since the last flush, and the replicas they go to. Its vectors are reused:
+/// holding and flushing allocate nothing once the connection is warm.
+#[derive(Default)]
+pub(crate) struct WriteGroup {
+    writes: Vec<HeldWrite>,
+    replicas: Vec<Arc<Replica>>,
+    outcomes: Vec<Result<(), EngineError>>,
+}
+
+impl WriteGroup {
+    /// True when the group should be flushed before another write is held.
+    pub fn is_full(&self) -> bool {
+        self.writes.len() >= MAX_GROUP
+    }
+
+    /// Holds a write of `key` (and `value`, `None` for a delete), both slices of `input`.
+    pub fn hold(&mut self, input: &[u8], id: u64, replica: &Arc<Replica>, key: &[u8], value: Option<&[u8]>, event_time_ns: u64, ttl_ns: u64) {
+        let replica = match self.replicas.iter().position(|r| Arc::ptr_eq(r, replica)) {
+            Some(i) => i,
+            None => {
+                self.replicas.push(Arc::clone(replica));
+                self.replicas.len() - 1
+            }
+        };
+        let (key, value) = (range_in(input, key), value.map(|v| range_in(input, v)));
+        self.writes.push(HeldWrite { id, replica, key, value, event_time_ns, ttl_ns });
+    }
+
+    /// Commits the held writes, one batch per replica, and appends each one's answer to `out` in
+    /// the order they were held: `Ok`, or `Internal` with the storage error for every write of a
+    /// batch that failed (none of it was written). `input` is the buffer they were held from.
+    pub fn flush(&mut self, input: &[u8], enc: &mut FrameEncoder, out: &mut Vec<u8>) {
+        if self.writes.is_empty() {
+            return;
+        }
+        self.outcomes.clear();
+        for (index, replica) in self.replicas.iter().enumerate() {
+            let writes = self.writes.iter().filter(|w| w.replica == index).map(|w| {
+                let key = &input[w.key.clone()];
+                match &w.value {
+                    Some(v) => Write::Put { key, value: &input[v.clone()], event_time_ns: w.event_time_ns, ttl_ns: w.ttl_ns },
+                    None => Write::Delete { key, event_time_ns: w.event_time_ns },
+                }
+            });
+            let outcome = replica.shard.write_batch(writes);
+            match &outcome {
+                Ok(()) => replica.appended(),
+                Err(e) => tracing::error!(error = %e, "storage error"),
+            }
+            self.outcomes.push(outcome);
+        }
+        for w in &self.writes {
+            match &self.outcomes[w.replica] {
+                Ok(()) => enc.status(out, w.id, Status::Ok, "", 0),
+                Err(e) => enc.status(out, w.id, Status::Internal, &format!("storage error: {e}"), 0),
+            }
+        }
+        self.writes.clear();
+        self.replicas.clear();
+        self.outcomes.clear();
+    }
+
+    /// Drops the held writes unwritten, answering each `Internal` (after a handler panic).
+    pub fn abandon(&mut self, enc: &mut FrameEncoder, out: &mut Vec<u8>) {
+        for w in self.writes.drain(..) {
+            enc.status(out, w.id, Status::Internal, "internal error while handling the request", 0);
+        }
+        self.replicas.clear();
+    }
+}
+
+/// The position of `part` inside `whole`; `part` must be a subslice of `whole` or empty (an
+/// absent field reads as a static empty slice).
+fn range_in(whole: &[u8], part: &[u8]) -> Range<usize> {
+    if part.is_empty() {
+        return 0..0;
+    }
+    let start = (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+    debug_assert!(start <= whole.len() && start + part.len() <= whole.len(), "a held slice comes from the read buffer");
+    start..start + part.len()
+}
