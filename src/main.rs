@@ -56,6 +56,10 @@ enum Command {
         /// this (re-bootstrap, replace-store, resize); 0 means no cap.
         #[arg(long, default_value_t = 0)]
         max_mbps: u64,
+        /// Memory, in MB, for the newest values of recently read keys, shared by all shards:
+        /// a get of a cached key costs no RocksDB lookup. 0 turns it off.
+        #[arg(long, default_value_t = 256)]
+        value_cache_mb: usize,
     },
     /// Administer the cluster through the master.
     Admin {
@@ -101,11 +105,14 @@ fn main() -> ExitCode {
                 Ok(rt.block_on(vasto_master::run(config))?)
             })
         }
-        Command::Store { master, listen, advertise, dir, threads, max_frame, change_log_entries, max_mbps } => {
+        Command::Store { master, listen, advertise, dir, threads, max_frame, change_log_entries, max_mbps, value_cache_mb } => {
             init_logs("info");
-            let engine = vasto_node::EngineOptions { change_log_entries, ..Default::default() };
-            let config = vasto_node::NodeConfig { listen, advertise, master, dir, threads, max_frame, max_move_mbps: max_mbps, engine };
-            vasto_node::start(config).map(vasto_node::RunningNode::wait).map_err(anyhow::Error::from)
+            let value_cache_bytes = value_cache_mb.checked_mul(1 << 20).ok_or_else(|| anyhow::anyhow!("--value-cache-mb {value_cache_mb} is too large"));
+            let engine = value_cache_bytes.map(|value_cache_bytes| vasto_node::EngineOptions { change_log_entries, value_cache_bytes, ..Default::default() });
+            engine.and_then(|engine| {
+                let config = vasto_node::NodeConfig { listen, advertise, master, dir, threads, max_frame, max_move_mbps: max_mbps, engine };
+                vasto_node::start(config).map(vasto_node::RunningNode::wait).map_err(anyhow::Error::from)
+            })
         }
         Command::Admin { master, action } => {
             init_logs("warn");

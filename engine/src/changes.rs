@@ -13,6 +13,11 @@ use crate::EngineError;
 use rocksdb::WriteBatch;
 use std::sync::atomic::Ordering;
 
+thread_local! {
+    /// The entries of the batch being applied, kept for the value cache until it is committed.
+    static APPLIED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Key prefix, in the `meta` column family, of the applied position per peer.
 const POSITION_PREFIX: &[u8] = b"pos:";
 
@@ -33,7 +38,7 @@ pub(crate) fn encode_entry(out: &mut Vec<u8>, key: &[u8], stored: &[u8]) {
     out.extend_from_slice(stored);
 }
 
-fn decode_entry(raw: &[u8]) -> Option<(&[u8], &[u8])> {
+pub(crate) fn decode_entry(raw: &[u8]) -> Option<(&[u8], &[u8])> {
     let (len, rest) = raw.split_at_checked(4)?;
     let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
     rest.split_at_checked(len)
@@ -91,11 +96,17 @@ impl Shard {
     pub fn apply_replicated<'a>(&self, peer: &str, entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>, position: u64) -> Result<(), EngineError> {
         let mut batch = WriteBatch::default();
         batch.put_cf(self.meta_cf()?, position_key(peer), position.to_le_bytes());
-        for (k, v) in entries {
-            batch.merge(k, v);
-        }
-        self.db().write_opt(batch, self.write_options())?;
-        Ok(())
+        APPLIED.with(|written| {
+            let written = &mut *written.borrow_mut();
+            written.clear();
+            for (k, v) in entries {
+                batch.merge(k, v);
+                self.keep_written(written, k, v);
+            }
+            self.db().write_opt(batch, self.write_options())?;
+            self.note_written(written);
+            Ok(())
+        })
     }
 
     /// The position of `peer` this replica has applied up to; `None` until it has copied the

@@ -57,6 +57,7 @@ impl Shard {
         let mut opts = IngestExternalFileOptions::default();
         opts.set_move_files(true);
         self.db().ingest_external_file_opts(&opts, files.to_vec())?;
+        self.renew_cache_owner();
         Ok(())
     }
 }

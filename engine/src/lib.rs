@@ -7,6 +7,7 @@
 //! resize moved to other shards.
 //! This crate knows nothing of the network.
 
+mod cache;
 mod census;
 mod changes;
 mod filter;
@@ -17,6 +18,7 @@ mod pace;
 mod shard;
 mod snapshot;
 
+pub use cache::{CacheStats, ValueCache};
 pub use census::ShardCensus;
 pub use changes::ChangesRead;
 pub use filter::MAX_LAYOUT_SHARDS;
@@ -28,6 +30,7 @@ pub use snapshot::{SnapshotFiles, SplitFiles};
 
 use rocksdb::{BlockBasedOptions, Cache, Options};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
@@ -56,6 +59,9 @@ pub enum EngineError {
 pub struct EngineOptions {
     /// Shared block cache size in bytes.
     pub block_cache_bytes: usize,
+    /// Value cache size in bytes (0 = none): the newest value of recently read keys, shared by
+    /// every shard, answering gets without a RocksDB lookup (see `cache`).
+    pub value_cache_bytes: usize,
     /// Tombstones whose event time is older than this are dropped by compaction. Replicated
     /// writes older than this grace period could resurrect a deleted key, so keep it well above
     /// any replication delay.
@@ -67,7 +73,7 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { block_cache_bytes: 256 << 20, tombstone_grace: Duration::from_secs(24 * 3600), change_log_entries: 4_000_000 }
+        Self { block_cache_bytes: 256 << 20, value_cache_bytes: 256 << 20, tombstone_grace: Duration::from_secs(24 * 3600), change_log_entries: 4_000_000 }
     }
 }
 
@@ -106,6 +112,7 @@ pub struct Engine {
     root: PathBuf,
     db_opts: Options,
     tuning: ShardTuning,
+    cache: Option<Arc<ValueCache>>,
 }
 
 /// Per-shard settings derived from [`EngineOptions`].
@@ -142,7 +149,13 @@ impl Engine {
         db_opts.set_memtable_whole_key_filtering(true);
         db_opts.set_memtable_prefix_bloom_ratio(0.1);
         let tombstone_grace_ns = options.tombstone_grace.as_nanos().min(u128::from(u64::MAX)) as u64;
-        Ok(Self { root: root.to_path_buf(), db_opts, tuning: ShardTuning { log_retention: options.change_log_entries, tombstone_grace_ns } })
+        let cache = ValueCache::new(options.value_cache_bytes).map(Arc::new);
+        Ok(Self { root: root.to_path_buf(), db_opts, tuning: ShardTuning { log_retention: options.change_log_entries, tombstone_grace_ns }, cache })
+    }
+
+    /// The value cache's counters (`None` without a cache).
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.cache.as_ref().map(|c| c.stats())
     }
 
     /// The data directory.
@@ -169,7 +182,7 @@ impl Engine {
             for entry in std::fs::read_dir(ks.path()).map_err(io(&ks.path()))? {
                 let entry = entry.map_err(io(&ks.path()))?;
                 if entry.file_name().to_string_lossy().parse::<u32>().is_ok() && entry.path().join("CURRENT").exists() {
-                    shards.push(Shard::open(&entry.path(), &self.db_opts, None, self.tuning)?);
+                    shards.push(Shard::open(&entry.path(), &self.db_opts, None, self.tuning, self.cache.clone())?);
                 }
             }
         }
@@ -184,9 +197,11 @@ impl Engine {
         }
         let dir = self.shard_dir(&meta.keyspace, meta.shard);
         std::fs::create_dir_all(&dir).map_err(|source| EngineError::Io { path: dir.clone(), source })?;
-        Shard::open(&dir, &self.db_opts, Some(meta), self.tuning)
+        Shard::open(&dir, &self.db_opts, Some(meta), self.tuning, self.cache.clone())
     }
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod cache_tests;

@@ -1,5 +1,6 @@
 //! One shard replica: a RocksDB instance with the user data (default column family), its
 //! metadata and replication positions (`meta`), and its change log (`log`, see `changes`).
+use crate::cache::{new_owner, Probe, ValueCache};
 use crate::filter::{Layout, MAX_LAYOUT_SHARDS};
 use crate::header::{self, encode_value, expiry_for, Header};
 use crate::{now_ns, EngineError, ShardMeta, ShardTuning};
@@ -17,9 +18,19 @@ pub(crate) const LAYOUT_KEY: &[u8] = b"layout";
 pub(crate) const META_KEY: &[u8] = b"shard";
 
 thread_local! {
-    /// Per-thread scratch for encoding stored values and log entries, so writes do not
-    /// allocate on the Rust side once warm.
-    static SCRATCH: RefCell<(Vec<u8>, Vec<u8>)> = RefCell::new((Vec::with_capacity(4096), Vec::with_capacity(4096)));
+    /// Per-thread scratch for encoding stored values and log entries, and for the writes of a
+    /// batch kept for the value cache until the batch is committed, so writes do not allocate
+    /// on the Rust side once warm.
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    /// Per-thread buffer a cached value is copied into for a get.
+    static CACHED: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(4096));
+}
+
+#[derive(Default)]
+struct Scratch {
+    value: Vec<u8>,
+    entry: Vec<u8>,
+    written: Vec<u8>,
 }
 
 /// The persisted layout of a shard replica (see [`Shard::set_layout`]).
@@ -99,10 +110,13 @@ pub struct Shard {
     log_head: AtomicU64,
     log_first: AtomicU64,
     log_retention: u64,
+    /// The store's value cache, if it has one, and this shard's current owner id in it.
+    cache: Option<Arc<ValueCache>>,
+    cache_owner: AtomicU64,
 }
 
 impl Shard {
-    pub(crate) fn open(dir: &Path, opts: &Options, meta: Option<&ShardMeta>, tuning: ShardTuning) -> Result<Self, EngineError> {
+    pub(crate) fn open(dir: &Path, opts: &Options, meta: Option<&ShardMeta>, tuning: ShardTuning, cache: Option<Arc<ValueCache>>) -> Result<Self, EngineError> {
         // The layout is fixed up below once the metadata is known; until then the shard owns all.
         let layout = Arc::new(Layout::new(0, 1, 1));
         let mut data_opts = opts.clone();
@@ -159,6 +173,8 @@ impl Shard {
             log_head: AtomicU64::new(log_head),
             log_first: AtomicU64::new(log_first),
             log_retention: tuning.log_retention.max(1),
+            cache,
+            cache_owner: AtomicU64::new(new_owner()),
         })
     }
 
@@ -237,9 +253,56 @@ impl Shard {
     /// Reads `key` and calls `f` with the live user value (`None` when missing, deleted or
     /// expired). The slice borrows RocksDB's pinned buffer: nothing is copied.
     pub fn get<R>(&self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R, EngineError> {
-        let pinned = self.db.get_pinned(key)?;
-        let live = pinned.as_deref().and_then(Header::split).and_then(|(h, user)| (!h.tombstone && !h.expired(now_ns())).then_some(user));
-        Ok(f(live))
+        let Some(cache) = &self.cache else {
+            let pinned = self.db.get_pinned(key)?;
+            return Ok(f(live(pinned.as_deref())));
+        };
+        let owner = self.cache_owner.load(Ordering::Acquire);
+        CACHED.with(|buf| {
+            let buf = &mut *buf.borrow_mut();
+            match cache.get(owner, key, buf) {
+                Probe::Hit => Ok(f(live(Some(buf)))),
+                Probe::Miss(ticket) => {
+                    let pinned = self.db.get_pinned(key)?;
+                    if let Some(stored) = pinned.as_deref() {
+                        cache.fill(ticket, owner, key, stored);
+                    }
+                    Ok(f(live(pinned.as_deref())))
+                }
+            }
+        })
+    }
+
+    /// Tells the value cache about committed writes: `written` holds, for each, its length as
+    /// u32 LE and a change-log entry (key length, key, stored value).
+    pub(crate) fn note_written(&self, written: &[u8]) {
+        let Some(cache) = &self.cache else { return };
+        let owner = self.cache_owner.load(Ordering::Acquire);
+        let mut rest = written;
+        while let Some((len, tail)) = rest.split_at_checked(4) {
+            let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+            let Some((entry, tail)) = tail.split_at_checked(len) else { break };
+            if let Some((key, stored)) = crate::changes::decode_entry(entry) {
+                cache.written(owner, key, stored);
+            }
+            rest = tail;
+        }
+    }
+
+    /// Appends one write to a `written` list for [`Shard::note_written`] (only with a cache).
+    pub(crate) fn keep_written(&self, written: &mut Vec<u8>, key: &[u8], stored: &[u8]) {
+        if self.cache.is_some() {
+            written.extend_from_slice(&((4 + key.len() + stored.len()) as u32).to_le_bytes());
+            written.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            written.extend_from_slice(key);
+            written.extend_from_slice(stored);
+        }
+    }
+
+    /// Forgets everything the value cache holds for this shard: called after data arrived
+    /// other than by a write (an SST ingest), which the cache cannot merge in.
+    pub(crate) fn renew_cache_owner(&self) {
+        self.cache_owner.store(new_owner(), Ordering::Release);
     }
 
     /// Writes `value` under `key` unless a write with a later event time is already stored.
@@ -275,17 +338,21 @@ impl Shard {
         let _serial = self.log_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut seq = self.log_head.load(Ordering::Acquire);
         SCRATCH.with(|s| {
-            let (value, entry) = &mut *s.borrow_mut();
+            let Scratch { value, entry, written } = &mut *s.borrow_mut();
+            written.clear();
             for (key, header, user) in writes {
                 seq += 1;
                 encode_value(value, header, user);
                 batch.merge(key, value.as_slice());
                 crate::changes::encode_entry(entry, key, value);
                 batch.put_cf(log_cf, seq.to_be_bytes(), entry.as_slice());
+                self.keep_written(written, key, value);
             }
-        });
-        self.db.write_opt(batch, &self.write_opts)?;
-        self.log_head.store(seq, Ordering::Release);
+            self.db.write_opt(batch, &self.write_opts)?;
+            self.log_head.store(seq, Ordering::Release);
+            self.note_written(written);
+            Ok::<_, EngineError>(())
+        })?;
         self.trim_log(seq)
     }
 
@@ -382,6 +449,11 @@ impl Drop for Shard {
             }
         }
     }
+}
+
+/// The user bytes of a stored value that is neither a tombstone nor expired.
+fn live(stored: Option<&[u8]>) -> Option<&[u8]> {
+    stored.and_then(Header::split).and_then(|(h, user)| (!h.tombstone && !h.expired(now_ns())).then_some(user))
 }
 
 /// The merge operator: keeps the last writer's value.

@@ -115,6 +115,7 @@ impl Shard {
     pub fn ingest_snapshot(&self, peer: &str, files: &[PathBuf], position: u64) -> Result<(), EngineError> {
         if !files.is_empty() {
             self.db().ingest_external_file(files.to_vec())?;
+            self.renew_cache_owner();
         }
         self.apply_replicated(peer, std::iter::empty(), position)
     }

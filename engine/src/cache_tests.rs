@@ -1,0 +1,145 @@
+//! The value cache seen through a shard: whatever mix of local writes, replicated writes,
+//! imports and compactions, a shard with a cache answers every get exactly as one without.
+use super::*;
+use crate::header::{encode_value, Header};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put { key: u8, t: u64, value: u8 },
+    Delete { key: u8, t: u64 },
+    /// A write replicated from a peer (a stored value applied through the merge).
+    Replicated { key: u8, t: u64, value: u8, tombstone: bool },
+    /// A bulk import of one key (an SST ingest, which the cache cannot merge in).
+    Import { key: u8, t: u64, value: u8 },
+    Compact,
+    Get { key: u8 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let key = 0u8..12;
+    let t = 1u64..40;
+    prop_oneof![
+        3 => (key.clone(), t.clone(), any::<u8>()).prop_map(|(key, t, value)| Op::Put { key, t, value }),
+        1 => (key.clone(), t.clone()).prop_map(|(key, t)| Op::Delete { key, t }),
+        2 => (key.clone(), t.clone(), any::<u8>(), any::<bool>()).prop_map(|(key, t, value, tombstone)| Op::Replicated { key, t, value, tombstone }),
+        1 => (key.clone(), t, any::<u8>()).prop_map(|(key, t, value)| Op::Import { key, t, value }),
+        1 => Just(Op::Compact),
+        6 => key.prop_map(|key| Op::Get { key }),
+    ]
+}
+
+fn key(k: u8) -> Vec<u8> {
+    format!("key-{k}").into_bytes()
+}
+
+/// A value whose length varies with its byte, so cached entries grow and shrink.
+fn value(v: u8) -> Vec<u8> {
+    vec![v; usize::from(v % 24)]
+}
+
+fn read(s: &Shard, key: &[u8]) -> Option<Vec<u8>> {
+    s.get(key, |v| v.map(<[u8]>::to_vec)).unwrap()
+}
+
+fn apply(s: &Shard, op: &Op, scratch: &Path, n: usize) {
+    match *op {
+        Op::Put { key: k, t, value: v } => s.put(&key(k), &value(v), t, 0).unwrap(),
+        Op::Delete { key: k, t } => s.delete(&key(k), t).unwrap(),
+        Op::Replicated { key: k, t, value: v, tombstone } => {
+            let (mut stored, user) = (Vec::new(), if tombstone { Vec::new() } else { value(v) });
+            encode_value(&mut stored, Header { event_time_ns: t, expires_at_ns: 0, tombstone }, &user);
+            s.apply_replicated("peer", [(key(k).as_slice(), stored.as_slice())], n as u64).unwrap();
+        }
+        Op::Import { key: k, t, value: v } => {
+            let file = scratch.join(format!("import-{n}.sst"));
+            ImportWriter::default().write(&file, [(key(k).as_slice(), value(v).as_slice())], t).unwrap();
+            s.ingest_import(&[file]).unwrap();
+        }
+        Op::Compact => s.compact().unwrap(),
+        Op::Get { .. } => {}
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_cached_shard_reads_like_an_uncached_one(ops in proptest::collection::vec(op(), 1..60)) {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = ShardMeta { keyspace: "c".into(), shard: 0, shards: 1, replica: 0, replicas: 1 };
+        let open = |name: &str, cache_bytes: usize| {
+            let opts = EngineOptions { value_cache_bytes: cache_bytes, ..EngineOptions::default() };
+            Engine::new(&dir.path().join(name), &opts).unwrap().create_shard(&meta).unwrap()
+        };
+        let plain = open("plain", 0);
+        let cached = open("cached", 1 << 20);
+        // Small enough that entries are evicted all the time.
+        let tiny = open("tiny", 64 * 1600);
+        for (n, op) in ops.iter().enumerate() {
+            for (name, shard) in [("plain", &plain), ("cached", &cached), ("tiny", &tiny)] {
+                let scratch = dir.path().join(format!("{name}-files"));
+                std::fs::create_dir_all(&scratch).unwrap();
+                apply(shard, op, &scratch, n);
+            }
+            // Read every key after every step: a stale entry anywhere would show.
+            for k in 0..12 {
+                let expected = read(&plain, &key(k));
+                prop_assert_eq!(&read(&cached, &key(k)), &expected, "cached shard, key {} after {:?}", k, op);
+                prop_assert_eq!(&read(&tiny, &key(k)), &expected, "tiny cache, key {} after {:?}", k, op);
+            }
+        }
+    }
+}
+
+#[test]
+fn reads_are_served_from_the_cache_and_expire_in_real_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::new(dir.path(), &EngineOptions::default()).unwrap();
+    let s = engine.create_shard(&ShardMeta { keyspace: "c".into(), shard: 0, shards: 1, replica: 0, replicas: 1 }).unwrap();
+    let t = now_ns();
+    s.put(b"k", b"v", t, 300_000_000).unwrap();
+    assert_eq!(read(&s, b"k").as_deref(), Some(&b"v"[..]));
+    let after_fill = engine.cache_stats().unwrap();
+    for _ in 0..10 {
+        assert_eq!(read(&s, b"k").as_deref(), Some(&b"v"[..]));
+    }
+    let stats = engine.cache_stats().unwrap();
+    assert_eq!(stats.hits - after_fill.hits, 10, "{stats:?}");
+    assert_eq!(stats.misses, after_fill.misses);
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    assert_eq!(read(&s, b"k"), None, "a cached value expires with its TTL");
+}
+
+#[test]
+fn concurrent_fills_never_hide_a_committed_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::new(dir.path(), &EngineOptions::default()).unwrap();
+    let s = engine.create_shard(&ShardMeta { keyspace: "c".into(), shard: 0, shards: 1, replica: 0, replicas: 1 }).unwrap();
+    const KEYS: usize = 3000;
+    let name = |i: usize| format!("race-{i}").into_bytes();
+    for i in 0..KEYS {
+        s.put(&name(i), b"old", 1, 0).unwrap();
+    }
+    // Readers chase the writer: each reads (and so tries to cache) the key being overwritten
+    // at that moment, which is when a fill could race the write.
+    let current = std::sync::atomic::AtomicUsize::new(0);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                while !done.load(std::sync::atomic::Ordering::Acquire) {
+                    let _ = read(&s, &name(current.load(std::sync::atomic::Ordering::Acquire)));
+                }
+            });
+        }
+        for i in 0..KEYS {
+            current.store(i, std::sync::atomic::Ordering::Release);
+            s.put(&name(i), b"new", 2, 0).unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Release);
+    });
+    let stale = (0..KEYS).filter(|&i| read(&s, &name(i)).as_deref() != Some(&b"new"[..])).count();
+    assert_eq!(stale, 0, "keys whose committed write is hidden by a stale cached value");
+    assert!(engine.cache_stats().unwrap().hits > 0);
+}
