@@ -6,14 +6,32 @@ use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Put { key: u8, t: u64, value: u8 },
-    Delete { key: u8, t: u64 },
+    Put {
+        key: u8,
+        t: u64,
+        value: u8,
+    },
+    Delete {
+        key: u8,
+        t: u64,
+    },
     /// A write replicated from a peer (a stored value applied through the merge).
-    Replicated { key: u8, t: u64, value: u8, tombstone: bool },
+    Replicated {
+        key: u8,
+        t: u64,
+        value: u8,
+        tombstone: bool,
+    },
     /// A bulk import of one key (an SST ingest, which the cache cannot merge in).
-    Import { key: u8, t: u64, value: u8 },
+    Import {
+        key: u8,
+        t: u64,
+        value: u8,
+    },
     Compact,
-    Get { key: u8 },
+    Get {
+        key: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -81,6 +99,9 @@ proptest! {
                 let scratch = dir.path().join(format!("{name}-files"));
                 std::fs::create_dir_all(&scratch).unwrap();
                 apply(shard, op, &scratch, n);
+            }
+            if let Op::Get { key: k } = *op {
+                prop_assert_eq!(read(&cached, &key(k)), read(&plain, &key(k)));
             }
             // Read every key after every step: a stale entry anywhere would show.
             for k in 0..12 {

@@ -202,6 +202,6 @@ impl Engine {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod cache_tests;
+#[cfg(test)]
+mod tests;
