@@ -43,8 +43,8 @@ impl WriteGroup {
         self.writes.len() >= MAX_GROUP
     }
 
-    /// Holds a write of `key` (and `value`, `None` for a delete), both slices of `input`.
-    pub fn hold(&mut self, input: &[u8], id: u64, replica: &Arc<Replica>, key: &[u8], value: Option<&[u8]>, event_time_ns: u64, ttl_ns: u64) {
+    /// Holds `write`, whose key and value are slices of `input`.
+    pub fn hold(&mut self, input: &[u8], id: u64, replica: &Arc<Replica>, write: Write<'_>) {
         let replica = match self.replicas.iter().position(|r| Arc::ptr_eq(r, replica)) {
             Some(i) => i,
             None => {
@@ -52,8 +52,13 @@ impl WriteGroup {
                 self.replicas.len() - 1
             }
         };
-        let (key, value) = (range_in(input, key), value.map(|v| range_in(input, v)));
-        self.writes.push(HeldWrite { id, replica, key, value, event_time_ns, ttl_ns });
+        let held = match write {
+            Write::Put { key, value, event_time_ns, ttl_ns } => {
+                HeldWrite { id, replica, key: range_in(input, key), value: Some(range_in(input, value)), event_time_ns, ttl_ns }
+            }
+            Write::Delete { key, event_time_ns } => HeldWrite { id, replica, key: range_in(input, key), value: None, event_time_ns, ttl_ns: 0 },
+        };
+        self.writes.push(held);
     }
 
     /// Commits the held writes, one batch per replica, and appends each one's answer to `out` in

@@ -224,7 +224,7 @@ impl Handler {
         let replica = self.writable(r.keyspace(), r.shard())?;
         let key = checked_key(&replica, r.key())?;
         let value = checked_value(r.value())?;
-        self.hold(input, out, id, &replica, key, Some(value), r.event_time_ns(), r.ttl_ns());
+        self.hold(input, out, id, &replica, Write::Put { key, value, event_time_ns: r.event_time_ns(), ttl_ns: r.ttl_ns() });
         Ok(())
     }
 
@@ -232,16 +232,15 @@ impl Handler {
     fn hold_delete(&mut self, input: &[u8], id: u64, r: fb::Delete<'_>, out: &mut Vec<u8>) -> Result<(), Reject> {
         let replica = self.writable(r.keyspace(), r.shard())?;
         let key = checked_key(&replica, r.key())?;
-        self.hold(input, out, id, &replica, key, None, r.event_time_ns(), 0);
+        self.hold(input, out, id, &replica, Write::Delete { key, event_time_ns: r.event_time_ns() });
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn hold(&mut self, input: &[u8], out: &mut Vec<u8>, id: u64, replica: &Arc<Replica>, key: &[u8], value: Option<&[u8]>, event_time_ns: u64, ttl_ns: u64) {
+    fn hold(&mut self, input: &[u8], out: &mut Vec<u8>, id: u64, replica: &Arc<Replica>, write: Write<'_>) {
         if self.group.is_full() {
             self.flush_writes(input, out);
         }
-        self.group.hold(input, id, replica, key, value, event_time_ns, ttl_ns);
+        self.group.hold(input, id, replica, write);
     }
 
     /// Commits the held writes and appends their answers (see [`Handler::handle`]).
