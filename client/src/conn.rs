@@ -6,17 +6,26 @@
 //! allocates nothing once the connection has warmed up, and a reply's value is copied into
 //! the slot's buffer, which is swapped with the caller's, so buffers circulate instead of
 //! being allocated per reply.
+//!
+//! Timeouts cost no timer per request: each slot carries a deadline in ticks of a coarse
+//! per-connection clock, and one sweeper task per connection advances the clock every
+//! [`TICK`] and fails the requests past their deadline (a timer per request was a tenth of
+//! the load generator's profile: timer-wheel inserts, removals and re-registrations).
 use crate::ClientError;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Notify;
 use vasto_wire::{parse_frame, read_frame, FrameEncoder, Status, DEFAULT_MAX_FRAME};
+
+/// Period of the coarse clock request deadlines are kept in; a request times out within one
+/// tick after its timeout.
+const TICK: Duration = Duration::from_millis(50);
 
 /// A decoded response, without its value (which goes to the caller's buffer).
 #[derive(Debug, Default)]
@@ -36,6 +45,10 @@ struct Slot {
     generation: u32,
     in_use: bool,
     done: bool,
+    /// The sweeper found the request past its deadline.
+    timed_out: bool,
+    /// Tick of [`Conn::ticks`] after which the request has timed out.
+    deadline: u64,
     waker: Option<Waker>,
     reply: Reply,
     value: Vec<u8>,
@@ -49,8 +62,9 @@ struct State {
 }
 
 impl State {
-    /// A free slot's index, growing the table when all are taken.
-    fn acquire(&mut self) -> u32 {
+    /// A free slot's index, growing the table when all are taken; the request it is for times
+    /// out after tick `deadline`.
+    fn acquire(&mut self, deadline: u64) -> u32 {
         let index = self.free.pop().unwrap_or_else(|| {
             // Generation 0 is never used: id 0 is how a store answers a frame it could not read.
             self.slots.push(Slot { generation: 1, ..Slot::default() });
@@ -59,6 +73,8 @@ impl State {
         let slot = &mut self.slots[index as usize];
         slot.in_use = true;
         slot.done = false;
+        slot.timed_out = false;
+        slot.deadline = deadline;
         index
     }
 
@@ -86,6 +102,8 @@ pub(crate) struct Conn {
     state: Mutex<State>,
     wake: Notify,
     closed: AtomicBool,
+    /// The coarse clock: ticks of [`TICK`] since the connection opened, advanced by the sweeper.
+    ticks: AtomicU64,
 }
 
 impl Conn {
@@ -97,9 +115,11 @@ impl Conn {
             state: Mutex::new(State { enc: FrameEncoder::new(), out: Vec::with_capacity(16 << 10), slots: Vec::new(), free: Vec::new() }),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
+            ticks: AtomicU64::new(0),
         });
         tokio::spawn(writer(Arc::clone(&conn), write));
         tokio::spawn(reader(Arc::clone(&conn), read));
+        tokio::spawn(sweeper(Arc::downgrade(&conn)));
         Ok(conn)
     }
 
@@ -117,20 +137,22 @@ impl Conn {
     /// later reply, so a caller that reuses its buffer causes no allocation); without one,
     /// `value` is left empty.
     pub async fn call(&self, timeout: Duration, value: &mut Vec<u8>, encode: impl FnOnce(&mut FrameEncoder, &mut Vec<u8>, u64)) -> Result<Reply, ClientError> {
+        // Whole ticks, rounded up, plus the partial tick already running.
+        let ticks = timeout.as_nanos().div_ceil(TICK.as_nanos()).min(u128::from(u32::MAX)) as u64 + 1;
+        let deadline = self.ticks.load(Ordering::Relaxed) + ticks;
         let index = {
             let mut st = self.lock();
             if self.is_closed() {
                 return Err(ClientError::ConnectionLost);
             }
-            let index = st.acquire();
+            let index = st.acquire(deadline);
             let id = request_id(index, st.slots[index as usize].generation);
             let State { enc, out, .. } = &mut *st;
             encode(enc, out, id);
             index
         };
         self.wake.notify_one();
-        let waiting = Waiting { conn: self, index, value, finished: false };
-        tokio::time::timeout(timeout, waiting).await.unwrap_or(Err(ClientError::Timeout))
+        Waiting { conn: self, index, value, finished: false }.await
     }
 
     fn fail(&self) {
@@ -172,6 +194,8 @@ impl Future for Waiting<'_> {
             })
         } else if this.conn.is_closed() {
             Err(ClientError::ConnectionLost)
+        } else if slot.timed_out {
+            Err(ClientError::Timeout)
         } else {
             if !slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 slot.waker = Some(cx.waker().clone());
@@ -189,6 +213,27 @@ impl Drop for Waiting<'_> {
         if !self.finished {
             self.conn.lock().release(self.index);
         }
+    }
+}
+
+/// Advances the connection's coarse clock every [`TICK`] and wakes the requests past their
+/// deadline (they then fail with [`ClientError::Timeout`]); ends with the connection.
+async fn sweeper(conn: Weak<Conn>) {
+    let mut ticks = tokio::time::interval(TICK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut expired = Vec::new();
+    loop {
+        ticks.tick().await;
+        let Some(conn) = conn.upgrade().filter(|c| !c.is_closed()) else { return };
+        let now = conn.ticks.fetch_add(1, Ordering::Relaxed) + 1;
+        {
+            let mut st = conn.lock();
+            for slot in st.slots.iter_mut().filter(|s| s.in_use && !s.done && !s.timed_out && s.deadline <= now) {
+                slot.timed_out = true;
+                expired.extend(slot.waker.take());
+            }
+        }
+        expired.drain(..).for_each(Waker::wake);
     }
 }
 
@@ -257,8 +302,45 @@ async fn reader(conn: Arc<Conn>, read: OwnedReadHalf) {
 
 #[cfg(test)]
 mod tests {
-    use super::{request_id, State};
-    use vasto_wire::FrameEncoder;
+    use super::{request_id, Conn, State, TICK};
+    use crate::ClientError;
+    use std::time::{Duration, Instant};
+    use tokio::io::AsyncWriteExt;
+    use vasto_wire::{read_frame, FrameEncoder, Status, DEFAULT_MAX_FRAME};
+
+    /// A store that answers the hello and then never answers anything.
+    async fn silent_store() -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let task = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            read_frame(&mut stream, &mut buf, DEFAULT_MAX_FRAME).await.unwrap();
+            let mut reply = Vec::new();
+            FrameEncoder::new().hello_reply(&mut reply, Status::Ok, "");
+            stream.write_all(&reply).await.unwrap();
+            // Swallow requests until the client goes away.
+            while read_frame(&mut stream, &mut buf, DEFAULT_MAX_FRAME).await.is_ok() {}
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_request_times_out_within_a_tick_and_frees_its_slot() {
+        let (addr, store) = silent_store().await;
+        let conn = Conn::connect(&addr, Duration::from_secs(5)).await.unwrap();
+        let started = Instant::now();
+        let timeout = Duration::from_millis(120);
+        let mut value = Vec::new();
+        let outcome = conn.call(timeout, &mut value, |enc, out, id| enc.get(out, id, "ks", 0, b"k")).await;
+        let waited = started.elapsed();
+        assert!(matches!(outcome, Err(ClientError::Timeout)), "{outcome:?}");
+        assert!(waited >= timeout && waited < timeout + 3 * TICK + Duration::from_millis(200), "timed out after {waited:?}");
+        let st = conn.lock();
+        assert!(st.slots.iter().all(|s| !s.in_use), "the timed-out request's slot is free again");
+        drop(st);
+        store.abort();
+    }
 
     fn state() -> State {
         State { enc: FrameEncoder::new(), out: Vec::new(), slots: Vec::new(), free: Vec::new() }
@@ -271,14 +353,14 @@ mod tests {
     #[test]
     fn a_reused_slot_ignores_replies_meant_for_its_previous_request() {
         let mut st = state();
-        let a = st.acquire();
+        let a = st.acquire(0);
         let first = id_of(&st, a);
         assert_ne!(first, 0, "id 0 is reserved for answers to unreadable frames");
         assert!(st.waiting(first).is_some());
         // The request times out: its slot is released and taken by the next request.
         st.release(a);
         assert!(st.waiting(first).is_none(), "a released slot waits for nothing");
-        let b = st.acquire();
+        let b = st.acquire(0);
         assert_eq!(a, b, "slots are reused");
         let second = id_of(&st, b);
         assert_ne!(first, second);
@@ -290,7 +372,7 @@ mod tests {
     #[test]
     fn concurrent_requests_get_distinct_slots_and_generations_skip_zero() {
         let mut st = state();
-        let indexes: Vec<u32> = (0..3).map(|_| st.acquire()).collect();
+        let indexes: Vec<u32> = (0..3).map(|_| st.acquire(0)).collect();
         let ids: Vec<u64> = indexes.into_iter().map(|i| id_of(&st, i)).collect();
         assert_eq!(ids.len(), 3);
         assert!(ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2]);
