@@ -83,6 +83,10 @@ pub struct LoadgenArgs {
     /// Requests in flight per connection.
     #[arg(long, default_value_t = 1)]
     pipeline: usize,
+    /// Load threads, each driving its share of the connections on its own single-threaded
+    /// runtime (0 = one per CPU).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
     /// Run time, e.g. 10s, 500ms, 2m. Ctrl-C (SIGINT) ends the run early; the report covers
     /// the time run.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -179,6 +183,7 @@ pub async fn loadgen(a: LoadgenArgs) -> anyhow::Result<()> {
         value_size: a.value_size,
         concurrency: a.concurrency,
         pipeline: a.pipeline,
+        threads: a.threads,
         duration: a.duration,
         progress: true,
         stop: Some(stop_on_ctrl_c()),

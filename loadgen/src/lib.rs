@@ -2,7 +2,9 @@
 //!
 //! Like `redis-benchmark -c C -P P`: [`run`] opens `concurrency` independent clients (so each
 //! store sees `concurrency` connections), and on each client `pipeline` tasks issue requests back
-//! to back, so up to `pipeline` requests are in flight per connection. Keys are
+//! to back, so up to `pipeline` requests are in flight per connection. The clients are spread
+//! over `threads` OS threads, each running its own single-threaded tokio runtime (like
+//! `redis-benchmark --threads`), so the generator's own cost per request stays low. Keys are
 //! `key:000000000042`-style indexes drawn uniformly from `0..keys`; every put writes the same
 //! `value_size` random bytes. Every request's latency goes into an HDR histogram (microseconds,
 //! 3 significant digits); the [`Report`] gives throughput and percentiles.
@@ -20,6 +22,7 @@
 //!     value_size: 100,
 //!     concurrency: 16,
 //!     pipeline: 4,
+//!     threads: 0,
 //!     duration: Duration::from_secs(10),
 //!     progress: true,
 //!     stop: None,
@@ -37,14 +40,12 @@ mod workload;
 pub use report::Report;
 pub use workload::Workload;
 
-use futures_util::future::{join_all, try_join_all};
 use hdrhistogram::Histogram;
 use keys::SplitMix64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
-use vasto_client::Client;
-use worker::{Counters, Task};
+use worker::{Counters, Stop, ThreadPlan, ThreadResult};
 
 /// Significant digits of the latency histograms.
 const HIST_SIGFIG: u8 = 3;
@@ -66,6 +67,8 @@ pub struct LoadgenConfig {
     pub concurrency: usize,
     /// Requests in flight per connection.
     pub pipeline: usize,
+    /// OS threads driving the clients (0 = one per CPU, never more than `concurrency`).
+    pub threads: usize,
     /// How long to run.
     pub duration: Duration,
     /// Print a progress line to stderr every second.
@@ -91,69 +94,99 @@ pub enum LoadgenError {
 /// configuration is invalid or the clients cannot connect or open the keyspace.
 pub async fn run(config: &LoadgenConfig) -> Result<Report, LoadgenError> {
     validate(config)?;
-    let tasks_total = config.concurrency.checked_mul(config.pipeline).ok_or_else(|| LoadgenError::Config("concurrency x pipeline is too large".into()))?;
-
-    let clients = try_join_all((0..config.concurrency).map(|_| Client::connect(&config.master))).await?;
-    let keyspaces = try_join_all(clients.iter().map(|c| c.keyspace(&config.keyspace))).await?;
+    config.concurrency.checked_mul(config.pipeline).ok_or_else(|| LoadgenError::Config("concurrency x pipeline is too large".into()))?;
+    let threads = match config.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+    .min(config.concurrency);
 
     let mut seeder = SplitMix64::new(seed());
     let mut value = vec![0u8; config.value_size];
     seeder.fill(&mut value);
     let value: Arc<[u8]> = value.into();
+    let stop = Arc::new(Stop::default());
+    let (start_tx, start_rx) = tokio::sync::watch::channel(false);
+    let mut counters = Vec::with_capacity(threads);
+    let mut readies = Vec::with_capacity(threads);
+    let mut dones = Vec::with_capacity(threads);
+    let mut handles = Vec::with_capacity(threads);
+    for t in 0..threads {
+        let plan = ThreadPlan {
+            master: config.master.clone(),
+            keyspace: config.keyspace.clone(),
+            workload: config.workload,
+            keys: config.keys,
+            pipeline: config.pipeline,
+            // Client i runs on thread i % threads.
+            clients: (t..config.concurrency).step_by(threads).count(),
+            value: Arc::clone(&value),
+            seed: seeder.next_u64(),
+            counters: Arc::new(Counters::default()),
+            stop: Arc::clone(&stop),
+        };
+        counters.push(Arc::clone(&plan.counters));
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let start_rx = start_rx.clone();
+        let spawned = std::thread::Builder::new().name(format!("vasto-loadgen-{t}")).spawn(move || worker::thread_main(plan, ready_tx, start_rx, done_tx));
+        handles.push(spawned.map_err(|e| LoadgenError::Config(format!("starting a load thread: {e}")))?);
+        readies.push(ready_rx);
+        dones.push(done_rx);
+    }
+    // Every client connects before the clock starts; dropping `start_tx` on an error ends the
+    // threads that did connect.
+    for ready in readies {
+        ready.await.map_err(|_| LoadgenError::Config("a load thread died while connecting".into()))??;
+    }
 
     let start = Instant::now();
-    let deadline = tokio::time::Instant::from_std(start) + config.duration;
-    let mut counters = Vec::with_capacity(tasks_total);
-    let mut handles = Vec::with_capacity(tasks_total);
-    for ks in &keyspaces {
-        for _ in 0..config.pipeline {
-            let c = Arc::new(Counters::default());
-            counters.push(Arc::clone(&c));
-            let task = Task {
-                ks: ks.clone(),
-                workload: config.workload,
-                keys: config.keys,
-                value: Arc::clone(&value),
-                rng: SplitMix64::new(seeder.next_u64()),
-                hist: new_histogram()?,
-                counters: c,
-                deadline,
-                stop: config.stop.clone(),
-            };
-            handles.push(tokio::spawn(worker::run_task(task)));
+    let _ = start_tx.send(true);
+    let progress = config.progress.then(|| tokio::spawn(worker::print_progress(start, counters.clone())));
+    let deadline = tokio::time::sleep_until(tokio::time::Instant::from_std(start) + config.duration);
+    let early = async {
+        let stopped = match config.stop.clone() {
+            Some(mut rx) => rx.wait_for(|s| *s).await.is_ok(),
+            None => false,
+        };
+        // No stop signal, or its sender is gone: only the deadline ends the run.
+        if !stopped {
+            std::future::pending::<()>().await;
         }
+    };
+    tokio::select! {
+        _ = deadline => {}
+        _ = early => {}
     }
-    let progress = config.progress.then(|| tokio::spawn(worker::print_progress(start, counters)));
-
-    let results = join_all(handles).await;
+    stop.stop();
     let elapsed = start.elapsed();
     if let Some(p) = progress {
         p.abort();
         let _ = p.await;
         worker::finish_progress();
     }
-    drop(keyspaces);
-    drop(clients);
 
     let mut hist = new_histogram()?;
-    let (mut ops, mut errors, mut not_found) = (0u64, 0u64, 0u64);
+    let mut not_found = 0u64;
     let mut first_error: Option<(Instant, String)> = None;
-    for result in results {
-        let r = match result {
-            Ok(r) => r,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => return Err(LoadgenError::Config(format!("load task did not finish: {e}"))),
-        };
-        hist.add(&r.hist).map_err(|e| LoadgenError::Config(format!("merging latency histograms: {e}")))?;
-        ops += r.ops;
-        errors += r.errors;
-        not_found += r.not_found;
-        if let Some((at, msg)) = r.first_error {
+    for done in dones {
+        let ThreadResult { hist: h, not_found: n, first_error: e } =
+            done.await.map_err(|_| LoadgenError::Config("a load thread died during the run".into()))?;
+        hist.add(&h).map_err(|e| LoadgenError::Config(format!("merging latency histograms: {e}")))?;
+        not_found += n;
+        if let Some((at, msg)) = e {
             if !matches!(&first_error, Some((first, _)) if *first <= at) {
                 first_error = Some((at, msg));
             }
         }
     }
+    for handle in handles {
+        if let Ok(Err(panic)) = tokio::task::spawn_blocking(move || handle.join()).await {
+            std::panic::resume_unwind(panic);
+        }
+    }
+    let ops: u64 = counters.iter().map(|c| c.ops.load(std::sync::atomic::Ordering::Relaxed)).sum();
+    let errors: u64 = counters.iter().map(|c| c.errors.load(std::sync::atomic::Ordering::Relaxed)).sum();
 
     let secs = elapsed.as_secs_f64();
     let us = |q: f64| if hist.is_empty() { 0.0 } else { hist.value_at_quantile(q) as f64 };
@@ -198,7 +231,7 @@ fn validate(config: &LoadgenConfig) -> Result<(), LoadgenError> {
 }
 
 /// An empty auto-resizing latency histogram.
-fn new_histogram() -> Result<Histogram<u64>, LoadgenError> {
+pub(crate) fn new_histogram() -> Result<Histogram<u64>, LoadgenError> {
     Histogram::new(HIST_SIGFIG).map_err(|e| LoadgenError::Config(format!("latency histogram: {e}")))
 }
 
@@ -221,6 +254,7 @@ mod tests {
             value_size: 8,
             concurrency: 1,
             pipeline: 1,
+            threads: 0,
             duration: Duration::from_millis(10),
             progress: false,
             stop: None,
