@@ -1,7 +1,9 @@
 //! The floors `benches/run.sh` compares the cluster with, measured in the same run:
-//! * the storage engine in-process: the same keys (`key:{i:012}`, as `vasto loadgen` names
-//!   them) and values written to and read from two shards the way a store does (RocksDB merge
-//!   with the stored-value header and the change log), with no network and no protocol;
+//! * the storage engine in-process without its value cache (RocksDB, `rocksdb-embedded`): the
+//!   same keys (`key:{i:012}`, as `vasto loadgen` names them) and values written to and read
+//!   from two shards the way a store does (RocksDB merge with the stored-value header and the
+//!   change log), with no network and no protocol;
+//! * the same with the store's default value cache (`engine-cache-embedded`, gets only);
 //! * a plain loopback TCP round trip of a request-sized message.
 //!
 //! Prints one JSON object per line. Usage:
@@ -91,9 +93,11 @@ fn run(threads: usize, secs: u64, op: impl Fn(&mut u64) + Sync) -> (u64, Duratio
     (ops, elapsed, all)
 }
 
-fn engine_floor(a: &Args) {
+/// Loads every key into an engine with a value cache of `cache_bytes` (0 = none), then measures
+/// the operations `ops` names, reported as `system`.
+fn engine_floor(a: &Args, system: &str, cache_bytes: usize, ops: &[&str]) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let engine = Engine::new(dir.path(), &EngineOptions::default()).expect("engine");
+    let engine = Engine::new(dir.path(), &EngineOptions { value_cache_bytes: cache_bytes, ..EngineOptions::default() }).expect("engine");
     let shards: Vec<Shard> =
         (0..2).map(|shard| engine.create_shard(&ShardMeta { keyspace: "floor".into(), shard, shards: 2, replica: 0, replicas: 1 }).expect("shard")).collect();
     let shard_of = |k: &[u8]| &shards[vasto_hash::shard_of(k, 2) as usize];
@@ -113,17 +117,21 @@ fn engine_floor(a: &Args) {
         }
     }
     for threads in [1, 2] {
-        let (ops, elapsed, hist) = run(threads, a.secs, |rng| {
-            let k = key(next(rng) % a.keys);
-            shard_of(&k).put(&k, &value, vasto_engine::now_ns(), 0).expect("put");
-        });
-        report("rocksdb-embedded", "put", threads, ops, elapsed, &hist);
-        let (ops, elapsed, hist) = run(threads, a.secs, |rng| {
-            let k = key(next(rng) % a.keys);
-            let found = shard_of(&k).get(&k, |v| v.is_some()).expect("get");
-            assert!(found, "every key was loaded");
-        });
-        report("rocksdb-embedded", "get", threads, ops, elapsed, &hist);
+        if ops.contains(&"put") {
+            let (n, elapsed, hist) = run(threads, a.secs, |rng| {
+                let k = key(next(rng) % a.keys);
+                shard_of(&k).put(&k, &value, vasto_engine::now_ns(), 0).expect("put");
+            });
+            report(system, "put", threads, n, elapsed, &hist);
+        }
+        if ops.contains(&"get") {
+            let (n, elapsed, hist) = run(threads, a.secs, |rng| {
+                let k = key(next(rng) % a.keys);
+                let found = shard_of(&k).get(&k, |v| v.is_some()).expect("get");
+                assert!(found, "every key was loaded");
+            });
+            report(system, "get", threads, n, elapsed, &hist);
+        }
     }
 }
 
@@ -157,5 +165,6 @@ fn tcp_floor(a: &Args) {
 fn main() {
     let a = args();
     tcp_floor(&a);
-    engine_floor(&a);
+    engine_floor(&a, "rocksdb-embedded", 0, &["put", "get"]);
+    engine_floor(&a, "engine-cache-embedded", EngineOptions::default().value_cache_bytes, &["get"]);
 }

@@ -26,16 +26,18 @@ floor() { # system op threads field
 
 # ---- clusters ----
 CLUSTER=()
-start_cluster() { # stores
+start_cluster() { # stores [extra store flags...]
   stop_cluster
+  local n=$1; shift
   MPORT=$(port)
-  $VASTO master --listen 127.0.0.1:$MPORT >"$WORK/master-$1.log" 2>&1 & CLUSTER+=($!); PIDS+=($!)
+  $VASTO master --listen 127.0.0.1:$MPORT >"$WORK/master-$n.log" 2>&1 & CLUSTER+=($!); PIDS+=($!)
   sleep 0.3
-  for i in $(seq 1 "$1"); do
-    $VASTO store --master 127.0.0.1:$MPORT --listen 127.0.0.1:$(port) --dir "$WORK/c$1-store$i" >"$WORK/c$1-store$i.log" 2>&1 & CLUSTER+=($!); PIDS+=($!)
+  for i in $(seq 1 "$n"); do
+    rm -rf "$WORK/c$n-store$i"
+    $VASTO store --master 127.0.0.1:$MPORT --listen 127.0.0.1:$(port) --dir "$WORK/c$n-store$i" "$@" >"$WORK/c$n-store$i.log" 2>&1 & CLUSTER+=($!); PIDS+=($!)
   done
   for _ in $(seq 100); do
-    [ "$($VASTO admin --master 127.0.0.1:$MPORT status --json 2>/dev/null | grep -o '"up":true' | wc -l)" -ge "$1" ] && break
+    [ "$($VASTO admin --master 127.0.0.1:$MPORT status --json 2>/dev/null | grep -o '"up":true' | wc -l)" -ge "$n" ] && break
     sleep 0.1
   done
 }
@@ -58,9 +60,18 @@ redis_row() { # set|get concurrency pipeline -> ops p50 p99 - (redis-benchmark r
 }
 
 declare -A ROW
+# The value cache's hit ratio over the store's cache reports logged since line $2 of log $1.
+cache_hits() { tail -n +"$2" "$1" | sed -n 's/.*hits=\([0-9]*\) misses=\([0-9]*\).*/\1 \2/p' | awk '{ h += $1; m += $2 } END { if (h + m > 0) printf "%.1f", 100 * h / (h + m); else print "-" }'; }
 measure_vasto() { # label
   for op in put get; do for c in 1 64; do for p in 1 16; do
+    local mark=1
+    [ -f "$WORK/c1-store1.log" ] && mark=$(( $(wc -l <"$WORK/c1-store1.log") + 1 ))
     ROW["$1 $op $c $p"]=$(vasto_row "$op" "$c" "$p")
+    if [ "$1 $op $c $p" = "vasto 1 store get 64 16" ]; then
+      # The store reports every 10 s; wait for the report that covers the end of the run.
+      sleep 10
+      HIT64=$(cache_hits "$WORK/c1-store1.log" "$mark")
+    fi
   done; done; done
 }
 
@@ -76,6 +87,15 @@ $VASTO loadgen --master 127.0.0.1:$MPORT --keyspace byputs --workload put --keys
   --concurrency 64 --pipeline 16 --duration "${SECS}s" --json "$WORK/puts.json" >/dev/null 2>&1
 put_ops=$(json_field "$WORK/puts.json" ops_per_sec)
 measure_vasto "vasto 1 store"
+
+# 1 store without the value cache: every get is a RocksDB point lookup.
+start_cluster 1 --value-cache-mb 0
+$VASTO admin --master 127.0.0.1:$MPORT create-keyspace bench --shards 2 --replicas 1 >/dev/null
+$VASTO import --master 127.0.0.1:$MPORT --keyspace bench --input "$WORK/records.tsv" >/dev/null 2>&1
+# Like the main 1-store rows, the gets follow puts over the same keys (recent writes are merges
+# in the memtable and level 0, which a RocksDB point lookup must combine).
+vasto_row put 64 16 >/dev/null
+for c in 1 64; do p=$([ "$c" = 1 ] && echo 1 || echo 16); ROW["nocache get $c $p"]=$(vasto_row get "$c" "$p"); done
 
 # 3 stores, keyspace of 6 shards x 1 replica.
 start_cluster 3
@@ -100,7 +120,8 @@ done; done; done
   echo "Values ${VALUE} B, ${KEYS} keys (all loaded before the runs), ${SECS} s per run. vasto: release build,"
   echo "$(grep -o 'io_uring=[a-z]*' "$WORK/c1-store1.log" | head -1); 1 store with a keyspace of 2 shards, or 3 stores with 6 shards; 1 replica."
   echo "redis: redis-server $(redis-server --version | grep -o 'v=[0-9.]*'), appendonly yes, appendfsync everysec (redis-benchmark's percentiles; it reports no p99.9)."
-  echo "Floor: the storage engine in-process, same keys and values, 1 thread for concurrency 1 and 2 threads (all cores) for 64."
+  echo "Floor: the storage engine in-process without its value cache (RocksDB), same keys and values, 1 thread for concurrency 1 and 2 threads (all cores) for 64;"
+  echo "the / rocksdb-embedded column divides by it. The engine with its value cache is shown beside it (gets only)."
   echo "Latencies in microseconds."
   echo
   echo "## Floors"
@@ -111,6 +132,10 @@ done; done; done
     printf '| rocksdb-embedded | %s | %s | %s | %s | %s | %s |\n' "$op" "$t" "$(floor rocksdb-embedded $op $t ops_per_sec)" \
       "$(floor rocksdb-embedded $op $t p50_us)" "$(floor rocksdb-embedded $op $t p99_us)" "$(floor rocksdb-embedded $op $t p999_us)"
   done; done
+  for t in 1 2; do
+    printf '| engine + value cache (in-process, 256 MB) | get | %s | %s | %s | %s | %s |\n' "$t" "$(floor engine-cache-embedded get $t ops_per_sec)" \
+      "$(floor engine-cache-embedded get $t p50_us)" "$(floor engine-cache-embedded get $t p99_us)" "$(floor engine-cache-embedded get $t p999_us)"
+  done
   rtt=$(floor tcp-loopback-echo round-trip 1 p50_us)
   printf '| tcp loopback echo (64 B) | round trip | 1 | %s | %s | %s | %s |\n' "$(floor tcp-loopback-echo round-trip 1 ops_per_sec)" "$rtt" \
     "$(floor tcp-loopback-echo round-trip 1 p99_us)" "$(floor tcp-loopback-echo round-trip 1 p999_us)"
@@ -127,6 +152,19 @@ done; done; done
       vs_redis=$([ "$sys" = redis ] && echo - || ratio "$ops" "$rops")
       printf '| %s | %s | %s | %s | %.0f | %s | %s | %s | %s | %s |\n' "$sys" "$op" "$c" "$p" "$ops" "$p50" "$p99" "$p999" "$(ratio "$ops" "$fl")" "$vs_redis"
     done; done; done
+  done
+  echo
+  echo "Value cache: a 1-store cluster started with \`--value-cache-mb 0\` (every get a RocksDB point lookup),"
+  echo "same data, gets after ${SECS} s of puts at c64 P16 as above: get c1 P1 and c64 P16 below. With the default 256 MB cache, the store reported a hit ratio of"
+  echo "${HIT64:--}% over the get c64 P16 run above (the cache starts empty after the import and fills as keys are read)."
+  echo
+  echo "| system | op | conc | pipeline | ops/s | p50 | p99 | p99.9 | / rocksdb-embedded | / redis |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+  for c in 1 64; do p=$([ "$c" = 1 ] && echo 1 || echo 16)
+    read -r ops p50 p99 p999 <<<"${ROW["nocache get $c $p"]}"
+    read -r rops _ <<<"${ROW["redis get $c $p"]}"
+    fl=$(floor rocksdb-embedded get "$([ "$c" = 1 ] && echo 1 || echo 2)" ops_per_sec)
+    printf '| vasto 1 store, no value cache | get | %s | %s | %.0f | %s | %s | %s | %s | %s |\n' "$c" "$p" "$ops" "$p50" "$p99" "$p999" "$(ratio "$ops" "$fl")" "$(ratio "$ops" "$rops")"
   done
   read -r _ g50 _ <<<"${ROW["vasto 1 store get 1 1"]}"
   read -r gops _ <<<"${ROW["vasto 1 store get 64 16"]}"

@@ -94,8 +94,28 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         master_link::Identity { store_id: store_id.clone(), address: config.advertise.clone().unwrap_or_else(|| addr.to_string()), dir: config.dir.clone() };
     tracing::info!(%addr, threads, store_id = %store_id, dir = %config.dir.display(), "store listening");
     let replication = replication::Replication::start(Arc::clone(&registry), store_id.clone())?;
+    spawn_cache_report(Arc::clone(&registry))?;
     master_link::spawn(config.master.clone(), identity, registry, replication)?;
     Ok(RunningNode { addr, store_id, cores })
+}
+
+/// How often the value cache's hit ratio is logged.
+const CACHE_REPORT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Logs the value cache's hits, misses and size every [`CACHE_REPORT`] while it is used.
+fn spawn_cache_report(registry: Arc<registry::Registry>) -> Result<(), NodeError> {
+    let Some(mut last) = registry.cache_stats() else { return Ok(()) };
+    std::thread::Builder::new().name("vasto-cache-report".into()).spawn(move || loop {
+        std::thread::sleep(CACHE_REPORT);
+        let Some(now) = registry.cache_stats() else { return };
+        let (hits, misses) = (now.hits - last.hits, now.misses - last.misses);
+        if hits + misses > 0 {
+            let hit_pct = 100.0 * hits as f64 / (hits + misses) as f64;
+            tracing::info!(hits, misses, hit_pct = format!("{hit_pct:.1}"), entries = now.entries, mb = now.bytes >> 20, "value cache over the last 10 s");
+        }
+        last = now;
+    })?;
+    Ok(())
 }
 
 /// The store's stable id, created on first start in `DIR/store-id`.

@@ -68,6 +68,11 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// The value cache's counters (`None` when the store runs without one).
+    pub fn cache_stats(&self) -> Option<vasto_engine::CacheStats> {
+        self.engine.cache_stats()
+    }
+
     /// Opens every shard already on disk under the engine's directory.
     pub fn open(engine: Engine) -> Result<Self, NodeError> {
         let mut map: HashMap<String, HashMap<u32, Arc<Replica>>> = HashMap::new();
