@@ -31,8 +31,12 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 mod ring;
 use ring::Ring;
 
-/// Stripes per cache: independent locks, so two cores rarely meet on one.
-const STRIPES: usize = 64;
+/// Stripes per CPU: independent locks, so cores rarely meet on one; few enough that each
+/// stripe's ring and index are megabytes, which huge pages then cover.
+const STRIPES_PER_CPU: usize = 4;
+/// Bounds on the stripe count.
+const MIN_STRIPES: usize = 8;
+const MAX_STRIPES: usize = 64;
 /// Largest entry cached, whatever the budget: big values are better served by RocksDB's own
 /// block cache than by pushing many small hot ones out.
 const MAX_ENTRY_BYTES: usize = 64 << 10;
@@ -89,18 +93,20 @@ impl ValueCache {
     /// A cache holding about `bytes` of keys and values; `None` when `bytes` is too small to
     /// hold anything useful (0 turns the cache off).
     pub fn new(bytes: usize) -> Option<Self> {
-        let stripe_budget = bytes / STRIPES;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let stripes = (cpus * STRIPES_PER_CPU).next_power_of_two().clamp(MIN_STRIPES, MAX_STRIPES);
+        let stripe_budget = bytes / stripes;
         let max_entry = MAX_ENTRY_BYTES.min(stripe_budget / 16);
         if max_entry <= ring::RECORD_HEADER {
             return None;
         }
-        let stripes = (0..STRIPES).map(|_| Mutex::new(Stripe { ring: Ring::new(stripe_budget), ..Stripe::default() })).collect();
+        let stripes = (0..stripes).map(|_| Mutex::new(Stripe { ring: Ring::new(stripe_budget), ..Stripe::default() })).collect();
         Some(Self { stripes, max_entry })
     }
 
     fn stripe(&self, hash: u64) -> std::sync::MutexGuard<'_, Stripe> {
         // The ring's index uses the low bits of the hash, so the stripe comes from higher ones.
-        let stripe = &self.stripes[(hash >> 40) as usize % STRIPES];
+        let stripe = &self.stripes[(hash >> 40) as usize % self.stripes.len()];
         // A panic while holding a stripe cannot leave it inconsistent enough to matter for a
         // cache whose every entry is also in RocksDB; keep serving.
         stripe.lock().unwrap_or_else(|p| p.into_inner())

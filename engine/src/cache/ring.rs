@@ -9,10 +9,11 @@
 //! record), and above them the record's offset / 8 + 1 (0 = empty). Linear probing with
 //! backward-shift deletion, so no tombstones pile up.
 //!
-//! Both live in anonymous memory maps advised to use transparent huge pages: a hit reads one
-//! index word and one record at random places in a ring of megabytes, and with 4 KiB pages
-//! each of those was also a TLB miss (perf showed the lookup as a third of a store's time).
-//! The kernel provides the pages zeroed, on first touch, so memory is taken as the ring fills.
+//! Both live in anonymous memory maps advised to use transparent huge pages (the ring from its
+//! second huge page on, so a nearly empty ring takes little memory): a hit reads one index word
+//! and one record at random places in a ring of megabytes, and with 4 KiB pages each of those
+//! was also a TLB miss (perf showed the lookup as a third of a store's time). The kernel
+//! provides the pages zeroed, on first touch, so memory is taken as the ring fills.
 
 use memmap2::MmapMut;
 
@@ -28,14 +29,17 @@ const MAX_INDEX: usize = 1 << 24;
 const MAX_SECOND_CHANCES: usize = 8;
 const HUGE_PAGE: usize = 2 << 20;
 
-/// Zeroed anonymous memory of at least `len` bytes, on huge pages where the kernel allows;
-/// `None` if the kernel refuses the mapping (the cache then holds less, nothing fails).
-fn map_zeroed(len: usize) -> Option<MmapMut> {
+/// Zeroed anonymous memory of at least `len` bytes, on huge pages from byte `huge_from` on
+/// where the kernel allows; `None` if the kernel refuses the mapping (the cache then holds
+/// less, nothing fails).
+fn map_zeroed(len: usize, huge_from: usize) -> Option<MmapMut> {
     // A whole number of huge pages makes the kernel align the mapping to one.
     let len = if len >= HUGE_PAGE { len.div_ceil(HUGE_PAGE) * HUGE_PAGE } else { len.max(1) };
     let map = MmapMut::map_anon(len).ok()?;
     #[cfg(target_os = "linux")]
-    let _ = map.advise(memmap2::Advice::HugePage);
+    if len >= huge_from + HUGE_PAGE {
+        let _ = map.advise_range(memmap2::Advice::HugePage, huge_from, len - huge_from);
+    }
     Some(map)
 }
 
@@ -44,7 +48,8 @@ struct Words(MmapMut);
 
 impl Words {
     fn zeroed(len: usize) -> Option<Self> {
-        map_zeroed(len * 8).map(Self)
+        // The index is mapped whole when it grows, so all of it may be on huge pages.
+        map_zeroed(len * 8, 0).map(Self)
     }
 
     fn len(&self) -> usize {
@@ -212,7 +217,9 @@ impl Ring {
             return;
         }
         if self.buf.is_none() {
-            self.buf = map_zeroed(self.cap);
+            // The ring is written from its start: its first huge page's worth stays on small
+            // pages, so a cache that holds little also takes little memory.
+            self.buf = map_zeroed(self.cap, HUGE_PAGE);
         }
         if self.buf.is_none() || !self.index_reserve() {
             return;
