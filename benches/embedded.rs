@@ -7,7 +7,7 @@
 //! * a plain loopback TCP round trip of a request-sized message.
 //!
 //! Prints one JSON object per line. Usage:
-//! `cargo bench --bench embedded -- [--keys N] [--value-size B] [--secs S]`.
+//! `cargo bench --bench embedded -- [--keys N] [--value-size B] [--secs S] [--only tcp]`.
 use hdrhistogram::Histogram;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,10 +18,12 @@ struct Args {
     keys: u64,
     value_size: usize,
     secs: u64,
+    /// Only the TCP round trip (`--only tcp`), for measuring it beside another run.
+    tcp_only: bool,
 }
 
 fn args() -> Args {
-    let mut a = Args { keys: 1_000_000, value_size: 100, secs: 10 };
+    let mut a = Args { keys: 1_000_000, value_size: 100, secs: 10, tcp_only: false };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().and_then(|v| v.parse::<u64>().ok());
@@ -29,6 +31,7 @@ fn args() -> Args {
             "--keys" => a.keys = value().unwrap_or(a.keys),
             "--value-size" => a.value_size = value().map_or(a.value_size, |v| v as usize),
             "--secs" => a.secs = value().unwrap_or(a.secs),
+            "--only" => a.tcp_only = it.next().as_deref() == Some("tcp"),
             // `cargo bench` passes `--bench`; ignore anything else.
             _ => {}
         }
@@ -165,6 +168,9 @@ fn tcp_floor(a: &Args) {
 fn main() {
     let a = args();
     tcp_floor(&a);
+    if a.tcp_only {
+        return;
+    }
     engine_floor(&a, "rocksdb-embedded", 0, &["put", "get"]);
     engine_floor(&a, "engine-cache-embedded", EngineOptions::default().value_cache_bytes, &["get"]);
 }

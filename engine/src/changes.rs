@@ -105,6 +105,7 @@ impl Shard {
             }
             self.db().write_opt(batch, self.write_options())?;
             self.note_written(written);
+            crate::shard::reset_scratch(written);
             Ok(())
         })
     }

@@ -251,7 +251,8 @@ impl Shard {
     }
 
     /// Reads `key` and calls `f` with the live user value (`None` when missing, deleted or
-    /// expired). The slice borrows RocksDB's pinned buffer: nothing is copied.
+    /// expired). The slice is the value cache's copy (a per-thread buffer) or RocksDB's pinned
+    /// buffer: nothing is allocated.
     pub fn get<R>(&self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R, EngineError> {
         let Some(cache) = &self.cache else {
             let pinned = self.db.get_pinned(key)?;
@@ -351,6 +352,7 @@ impl Shard {
             self.db.write_opt(batch, &self.write_opts)?;
             self.log_head.store(seq, Ordering::Release);
             self.note_written(written);
+            reset_scratch(written);
             Ok::<_, EngineError>(())
         })?;
         self.trim_log(seq)
@@ -451,9 +453,22 @@ impl Drop for Shard {
     }
 }
 
-/// The user bytes of a stored value that is neither a tombstone nor expired.
+/// The user bytes of a stored value that is neither a tombstone nor expired (the clock is read
+/// only for values with an expiry).
 fn live(stored: Option<&[u8]>) -> Option<&[u8]> {
-    stored.and_then(Header::split).and_then(|(h, user)| (!h.tombstone && !h.expired(now_ns())).then_some(user))
+    stored.and_then(Header::split).and_then(|(h, user)| (!h.tombstone && (h.expires_at_ns == 0 || !h.expired(now_ns()))).then_some(user))
+}
+
+/// Scratch buffers grown past this by a large batch are released after it.
+const KEEP_SCRATCH: usize = 1 << 20;
+
+/// Empties `buf`, releasing its memory if a large batch grew it.
+pub(crate) fn reset_scratch(buf: &mut Vec<u8>) {
+    if buf.capacity() > KEEP_SCRATCH {
+        *buf = Vec::new();
+    } else {
+        buf.clear();
+    }
 }
 
 /// The merge operator: keeps the last writer's value.

@@ -288,6 +288,13 @@ impl Ring {
     fn pass_tail(&mut self, chances: &mut usize) {
         let offset = self.tail;
         let len = self.record_len(offset);
+        if len < RECORD_HEADER || offset + len > self.cap {
+            // Cannot happen while the ring's invariants hold; if they were broken, forget
+            // everything rather than loop or serve a wrong value.
+            debug_assert!(false, "corrupt record at the tail");
+            self.clear();
+            return;
+        }
         let flags = self.flags(offset);
         let mut moved_to = None;
         if flags & LIVE != 0 {
@@ -319,6 +326,14 @@ impl Ring {
         }
         if self.wrapped && self.tail == self.end {
             (self.tail, self.wrapped) = (0, false);
+        }
+    }
+
+    /// Forgets every record.
+    fn clear(&mut self) {
+        (self.head, self.tail, self.end, self.wrapped, self.records, self.used, self.live) = (0, 0, 0, false, 0, 0, 0);
+        if let Some(index) = &mut self.index {
+            index.0.fill(0);
         }
     }
 
