@@ -47,14 +47,14 @@ stop_cluster() { for p in "${CLUSTER[@]}"; do kill -9 "$p" 2>/dev/null || true; 
 awk -v n="$KEYS" -v v="$VALUE" 'BEGIN { pad = sprintf("%" v "s", ""); gsub(/ /, "x", pad); for (i = 0; i < n; i++) printf "key:%012d\t%s\n", i, pad }' >"$WORK/records.tsv"
 FILE_MB=$(awk -v b="$(stat -c %s "$WORK/records.tsv")" 'BEGIN { printf "%.1f", b / 1e6 }')
 
-vasto_row() { # op concurrency pipeline -> ops p50 p99 p999
+vasto_row() { # op concurrency pipeline [seconds] -> ops p50 p99 p999
   local out="$WORK/vasto-$1-$2-$3.json"
   $VASTO loadgen --master 127.0.0.1:$MPORT --keyspace bench --workload "$1" --keys "$KEYS" --value-size "$VALUE" \
-    --concurrency "$2" --pipeline "$3" --duration "${SECS}s" --json "$out" >/dev/null 2>"$WORK/loadgen.err" || { cat "$WORK/loadgen.err" >&2; exit 1; }
+    --concurrency "$2" --pipeline "$3" --duration "${4:-$SECS}s" --json "$out" >/dev/null 2>"$WORK/loadgen.err" || { cat "$WORK/loadgen.err" >&2; exit 1; }
   echo "$(json_field "$out" ops_per_sec) $(json_field "$out" p50_us) $(json_field "$out" p99_us) $(json_field "$out" p999_us)"
 }
-redis_row() { # set|get concurrency pipeline -> ops p50 p99 - (redis-benchmark reports ms, no p99.9)
-  local n=$(( SECS * ($2 > 1 ? 100000 : 15000) * ($3 > 1 ? 8 : 1) ))
+redis_row() { # set|get concurrency pipeline [requests] -> ops p50 p99 - (redis-benchmark reports ms, no p99.9)
+  local n=${4:-$(( SECS * ($2 > 1 ? 100000 : 15000) * ($3 > 1 ? 8 : 1) ))}
   redis-benchmark -p "$RPORT" -c "$2" -P "$3" -d "$VALUE" -r "$KEYS" -n "$n" -t "$1" --csv 2>/dev/null \
     | awk -F'","' 'NR==2 { printf "%.0f %.0f %.0f -\n", $2, $5*1000, $7*1000 }'
 }
@@ -101,15 +101,11 @@ ROUNDS=5
 RTT_RATIOS=(); TPUT_RATIOS=()
 for r in $(seq "$ROUNDS"); do
   rtt_r=$(cargo bench --locked --bench embedded -- --only tcp --secs 3 2>/dev/null | sed -n 's/.*"p50_us":\([0-9.]*\).*/\1/p')
-  out="$WORK/goal-c1-$r.json"
-  $VASTO loadgen --master 127.0.0.1:$MPORT --keyspace bench --workload get --keys "$KEYS" --value-size "$VALUE" \
-    --concurrency 1 --pipeline 1 --duration 3s --json "$out" >/dev/null 2>&1
-  RTT_RATIOS+=("$(ratio "$(json_field "$out" p50_us)" "$rtt_r") ($(json_field "$out" p50_us) / $rtt_r us)")
-  out="$WORK/goal-c64-$r.json"
-  $VASTO loadgen --master 127.0.0.1:$MPORT --keyspace bench --workload get --keys "$KEYS" --value-size "$VALUE" \
-    --concurrency 64 --pipeline 16 --duration 5s --json "$out" >/dev/null 2>&1
-  redis_r=$(redis-benchmark -p "$RPORT" -c 64 -P 16 -d "$VALUE" -r "$KEYS" -n 3000000 -t get --csv 2>/dev/null | awk -F'","' 'NR==2 { printf "%.0f", $2 }')
-  TPUT_RATIOS+=("$(ratio "$(json_field "$out" ops_per_sec)" "$redis_r") ($(printf '%.0f' "$(json_field "$out" ops_per_sec)") / $redis_r ops/s)")
+  read -r _ c1_p50 _ <<<"$(vasto_row get 1 1 3)"
+  RTT_RATIOS+=("$(ratio "$c1_p50" "$rtt_r") ($c1_p50 / $rtt_r us)")
+  read -r c64_ops _ <<<"$(vasto_row get 64 16 5)"
+  read -r redis_ops _ <<<"$(redis_row get 64 16 3000000)"
+  TPUT_RATIOS+=("$(ratio "$c64_ops" "$redis_ops") ($(printf '%.0f' "$c64_ops") / $redis_ops ops/s)")
 done
 median() { printf '%s\n' "$@" | awk '{ print $1 }' | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 

@@ -33,6 +33,11 @@ pub struct ChangesRead {
 /// A log entry: u32 LE key length, key, stored value.
 pub(crate) fn encode_entry(out: &mut Vec<u8>, key: &[u8], stored: &[u8]) {
     out.clear();
+    append_entry(out, key, stored);
+}
+
+/// Appends a log entry (see [`encode_entry`]) to `out`.
+pub(crate) fn append_entry(out: &mut Vec<u8>, key: &[u8], stored: &[u8]) {
     out.extend_from_slice(&(key.len() as u32).to_le_bytes());
     out.extend_from_slice(key);
     out.extend_from_slice(stored);

@@ -294,9 +294,7 @@ impl Shard {
     pub(crate) fn keep_written(&self, written: &mut Vec<u8>, key: &[u8], stored: &[u8]) {
         if self.cache.is_some() {
             written.extend_from_slice(&((4 + key.len() + stored.len()) as u32).to_le_bytes());
-            written.extend_from_slice(&(key.len() as u32).to_le_bytes());
-            written.extend_from_slice(key);
-            written.extend_from_slice(stored);
+            crate::changes::append_entry(written, key, stored);
         }
     }
 
