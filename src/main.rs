@@ -26,6 +26,14 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8278")]
         listen: SocketAddr,
+        /// A store that sends nothing for this many milliseconds is marked down (stores
+        /// heartbeat every 250 ms; a store whose connection closes is marked down at once).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(500..=600_000))]
+        heartbeat_timeout_ms: u64,
+        /// Milliseconds a resize or replace waits, once the old shards stopped taking writes,
+        /// before trusting the replicas' reports that they applied everything.
+        #[arg(long, default_value_t = 1200, value_parser = clap::value_parser!(u64).range(1000..=600_000))]
+        drain_settle_ms: u64,
     },
     /// Run a store node.
     Store {
@@ -98,10 +106,15 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Master { listen } => {
+        Command::Master { listen, heartbeat_timeout_ms, drain_settle_ms } => {
             init_logs("info");
             runtime().and_then(|rt| {
-                let config = vasto_master::MasterConfig { listen, ..Default::default() };
+                let config = vasto_master::MasterConfig {
+                    listen,
+                    heartbeat_timeout: std::time::Duration::from_millis(heartbeat_timeout_ms),
+                    drain_settle: std::time::Duration::from_millis(drain_settle_ms),
+                    ..Default::default()
+                };
                 Ok(rt.block_on(vasto_master::run(config))?)
             })
         }

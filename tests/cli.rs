@@ -38,10 +38,12 @@ fn put_get_delete_scan_and_status() {
     assert_eq!(text(&out.stderr).trim(), "not found");
 
     // TTL in real seconds.
-    let out = run(&[&["put"], &ks[..], &["--ttl", "1", "session", "abc"]].concat());
+    // Long enough for the first get to land inside it on a stalled machine.
+    let put_at = std::time::Instant::now();
+    let out = run(&[&["put"], &ks[..], &["--ttl", "3", "session", "abc"]].concat());
     assert!(out.status.success());
     assert_eq!(run(&[&["get"], &ks[..], &["session"]].concat()).stdout, b"abc");
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(3500).saturating_sub(put_at.elapsed()));
     assert_eq!(run(&[&["get"], &ks[..], &["session"]].concat()).status.code(), Some(1));
 
     let out = run(&["admin", "--master", m, "status"]);
@@ -101,14 +103,18 @@ fn loadgen_reports_percentiles_and_no_errors() {
 
     // Ctrl-C ends a long run early, and the report is still written.
     std::fs::remove_file(&json).unwrap();
+    let progress = cluster.dir.path().join("loadgen.stderr");
     let child = Command::new(VASTO)
         .args(["loadgen", "--master", &cluster.master_addr, "--keyspace", "bench", "--keys", "1000", "--duration", "10m", "--json", &json_arg])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&progress).unwrap())
         .spawn()
         .unwrap();
-    let mut run = common::Proc { name: "loadgen".into(), child, log: cluster.dir.path().join("loadgen") };
-    std::thread::sleep(Duration::from_millis(1500));
+    let mut run = common::Proc { name: "loadgen".into(), child, log: progress.clone() };
+    // Interrupt only once the load runs: the first progress line comes a second after it started.
+    wait_for("loadgen's first progress line", Duration::from_secs(30), || {
+        std::fs::read_to_string(&progress).ok().filter(|s| s.lines().any(|l| l.starts_with('['))).map(drop)
+    });
     // SAFETY: kill(2) on the PID of our own child.
     unsafe { libc::kill(run.pid() as libc::pid_t, libc::SIGINT) };
     let status = wait_for("loadgen to stop on Ctrl-C", Duration::from_secs(20), || run.child.try_wait().ok().flatten());

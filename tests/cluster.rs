@@ -136,9 +136,10 @@ async fn values_ttl_and_last_writer_wins_through_the_cluster() {
     ks.put_with(b"lww", b"zombie", PutOptions { event_time_ns: Some(t + 2_500), ..Default::default() }).await.unwrap();
     assert_eq!(ks.get(b"lww").await.unwrap(), None, "an older put never resurrects a deleted key");
 
-    ks.put_with(b"ttl", b"soon gone", PutOptions { ttl: Some(Duration::from_secs(1)), ..Default::default() }).await.unwrap();
+    let put_at = std::time::Instant::now();
+    ks.put_with(b"ttl", b"soon gone", PutOptions { ttl: Some(Duration::from_secs(3)), ..Default::default() }).await.unwrap();
     assert_eq!(ks.get(b"ttl").await.unwrap().as_deref(), Some(&b"soon gone"[..]));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(3500).saturating_sub(put_at.elapsed())).await;
     assert_eq!(ks.get(b"ttl").await.unwrap(), None, "expired after its TTL in real time");
 
     let keys: Vec<&[u8]> = vec![b"big", b"missing", b"empty"];

@@ -58,7 +58,9 @@ async fn check(cluster: &Cluster, ks: &vasto_client::Keyspace, name: &str, shard
 /// not committed anywhere), with nothing acknowledged lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_restart_in_the_middle_of_a_resize_settles_on_one_shard_count() {
-    let mut cluster = Cluster::start(3);
+    // A long drain, so the test sees the draining phase and kills the master inside it however
+    // slowly this machine runs.
+    let mut cluster = Cluster::start_with_master_flags(3, &["--drain-settle-ms", "20000"]);
     cluster.create_keyspace("mr", 2, 2);
     let ks = Client::connect(&cluster.master_addr).await.unwrap().keyspace("mr").await.unwrap();
     let mut acked = Vec::new();

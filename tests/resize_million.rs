@@ -4,10 +4,10 @@
 //! post-resize compaction every shard directory holds only keys it owns.
 mod common;
 
-use common::{Acked, Cluster, Raw};
+use common::{wait_for, Acked, Cluster, Raw};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use vasto_client::{BatchOp, Client, Keyspace};
 
 const KEYS: usize = 1_000_000;
@@ -93,8 +93,16 @@ async fn check(cluster: &Cluster, ks: &Keyspace, shards: u32, acked: &Acked) {
     }
     for (shard, addrs) in table.iter().enumerate() {
         for addr in addrs {
-            let count = tokio::task::block_in_place(|| Raw::connect(addr).count_keys("big", shard as u32));
-            assert_eq!(count, expected[shard], "{addr} serves shard {shard} of {shards}");
+            // Replication is asynchronous: the writes made last may still be on their way.
+            tokio::task::block_in_place(|| {
+                wait_for(&format!("{addr} to serve all {} keys of shard {shard} of {shards}", expected[shard]), Duration::from_secs(30), || {
+                    let count = Raw::connect(addr).count_keys("big", shard as u32);
+                    (count == expected[shard]).then_some(()).or_else(|| {
+                        eprintln!("{addr} shard {shard}: {count} keys, expected {}", expected[shard]);
+                        None
+                    })
+                })
+            });
         }
     }
     for i in (0..KEYS).step_by(KEYS / 10_000) {

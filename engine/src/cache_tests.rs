@@ -151,8 +151,9 @@ fn reads_are_served_from_the_cache_and_expire_in_real_time() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::new(dir.path(), &EngineOptions::default()).unwrap();
     let s = engine.create_shard(&ShardMeta { keyspace: "c".into(), shard: 0, shards: 1, replica: 0, replicas: 1 }).unwrap();
-    let t = now_ns();
-    s.put(b"k", b"v", t, 300_000_000).unwrap();
+    // Long enough to outlast the reads below on a stalled machine.
+    let (t, ttl) = (now_ns(), 2_000_000_000);
+    s.put(b"k", b"v", t, ttl).unwrap();
     assert_eq!(read(&s, b"k").as_deref(), Some(&b"v"[..]));
     let after_fill = engine.cache_stats().unwrap();
     for _ in 0..10 {
@@ -161,7 +162,7 @@ fn reads_are_served_from_the_cache_and_expire_in_real_time() {
     let stats = engine.cache_stats().unwrap();
     assert_eq!(stats.hits - after_fill.hits, 10, "{stats:?}");
     assert_eq!(stats.misses, after_fill.misses);
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    std::thread::sleep(std::time::Duration::from_nanos((t + ttl + 100_000_000).saturating_sub(now_ns())));
     assert_eq!(read(&s, b"k"), None, "a cached value expires with its TTL");
 }
 
@@ -179,14 +180,17 @@ fn concurrent_fills_never_hide_a_committed_write() {
     // at that moment, which is when a fill could race the write.
     let current = std::sync::atomic::AtomicUsize::new(0);
     let done = std::sync::atomic::AtomicBool::new(false);
+    let started = std::sync::Barrier::new(3);
     std::thread::scope(|scope| {
         for _ in 0..2 {
             scope.spawn(|| {
+                started.wait();
                 while !done.load(std::sync::atomic::Ordering::Acquire) {
                     let _ = read(&s, &name(current.load(std::sync::atomic::Ordering::Acquire)));
                 }
             });
         }
+        started.wait();
         for i in 0..KEYS {
             current.store(i, std::sync::atomic::Ordering::Release);
             s.put(&name(i), b"new", 2, 0).unwrap();
@@ -195,5 +199,8 @@ fn concurrent_fills_never_hide_a_committed_write() {
     });
     let stale = (0..KEYS).filter(|&i| read(&s, &name(i)).as_deref() != Some(&b"new"[..])).count();
     assert_eq!(stale, 0, "keys whose committed write is hidden by a stale cached value");
-    assert!(engine.cache_stats().unwrap().hits > 0);
+    // The check above filled the cache; reading again must hit it.
+    let before = engine.cache_stats().unwrap().hits;
+    assert_eq!(read(&s, &name(0)).as_deref(), Some(&b"new"[..]));
+    assert_eq!(engine.cache_stats().unwrap().hits, before + 1);
 }

@@ -248,7 +248,7 @@ async fn wait_caught_up(shared: &Shared, name: &str, to: &str) -> Result<(), Rej
 async fn wait_drained(shared: &Shared, name: &str, from: &str) -> Result<(), Reject> {
     // Let the followers hear the frozen store's final head (keep-alives every 500 ms) and report
     // it (heartbeats every 250 ms) before trusting the reports.
-    tokio::time::sleep(DRAIN_SETTLE).await;
+    tokio::time::sleep(shared.config.drain_settle).await;
     poll_until(shared, name, "drain", DRAIN_TIMEOUT, false, |state| Ok(state.drained(name, from))).await
 }
 
@@ -280,7 +280,6 @@ async fn poll_until(
     }
 }
 
-const DRAIN_SETTLE: std::time::Duration = std::time::Duration::from_millis(1200);
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Grows or shrinks keyspace `name` to `shards` shards while clients keep reading and writing
@@ -329,7 +328,7 @@ pub(crate) async fn resize_keyspace(shared: &Shared, name: &str, shards: u32) ->
         run_commands(shared, ShardCommandKind::Create, &sources_new, "re-laying out").await?;
         tracing::info!(keyspace = name, "resizing: the giving shards refuse the keys that move; draining");
         phase(shared, name, &kind, "draining");
-        tokio::time::sleep(DRAIN_SETTLE).await;
+        tokio::time::sleep(shared.config.drain_settle).await;
         wait_resize(shared, name, true).await?;
         // Until here the old shard count is still in force everywhere and a rollback loses
         // nothing (compaction keeps the keys of both counts).

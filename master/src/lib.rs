@@ -44,12 +44,21 @@ pub struct MasterConfig {
     pub heartbeat_timeout: Duration,
     /// How long to wait for a store to acknowledge a shard command.
     pub command_timeout: Duration,
+    /// How long a resize or replace waits, once the old shards are frozen, before trusting the
+    /// replicas' reports that they applied everything: long enough for a keep-alive (500 ms)
+    /// and a heartbeat (250 ms) to pass through every replica.
+    pub drain_settle: Duration,
 }
 
 impl Default for MasterConfig {
-    /// Listens on `127.0.0.1:8278`, 1 s heartbeat timeout, 10 s command timeout.
+    /// Listens on `127.0.0.1:8278`, 1 s heartbeat timeout, 10 s command timeout, 1.2 s drain settle.
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8278)), heartbeat_timeout: Duration::from_secs(1), command_timeout: Duration::from_secs(10) }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8278)),
+            heartbeat_timeout: Duration::from_secs(1),
+            command_timeout: Duration::from_secs(10),
+            drain_settle: Duration::from_millis(1200),
+        }
     }
 }
 

@@ -14,9 +14,13 @@ mod replication;
 const WAIT: Duration = Duration::from_secs(5);
 
 async fn start() -> SocketAddr {
+    start_with_heartbeat_timeout(MasterConfig::default().heartbeat_timeout).await
+}
+
+async fn start_with_heartbeat_timeout(heartbeat_timeout: Duration) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(serve(listener, MasterConfig { listen: addr, ..Default::default() }));
+    tokio::spawn(serve(listener, MasterConfig { listen: addr, heartbeat_timeout, ..Default::default() }));
     addr
 }
 
@@ -206,7 +210,9 @@ async fn reply_to(s: &mut TcpStream, id: u64, seen: Vec<Msg>) -> (Status, String
 
 #[tokio::test]
 async fn create_push_store_down_and_delete() {
-    let addr = start().await;
+    // A heartbeat timeout far past the wait below: the dead store must be seen by its closed
+    // connection, not by its silence.
+    let addr = start_with_heartbeat_timeout(Duration::from_secs(60)).await;
     let shards = Arc::new(Mutex::new(BTreeSet::new()));
     let store = FakeStore::start(addr, "s1", Arc::clone(&shards)).await;
     let mut client = connect(addr, Role::Admin).await;
@@ -244,15 +250,13 @@ async fn create_push_store_down_and_delete() {
     request(&mut client, out).await;
     assert_eq!(reply_to(&mut client, 8, Vec::new()).await.0, Status::Ok);
 
-    // The store dies: the client hears about it within 1.5 s.
-    let killed = tokio::time::Instant::now();
+    // The store dies: the client hears about it as soon as its connection closes.
     store.kill();
-    let down = tokio::time::timeout(Duration::from_millis(1500), table_where(&mut client, |t| t.exists && t.routes.iter().flatten().all(|r| !r.up)))
+    let down = tokio::time::timeout(Duration::from_secs(20), table_where(&mut client, |t| t.exists && t.routes.iter().flatten().all(|r| !r.up)))
         .await
-        .expect("store marked down within 1.5 s")
+        .expect("store marked down when its connection closed")
         .0;
     assert!(down.version > t.version);
-    assert!(killed.elapsed() < Duration::from_millis(1500));
 
     // Deleting while the holder is down is refused.
     let mut out = Vec::new();
@@ -283,7 +287,7 @@ async fn create_push_store_down_and_delete() {
 
 #[tokio::test]
 async fn silent_store_is_marked_down_by_the_heartbeat_timeout() {
-    let addr = start().await;
+    let addr = start_with_heartbeat_timeout(Duration::from_millis(750)).await;
     let shards = Arc::new(Mutex::new(BTreeSet::new()));
     let mut store = FakeStore::start(addr, "quiet", shards).await;
     let mut client = connect(addr, Role::Admin).await;
@@ -297,9 +301,9 @@ async fn silent_store_is_marked_down_by_the_heartbeat_timeout() {
     table_where(&mut client, |t| t.exists).await;
     // Stop the heartbeats but keep the socket open (a hung process).
     store.tasks.remove(0).abort();
-    tokio::time::timeout(Duration::from_millis(1500), table_where(&mut client, |t| t.exists && t.routes.iter().flatten().all(|r| !r.up)))
+    tokio::time::timeout(Duration::from_secs(20), table_where(&mut client, |t| t.exists && t.routes.iter().flatten().all(|r| !r.up)))
         .await
-        .expect("silent store marked down within 1.5 s");
+        .expect("silent store marked down by the heartbeat timeout");
     store.kill();
 }
 

@@ -77,14 +77,27 @@ pub struct Cluster {
     pub master: Option<Proc>,
     pub store_addrs: Vec<String>,
     pub stores: Vec<Option<Proc>>,
+    /// Flags every start of the master gets, after `--listen`.
+    master_flags: Vec<String>,
 }
+
+/// A store that stalls this long on a loaded 2-core machine is not dead: tests that kill a
+/// store see its connection close, which the master notices at once.
+const TEST_HEARTBEAT_TIMEOUT_MS: &str = "4000";
 
 impl Cluster {
     /// Starts a master and `stores` stores and waits until every store is registered.
     pub fn start(stores: usize) -> Cluster {
+        Self::start_with_master_flags(stores, &[])
+    }
+
+    /// Like [`Cluster::start`], with extra flags for the master (kept for its restarts).
+    pub fn start_with_master_flags(stores: usize, flags: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let master_addr = format!("127.0.0.1:{}", free_port());
-        let mut c = Cluster { dir, master_addr, master: None, store_addrs: Vec::new(), stores: Vec::new() };
+        let mut master_flags = vec!["--heartbeat-timeout-ms".to_owned(), TEST_HEARTBEAT_TIMEOUT_MS.to_owned()];
+        master_flags.extend(flags.iter().map(|f| (*f).to_owned()));
+        let mut c = Cluster { dir, master_addr, master: None, store_addrs: Vec::new(), stores: Vec::new(), master_flags };
         c.start_master();
         for _ in 0..stores {
             c.store_addrs.push(format!("127.0.0.1:{}", free_port()));
@@ -99,7 +112,9 @@ impl Cluster {
 
     pub fn start_master(&mut self) {
         let log = self.dir.path().join("master.log");
-        self.master = Some(Proc::spawn("master", &["master", "--listen", &self.master_addr], &log));
+        let mut args = vec!["master", "--listen", &self.master_addr];
+        args.extend(self.master_flags.iter().map(String::as_str));
+        self.master = Some(Proc::spawn("master", &args, &log));
     }
 
     pub fn kill_master(&mut self) {
@@ -327,7 +342,7 @@ pub async fn while_writing(args: Vec<String>, ks: &vasto_client::Keyspace, tag: 
 /// its committed layout of `shards` owns (compaction after a resize), and only shards below
 /// `shards` exist; returns the raw entries per shard directory.
 pub fn wait_only_owned_keys(cluster: &Cluster, keyspace: &str, shards: u32) -> Vec<(String, u64)> {
-    wait_for(&format!("every shard of {keyspace} to hold only its own keys"), Duration::from_secs(60), || only_owned_keys_now(cluster, keyspace, shards))
+    wait_for(&format!("every shard of {keyspace} to hold only its own keys"), Duration::from_secs(300), || only_owned_keys_now(cluster, keyspace, shards))
 }
 
 /// One look at the replica directories of `keyspace`: `Some(entries per directory)` when every
