@@ -23,6 +23,10 @@ cargo bench --locked --bench embedded -- --keys "$KEYS" --value-size "$VALUE" --
 floor() { # system op threads field
   grep "\"system\":\"$1\",\"op\":\"$2\",\"threads\":$3," "$WORK/floor.jsonl" | sed -n "s/.*\"$4\":\([0-9.]*\).*/\1/p"
 }
+floor_row() { # label system op threads [op as shown]: one row of the floors table
+  printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$1" "${5:-$3}" "$4" "$(floor "$2" "$3" "$4" ops_per_sec)" \
+    "$(floor "$2" "$3" "$4" p50_us)" "$(floor "$2" "$3" "$4" p99_us)" "$(floor "$2" "$3" "$4" p999_us)"
+}
 
 # ---- clusters ----
 CLUSTER=()
@@ -40,6 +44,12 @@ start_cluster() { # stores [extra store flags...]
     [ "$($VASTO admin --master 127.0.0.1:$MPORT status --json 2>/dev/null | grep -o '"up":true' | wc -l)" -ge "$n" ] && break
     sleep 0.1
   done
+}
+imported_cluster() { # stores shards [extra store flags...]: a cluster whose keyspace bench holds the records
+  local stores=$1 shards=$2; shift 2
+  start_cluster "$stores" "$@"
+  $VASTO admin --master 127.0.0.1:$MPORT create-keyspace bench --shards "$shards" --replicas 1 >/dev/null
+  $VASTO import --master 127.0.0.1:$MPORT --keyspace bench --input "$WORK/records.tsv" >/dev/null 2>&1
 }
 stop_cluster() { for p in "${CLUSTER[@]}"; do kill -9 "$p" 2>/dev/null || true; done; CLUSTER=(); }
 
@@ -60,6 +70,14 @@ redis_row() { # set|get concurrency pipeline [requests] -> ops p50 p99 - (redis-
 }
 
 declare -A ROW
+result_row() { # label row-prefix op concurrency pipeline: one row of a results table, with its ratios
+  local ops p50 p99 p999 rops fl
+  read -r ops p50 p99 p999 <<<"${ROW["$2 $3 $4 $5"]}"
+  read -r rops _ <<<"${ROW["redis $3 $4 $5"]}"
+  fl=$(floor rocksdb-embedded "$3" "$([ "$4" = 1 ] && echo 1 || echo 2)" ops_per_sec)
+  printf '| %s | %s | %s | %s | %.0f | %s | %s | %s | %s | %s |\n' "$1" "$3" "$4" "$5" "$ops" "$p50" "$p99" "$p999" "$(ratio "$ops" "$fl")" \
+    "$([ "$2" = redis ] && echo - || ratio "$ops" "$rops")"
+}
 # The value cache's hit ratio over the store's cache reports logged since line $2 of log $1.
 cache_hits() { tail -n +"$2" "$1" | sed -n 's/.*hits=\([0-9]*\) misses=\([0-9]*\).*/\1 \2/p' | awk '{ h += $1; m += $2 } END { if (h + m > 0) printf "%.1f", 100 * h / (h + m); else print "-" }'; }
 measure_vasto() { # label
@@ -110,18 +128,14 @@ done
 median() { printf '%s\n' "$@" | awk '{ print $1 }' | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 # 1 store without the value cache: every get is a RocksDB point lookup.
-start_cluster 1 --value-cache-mb 0
-$VASTO admin --master 127.0.0.1:$MPORT create-keyspace bench --shards 2 --replicas 1 >/dev/null
-$VASTO import --master 127.0.0.1:$MPORT --keyspace bench --input "$WORK/records.tsv" >/dev/null 2>&1
+imported_cluster 1 2 --value-cache-mb 0
 # Like the main 1-store rows, the gets follow puts over the same keys (recent writes are merges
 # in the memtable and level 0, which a RocksDB point lookup must combine).
 vasto_row put 64 16 >/dev/null
 for c in 1 64; do p=$([ "$c" = 1 ] && echo 1 || echo 16); ROW["nocache get $c $p"]=$(vasto_row get "$c" "$p"); done
 
 # 3 stores, keyspace of 6 shards x 1 replica.
-start_cluster 3
-$VASTO admin --master 127.0.0.1:$MPORT create-keyspace bench --shards 6 --replicas 1 >/dev/null
-$VASTO import --master 127.0.0.1:$MPORT --keyspace bench --input "$WORK/records.tsv" >/dev/null 2>&1
+imported_cluster 3 6
 measure_vasto "vasto 3 stores"
 stop_cluster
 
@@ -145,30 +159,17 @@ done; done; done
   echo
   echo "| floor | op | threads | ops/s | p50 | p99 | p99.9 |"
   echo "|---|---|---|---|---|---|---|"
-  for op in put get; do for t in 1 2; do
-    printf '| rocksdb-embedded | %s | %s | %s | %s | %s | %s |\n' "$op" "$t" "$(floor rocksdb-embedded $op $t ops_per_sec)" \
-      "$(floor rocksdb-embedded $op $t p50_us)" "$(floor rocksdb-embedded $op $t p99_us)" "$(floor rocksdb-embedded $op $t p999_us)"
-  done; done
-  for t in 1 2; do
-    printf '| engine + value cache (in-process, 256 MB) | get | %s | %s | %s | %s | %s |\n' "$t" "$(floor engine-cache-embedded get $t ops_per_sec)" \
-      "$(floor engine-cache-embedded get $t p50_us)" "$(floor engine-cache-embedded get $t p99_us)" "$(floor engine-cache-embedded get $t p999_us)"
-  done
+  for op in put get; do for t in 1 2; do floor_row rocksdb-embedded rocksdb-embedded "$op" "$t"; done; done
+  for t in 1 2; do floor_row "engine + value cache (in-process, 256 MB)" engine-cache-embedded get "$t"; done
   rtt=$(floor tcp-loopback-echo round-trip 1 p50_us)
-  printf '| tcp loopback echo (64 B) | round trip | 1 | %s | %s | %s | %s |\n' "$(floor tcp-loopback-echo round-trip 1 ops_per_sec)" "$rtt" \
-    "$(floor tcp-loopback-echo round-trip 1 p99_us)" "$(floor tcp-loopback-echo round-trip 1 p999_us)"
+  floor_row "tcp loopback echo (64 B)" tcp-loopback-echo round-trip 1 "round trip"
   echo
   echo "## Put and get"
   echo
   echo "| system | op | conc | pipeline | ops/s | p50 | p99 | p99.9 | / rocksdb-embedded | / redis |"
   echo "|---|---|---|---|---|---|---|---|---|---|"
   for sys in "vasto 1 store" "vasto 3 stores" "redis"; do
-    for op in put get; do for c in 1 64; do for p in 1 16; do
-      read -r ops p50 p99 p999 <<<"${ROW["$sys $op $c $p"]}"
-      read -r rops _ <<<"${ROW["redis $op $c $p"]}"
-      fl=$(floor rocksdb-embedded "$op" "$([ "$c" = 1 ] && echo 1 || echo 2)" ops_per_sec)
-      vs_redis=$([ "$sys" = redis ] && echo - || ratio "$ops" "$rops")
-      printf '| %s | %s | %s | %s | %.0f | %s | %s | %s | %s | %s |\n' "$sys" "$op" "$c" "$p" "$ops" "$p50" "$p99" "$p999" "$(ratio "$ops" "$fl")" "$vs_redis"
-    done; done; done
+    for op in put get; do for c in 1 64; do for p in 1 16; do result_row "$sys" "$sys" "$op" "$c" "$p"; done; done; done
   done
   echo
   echo "Value cache: a 1-store cluster started with \`--value-cache-mb 0\` (every get a RocksDB point lookup),"
@@ -177,12 +178,7 @@ done; done; done
   echo
   echo "| system | op | conc | pipeline | ops/s | p50 | p99 | p99.9 | / rocksdb-embedded | / redis |"
   echo "|---|---|---|---|---|---|---|---|---|---|"
-  for c in 1 64; do p=$([ "$c" = 1 ] && echo 1 || echo 16)
-    read -r ops p50 p99 p999 <<<"${ROW["nocache get $c $p"]}"
-    read -r rops _ <<<"${ROW["redis get $c $p"]}"
-    fl=$(floor rocksdb-embedded get "$([ "$c" = 1 ] && echo 1 || echo 2)" ops_per_sec)
-    printf '| vasto 1 store, no value cache | get | %s | %s | %.0f | %s | %s | %s | %s | %s |\n' "$c" "$p" "$ops" "$p50" "$p99" "$p999" "$(ratio "$ops" "$fl")" "$(ratio "$ops" "$rops")"
-  done
+  for c in 1 64; do result_row "vasto 1 store, no value cache" nocache get "$c" "$([ "$c" = 1 ] && echo 1 || echo 16)"; done
   read -r _ g50 _ <<<"${ROW["vasto 1 store get 1 1"]}"
   read -r gops _ <<<"${ROW["vasto 1 store get 64 16"]}"
   read -r rgops _ <<<"${ROW["redis get 64 16"]}"

@@ -326,7 +326,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_unanswered_request_times_out_within_a_tick_and_frees_its_slot() {
+    async fn an_unanswered_request_times_out_and_frees_its_slot() {
         let (addr, store) = silent_store().await;
         let conn = Conn::connect(&addr, Duration::from_secs(5)).await.unwrap();
         let started = Instant::now();
