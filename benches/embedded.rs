@@ -101,8 +101,11 @@ fn run(threads: usize, secs: u64, op: impl Fn(&mut u64) + Sync) -> (u64, Duratio
 fn engine_floor(a: &Args, system: &str, cache_bytes: usize, ops: &[&str]) {
     let dir = tempfile::tempdir().expect("temp dir");
     let engine = Engine::new(dir.path(), &EngineOptions { value_cache_bytes: cache_bytes, ..EngineOptions::default() }).expect("engine");
-    let shards: Vec<Shard> =
-        (0..2).map(|shard| engine.create_shard(&ShardMeta { keyspace: "floor".into(), shard, shards: 2, replica: 0, replicas: 1 }).expect("shard")).collect();
+    let shards: Vec<Shard> = (0..2)
+        .map(|shard| {
+            engine.create_shard(&ShardMeta { keyspace: "floor".into(), shard, shards: 2, replica: 0, replicas: 1, ..Default::default() }).expect("shard")
+        })
+        .collect();
     let shard_of = |k: &[u8]| &shards[vasto_hash::shard_of(k, 2) as usize];
     let value = vec![b'v'; a.value_size];
     // Load every key so gets hit, in batches.

@@ -15,7 +15,7 @@ MAX_MBPS=${MAX_MBPS:-0}
 . benches/common.sh
 
 MPORT=$(port)
-$VASTO master --listen 127.0.0.1:$MPORT >"$WORK/master.log" 2>&1 & PIDS+=($!)
+$VASTO master --listen 127.0.0.1:$MPORT --dir "$WORK/master" >"$WORK/master.log" 2>&1 & PIDS+=($!)
 sleep 0.3
 for i in 0 1; do
   $VASTO store --master 127.0.0.1:$MPORT --listen 127.0.0.1:$(port) --dir "$WORK/store$i" --max-mbps "$MAX_MBPS" >"$WORK/store$i.log" 2>&1 & PIDS+=($!)

@@ -34,7 +34,8 @@ start_cluster() { # stores [extra store flags...]
   stop_cluster
   local n=$1; shift
   MPORT=$(port)
-  $VASTO master --listen 127.0.0.1:$MPORT >"$WORK/master-$n.log" 2>&1 & CLUSTER+=($!); PIDS+=($!)
+  rm -rf "$WORK/master-$n"
+  $VASTO master --listen 127.0.0.1:$MPORT --dir "$WORK/master-$n" >"$WORK/master-$n.log" 2>&1 & CLUSTER+=($!); PIDS+=($!)
   sleep 0.3
   for i in $(seq 1 "$n"); do
     rm -rf "$WORK/c$n-store$i"

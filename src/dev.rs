@@ -103,7 +103,8 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
     let dir = a.dir.canonicalize()?;
     let master = format!("127.0.0.1:{}", a.port);
     let mut children = Children(Vec::new());
-    children.0.push(("master".into(), spawn("master", &["master".into(), "--listen".into(), master.clone()], &dir.join("master.log"))?));
+    let master_args = ["master".into(), "--listen".into(), master.clone(), "--dir".into(), dir.join("master").display().to_string()];
+    children.0.push(("master".into(), spawn("master", &master_args, &dir.join("master.log"))?));
     let mut store_addrs = Vec::new();
     for i in 0..a.stores {
         let port = a.port.checked_add(1 + i as u16).context("--port too high for that many stores")?;

@@ -21,11 +21,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the master (soft state: no files of its own).
+    /// Run the master (its directory holds only the cluster id and the keyspace catalog; the
+    /// rest is rebuilt from the stores' reports after a restart).
     Master {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8278")]
         listen: SocketAddr,
+        /// Directory of the cluster id and the catalog of keyspaces (created if missing).
+        #[arg(long, default_value = "./vasto-master")]
+        dir: PathBuf,
+        /// Cluster id (hex) to use when the directory has none: restores a master whose
+        /// directory was lost, so the stores (which refuse any other cluster) accept it again.
+        /// `vasto admin status` and every store's `cluster-id` file show it.
+        #[arg(long, value_parser = parse_cluster_id)]
+        cluster_id: Option<u64>,
         /// A store that sends nothing for this many milliseconds is marked down (stores
         /// heartbeat every 250 ms; a store whose connection closes is marked down at once).
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(500..=600_000))]
@@ -68,6 +77,16 @@ enum Command {
         /// a get of a cached key costs no RocksDB lookup. 0 turns it off.
         #[arg(long, default_value_t = 256)]
         value_cache_mb: usize,
+        /// When acknowledged writes are synced to disk: `none` (a power failure loses what the
+        /// OS had not written back, up to ~30 s), `everysec` (synced once a second: a power
+        /// failure loses at most ~1 s), `always` (synced before each write is acknowledged:
+        /// nothing acknowledged is lost). A process crash loses nothing in any mode.
+        #[arg(long, default_value = "everysec", value_parser = parse_sync)]
+        sync: vasto_node::SyncMode,
+        /// Where the current boot id is read from, to tell a process crash (nothing lost) from a
+        /// reboot (unsynced writes may be lost). For tests.
+        #[arg(long, hide = true, default_value_os_t = vasto_node::default_boot_id_path())]
+        boot_id_file: PathBuf,
     },
     /// Administer the cluster through the master.
     Admin {
@@ -93,6 +112,16 @@ enum Command {
     Import(import_cmd::ImportArgs),
 }
 
+/// Parses a cluster id as `vasto admin status` prints it (hex, non-zero).
+fn parse_cluster_id(text: &str) -> Result<u64, String> {
+    u64::from_str_radix(text.trim_start_matches("0x"), 16).ok().filter(|&id| id != 0).ok_or_else(|| format!("{text:?} is not a cluster id (16 hex digits)"))
+}
+
+/// Parses `--sync`.
+fn parse_sync(text: &str) -> Result<vasto_node::SyncMode, String> {
+    vasto_node::SyncMode::from_name(text).ok_or_else(|| format!("{text:?}: use none, everysec or always"))
+}
+
 fn init_logs(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -106,11 +135,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Master { listen, heartbeat_timeout_ms, drain_settle_ms } => {
+        Command::Master { listen, dir, cluster_id, heartbeat_timeout_ms, drain_settle_ms } => {
             init_logs("info");
             runtime().and_then(|rt| {
                 let config = vasto_master::MasterConfig {
                     listen,
+                    dir,
+                    cluster_id,
                     heartbeat_timeout: std::time::Duration::from_millis(heartbeat_timeout_ms),
                     drain_settle: std::time::Duration::from_millis(drain_settle_ms),
                     ..Default::default()
@@ -118,13 +149,16 @@ fn main() -> ExitCode {
                 Ok(rt.block_on(vasto_master::run(config))?)
             })
         }
-        Command::Store { master, listen, advertise, dir, threads, max_frame, change_log_entries, max_mbps, value_cache_mb } => {
+        Command::Store { master, listen, advertise, dir, threads, max_frame, change_log_entries, max_mbps, value_cache_mb, sync, boot_id_file } => {
             init_logs("info");
             let value_cache_bytes = value_cache_mb.checked_mul(1 << 20).ok_or_else(|| anyhow::anyhow!("--value-cache-mb {value_cache_mb} is too large"));
-            let engine = value_cache_bytes.map(|value_cache_bytes| vasto_node::EngineOptions { change_log_entries, value_cache_bytes, ..Default::default() });
+            let engine =
+                value_cache_bytes.map(|value_cache_bytes| vasto_node::EngineOptions { change_log_entries, value_cache_bytes, sync, ..Default::default() });
             engine.and_then(|engine| {
-                let config = vasto_node::NodeConfig { listen, advertise, master, dir, threads, max_frame, max_move_mbps: max_mbps, engine };
-                vasto_node::start(config).map(vasto_node::RunningNode::wait).map_err(anyhow::Error::from)
+                let config =
+                    vasto_node::NodeConfig { listen, advertise, master, dir, threads, max_frame, max_move_mbps: max_mbps, engine, boot_id_path: boot_id_file };
+                let node = vasto_node::start(config)?;
+                Ok(node.run_until_stopped()?)
             })
         }
         Command::Admin { master, action } => {

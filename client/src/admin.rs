@@ -72,6 +72,20 @@ impl AdminClient {
         self.request(|enc, out, id| enc.cancel_operation(out, id, name)).await
     }
 
+    /// Starts an import into `name`: until [`AdminClient::end_import`] or until this connection
+    /// closes, no resize or replace of `name` can start (and this is refused while one runs).
+    /// Returns the keyspace's shard count, which the import must be partitioned for.
+    pub async fn begin_import(&mut self, name: &str) -> Result<u32, ClientError> {
+        let json = self.request(|enc, out, id| enc.begin_import(out, id, name)).await?;
+        let shards = serde_json::from_str::<serde_json::Value>(&json).ok().and_then(|v| v["shards"].as_u64()).and_then(|n| u32::try_from(n).ok());
+        shards.ok_or_else(|| ClientError::Master(format!("the master's answer to an import of {name} has no shard count: {json:?}")))
+    }
+
+    /// Ends the import begun with [`AdminClient::begin_import`].
+    pub async fn end_import(&mut self, name: &str) -> Result<(), ClientError> {
+        self.request(|enc, out, id| enc.end_import(out, id, name)).await.map(drop)
+    }
+
     /// The cluster status document (JSON, see `vasto_master::ClusterStatus`).
     pub async fn status_json(&mut self) -> Result<String, ClientError> {
         self.request(|enc, out, id| enc.status_request(out, id)).await

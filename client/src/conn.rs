@@ -317,7 +317,7 @@ mod tests {
             let mut buf = Vec::new();
             read_frame(&mut stream, &mut buf, DEFAULT_MAX_FRAME).await.unwrap();
             let mut reply = Vec::new();
-            FrameEncoder::new().hello_reply(&mut reply, Status::Ok, "");
+            FrameEncoder::new().hello_reply(&mut reply, Status::Ok, "", 0);
             stream.write_all(&reply).await.unwrap();
             // Swallow requests until the client goes away.
             while read_frame(&mut stream, &mut buf, DEFAULT_MAX_FRAME).await.is_ok() {}

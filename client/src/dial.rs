@@ -19,7 +19,9 @@ pub(crate) async fn dial(addr: &str, role: Role, timeout: Duration) -> Result<Tc
         tokio::time::timeout(timeout, TcpStream::connect(addr)).await.map_err(|_| DialError::Unreachable("connect timed out".into()))?.map_err(io)?;
     stream.set_nodelay(true).map_err(io)?;
     let mut buf = Vec::new();
-    FrameEncoder::new().hello(&mut buf, role);
+    // Clients do not claim a cluster (0): stores and masters check the cluster id of stores;
+    // authenticating clients is the cluster token's job.
+    FrameEncoder::new().hello(&mut buf, role, 0);
     stream.write_all(&buf).await.map_err(io)?;
     tokio::time::timeout(timeout, read_frame(&mut stream, &mut buf, DEFAULT_MAX_FRAME))
         .await

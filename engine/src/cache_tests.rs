@@ -67,12 +67,12 @@ fn apply(s: &Shard, op: &Op, scratch: &Path, n: usize) {
         Op::Replicated { key: k, t, value: v, tombstone } => {
             let (mut stored, user) = (Vec::new(), if tombstone { Vec::new() } else { value(v) });
             encode_value(&mut stored, Header { event_time_ns: t, expires_at_ns: 0, tombstone }, &user);
-            s.apply_replicated("peer", [(key(k).as_slice(), stored.as_slice())], n as u64).unwrap();
+            s.apply_replicated("peer", [(key(k).as_slice(), stored.as_slice())], crate::LogPosition { incarnation: 1, seq: n as u64 }).unwrap();
         }
         Op::Import { key: k, t, value: v } => {
             let file = scratch.join(format!("import-{n}.sst"));
             ImportWriter::default().write(&file, [(key(k).as_slice(), value(v).as_slice())], t).unwrap();
-            s.ingest_import(&[file]).unwrap();
+            s.ingest_import(&[file], 1).unwrap();
         }
         Op::Compact => s.compact().unwrap(),
         Op::Get { .. } => {}
@@ -83,7 +83,7 @@ fn apply(s: &Shard, op: &Op, scratch: &Path, n: usize) {
 /// time, reading every key from all three after every step.
 fn check(ops: &[Op]) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
-    let meta = ShardMeta { keyspace: "c".into(), shard: 0, shards: 1, replica: 0, replicas: 1 };
+    let meta = ShardMeta { keyspace: "c".into(), shard: 0, shards: 1, replica: 0, replicas: 1, ..Default::default() };
     let open = |name: &str, cache_bytes: usize| {
         // The event times are tiny (nanoseconds after the epoch), so with the default grace a
         // tombstone is collectable as soon as it is written, and whether a later, older put
@@ -150,7 +150,7 @@ fn an_old_put_after_a_tombstone_reads_the_same_everywhere() {
 fn reads_are_served_from_the_cache_and_expire_in_real_time() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::new(dir.path(), &EngineOptions::default()).unwrap();
-    let s = engine.create_shard(&ShardMeta { keyspace: "c".into(), shard: 0, shards: 1, replica: 0, replicas: 1 }).unwrap();
+    let s = engine.create_shard(&ShardMeta { keyspace: "c".into(), shard: 0, shards: 1, replica: 0, replicas: 1, ..Default::default() }).unwrap();
     // Long enough to outlast the reads below on a stalled machine.
     let (t, ttl) = (now_ns(), 2_000_000_000);
     s.put(b"k", b"v", t, ttl).unwrap();
@@ -170,7 +170,7 @@ fn reads_are_served_from_the_cache_and_expire_in_real_time() {
 fn concurrent_fills_never_hide_a_committed_write() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::new(dir.path(), &EngineOptions::default()).unwrap();
-    let s = engine.create_shard(&ShardMeta { keyspace: "c".into(), shard: 0, shards: 1, replica: 0, replicas: 1 }).unwrap();
+    let s = engine.create_shard(&ShardMeta { keyspace: "c".into(), shard: 0, shards: 1, replica: 0, replicas: 1, ..Default::default() }).unwrap();
     const KEYS: usize = 3000;
     let name = |i: usize| format!("race-{i}").into_bytes();
     for i in 0..KEYS {

@@ -1,6 +1,7 @@
 //! Counting what a shard directory physically holds, without disturbing the store that has it
 //! open: operators and tests check that a resize left every key only on its owning shard.
-use crate::shard::{LayoutRecord, LOG_CF, META_CF, META_KEY};
+use crate::layout::LayoutRecord;
+use crate::shard::{LOG_CF, META_CF};
 use crate::{Engine, EngineError, ShardMeta};
 use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 use std::path::Path;
@@ -27,7 +28,7 @@ impl Engine {
         let db = DB::open_cf_descriptors_read_only(&Options::default(), dir, cfs, false)?;
         let corrupt = |what: &str| EngineError::Corrupt(format!("{}: {what}", dir.display()));
         let cf = db.cf_handle(META_CF).ok_or_else(|| corrupt("no meta column family"))?;
-        let meta = db.get_cf(cf, META_KEY)?.and_then(|raw| ShardMeta::decode(&raw)).ok_or_else(|| corrupt("no readable shard metadata"))?;
+        let meta = ShardMeta::read(&db, cf, dir)?.ok_or_else(|| corrupt("no shard metadata"))?;
         let layout = LayoutRecord::read(&db, cf, &meta, dir)?;
         let mut it = db.raw_iterator();
         it.seek_to_first();

@@ -47,17 +47,25 @@ impl ImportWriter {
 }
 
 impl Shard {
-    /// Ingests import files made by [`ImportWriter`] (they may overlap each other). The files
-    /// are moved (hard-linked) into the shard, so they must be on the same filesystem for
-    /// that to be cheap; RocksDB copies them otherwise.
-    pub fn ingest_import(&self, files: &[PathBuf]) -> Result<(), EngineError> {
-        if files.is_empty() {
-            return Ok(());
-        }
-        let mut opts = IngestExternalFileOptions::default();
-        opts.set_move_files(true);
-        self.db().ingest_external_file_opts(&opts, files.to_vec())?;
-        self.renew_cache_owner();
-        Ok(())
+    /// Ingests import files made by [`ImportWriter`] for a keyspace of `shards` shards (they may
+    /// overlap each other). Refused with [`EngineError::LayoutChanged`] unless the replica
+    /// serves and keeps exactly `shards` shards, checked while no layout change can happen, so
+    /// an import partitioned for one shard count never lands under another. The files are moved
+    /// (hard-linked) into the shard, so they must be on the same filesystem for that to be
+    /// cheap; RocksDB copies them otherwise.
+    pub fn ingest_import(&self, files: &[PathBuf], shards: u32) -> Result<(), EngineError> {
+        self.with_layout_fixed(|layout| {
+            if (layout.serving, layout.committed) != (shards, shards) {
+                return Err(EngineError::LayoutChanged { serving: layout.serving, committed: layout.committed, expected: shards });
+            }
+            if files.is_empty() {
+                return Ok(());
+            }
+            let mut opts = IngestExternalFileOptions::default();
+            opts.set_move_files(true);
+            self.db().ingest_external_file_opts(&opts, files.to_vec())?;
+            self.renew_cache_owner();
+            Ok(())
+        })
     }
 }

@@ -9,10 +9,12 @@
 
 mod cache;
 mod census;
+mod changelog;
 mod changes;
 mod filter;
 pub mod header;
 mod import;
+mod layout;
 mod meta;
 mod pace;
 mod shard;
@@ -20,12 +22,13 @@ mod snapshot;
 
 pub use cache::{CacheStats, ValueCache};
 pub use census::ShardCensus;
+pub use changelog::LogPosition;
 pub use changes::ChangesRead;
-pub use filter::MAX_LAYOUT_SHARDS;
 pub use import::ImportWriter;
+pub use layout::{LayoutRecord, MAX_LAYOUT_SHARDS};
 pub use meta::{valid_keyspace_name, ShardMeta};
 pub use pace::Pacer;
-pub use shard::{LayoutRecord, Shard, Write};
+pub use shard::{Closing, Shard, Write, WritesHeld};
 pub use snapshot::{SnapshotFiles, SplitFiles};
 
 use rocksdb::{BlockBasedOptions, Cache, Options};
@@ -49,9 +52,59 @@ pub enum EngineError {
     /// The change log no longer holds the entries after this position: the follower must re-bootstrap.
     #[error("the change log no longer reaches back to position {after}")]
     Trimmed { after: u64 },
+    /// The position belongs to another incarnation of the change log (the replica was
+    /// re-created, or restarted after losing its log's tail) or lies beyond its head: the
+    /// follower must re-bootstrap from a snapshot, never skip.
+    #[error("position {after} of change-log incarnation {incarnation:x} does not belong to this log")]
+    Diverged { incarnation: u64, after: u64 },
+    /// The replica is frozen (being retired): it takes no local write.
+    #[error("the replica is frozen: it takes no writes while it is retired")]
+    Frozen,
+    /// A key of the write does not belong to the shard under its serving layout.
+    #[error("the key does not belong to this shard")]
+    NotOwned,
+    /// An ingest was partitioned for another shard count than the replica serves and keeps.
+    #[error("the replica serves {serving} shards (committed {committed}), not the {expected} the data was partitioned for")]
+    LayoutChanged { serving: u32, committed: u32, expected: u32 },
+    /// The replica is being dropped: the export or read was abandoned.
+    #[error("the replica is being dropped")]
+    Retired,
     /// A keyspace name that cannot be used as a directory name.
     #[error("invalid keyspace name {0:?}: use 1-64 characters from [A-Za-z0-9_.-], not starting with '.'")]
     InvalidKeyspace(String),
+}
+
+/// When acknowledged writes reach the disk (the WAL's fsync), and so what a power failure of
+/// the machine can lose (a process crash loses nothing in any mode: the WAL is written to the
+/// operating system before a write is acknowledged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// Never synced by the store: a power failure loses what the operating system had not
+    /// written back yet (by default up to about 30 s of writes).
+    None,
+    /// Synced in the background once a second (like Redis's `appendfsync everysec`): a power
+    /// failure loses at most about the last second of writes.
+    #[default]
+    EverySec,
+    /// Synced before a write (a group commit) is acknowledged: a power failure loses nothing
+    /// acknowledged. Costs an fsync per group commit.
+    Always,
+}
+
+impl SyncMode {
+    /// The mode's name as the `--sync` flag spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SyncMode::None => "none",
+            SyncMode::EverySec => "everysec",
+            SyncMode::Always => "always",
+        }
+    }
+
+    /// Parses a name written by [`SyncMode::name`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        [SyncMode::None, SyncMode::EverySec, SyncMode::Always].into_iter().find(|m| m.name() == name)
+    }
 }
 
 /// Tunables shared by every shard of a store.
@@ -69,11 +122,19 @@ pub struct EngineOptions {
     /// Local writes kept in each shard's change log for replication; a follower further behind
     /// than this re-bootstraps from a snapshot.
     pub change_log_entries: u64,
+    /// When writes are synced to disk.
+    pub sync: SyncMode,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { block_cache_bytes: 256 << 20, value_cache_bytes: 256 << 20, tombstone_grace: Duration::from_secs(24 * 3600), change_log_entries: 4_000_000 }
+        Self {
+            block_cache_bytes: 256 << 20,
+            value_cache_bytes: 256 << 20,
+            tombstone_grace: Duration::from_secs(24 * 3600),
+            change_log_entries: 4_000_000,
+            sync: SyncMode::default(),
+        }
     }
 }
 
@@ -120,6 +181,7 @@ pub struct Engine {
 pub(crate) struct ShardTuning {
     pub log_retention: u64,
     pub tombstone_grace_ns: u64,
+    pub sync: SyncMode,
 }
 
 impl Engine {
@@ -150,7 +212,12 @@ impl Engine {
         db_opts.set_memtable_prefix_bloom_ratio(0.1);
         let tombstone_grace_ns = options.tombstone_grace.as_nanos().min(u128::from(u64::MAX)) as u64;
         let cache = ValueCache::new(options.value_cache_bytes).map(Arc::new);
-        Ok(Self { root: root.to_path_buf(), db_opts, tuning: ShardTuning { log_retention: options.change_log_entries, tombstone_grace_ns }, cache })
+        Ok(Self {
+            root: root.to_path_buf(),
+            db_opts,
+            tuning: ShardTuning { log_retention: options.change_log_entries, tombstone_grace_ns, sync: options.sync },
+            cache,
+        })
     }
 
     /// The value cache's counters (`None` without a cache).
@@ -167,8 +234,12 @@ impl Engine {
         self.root.join(keyspace).join(shard.to_string())
     }
 
-    /// Opens every shard found under the data directory.
-    pub fn open_all(&self) -> Result<Vec<Shard>, EngineError> {
+    /// Opens every shard found under the data directory, and deletes what a crash left behind
+    /// (directories of dropped shards, received snapshots and imports, exports). With
+    /// `after_unclean_stop` (the store may have lost the tail of its writes in a power failure),
+    /// every change log gets a new incarnation and every saved peer position is forgotten, see
+    /// [`Shard`]'s `open`.
+    pub fn open_all(&self, after_unclean_stop: bool) -> Result<Vec<Shard>, EngineError> {
         let mut shards = Vec::new();
         let io = |path: &Path| {
             let path = path.to_path_buf();
@@ -181,24 +252,39 @@ impl Engine {
             }
             for entry in std::fs::read_dir(ks.path()).map_err(io(&ks.path()))? {
                 let entry = entry.map_err(io(&ks.path()))?;
-                if entry.file_name().to_string_lossy().parse::<u32>().is_ok() && entry.path().join("CURRENT").exists() {
-                    shards.push(Shard::open(&entry.path(), &self.db_opts, None, self.tuning, self.cache.clone())?);
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.parse::<u32>().is_ok() && entry.path().join("CURRENT").exists() {
+                    shards.push(Shard::open(&entry.path(), &self.db_opts, None, self.tuning, self.cache.clone(), after_unclean_stop)?);
+                } else if is_leftover(&name) {
+                    if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                        tracing::warn!(path = %entry.path().display(), error = %e, "could not remove a leftover directory");
+                    }
                 }
             }
         }
         Ok(shards)
     }
 
-    /// Creates the shard replica described by `meta`, or opens it if it already exists (its
-    /// metadata is then updated to `meta`). Idempotent.
+    /// Creates the shard replica described by `meta`, or opens it if it already exists with the
+    /// same keyspace incarnation (its metadata is then updated to `meta`, keeping its creation
+    /// time); a directory holding another keyspace's replica is refused. Idempotent.
     pub fn create_shard(&self, meta: &ShardMeta) -> Result<Shard, EngineError> {
         if !valid_keyspace_name(&meta.keyspace) {
             return Err(EngineError::InvalidKeyspace(meta.keyspace.clone()));
         }
         let dir = self.shard_dir(&meta.keyspace, meta.shard);
         std::fs::create_dir_all(&dir).map_err(|source| EngineError::Io { path: dir.clone(), source })?;
-        Shard::open(&dir, &self.db_opts, Some(meta), self.tuning, self.cache.clone())
+        Shard::open(&dir, &self.db_opts, Some(meta), self.tuning, self.cache.clone(), false)
     }
+}
+
+/// True for the names of directories a store makes next to a shard's and deletes when done
+/// (`<shard>.<kind>-<digits>`): left behind only by a crash.
+fn is_leftover(name: &str) -> bool {
+    let Some((shard, rest)) = name.split_once('.') else { return false };
+    let Some((kind, stamp)) = rest.rsplit_once('-') else { return false };
+    let kinds = [shard::DROPPED_SUFFIX, "snapshot-in", "snapshot-out", "ingest", "split"];
+    shard.parse::<u32>().is_ok() && stamp.parse::<u64>().is_ok() && (kinds.contains(&kind) || kind.starts_with("split-"))
 }
 
 #[cfg(test)]

@@ -1,21 +1,23 @@
 //! One shard replica: a RocksDB instance with the user data (default column family), its
-//! metadata and replication positions (`meta`), and its change log (`log`, see `changes`).
+//! metadata and replication positions (`meta`), and its change log (`log`, see `changelog`).
 use crate::cache::{new_owner, Probe, ValueCache};
-use crate::filter::{Layout, MAX_LAYOUT_SHARDS};
+use crate::changelog::{synced, ChangeLog, LogPosition};
 use crate::header::{self, encode_value, expiry_for, Header};
-use crate::{now_ns, EngineError, ShardMeta, ShardTuning};
+use crate::layout::{Layout, LayoutRecord, LAYOUT_KEY, MAX_LAYOUT_SHARDS};
+use crate::meta::META_KEY;
+use crate::{now_ns, EngineError, ShardMeta, ShardTuning, SyncMode};
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 use std::cell::RefCell;
 use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 pub(crate) const META_CF: &str = "meta";
 pub(crate) const LOG_CF: &str = "log";
-/// Key, in `meta`, of the layout: serving and committed shard counts (see `filter::Layout`).
-pub(crate) const LAYOUT_KEY: &[u8] = b"layout";
-pub(crate) const META_KEY: &[u8] = b"shard";
+/// Suffix of a dropped replica's directory while it is being deleted (`<shard>.dropped-<ns>`).
+pub(crate) const DROPPED_SUFFIX: &str = "dropped";
 
 thread_local! {
     /// Per-thread scratch for encoding stored values and log entries, and for the writes of a
@@ -33,58 +35,6 @@ struct Scratch {
     written: Vec<u8>,
 }
 
-/// The persisted layout of a shard replica (see [`Shard::set_layout`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LayoutRecord {
-    /// Shard count requests are checked against.
-    pub serving: u32,
-    /// Shard count clients route by, as this replica last learnt it.
-    pub committed: u32,
-    /// When that count was put in force (ms since the Unix epoch, set by the master): after a
-    /// master restart, the newest report tells which count is in force.
-    pub committed_at_ms: u64,
-}
-
-impl LayoutRecord {
-    /// Encodes as serving, committed (u32 LE) and committed_at_ms (u64 LE).
-    fn encode(&self) -> [u8; 16] {
-        let mut raw = [0u8; 16];
-        raw[0..4].copy_from_slice(&self.serving.to_le_bytes());
-        raw[4..8].copy_from_slice(&self.committed.to_le_bytes());
-        raw[8..16].copy_from_slice(&self.committed_at_ms.to_le_bytes());
-        raw
-    }
-
-    /// Decodes what [`LayoutRecord::encode`] wrote, or the 8-byte `(shard, shards)` record of
-    /// earlier versions (read as serving and committed `shards`); `None` for anything else or
-    /// invalid counts.
-    pub(crate) fn decode(raw: &[u8]) -> Option<Self> {
-        if raw.len() == 8 {
-            let shards = u32::from_le_bytes(raw.get(4..8)?.try_into().ok()?);
-            let record = Self { serving: shards, committed: shards, committed_at_ms: 0 };
-            return record.valid().then_some(record);
-        }
-        let serving = u32::from_le_bytes(raw.get(0..4)?.try_into().ok()?);
-        let committed = u32::from_le_bytes(raw.get(4..8)?.try_into().ok()?);
-        let committed_at_ms = u64::from_le_bytes(raw.get(8..16)?.try_into().ok()?);
-        let record = Self { serving, committed, committed_at_ms };
-        record.valid().then_some(record)
-    }
-
-    /// Reads the record of the shard `meta` describes from its `meta` column family; a shard
-    /// never given a layout keeps the one it was created with.
-    pub(crate) fn read(db: &DB, meta_cf: &rocksdb::ColumnFamily, meta: &ShardMeta, dir: &Path) -> Result<Self, EngineError> {
-        match db.get_cf(meta_cf, LAYOUT_KEY)? {
-            Some(raw) => Self::decode(&raw).ok_or_else(|| EngineError::Corrupt(format!("{}: unreadable layout", dir.display()))),
-            None => Ok(Self { serving: meta.shards, committed: meta.shards, committed_at_ms: 0 }),
-        }
-    }
-
-    fn valid(&self) -> bool {
-        (1..=MAX_LAYOUT_SHARDS).contains(&self.serving) && (1..=MAX_LAYOUT_SHARDS).contains(&self.committed)
-    }
-}
-
 /// A write inside a batch.
 #[derive(Debug, Clone, Copy)]
 pub enum Write<'a> {
@@ -92,6 +42,38 @@ pub enum Write<'a> {
     Put { key: &'a [u8], value: &'a [u8], event_time_ns: u64, ttl_ns: u64 },
     /// Delete `key` with a tombstone at `event_time_ns`.
     Delete { key: &'a [u8], event_time_ns: u64 },
+}
+
+/// Signalled once a dropped shard's RocksDB is closed and its directory is gone (see
+/// [`Shard::remove_on_drop`]).
+#[derive(Debug, Default)]
+pub struct Closing {
+    done: Mutex<bool>,
+    signal: Condvar,
+}
+
+impl Closing {
+    fn finish(&self) {
+        *self.done.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.signal.notify_all();
+    }
+
+    /// True once the shard is closed and its directory gone.
+    pub fn is_done(&self) -> bool {
+        *self.done.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits up to `timeout` for the shard to be closed and its directory gone; true if it is.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        let (done, _) = self.signal.wait_timeout_while(done, timeout, |done| !*done).unwrap_or_else(|p| p.into_inner());
+        *done
+    }
+}
+
+/// Local writes of a replica held back (see [`Shard::sync_and_hold_writes`]).
+pub struct WritesHeld<'a> {
+    _held: std::sync::MutexGuard<'a, ()>,
 }
 
 /// An open shard replica. Dropping it closes RocksDB; [`Shard::remove_on_drop`] also deletes its
@@ -104,19 +86,32 @@ pub struct Shard {
     opts: Options,
     layout: Arc<Layout>,
     committed_at_ms: AtomicU64,
-    remove: AtomicBool,
-    /// Serializes local writes so change-log sequence numbers follow commit order.
-    log_lock: Mutex<()>,
-    log_head: AtomicU64,
-    log_first: AtomicU64,
-    log_retention: u64,
+    /// Held while the layout changes, and by an ingest that must see one layout throughout.
+    layout_change: Mutex<()>,
+    /// The change log: order, identity, freeze and retention of local writes.
+    log: ChangeLog,
+    /// Set once the shard is being dropped: long-running readers (tails, exports) stop.
+    retired: AtomicBool,
+    /// Set by [`Shard::remove_on_drop`]: the directory goes when the last user lets go.
+    closing: Mutex<Option<Arc<Closing>>>,
     /// The store's value cache, if it has one, and this shard's current owner id in it.
     cache: Option<Arc<ValueCache>>,
     cache_owner: AtomicU64,
 }
 
 impl Shard {
-    pub(crate) fn open(dir: &Path, opts: &Options, meta: Option<&ShardMeta>, tuning: ShardTuning, cache: Option<Arc<ValueCache>>) -> Result<Self, EngineError> {
+    /// Opens (or with `create`, creates) the replica in `dir`. With `renew_log` the change log
+    /// gets a new incarnation and every saved peer position is forgotten: the store stopped
+    /// uncleanly and may have lost the tail of its writes, so its followers must re-bootstrap and
+    /// it must copy again from its peers what they hold.
+    pub(crate) fn open(
+        dir: &Path,
+        opts: &Options,
+        create: Option<&ShardMeta>,
+        tuning: ShardTuning,
+        cache: Option<Arc<ValueCache>>,
+        renew_log: bool,
+    ) -> Result<Self, EngineError> {
         // The layout is fixed up below once the metadata is known; until then the shard owns all.
         let layout = Arc::new(Layout::new(0, 1, 1));
         let mut data_opts = opts.clone();
@@ -127,39 +122,43 @@ impl Shard {
             ColumnFamilyDescriptor::new(LOG_CF, Options::default()),
         ];
         let mut db_opts = data_opts.clone();
-        db_opts.create_if_missing(meta.is_some());
+        db_opts.create_if_missing(create.is_some());
         db_opts.create_missing_column_families(true);
         let db = DB::open_cf_descriptors(&db_opts, dir, cfs)?;
         let cf = db.cf_handle(META_CF).ok_or_else(|| EngineError::Corrupt(format!("{}: no meta column family", dir.display())))?;
-        let meta = match meta {
-            Some(m) => {
-                db.put_cf(cf, META_KEY, m.encode())?;
-                db.flush_cf(cf)?;
-                m.clone()
+        let held = ShardMeta::read(&db, cf, dir)?;
+        let meta = match (create, held) {
+            (Some(m), Some(held)) if held.keyspace_incarnation != m.keyspace_incarnation || held.keyspace != m.keyspace => {
+                return Err(EngineError::Corrupt(format!(
+                    "{}: holds a replica of keyspace {} incarnation {:x}, not {} incarnation {:x}",
+                    dir.display(),
+                    held.keyspace,
+                    held.keyspace_incarnation,
+                    m.keyspace,
+                    m.keyspace_incarnation
+                )));
             }
-            None => {
-                let raw = db.get_cf(cf, META_KEY)?.ok_or_else(|| EngineError::Corrupt(format!("{}: no shard metadata", dir.display())))?;
-                ShardMeta::decode(&raw).ok_or_else(|| EngineError::Corrupt(format!("{}: unreadable shard metadata", dir.display())))?
+            (Some(m), held) => {
+                // The creation time is the replica's: an existing one keeps its own.
+                let meta = ShardMeta { created_at_ms: held.map_or(m.created_at_ms, |h| h.created_at_ms), ..m.clone() };
+                db.put_cf_opt(cf, META_KEY, meta.encode(), &synced())?;
+                meta
             }
+            (None, Some(held)) => held,
+            (None, None) => return Err(EngineError::Corrupt(format!("{}: no shard metadata", dir.display()))),
         };
         if meta.shard >= meta.shards || meta.shards > MAX_LAYOUT_SHARDS {
             return Err(EngineError::Corrupt(format!("{}: shard {} of {} is not a valid layout", dir.display(), meta.shard, meta.shards)));
         }
         let record = LayoutRecord::read(&db, cf, &meta, dir)?;
         layout.set(meta.shard, record.serving, record.committed);
-        let (log_first, log_head) = {
-            let log = db.cf_handle(LOG_CF).ok_or_else(|| EngineError::Corrupt(format!("{}: no log column family", dir.display())))?;
-            let mut it = db.raw_iterator_cf(log);
-            let seq = |k: Option<&[u8]>| k.and_then(|k| k.try_into().ok()).map(u64::from_be_bytes);
-            it.seek_to_last();
-            let head = seq(it.key()).unwrap_or(0);
-            it.seek_to_first();
-            let first = seq(it.key()).unwrap_or(head + 1);
-            it.status()?;
-            (first, head)
-        };
+        let log_cf = db.cf_handle(LOG_CF).ok_or_else(|| EngineError::Corrupt(format!("{}: no log column family", dir.display())))?;
+        let log = ChangeLog::open(&db, cf, log_cf, dir, tuning.log_retention, renew_log)?;
+        if renew_log {
+            crate::changes::forget_all_positions(&db, cf)?;
+        }
         let mut write_opts = WriteOptions::default();
-        write_opts.set_sync(false);
+        write_opts.set_sync(tuning.sync == SyncMode::Always);
         Ok(Self {
             db: ManuallyDrop::new(db),
             meta,
@@ -168,11 +167,10 @@ impl Shard {
             opts: data_opts,
             layout,
             committed_at_ms: AtomicU64::new(record.committed_at_ms),
-            remove: AtomicBool::new(false),
-            log_lock: Mutex::new(()),
-            log_head: AtomicU64::new(log_head),
-            log_first: AtomicU64::new(log_first),
-            log_retention: tuning.log_retention.max(1),
+            layout_change: Mutex::new(()),
+            log,
+            retired: AtomicBool::new(false),
+            closing: Mutex::new(None),
             cache,
             cache_owner: AtomicU64::new(new_owner()),
         })
@@ -182,12 +180,8 @@ impl Shard {
         self.db.cf_handle(LOG_CF).ok_or_else(|| EngineError::Corrupt(format!("{}: no log column family", self.dir.display())))
     }
 
-    pub(crate) fn log_head(&self) -> &AtomicU64 {
-        &self.log_head
-    }
-
-    pub(crate) fn log_first(&self) -> u64 {
-        self.log_first.load(Ordering::Acquire)
+    pub(crate) fn log(&self) -> &ChangeLog {
+        &self.log
     }
 
     pub(crate) fn db(&self) -> &DB {
@@ -225,19 +219,50 @@ impl Shard {
         self.layout.owns(key)
     }
 
-    /// Changes (and persists) the layout. From now on requests for keys that do not hash to this
-    /// shard under `serving` shards are refused, and compactions drop every key owned neither
-    /// under `serving` nor under `committed` shards. A resize changes `serving` first and
+    /// Changes (and persists, synced) the layout. From now on writes of keys that do not hash
+    /// to this shard under `serving` shards are refused, and compactions drop every key owned
+    /// neither under `serving` nor under `committed` shards. A resize changes `serving` first and
     /// `committed` once the new count is in force, so until then nothing a rollback needs is
     /// lost. Shard counts above [`MAX_LAYOUT_SHARDS`] are refused.
-    pub fn set_layout(&self, record: LayoutRecord) -> Result<(), EngineError> {
+    ///
+    /// Returns the change log's position at the switch: every local write accepted under the
+    /// old layout is at or below it, and every later one is owned under the new layout (the
+    /// check runs under the log's append lock). A resize drains its copies up to it.
+    pub fn set_layout(&self, record: LayoutRecord) -> Result<LogPosition, EngineError> {
         if !record.valid() {
             return Err(EngineError::Corrupt(format!("{}: invalid layout {record:?}", self.dir.display())));
         }
-        self.db.put_cf_opt(self.meta_cf()?, LAYOUT_KEY, record.encode(), &self.write_opts)?;
-        self.layout.set(self.meta.shard, record.serving, record.committed);
-        self.committed_at_ms.store(record.committed_at_ms, Ordering::Release);
-        Ok(())
+        let _change = self.layout_change.lock().unwrap_or_else(|p| p.into_inner());
+        self.log.quiesced(|| {
+            self.db.put_cf_opt(self.meta_cf()?, LAYOUT_KEY, record.encode(), &synced())?;
+            self.layout.set(self.meta.shard, record.serving, record.committed);
+            self.committed_at_ms.store(record.committed_at_ms, Ordering::Release);
+            Ok(())
+        })
+    }
+
+    /// Runs `f` while the layout cannot change (an ingest that must land under one layout).
+    pub(crate) fn with_layout_fixed<R>(&self, f: impl FnOnce(LayoutRecord) -> R) -> R {
+        let _change = self.layout_change.lock().unwrap_or_else(|p| p.into_inner());
+        f(self.layout_record())
+    }
+
+    /// Starts (`true`) or stops refusing local writes ([`EngineError::Frozen`]), persisted so a
+    /// restarted store keeps it. Returns the change log's position at that instant; while frozen
+    /// it is final: every local write this replica ever accepted is at or below it.
+    pub fn set_frozen(&self, frozen: bool) -> Result<LogPosition, EngineError> {
+        self.log.set_frozen(&self.db, self.meta_cf()?, frozen)
+    }
+
+    /// True while local writes are refused (see [`Shard::set_frozen`]).
+    #[inline]
+    pub fn frozen(&self) -> bool {
+        self.log.frozen()
+    }
+
+    /// The change log's incarnation and newest position.
+    pub fn log_mark(&self) -> LogPosition {
+        self.log.mark()
     }
 
     /// Which keyspace/shard/replica this is.
@@ -330,16 +355,22 @@ impl Shard {
     }
 
     /// Writes local changes: each is merged into the data and appended to the change log, in one
-    /// atomic batch, under the log lock so sequence numbers follow commit order.
+    /// atomic batch, under the log's append lock so sequence numbers follow commit order. All or
+    /// nothing: refused with [`EngineError::Frozen`] while frozen, and with
+    /// [`EngineError::NotOwned`] if a key does not belong to the shard's serving layout (checked
+    /// under the same lock, so no write of a key a layout change moved away slips in after it).
     fn write_local<'a>(&self, writes: impl IntoIterator<Item = (&'a [u8], Header, &'a [u8])>) -> Result<(), EngineError> {
         let log_cf = self.log_cf()?;
         let mut batch = WriteBatch::default();
-        let _serial = self.log_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut seq = self.log_head.load(Ordering::Acquire);
+        let append = self.log.begin_append()?;
+        let mut seq = append.next_seq() - 1;
         SCRATCH.with(|s| {
             let Scratch { value, entry, written } = &mut *s.borrow_mut();
             written.clear();
             for (key, header, user) in writes {
+                if !self.layout.owns(key) {
+                    return Err(EngineError::NotOwned);
+                }
                 seq += 1;
                 encode_value(value, header, user);
                 batch.merge(key, value.as_slice());
@@ -347,26 +378,26 @@ impl Shard {
                 batch.put_cf(log_cf, seq.to_be_bytes(), entry.as_slice());
                 self.keep_written(written, key, value);
             }
-            self.db.write_opt(batch, &self.write_opts)?;
-            self.log_head.store(seq, Ordering::Release);
+            append.commit(&self.db, &self.write_opts, batch, seq)?;
             self.note_written(written);
             reset_scratch(written);
             Ok::<_, EngineError>(())
         })?;
-        self.trim_log(seq)
+        self.log.trim(&self.db, log_cf, &self.write_opts)
     }
 
-    /// Drops the oldest log entries once the log is an eighth over its retention.
-    fn trim_log(&self, head: u64) -> Result<(), EngineError> {
-        let first = self.log_first.load(Ordering::Acquire);
-        let kept = head.saturating_sub(first) + 1;
-        if kept > self.log_retention + self.log_retention / 8 {
-            let new_first = head + 1 - self.log_retention;
-            // Readers check `first` before seeking, so publish it before the entries go.
-            self.log_first.store(new_first, Ordering::Release);
-            self.db.delete_range_cf_opt(self.log_cf()?, first.to_be_bytes(), new_first.to_be_bytes(), &self.write_opts)?;
-        }
-        Ok(())
+    /// Makes every write acknowledged so far durable (an fsync of the WAL): what
+    /// `SyncMode::EverySec` does once a second.
+    pub fn sync_wal(&self) -> Result<(), EngineError> {
+        Ok(self.db.flush_wal(true)?)
+    }
+
+    /// For a clean stop: stops local writes (they wait while the guard lives) and then syncs
+    /// the WAL, so every write this replica ever acknowledged is durable.
+    pub fn sync_and_hold_writes(&self) -> Result<WritesHeld<'_>, EngineError> {
+        let held = self.log.hold();
+        self.db.flush_wal(true)?;
+        Ok(WritesHeld { _held: held })
     }
 
     /// Calls `f(key, value)` for up to `limit` live keys starting with `prefix`, in key order,
@@ -433,9 +464,26 @@ impl Shard {
         self.db.property_int_value("rocksdb.estimate-num-keys").ok().flatten().unwrap_or(0)
     }
 
-    /// Deletes the shard's directory when the last reference is dropped.
-    pub fn remove_on_drop(&self) {
-        self.remove.store(true, Ordering::Release);
+    /// Marks the shard as being dropped: long-running readers ([`Shard::retired`]: tails,
+    /// snapshot and resize exports) stop, and RocksDB's background work (a compaction after a
+    /// resize included) is cancelled, so the last users let go soon.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+        self.db.cancel_all_background_work(false);
+    }
+
+    /// True once [`Shard::retire`] was called.
+    #[inline]
+    pub fn retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    /// Deletes the shard's directory when the last reference is dropped; the returned signal
+    /// tells when RocksDB is closed and the directory is gone (renamed aside, then deleted), so
+    /// the same shard can be created again.
+    pub fn remove_on_drop(&self) -> Arc<Closing> {
+        let mut closing = self.closing.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(closing.get_or_insert_with(Default::default))
     }
 }
 
@@ -443,9 +491,32 @@ impl Drop for Shard {
     fn drop(&mut self) {
         // SAFETY: `db` is never used again after this point; it must close before the directory goes.
         unsafe { ManuallyDrop::drop(&mut self.db) };
-        if self.remove.load(Ordering::Acquire) {
-            if let Err(e) = std::fs::remove_dir_all(&self.dir) {
-                eprintln!("vasto-engine: could not remove {}: {e}", self.dir.display());
+        let Some(closing) = self.closing.get_mut().unwrap_or_else(|p| p.into_inner()).take() else { return };
+        // Rename first (instant), so the shard's directory is gone at once and the same shard can
+        // be created again while the files are deleted.
+        let trash = self.dir.with_extension(format!("{DROPPED_SUFFIX}-{}", now_ns()));
+        let remove = |doomed: &Path| {
+            if let Err(e) = std::fs::remove_dir_all(doomed) {
+                tracing::warn!(dir = %doomed.display(), error = %e, "could not remove a dropped shard's files");
+            }
+        };
+        match std::fs::rename(&self.dir, &trash) {
+            Ok(()) => {
+                closing.finish();
+                // Deleting many files can take a while: not on the thread that let go last
+                // (possibly a core serving requests).
+                let spawned = std::thread::Builder::new().name("vasto-remove".into()).spawn({
+                    let trash = trash.clone();
+                    move || remove(&trash)
+                });
+                if spawned.is_err() {
+                    remove(&trash);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "could not rename a dropped shard aside; deleting it in place");
+                remove(&self.dir);
+                closing.finish();
             }
         }
     }

@@ -2,6 +2,7 @@
 //! consistent copy of its user data as SST files, the follower ingests them. Entries are written
 //! as merge operands, so ingesting them goes through the last-writer-wins merge and never
 //! overwrites a newer write the follower already holds.
+use crate::changelog::LogPosition;
 use crate::pace::Pacer;
 use crate::shard::Shard;
 use crate::EngineError;
@@ -18,7 +19,7 @@ pub struct SplitFiles {
     /// `(target shard, files)` for every target that receives keys, files in key order.
     pub targets: Vec<(u32, Vec<PathBuf>)>,
     /// Every local write up to this position is in the files; tail after it.
-    pub position: u64,
+    pub position: LogPosition,
 }
 
 /// The files of an exported snapshot and the change-log position to tail from afterwards.
@@ -27,7 +28,7 @@ pub struct SnapshotFiles {
     /// SST files, in key order; empty when the shard holds no data.
     pub files: Vec<PathBuf>,
     /// Every local write up to this position is in the files; tail after it.
-    pub position: u64,
+    pub position: LogPosition,
 }
 
 impl Shard {
@@ -59,7 +60,7 @@ impl Shard {
         std::fs::create_dir_all(dir).map_err(|source| EngineError::Io { path: dir.to_path_buf(), source })?;
         // Read the position first: writes between it and the snapshot are both in the files and
         // re-sent by the tail, which is harmless (merging the same write twice changes nothing).
-        let position = self.head_position();
+        let position = self.log_mark();
         let snapshot = self.db().snapshot();
         let mut it = snapshot.raw_iterator();
         it.seek_to_first();
@@ -71,6 +72,9 @@ impl Shard {
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
             unpaced += (k.len() + v.len()) as u64;
             if unpaced >= PACE_CHECK_BYTES {
+                if self.retired() {
+                    return Err(EngineError::Retired);
+                }
                 if let Some(wait) = pacer.after(std::mem::take(&mut unpaced)) {
                     std::thread::sleep(wait);
                 }
@@ -110,9 +114,9 @@ impl Shard {
         Ok(SplitFiles { targets, position })
     }
 
-    /// Ingests SST files made by [`Shard::export_snapshot`] and records `position` as the point
-    /// after which `peer`'s changes are still to be applied.
-    pub fn ingest_snapshot(&self, peer: &str, files: &[PathBuf], position: u64) -> Result<(), EngineError> {
+    /// Ingests SST files made by [`Shard::export_snapshot`] and records `position` (of the
+    /// peer's log) as the point after which `peer`'s changes are still to be applied.
+    pub fn ingest_snapshot(&self, peer: &str, files: &[PathBuf], position: LogPosition) -> Result<(), EngineError> {
         if !files.is_empty() {
             self.db().ingest_external_file(files.to_vec())?;
             self.renew_cache_owner();

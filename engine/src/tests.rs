@@ -1,9 +1,9 @@
 use super::*;
 
 /// Shard `shard` of `shard + 1` shards: shard 0 owns every key, so tests may write any key to
-/// it (the compaction filter drops keys a shard does not own).
+/// it (other shards refuse writes of keys they do not own, and their compaction drops them).
 fn meta(ks: &str, shard: u32) -> ShardMeta {
-    ShardMeta { keyspace: ks.into(), shard, shards: shard + 1, replica: 0, replicas: 1 }
+    ShardMeta { keyspace: ks.into(), shard, shards: shard + 1, replica: 0, replicas: 1, ..Default::default() }
 }
 
 fn get(s: &Shard, key: &[u8]) -> Option<Vec<u8>> {
@@ -17,7 +17,7 @@ fn engine(dir: &Path) -> Engine {
 #[test]
 fn put_get_delete_and_empty_value() {
     let dir = tempfile::tempdir().unwrap();
-    let s = engine(dir.path()).create_shard(&meta("ks", 1)).unwrap();
+    let s = engine(dir.path()).create_shard(&meta("ks", 0)).unwrap();
     s.put(b"k", b"v", 10, 0).unwrap();
     assert_eq!(get(&s, b"k"), Some(b"v".to_vec()));
     s.put(b"empty", b"", 10, 0).unwrap();
@@ -123,28 +123,42 @@ fn shards_reopen_with_their_metadata_and_can_be_removed() {
     let dir = tempfile::tempdir().unwrap();
     {
         let e = engine(dir.path());
-        e.create_shard(&meta("alpha", 2)).unwrap().put(b"k", b"v", 1, 0).unwrap();
+        let alpha = e.create_shard(&meta("alpha", 2)).unwrap();
+        let key = (0u32..).map(|i| format!("k{i}").into_bytes()).find(|k| alpha.owns(k)).unwrap();
+        alpha.put(&key, b"v", 1, 0).unwrap();
+        let other = (0u32..).map(|i| format!("k{i}").into_bytes()).find(|k| !alpha.owns(k)).unwrap();
+        assert!(matches!(alpha.put(&other, b"v", 1, 0), Err(EngineError::NotOwned)), "a key of another shard is refused");
         e.create_shard(&meta("beta", 0)).unwrap();
     }
     let e = engine(dir.path());
-    let mut shards = e.open_all().unwrap();
+    let mut shards = e.open_all(false).unwrap();
     shards.sort_by(|a, b| a.meta().keyspace.cmp(&b.meta().keyspace));
     assert_eq!(shards.iter().map(|s| s.meta().clone()).collect::<Vec<_>>(), vec![meta("alpha", 2), meta("beta", 0)]);
-    assert_eq!(get(&shards[0], b"k"), Some(b"v".to_vec()));
+    let key = (0u32..).map(|i| format!("k{i}").into_bytes()).find(|k| shards[0].owns(k)).unwrap();
+    assert_eq!(get(&shards[0], &key), Some(b"v".to_vec()));
     let beta = shards.pop().unwrap();
     let beta_dir = beta.dir().to_path_buf();
-    beta.remove_on_drop();
+    let closing = beta.remove_on_drop();
+    assert!(!closing.is_done(), "open while a user holds it");
     drop(beta);
-    assert!(!beta_dir.exists());
+    assert!(closing.wait(std::time::Duration::from_secs(5)) && !beta_dir.exists(), "closed and gone once the last user let go");
+    // The same shard can be created again at once, as a new replica with a new change log.
+    let again = e.create_shard(&meta("beta", 0)).unwrap();
+    assert_eq!(get(&again, b"k"), None);
     assert!(matches!(e.create_shard(&meta("../evil", 0)), Err(EngineError::InvalidKeyspace(_))));
 }
 
 type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
-fn changes(s: &Shard, after: u64) -> (Entries, u64) {
+fn changes(s: &Shard, after: LogPosition) -> (Entries, LogPosition) {
     let mut got = Vec::new();
     let read = s.read_changes(after, usize::MAX, |k, v| got.push((k.to_vec(), v.to_vec()))).unwrap();
     (got, read.position)
+}
+
+/// The start of `s`'s change log.
+fn start(s: &Shard) -> LogPosition {
+    LogPosition { incarnation: s.log_mark().incarnation, seq: 0 }
 }
 
 #[test]
@@ -155,7 +169,7 @@ fn change_log_carries_local_writes_only_and_positions_persist() {
     let b = Engine::new(&dir.path().join("other"), &EngineOptions::default()).unwrap().create_shard(&meta("a", 0)).unwrap();
     a.put(b"k1", b"v1", 10, 0).unwrap();
     a.delete(b"k2", 11).unwrap();
-    let (entries, pos) = changes(&a, 0);
+    let (entries, pos) = changes(&a, start(&a));
     assert_eq!(entries.iter().map(|e| e.0.clone()).collect::<Vec<_>>(), vec![b"k1".to_vec(), b"k2".to_vec()]);
     // Apply on b as a replica would: same LWW path, position recorded atomically.
     b.apply_replicated("store-a", entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice())), pos).unwrap();
@@ -163,9 +177,9 @@ fn change_log_carries_local_writes_only_and_positions_persist() {
     assert_eq!(b.peer_position("store-a").unwrap(), Some(pos));
     assert_eq!(b.peer_position("store-z").unwrap(), None);
     // Replicated writes are never sent on: b's own log has nothing to offer.
-    assert!(changes(&b, 0).0.is_empty(), "replicated batches must not be echoed");
+    assert!(changes(&b, start(&b)).0.is_empty(), "replicated batches must not be echoed");
     b.put(b"k3", b"local on b", 12, 0).unwrap();
-    assert_eq!(changes(&b, 0).0.len(), 1);
+    assert_eq!(changes(&b, start(&b)).0.len(), 1);
     // Nothing new after the last position; new writes show up after it.
     assert!(changes(&a, pos).0.is_empty());
     a.put(b"k4", b"v4", 13, 0).unwrap();
@@ -185,18 +199,96 @@ fn a_trimmed_change_log_asks_for_a_snapshot() {
             s.put(&i.to_be_bytes(), b"v", 1, 0).unwrap();
         }
         assert_eq!(s.head_position(), 100);
-        match s.read_changes(0, usize::MAX, |_, _| {}) {
+        match s.read_changes(start(&s), usize::MAX, |_, _| {}) {
             Err(EngineError::Trimmed { after: 0 }) => {}
             other => panic!("expected Trimmed, got {other:?}"),
         }
     }
-    // Reopened, the log still knows its bounds.
-    let s = e.open_all().unwrap().pop().unwrap();
+    // Reopened, the log still knows its bounds and its incarnation.
+    let s = e.open_all(false).unwrap().pop().unwrap();
     assert_eq!(s.head_position(), 100);
-    assert!(matches!(s.read_changes(10, usize::MAX, |_, _| {}), Err(EngineError::Trimmed { .. })));
+    let at = |seq| LogPosition { seq, ..start(&s) };
+    assert!(matches!(s.read_changes(at(10), usize::MAX, |_, _| {}), Err(EngineError::Trimmed { .. })));
     let mut n = 0;
-    let read = s.read_changes(60, usize::MAX, |_, _| n += 1).unwrap();
-    assert_eq!((n, read.position), (40, 100));
+    let read = s.read_changes(at(60), usize::MAX, |_, _| n += 1).unwrap();
+    assert_eq!((n, read.position), (40, at(100)));
+}
+
+#[test]
+fn a_position_of_another_incarnation_or_beyond_the_head_diverges() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let s = e.create_shard(&meta("inc", 0)).unwrap();
+    for i in 0..10u32 {
+        s.put(&i.to_be_bytes(), b"v", 1, 0).unwrap();
+    }
+    let mark = s.log_mark();
+    assert_ne!(mark.incarnation, 0);
+    assert_eq!(mark.seq, 10);
+    let diverged = |s: &Shard, p: LogPosition| matches!(s.read_changes(p, usize::MAX, |_, _| {}), Err(EngineError::Diverged { .. }));
+    assert!(diverged(&s, LogPosition { incarnation: mark.incarnation ^ 1, seq: 5 }), "another incarnation");
+    assert!(diverged(&s, LogPosition { incarnation: 0, seq: 5 }), "a position saved before incarnations");
+    assert!(diverged(&s, LogPosition { seq: 11, ..mark }), "beyond the head");
+    assert!(!s.log_reaches(LogPosition { seq: 11, ..mark }));
+    assert!(s.log_reaches(LogPosition { seq: 3, ..mark }));
+    drop(s);
+    // A clean reopen keeps the incarnation; a reopen after an unclean stop gets a new one and
+    // forgets every saved peer position.
+    let s = e.open_all(false).unwrap().pop().unwrap();
+    assert_eq!(s.log_mark(), mark);
+    s.apply_replicated("peer", std::iter::empty(), LogPosition { incarnation: 7, seq: 3 }).unwrap();
+    assert_eq!(s.followed_peers().unwrap(), vec!["peer".to_owned()]);
+    drop(s);
+    let s = e.open_all(true).unwrap().pop().unwrap();
+    assert_ne!(s.log_mark().incarnation, mark.incarnation, "renewed after an unclean stop");
+    assert_eq!(s.log_mark().seq, 10, "sequence numbers go on");
+    assert_eq!(s.peer_position("peer").unwrap(), None, "positions forgotten: copy again from the peers");
+    assert!(diverged(&s, LogPosition { seq: 10, ..mark }), "followers of the old incarnation must re-bootstrap");
+    s.apply_replicated("gone", std::iter::empty(), LogPosition { incarnation: 7, seq: 3 }).unwrap();
+    s.forget_peer("gone").unwrap();
+    assert_eq!(s.peer_position("gone").unwrap(), None);
+}
+
+#[test]
+fn a_frozen_replica_refuses_local_writes_across_a_restart_and_reports_its_final_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let s = e.create_shard(&meta("fz", 0)).unwrap();
+    s.put(b"a", b"1", 1, 0).unwrap();
+    let last = s.set_frozen(true).unwrap();
+    assert_eq!(last.seq, 1, "the final head");
+    assert!(matches!(s.put(b"b", b"2", 2, 0), Err(EngineError::Frozen)));
+    // Writes from peers still apply while it drains.
+    s.apply_replicated("peer", [(&b"c"[..], &b"x"[..])], LogPosition { incarnation: 9, seq: 1 }).unwrap();
+    drop(s);
+    let s = e.open_all(false).unwrap().pop().unwrap();
+    assert!(s.frozen(), "a restarted store stays frozen");
+    assert!(matches!(s.put(b"b", b"2", 2, 0), Err(EngineError::Frozen)));
+    assert_eq!(s.set_frozen(false).unwrap(), last);
+    s.put(b"b", b"2", 2, 0).unwrap();
+    assert_eq!(s.head_position(), 2);
+}
+
+#[test]
+fn a_layout_change_refuses_writes_of_moved_keys_and_reports_the_head_at_the_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let s = e.create_shard(&ShardMeta { keyspace: "lc".into(), shard: 0, shards: 1, replica: 0, replicas: 1, ..Default::default() }).unwrap();
+    let keys: Vec<Vec<u8>> = (0..200u32).map(|i| format!("k{i}").into_bytes()).collect();
+    for k in &keys {
+        s.put(k, b"v", 1, 0).unwrap();
+    }
+    let switch = s.set_layout(LayoutRecord { serving: 2, committed: 1, committed_at_ms: 0 }).unwrap();
+    assert_eq!(switch.seq, 200);
+    let moving = keys.iter().find(|k| vasto_hash::shard_of(k, 2) != 0).unwrap();
+    let staying = keys.iter().find(|k| vasto_hash::shard_of(k, 2) == 0).unwrap();
+    assert!(matches!(s.put(moving, b"late", 2, 0), Err(EngineError::NotOwned)));
+    let batch = [Write::Put { key: staying, value: b"w", event_time_ns: 2, ttl_ns: 0 }, Write::Delete { key: moving, event_time_ns: 2 }];
+    assert!(matches!(s.write_batch(batch), Err(EngineError::NotOwned)), "all or nothing");
+    assert_eq!(s.head_position(), 200, "nothing of a refused batch was logged");
+    s.put(staying, b"w", 2, 0).unwrap();
+    // An import partitioned for the old count is refused while the layout differs.
+    assert!(matches!(s.ingest_import(&[], 1), Err(EngineError::LayoutChanged { serving: 2, committed: 1, expected: 1 })));
 }
 
 #[test]
@@ -214,7 +306,7 @@ fn a_snapshot_bootstraps_a_replica_without_overwriting_newer_writes() {
     target.put(b"k00002", b"older-on-target", t - 5, 0).unwrap();
     let snap = source.export_snapshot(&dir.path().join("snap"), 4 << 10, 0).unwrap();
     assert!(snap.files.len() > 1, "split into several files");
-    assert_eq!(snap.position, source.head_position());
+    assert_eq!(snap.position, source.log_mark());
     target.ingest_snapshot("store-a", &snap.files, snap.position).unwrap();
     assert_eq!(get(&target, b"k00001"), Some(b"newer-on-target".to_vec()));
     assert_eq!(get(&target, b"k00002"), Some(b"from-source".to_vec()));
@@ -222,7 +314,7 @@ fn a_snapshot_bootstraps_a_replica_without_overwriting_newer_writes() {
     assert_eq!(get(&target, b"k00007"), None, "tombstones travel too");
     assert_eq!(target.peer_position("store-a").unwrap(), Some(snap.position));
     // Ingested data is the peer's, not ours: it is never offered to other peers.
-    assert_eq!(changes(&target, 0).0.len(), 2, "only the target's own two puts are local");
+    assert_eq!(changes(&target, start(&target)).0.len(), 2, "only the target's own two puts are local");
     let empty = engine(&dir.path().join("c")).create_shard(&meta("s", 1)).unwrap();
     assert!(empty.export_snapshot(&dir.path().join("snap2"), 1 << 20, 0).unwrap().files.is_empty());
 }
@@ -231,7 +323,7 @@ fn a_snapshot_bootstraps_a_replica_without_overwriting_newer_writes() {
 fn growing_copies_only_moving_keys_and_the_committed_layout_drops_them() {
     let dir = tempfile::tempdir().unwrap();
     let e = engine(dir.path());
-    let old = |shard| ShardMeta { keyspace: "g".into(), shard, shards: 2, replica: 0, replicas: 1 };
+    let old = |shard| ShardMeta { keyspace: "g".into(), shard, shards: 2, replica: 0, replicas: 1, ..Default::default() };
     let sources = [e.create_shard(&old(0)).unwrap(), e.create_shard(&old(1)).unwrap()];
     let t = now_ns();
     let keys: Vec<Vec<u8>> = (0..6000u32).map(|i| format!("key{i}").into_bytes()).collect();
@@ -239,7 +331,7 @@ fn growing_copies_only_moving_keys_and_the_committed_layout_drops_them() {
         sources[vasto_hash::shard_of(k, 2) as usize].put(k, k, t, 0).unwrap();
     }
     // Grow 2 -> 5: each new shard ingests, from every old shard, the keys it selects.
-    let new = |shard| ShardMeta { keyspace: "g".into(), shard, shards: 5, replica: 0, replicas: 1 };
+    let new = |shard| ShardMeta { keyspace: "g".into(), shard, shards: 5, replica: 0, replicas: 1, ..Default::default() };
     let targets: Vec<Shard> = (2..5).map(|s| e.create_shard(&new(s)).unwrap()).collect();
     for (i, source) in sources.iter().enumerate() {
         let split = source.export_moving(&dir.path().join(format!("move-{i}")), 1 << 10, 5, 0).unwrap();
@@ -277,7 +369,7 @@ fn growing_copies_only_moving_keys_and_the_committed_layout_drops_them() {
     // The layout survives a restart.
     drop(sources);
     drop(targets);
-    let reopened = e.open_all().unwrap();
+    let reopened = e.open_all(false).unwrap();
     let s0 = reopened.iter().find(|s| s.meta().shard == 0).unwrap();
     assert_eq!((s0.layout(), s0.layout_record()), ((0, 5), LayoutRecord { serving: 5, committed: 5, committed_at_ms: 2 }));
 }
@@ -308,7 +400,7 @@ fn imported_files_ingest_with_last_writer_wins_and_may_overlap() {
     assert!(writer.write(&files[0], run1, t).unwrap() > 0);
     assert!(writer.write(&files[1], run2, t + 1).unwrap() > 0);
     assert_eq!(writer.write(&dir.path().join("empty.sst"), std::iter::empty(), t).unwrap(), 0);
-    shard.ingest_import(&files).unwrap();
+    shard.ingest_import(&files, 1).unwrap();
     assert_eq!(get(&shard, b"newer").as_deref(), Some(&b"live"[..]), "a newer live write survives the import");
     assert_eq!(get(&shard, b"older").as_deref(), Some(&b"imported"[..]));
     assert_eq!(get(&shard, b"a").as_deref(), Some(&b"2"[..]), "overlapping files: the later event time wins");

@@ -3,11 +3,28 @@
 //! `shard_of(key, shards) = jump_consistent_hash(xxh3_64(key), shards)`, identical in the client,
 //! the store (which rejects keys that are not its own) and the engine (which drops keys that moved
 //! away after a resize). Growing from m to n shards only moves keys whose new shard is in [m, n).
+//! It also draws the random identities ([`random_id`]) that name a cluster, a keyspace and a
+//! change log, so that none is ever mistaken for an earlier one of the same name.
 
 /// The xxh3-64 hash of a key, the input of [`jump_consistent_hash`].
 #[inline]
 pub fn key_hash(key: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(key)
+}
+
+/// A random, non-zero 64-bit identity from the operating system's generator (0 means "none"
+/// on the wire and on disk). Falls back to a hash of the clock and the process id if the
+/// generator is unavailable, which is still unique enough to tell incarnations apart.
+pub fn random_id() -> u64 {
+    let mut raw = [0u8; 8];
+    let id = match getrandom::getrandom(&mut raw) {
+        Ok(()) => u64::from_le_bytes(raw),
+        Err(_) => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+            key_hash(format!("{now}-{}", std::process::id()).as_bytes())
+        }
+    };
+    id.max(1)
 }
 
 /// Lamping & Veach jump consistent hash: maps `key` to a bucket in `0..buckets`.

@@ -53,6 +53,9 @@ pub enum ImportError {
     /// The keyspace is being resized: its shard count is about to change.
     #[error("keyspace {0} is being resized; import once the resize is over")]
     Resizing(String),
+    /// Another operation (a resize, a replace, a repair, another import) runs on the keyspace.
+    #[error("{0}")]
+    Busy(String),
     /// A replica that must receive the files is down.
     #[error("replica {replica} of shard {shard} is down (every replica must receive the import); nothing was imported")]
     ReplicaDown {
@@ -145,13 +148,47 @@ pub struct ImportReport {
     pub upload: Duration,
 }
 
-/// Imports `input` into `keyspace` through the master at `master`.
+/// How long the importer waits for its routing table to show the shard count the master gave.
+const TABLE_WAIT: Duration = Duration::from_secs(10);
+
+/// Imports `input` into `keyspace` through the master at `master`. The master is told first
+/// (`BeginImport`): no resize or replace of the keyspace can start until the import is over,
+/// and the import is refused while one runs; each store checks the layout again as it ingests.
 pub async fn import(master: &str, keyspace: &str, input: &Path, options: &ImportOptions, progress: Arc<Progress>) -> Result<ImportReport, ImportError> {
-    let client = Client::connect(master).await?;
-    let table = client.keyspace(keyspace).await?.routing_table().ok_or_else(|| ClientError::UnknownKeyspace(keyspace.to_owned()))?;
-    if table.resizing_to != 0 {
-        return Err(ImportError::Resizing(keyspace.to_owned()));
+    let mut lease = vasto_client::AdminClient::connect(master, Duration::from_secs(10)).await?;
+    let shards = lease.begin_import(keyspace).await.map_err(|e| match e {
+        ClientError::Server { status: vasto_wire::Status::Unavailable, message } => ImportError::Busy(message),
+        other => other.into(),
+    })?;
+    let result = import_leased(master, keyspace, shards, input, options, progress).await;
+    if let Err(e) = lease.end_import(keyspace).await {
+        // Closing the connection ends the lease too.
+        tracing::debug!(error = %e, "ending the import lease");
     }
+    result
+}
+
+async fn import_leased(
+    master: &str,
+    keyspace: &str,
+    shards: u32,
+    input: &Path,
+    options: &ImportOptions,
+    progress: Arc<Progress>,
+) -> Result<ImportReport, ImportError> {
+    let client = Client::connect(master).await?;
+    let ks = client.keyspace(keyspace).await?;
+    let deadline = Instant::now() + TABLE_WAIT;
+    let table = loop {
+        let table = ks.routing_table().ok_or_else(|| ClientError::UnknownKeyspace(keyspace.to_owned()))?;
+        if table.shards == shards && table.resizing_to == 0 {
+            break table;
+        }
+        if Instant::now() > deadline {
+            return Err(ImportError::Resizing(keyspace.to_owned()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     for (shard, replicas) in table.routes.iter().enumerate() {
         if let Some(replica) = replicas.iter().position(|r| !r.up || r.address.is_empty()) {
             return Err(ImportError::ReplicaDown { shard: shard as u32, replica });

@@ -130,9 +130,9 @@ mod tests {
         let engine = Engine::new(&dir.path().join("db"), &EngineOptions::default()).unwrap();
         let mut total = 0;
         for (shard, files) in runs.iter().enumerate() {
-            let meta = ShardMeta { keyspace: "imp".into(), shard: 0, shards: 1, replica: shard as u32, replicas: 3 };
+            let meta = ShardMeta { keyspace: "imp".into(), shard: 0, shards: 1, replica: shard as u32, replicas: 3, ..Default::default() };
             let db = engine.create_shard(&ShardMeta { keyspace: format!("imp{shard}"), ..meta }).unwrap();
-            db.ingest_import(files).unwrap();
+            db.ingest_import(files, 1).unwrap();
             total += db.raw_entry_count().unwrap();
             for (key, want) in [(&b"key7"[..], &b"last"[..]), (b"key8", b"second")] {
                 if vasto_hash::shard_of(key, 3) == shard as u32 {

@@ -1,6 +1,7 @@
 //! Shared master state behind one mutex: the soft state, the live store links (for commands),
 //! and the routing-table subscribers. Critical sections are short and never span an `.await`.
-use crate::state::State;
+use crate::catalog::{Catalog, CatalogDir, CatalogError};
+use crate::state::{LogMark, State};
 use crate::MasterConfig;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,11 +18,13 @@ pub(crate) type Outbox = mpsc::UnboundedSender<Frame>;
 /// Shard commands sent on a store connection and not yet answered, by frame id.
 pub(crate) type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Ack>>>>;
 
-/// A store's answer to a shard command.
+/// A store's answer to a shard command, with the replica's change-log position once the
+/// command took effect (a freeze's final head, the head at a layout switch).
 #[derive(Debug, Clone)]
 pub(crate) struct Ack {
     pub status: Status,
     pub message: String,
+    pub mark: LogMark,
 }
 
 /// The live connection of one store.
@@ -39,15 +42,36 @@ struct Subscriber {
 /// Everything connections share.
 pub(crate) struct Shared {
     pub config: MasterConfig,
+    /// This cluster's id, sent in every hello reply.
+    pub cluster_id: u64,
+    catalog_dir: CatalogDir,
     hub: Mutex<Hub>,
     next_frame_id: AtomicU64,
     next_conn_id: AtomicU64,
 }
 
 impl Shared {
-    pub fn new(config: MasterConfig) -> Self {
-        let hub = Hub { state: State::default(), links: HashMap::new(), subs: HashMap::new(), enc: FrameEncoder::new() };
-        Self { config, hub: Mutex::new(hub), next_frame_id: AtomicU64::new(1), next_conn_id: AtomicU64::new(1) }
+    pub fn new(config: MasterConfig, cluster_id: u64, catalog_dir: CatalogDir, catalog: Catalog) -> Self {
+        let hub = Hub { state: State::from_catalog(catalog), links: HashMap::new(), subs: HashMap::new(), enc: FrameEncoder::new() };
+        Self { config, cluster_id, catalog_dir, hub: Mutex::new(hub), next_frame_id: AtomicU64::new(1), next_conn_id: AtomicU64::new(1) }
+    }
+
+    /// Writes the catalog to disk if it changed. A failure is logged and retried at the next
+    /// change; callers that must not go on without it (a create) check the result.
+    pub fn persist(&self, hub: &mut Hub) -> Result<(), CatalogError> {
+        if !hub.state.catalog_dirty {
+            return Ok(());
+        }
+        match self.catalog_dir.save(&hub.state.catalog) {
+            Ok(()) => {
+                hub.state.catalog_dirty = false;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not write the catalog");
+                Err(e)
+            }
+        }
     }
 
     /// Locks the hub (a panic elsewhere never makes the master unusable).

@@ -6,7 +6,7 @@
 //! flag depends on the store's own lags and on its peers being up, so heartbeats, stores going
 //! down and stores (re)registering can all flip it; each of them bumps and pushes the keyspaces
 //! whose flags changed, and nothing else.
-use crate::state::State;
+use crate::state::{LogMark, State};
 use std::collections::BTreeSet;
 use vasto_wire::ReplicaLag;
 
@@ -21,10 +21,16 @@ impl State {
     }
 
     /// True when store `id` last reported its copy of `shard` of `keyspace` from `peer` (a store
-    /// id, or `store#shard` for a resize copy) as caught up, and with `drained` also with
-    /// nothing left to apply.
-    pub fn reports_caught_up(&self, id: &str, keyspace: &str, shard: u32, peer: &str, drained: bool) -> bool {
-        self.lags_of(id, keyspace, shard).any(|l| l.peer == peer && l.caught_up && (!drained || l.entries == 0))
+    /// id, or `store#shard` for a resize copy) as caught up in its current session.
+    pub fn reports_caught_up(&self, id: &str, keyspace: &str, shard: u32, peer: &str) -> bool {
+        self.lags_of(id, keyspace, shard).any(|l| l.peer == peer && l.caught_up)
+    }
+
+    /// True when store `id` last reported having applied `peer`'s change log (of `mark`'s
+    /// incarnation) at or past `mark`: every write `peer` logged up to it is here. Positions are
+    /// the applied ones, saved with the data, so this holds whatever happened to the session.
+    pub fn reports_past(&self, id: &str, keyspace: &str, shard: u32, peer: &str, mark: LogMark) -> bool {
+        self.lags_of(id, keyspace, shard).any(|l| l.peer == peer && l.incarnation == mark.incarnation && l.position >= mark.seq)
     }
 
     /// The lags store `id` last reported for `shard` of `keyspace` (none while it is down).

@@ -5,30 +5,38 @@
 //! peers; a restarted master rebuilds every keyspace from these reports. Clients, admins and
 //! stores (to find their replication peers) subscribe to routing tables, which are pushed on
 //! every change, including a replica starting or stopping to catch up; clients and admins also
-//! create, delete and inspect keyspaces. Nothing is written to disk.
+//! create, delete and inspect keyspaces. On disk (`--dir`) only the cluster id and the catalog
+//! of keyspaces with their incarnations (see `catalog`).
 //!
 //! Every connection speaks length-prefixed FlatBuffers frames (see `vasto-wire`).
 
 #![warn(missing_docs)]
 
 mod admin;
+mod adopt;
+mod catalog;
 mod client_conn;
 mod hub;
 mod lag;
 mod progress;
 mod reconcile;
 mod replace;
+mod replace_run;
 mod resize;
+mod resize_run;
+mod retire;
 mod state;
 mod status;
 mod store_conn;
 
+pub use catalog::CatalogError;
 pub use progress::OperationStatus;
 pub use state::MAX_SHARDS;
 pub use status::{ClusterStatus, KeyspaceStatus, LagStatus, RouteStatus, StoreStatus};
 
 use hub::Shared;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -40,6 +48,11 @@ use vasto_wire::{parse_frame, read_frame, FrameEncoder, Role, Status, WireError,
 pub struct MasterConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// Directory of the cluster id and the keyspace catalog (created if missing).
+    pub dir: PathBuf,
+    /// The cluster id to use when `dir` has none yet (restoring a lost master directory);
+    /// `None` creates a new cluster at the first start.
+    pub cluster_id: Option<u64>,
     /// A store that sends no frame for this long is marked down (stores heartbeat every 250 ms).
     pub heartbeat_timeout: Duration,
     /// How long to wait for a store to acknowledge a shard command.
@@ -51,10 +64,13 @@ pub struct MasterConfig {
 }
 
 impl Default for MasterConfig {
-    /// Listens on `127.0.0.1:8278`, 1 s heartbeat timeout, 10 s command timeout, 1.2 s drain settle.
+    /// Listens on `127.0.0.1:8278` with its files in `./vasto-master`, 1 s heartbeat timeout,
+    /// 10 s command timeout, 1.2 s drain settle.
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8278)),
+            dir: PathBuf::from("vasto-master"),
+            cluster_id: None,
             heartbeat_timeout: Duration::from_secs(1),
             command_timeout: Duration::from_secs(10),
             drain_settle: Duration::from_millis(1200),
@@ -82,6 +98,9 @@ pub enum MasterError {
     /// The peer broke the conversation (wrong first frame, bad registration, ...).
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The master's directory cannot be used.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
     /// A store sent nothing for longer than the heartbeat timeout.
     #[error("no frame from store {store} within {timeout:?}")]
     HeartbeatTimeout {
@@ -104,7 +123,9 @@ pub async fn run(config: MasterConfig) -> Result<(), MasterError> {
 /// Serves connections accepted on `listener` forever (`config.listen` is ignored).
 /// One connection's failure never affects the others.
 pub async fn serve(listener: TcpListener, config: MasterConfig) -> Result<(), MasterError> {
-    let shared = Arc::new(Shared::new(config));
+    let (catalog_dir, cluster_id, catalog) = catalog::CatalogDir::open(&config.dir, config.cluster_id)?;
+    tracing::info!(cluster_id = %format!("{cluster_id:016x}"), dir = %config.dir.display(), keyspaces = catalog.keyspaces.len(), "master state loaded");
+    let shared = Arc::new(Shared::new(config, cluster_id, catalog_dir, catalog));
     tokio::spawn(reconcile::run(Arc::clone(&shared)));
     loop {
         match listener.accept().await {
@@ -128,6 +149,7 @@ pub async fn serve(listener: TcpListener, config: MasterConfig) -> Result<(), Ma
 /// Hello exchange, then hands the connection to the store or client loop.
 async fn handle_conn(shared: Arc<Shared>, stream: TcpStream) -> Result<(), MasterError> {
     stream.set_nodelay(true)?;
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = Vec::new();
     let first = tokio::time::timeout(shared.config.command_timeout, read_frame(&mut rd, &mut buf, DEFAULT_MAX_FRAME)).await;
@@ -137,25 +159,34 @@ async fn handle_conn(shared: Arc<Shared>, stream: TcpStream) -> Result<(), Maste
     }
     let mut enc = FrameEncoder::new();
     let mut out = Vec::new();
-    let hello = parse_frame(&buf)?.body_as_hello().map(|h| (h.protocol_version(), h.role()));
-    let Some((version, role)) = hello else {
-        enc.hello_reply(&mut out, Status::BadRequest, "the first frame must be a hello");
+    let ours = shared.cluster_id;
+    let hello = parse_frame(&buf)?.body_as_hello().map(|h| (h.protocol_version(), h.role(), h.cluster_id()));
+    let Some((version, role, theirs)) = hello else {
+        enc.hello_reply(&mut out, Status::BadRequest, "the first frame must be a hello", ours);
         wr.write_all(&out).await?;
         return Err(MasterError::Protocol("the first frame was not a hello".into()));
     };
     if version != PROTOCOL_VERSION {
         let message = format!("protocol version mismatch: the master speaks version {PROTOCOL_VERSION}, the peer speaks version {version}");
-        enc.hello_reply(&mut out, Status::VersionMismatch, &message);
+        enc.hello_reply(&mut out, Status::VersionMismatch, &message, ours);
         wr.write_all(&out).await?;
         let _ = wr.shutdown().await;
         return Err(MasterError::Protocol(message));
     }
     if role != Role::Store && role != Role::Client && role != Role::Admin {
-        enc.hello_reply(&mut out, Status::BadRequest, "unknown role");
+        enc.hello_reply(&mut out, Status::BadRequest, "unknown role", ours);
         wr.write_all(&out).await?;
         return Err(MasterError::Protocol(format!("unknown role {}", role.0)));
     }
-    enc.hello_reply(&mut out, Status::Ok, "");
+    if theirs != 0 && theirs != ours {
+        let message = format!("this master runs cluster {ours:016x}; the peer belongs to cluster {theirs:016x}");
+        tracing::warn!(peer = %peer, role = ?role, %message, "refused a node of another cluster");
+        enc.hello_reply(&mut out, Status::WrongCluster, &message, ours);
+        wr.write_all(&out).await?;
+        let _ = wr.shutdown().await;
+        return Err(MasterError::Protocol(message));
+    }
+    enc.hello_reply(&mut out, Status::Ok, "", ours);
     wr.write_all(&out).await?;
     if role == Role::Store {
         store_conn::serve_store(shared, rd, wr, buf).await

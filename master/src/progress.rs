@@ -37,6 +37,11 @@ impl State {
         op.phase = phase;
     }
 
+    /// The kind of the operation running on `name` (e.g. `resize 2 -> 3 shards`), if any.
+    pub fn operation_kind(&self, name: &str) -> Option<String> {
+        self.operations.get(name).map(|op| op.kind.clone())
+    }
+
     /// The progress of the operation running on `name`, if any.
     pub(crate) fn operation_status(&self, name: &str, now_ms: u64) -> Option<OperationStatus> {
         let op = self.operations.get(name)?;

@@ -3,7 +3,8 @@
 //! While it joins, the new store is listed after the regular replicas of each shard it takes
 //! over, marked catching up (clients use it only if nothing else is live), so it and its peers
 //! follow each other; once it has caught up with every live peer, it takes the old store's slot.
-use crate::state::{Reject, State};
+use crate::state::{LogMark, Reject, State};
+use std::collections::BTreeMap;
 use vasto_wire::{ReplicaRoute, ShardInfo, Status};
 
 /// A store taking over replica `replica` of `shard`.
@@ -61,6 +62,21 @@ impl State {
         if let Some((shard, _)) = slots.iter().find(|(shard, _)| ks.placement[*shard as usize].contains(&to_id)) {
             return Err(Reject::bad(format!("store {to} already holds a replica of shard {shard} of {name}")));
         }
+        let up = |s: &String| self.stores.get(s).is_some_and(|r| r.up);
+        let retirable = self.strays(name).into_iter().find(|(_, i)| ks.placement.get(i.shard as usize).is_some_and(|row| row.iter().all(up)));
+        if let Some((store, info)) = retirable {
+            return Err(Reject::bad(format!(
+                "store {store} holds an extra replica of shard {} of {name} (left by an interrupted replace); it is being drained and dropped, try again shortly",
+                info.shard
+            )));
+        }
+        // The old copies drain into every other replica before they go: each must be up to say
+        // it applied them (a replica that missed the drain could never get those writes again).
+        for (shard, _) in &slots {
+            if let Some(down) = ks.placement[*shard as usize].iter().find(|s| **s != from_id && !up(s)) {
+                return Err(Reject::bad(format!("replica of shard {shard} of {name} on store {down} is down; bring it back (or replace it) first")));
+            }
+        }
         Ok(ReplacePlan::Move { from: from_id, to: to_id, slots })
     }
 
@@ -83,17 +99,19 @@ impl State {
             ks.placement[j.shard as usize]
                 .iter()
                 .filter(|p| *p != to && self.stores.get(*p).is_some_and(|s| s.up))
-                .all(|peer| self.reports_caught_up(to, name, j.shard, peer, false))
+                .all(|peer| self.reports_caught_up(to, name, j.shard, peer))
         })
     }
 
-    /// True once every live replica (the joining one included) of every shard being taken from
-    /// `from` reports having applied all of `from`'s change log.
-    pub fn drained(&self, name: &str, from: &str) -> bool {
+    /// True once every other replica (the joining one included) of every shard being taken from
+    /// `from` is up and reports having applied `from`'s change log up to its final head
+    /// (`finals[shard]`, from the freeze).
+    pub fn drained(&self, name: &str, from: &str, finals: &BTreeMap<u32, LogMark>) -> bool {
         let Some(ks) = self.keyspaces.get(name) else { return false };
         ks.joining.iter().all(|j| {
-            let row = ks.placement[j.shard as usize].iter().chain(std::iter::once(&j.store));
-            row.filter(|s| *s != from && self.stores.get(*s).is_some_and(|r| r.up)).all(|s| self.reports_caught_up(s, name, j.shard, from, true))
+            let Some(&mark) = finals.get(&j.shard) else { return false };
+            let mut row = ks.placement[j.shard as usize].iter().chain(std::iter::once(&j.store)).filter(|s| *s != from);
+            row.all(|s| self.stores.get(s).is_some_and(|r| r.up) && self.reports_past(s, name, j.shard, from, mark))
         })
     }
 
@@ -108,13 +126,20 @@ impl State {
         self.bump(name, now_ms);
     }
 
-    /// Asks the replace or resize in progress on `name` to roll back; false when there is none.
+    /// Asks the replace or resize in progress on `name` to roll back, or, with none running,
+    /// has `reconcile` roll back a resize interrupted by a master restart even though some
+    /// replicas have not reported (see `reconcile`); false when there is nothing to cancel.
     pub fn request_cancel(&mut self, name: &str) -> bool {
-        let joining = self.keyspaces.get(name).is_some_and(|ks| !ks.joining.is_empty() || ks.resizing_to != 0);
-        if joining {
+        let running = self.keyspaces.get(name).is_some_and(|ks| !ks.joining.is_empty() || ks.resizing_to != 0);
+        if running {
             self.cancels.insert(name.to_owned());
+            return true;
         }
-        joining
+        let interrupted = !self.is_busy(name) && self.reconcile_waiting(name).is_some_and(|w| w.contains("resize"));
+        if interrupted {
+            self.forced_rollbacks.insert(name.to_owned());
+        }
+        interrupted
     }
 
     /// True (once) when a cancel of the operation on `name` was requested.
@@ -135,13 +160,13 @@ impl State {
     /// marked catching up.
     pub fn joining_routes(&self, name: &str, shard: u32) -> Vec<ReplicaRoute> {
         let Some(ks) = self.keyspaces.get(name) else { return Vec::new() };
-        ks.joining.iter().filter(|j| j.shard == shard).map(|j| ReplicaRoute { catching_up: true, ..self.route(&j.store, name, shard) }).collect()
+        ks.joining.iter().filter(|j| j.shard == shard).map(|j| self.extra_route(&j.store)).collect()
     }
 
-    /// The shard replicas `store` must create (or drop) for the slots of a join.
-    pub fn join_infos(&self, name: &str, slots: &[(u32, u32)]) -> Vec<ShardInfo> {
+    /// The shard replicas `store` must create (or drop) for the slots of a join, created now.
+    pub fn join_infos(&self, name: &str, slots: &[(u32, u32)], now_ms: u64) -> Vec<ShardInfo> {
         let Some(ks) = self.keyspaces.get(name) else { return Vec::new() };
-        slots.iter().map(|&(shard, replica)| ks.shard_info(name, shard, replica)).collect()
+        slots.iter().map(|&(shard, replica)| ShardInfo { created_at_ms: now_ms, ..ks.shard_info(name, shard, replica) }).collect()
     }
 }
 
@@ -156,7 +181,7 @@ mod tests {
             s.register(id, &format!("127.0.0.1:{i}"), 0, &[], 1);
         }
         let placement = vec![vec!["a".to_owned(), "b".to_owned()], vec!["b".to_owned(), "a".to_owned()]];
-        s.commit_create("ks", 2, 2, placement, 2);
+        s.commit_create("ks", 1, 2, 2, placement, 2);
         s
     }
 
@@ -172,16 +197,30 @@ mod tests {
         assert_eq!(table.routes[0].len(), 3, "the joining store is listed after the replicas");
         assert!(table.routes[0][2].catching_up && table.routes[0][2].store_id == "c");
         assert!(!s.join_caught_up("ks", "c"));
-        let lag = |shard, peer: &str| ReplicaLag { keyspace: "ks".into(), shard, peer: peer.into(), entries: 0, lag_ms: 0, caught_up: true };
+        let lag =
+            |shard, peer: &str| ReplicaLag { keyspace: "ks".into(), shard, peer: peer.into(), entries: 0, lag_ms: 0, caught_up: true, ..Default::default() };
         let generation = s.stores["c"].generation;
         s.heartbeat("c", generation, vec![lag(0, "a"), lag(0, "b"), lag(1, "a")], 4);
         assert!(!s.join_caught_up("ks", "c"), "shard 1 has not caught up with b");
         s.heartbeat("c", generation, vec![lag(0, "a"), lag(0, "b"), lag(1, "a"), lag(1, "b")], 5);
         assert!(s.join_caught_up("ks", "c"));
-        assert!(!s.drained("ks", "a"), "b has not reported draining a yet");
+        // a was frozen at heads 10 (shard 0) and 3 (shard 1) of its log incarnation 5.
+        let finals: BTreeMap<u32, LogMark> = [(0, LogMark { incarnation: 5, seq: 10 }), (1, LogMark { incarnation: 5, seq: 3 })].into();
+        let at = |shard, peer: &str, incarnation, position| ReplicaLag { incarnation, position, ..lag(shard, peer) };
+        assert!(!s.drained("ks", "a", &finals), "nobody has reported a position past a's final heads");
+        s.heartbeat("c", generation, vec![at(0, "a", 5, 10), lag(0, "b"), at(1, "a", 5, 3), lag(1, "b")], 6);
         let gb = s.stores["b"].generation;
-        s.heartbeat("b", gb, vec![lag(0, "a"), lag(1, "a")], 6);
-        assert!(s.drained("ks", "a"));
+        s.heartbeat("b", gb, vec![at(0, "a", 5, 10), at(1, "a", 5, 2)], 6);
+        assert!(!s.drained("ks", "a", &finals), "b has not applied a's last entry of shard 1");
+        s.heartbeat("b", gb, vec![at(0, "a", 5, 10), at(1, "a", 4, 99)], 6);
+        assert!(!s.drained("ks", "a", &finals), "a position of another incarnation of a's log proves nothing");
+        s.heartbeat("b", gb, vec![at(0, "a", 5, 11), at(1, "a", 5, 3)], 6);
+        assert!(s.drained("ks", "a", &finals));
+        s.store_down("b", gb, 6);
+        assert!(!s.drained("ks", "a", &finals), "a replica that is down cannot confirm");
+        s.register("b", "127.0.0.1:1", 0, &[], 6);
+        let gb = s.stores["b"].generation;
+        s.heartbeat("b", gb, vec![at(0, "a", 5, 11), at(1, "a", 5, 3)], 6);
         s.commit_join("ks", 6);
         let table = s.table("ks");
         assert_eq!(table.routes[0].iter().map(|r| r.store_id.as_str()).collect::<Vec<_>>(), vec!["c", "b"]);

@@ -4,6 +4,7 @@
 //! copy every key of the retiring shards. In both, the sources then stop taking the keys that
 //! move (wrong-shard), the targets drain what is left, and the shard count switches. Lag reports
 //! of these copies name the source as `store#shard`.
+use crate::admin::Done;
 use crate::state::{place, Reject, State, MAX_SHARDS};
 use vasto_wire::{ShardInfo, Status};
 
@@ -30,6 +31,12 @@ impl State {
         }
         if let Some((shard, _)) = ks.placement.iter().enumerate().find(|(_, row)| row.iter().any(|s| !self.stores.get(s).is_some_and(|r| r.up))) {
             return Err(Reject::bad(format!("a replica of shard {shard} of {name} is down; bring it back before resizing")));
+        }
+        if let Some((store, info)) = self.strays(name).into_iter().next() {
+            return Err(Reject::bad(format!(
+                "store {store} holds an extra replica of shard {} of {name} (left by an interrupted replace); it is being drained and dropped, try again shortly",
+                info.shard
+            )));
         }
         let live: Vec<&str> = self.stores.iter().filter(|(_, s)| s.up).map(|(id, _)| id.as_str()).collect();
         if ks.replicas as usize > live.len() {
@@ -73,13 +80,24 @@ impl State {
     }
 
     /// True when every live replica of every receiving shard reports its copy from every live
-    /// replica of every giving shard as caught up (and, with `drained`, with nothing left).
-    pub fn resize_copied(&self, name: &str, drained: bool) -> bool {
+    /// replica of every giving shard as caught up.
+    pub fn resize_copied(&self, name: &str) -> bool {
         let (Some(ks), Some((targets, sources))) = (self.keyspaces.get(name), self.resize_ranges(name)) else { return false };
         let up = |s: &String| self.stores.get(s).is_some_and(|r| r.up);
         let row = |shard: u32| ks.placement.get(shard as usize).map(Vec::as_slice).unwrap_or_default();
         let sources: Vec<String> = sources.flat_map(|s| row(s).iter().filter(|p| up(p)).map(move |p| source_peer(p, s))).collect();
-        targets.into_iter().all(|t| row(t).iter().filter(|s| up(s)).all(|store| sources.iter().all(|src| self.reports_caught_up(store, name, t, src, drained))))
+        targets.into_iter().all(|t| row(t).iter().filter(|s| up(s)).all(|store| sources.iter().all(|src| self.reports_caught_up(store, name, t, src))))
+    }
+
+    /// True when every replica of every receiving shard reports having applied the log of every
+    /// giving replica in `switched` up to the head it answered when it switched layouts (after
+    /// which it takes no write of a moving key).
+    pub fn resize_drained(&self, name: &str, switched: &[Done]) -> bool {
+        let (Some(ks), Some((targets, _))) = (self.keyspaces.get(name), self.resize_ranges(name)) else { return false };
+        targets.into_iter().all(|t| {
+            let row = ks.placement.get(t as usize).map(Vec::as_slice).unwrap_or_default();
+            row.iter().all(|store| switched.iter().all(|d| self.reports_past(store, name, t, &source_peer(&d.store, d.info.shard), d.mark)))
+        })
     }
 
     /// The time a resize of `name` is committed at: now, but after the previous commit.
@@ -121,6 +139,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::LogMark;
     use vasto_wire::ReplicaLag;
 
     #[test]
@@ -129,7 +148,7 @@ mod tests {
         for (i, id) in ["a", "b", "c"].iter().enumerate() {
             s.register(id, &format!("127.0.0.1:{i}"), 0, &[], 1);
         }
-        s.commit_create("ks", 2, 1, vec![vec!["a".into()], vec!["b".into()]], 2);
+        s.commit_create("ks", 9, 2, 1, vec![vec!["a".into()], vec!["b".into()]], 2);
         assert_eq!(s.plan_resize("ks", 2).unwrap(), None);
         let rows = s.plan_resize("ks", 3).unwrap().unwrap();
         assert_eq!(rows, vec![vec!["c".to_owned()]], "least-loaded store");
@@ -139,13 +158,27 @@ mod tests {
         assert_eq!(s.resize_ranges("ks"), Some((2..3, 0..2)));
         assert_eq!(s.shard_infos("ks", 2..3, 3, 2)[0].1.shards, 3);
         assert_eq!(s.shard_infos("ks", 0..2, 3, 2).len(), 2);
-        assert!(!s.resize_copied("ks", false));
-        let lag = |peer: &str, entries| ReplicaLag { keyspace: "ks".into(), shard: 2, peer: peer.into(), entries, lag_ms: 0, caught_up: true };
+        assert!(!s.resize_copied("ks"));
+        let lag = |peer: &str, position| ReplicaLag {
+            keyspace: "ks".into(),
+            shard: 2,
+            peer: peer.into(),
+            entries: 0,
+            lag_ms: 0,
+            caught_up: true,
+            position,
+            incarnation: 7,
+        };
         let g = s.stores["c"].generation;
         s.heartbeat("c", g, vec![lag("a#0", 3), lag("b#1", 0)], 4);
-        assert!(s.resize_copied("ks", false) && !s.resize_copied("ks", true));
-        s.heartbeat("c", g, vec![lag("a#0", 0), lag("b#1", 0)], 5);
-        assert!(s.resize_copied("ks", true));
+        let switched =
+            |store: &str, shard, seq| Done { store: store.into(), info: s.keyspaces["ks"].shard_info("ks", shard, 0), mark: LogMark { incarnation: 7, seq } };
+        let heads = [switched("a", 0, 5), switched("b", 1, 0)];
+        assert!(s.resize_copied("ks") && !s.resize_drained("ks", &heads), "a's head at the switch is 5");
+        s.heartbeat("c", g, vec![lag("a#0", 5), lag("b#1", 0)], 5);
+        assert!(s.resize_drained("ks", &heads));
+        let other_log = [Done { mark: LogMark { incarnation: 8, seq: 5 }, ..heads[0].clone() }];
+        assert!(!s.resize_drained("ks", &other_log), "a position of another incarnation proves nothing");
         s.commit_resize("ks", 6, 6);
         let table = s.table("ks");
         assert_eq!((table.shards, table.resizing_to, table.routes.len()), (3, 0, 3));
@@ -156,12 +189,13 @@ mod tests {
         assert_eq!(s.resize_ranges("ks"), Some((0..1, 1..3)));
         let table = s.table("ks");
         assert_eq!((table.shards, table.resizing_to, table.routes.len()), (3, 1, 3));
-        let lag0 = |peer: &str| ReplicaLag { keyspace: "ks".into(), shard: 0, peer: peer.into(), entries: 0, lag_ms: 0, caught_up: true };
+        let lag0 =
+            |peer: &str| ReplicaLag { keyspace: "ks".into(), shard: 0, peer: peer.into(), entries: 0, lag_ms: 0, caught_up: true, position: 0, incarnation: 7 };
         let ga = s.stores["a"].generation;
         s.heartbeat("a", ga, vec![lag0("b#1")], 8);
-        assert!(!s.resize_copied("ks", true), "shard 2 not copied yet");
+        assert!(!s.resize_copied("ks"), "shard 2 not copied yet");
         s.heartbeat("a", ga, vec![lag0("b#1"), lag0("c#2")], 9);
-        assert!(s.resize_copied("ks", true));
+        assert!(s.resize_copied("ks"));
         s.commit_resize("ks", 10, 10);
         let table = s.table("ks");
         assert_eq!((table.shards, table.resizing_to, table.routes.len()), (1, 0, 1));

@@ -4,12 +4,12 @@ use super::*;
 
 /// Replica `replica` of the single shard of keyspace "ks" (1 shard, 2 replicas).
 fn held(replica: u32) -> Arc<Mutex<BTreeSet<ShardInfo>>> {
-    let info = ShardInfo { keyspace: "ks".into(), shard: 0, shards: 1, replica, replicas: 2, committed: 1, committed_at_ms: 1 };
+    let info = ShardInfo { keyspace: "ks".into(), shard: 0, shards: 1, replica, replicas: 2, committed: 1, committed_at_ms: 1, ..Default::default() };
     Arc::new(Mutex::new(BTreeSet::from([info])))
 }
 
 fn lag(peer: &str, caught_up: bool) -> ReplicaLag {
-    ReplicaLag { keyspace: "ks".into(), shard: 0, peer: peer.into(), entries: 12, lag_ms: 80, caught_up }
+    ReplicaLag { keyspace: "ks".into(), shard: 0, peer: peer.into(), entries: 12, lag_ms: 80, caught_up, ..Default::default() }
 }
 
 async fn subscribe(client: &mut TcpStream, keyspace: &str) {
@@ -68,7 +68,10 @@ async fn catching_up_follows_the_heartbeats() {
     let st = status(&mut admin).await;
     let route = &st.keyspaces[0].routes[0][1];
     assert!(route.catching_up);
-    assert_eq!(route.lags, vec![LagStatus { peer: "s1".into(), entries: 12, lag_ms: 80, caught_up: false }]);
+    assert_eq!(
+        route.lags,
+        vec![LagStatus { peer: "s1".into(), entries: 12, lag_ms: 80, caught_up: false, incarnation: format!("{:016x}", 0), ..Default::default() }]
+    );
 
     // Caught up: the flag clears with a new version.
     s2.set_lags(vec![lag("s1", true)]).await;

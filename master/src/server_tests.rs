@@ -18,16 +18,26 @@ async fn start() -> SocketAddr {
 }
 
 async fn start_with_heartbeat_timeout(heartbeat_timeout: Duration) -> SocketAddr {
+    start_in(&master_dir(), heartbeat_timeout).await
+}
+
+/// A directory for one master's files that outlives the test's master.
+fn master_dir() -> std::path::PathBuf {
+    tempfile::tempdir().expect("temp dir").keep()
+}
+
+/// A master whose files are in `dir` (a restarted master is started on the same one).
+async fn start_in(dir: &std::path::Path, heartbeat_timeout: Duration) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(serve(listener, MasterConfig { listen: addr, heartbeat_timeout, ..Default::default() }));
+    tokio::spawn(serve(listener, MasterConfig { listen: addr, heartbeat_timeout, dir: dir.to_path_buf(), ..Default::default() }));
     addr
 }
 
 async fn connect(addr: SocketAddr, role: Role) -> TcpStream {
     let mut s = TcpStream::connect(addr).await.expect("connect");
     let mut out = Vec::new();
-    FrameEncoder::new().hello(&mut out, role);
+    FrameEncoder::new().hello(&mut out, role, 0);
     s.write_all(&out).await.expect("hello");
     let mut buf = Vec::new();
     read_frame(&mut s, &mut buf, DEFAULT_MAX_FRAME).await.expect("hello reply");
@@ -81,14 +91,21 @@ impl FakeStore {
                 let Some(info) = cmd.shard().map(ShardInfo::from_fb) else { continue };
                 {
                     let mut held = shards.lock().expect("lock");
-                    if cmd.kind() == ShardCommandKind::Create {
-                        held.insert(info);
-                    } else {
-                        held.retain(|s| !(s.keyspace == info.keyspace && s.shard == info.shard));
+                    let old = held.iter().find(|s| s.keyspace == info.keyspace && s.shard == info.shard).cloned();
+                    held.retain(|s| !(s.keyspace == info.keyspace && s.shard == info.shard));
+                    match cmd.kind() {
+                        ShardCommandKind::Create => {
+                            held.insert(ShardInfo { frozen: false, ..info });
+                        }
+                        ShardCommandKind::Freeze => held.extend(old.map(|o| ShardInfo { frozen: true, ..o })),
+                        ShardCommandKind::Commit => {
+                            held.insert(info);
+                        }
+                        _ => {}
                     }
                 }
                 let mut out = Vec::new();
-                enc.status(&mut out, frame.id(), Status::Ok, "", 0);
+                enc.shard_command_ack(&mut out, frame.id(), Status::Ok, "", 0, 1);
                 if send(&wr, &out).await.is_err() {
                     return;
                 }
@@ -258,25 +275,23 @@ async fn create_push_store_down_and_delete() {
         .0;
     assert!(down.version > t.version);
 
-    // Deleting while the holder is down is refused.
+    // Deleting while the holder is down goes through: its incarnation is recorded as deleted.
     let mut out = Vec::new();
     enc.delete_keyspace(&mut out, 9, "ks");
     request(&mut client, out).await;
-    let (st, msg) = reply_to(&mut client, 9, Vec::new()).await;
-    assert_eq!(st, Status::BadRequest);
-    assert!(msg.contains("is down"), "{msg}");
-
-    // The store comes back with its shards; then the delete goes through.
-    let store = FakeStore::start(addr, "s1", Arc::clone(&shards)).await;
-    let (up, _) = table_where(&mut client, |t| t.exists && t.routes.iter().flatten().all(|r| r.up)).await;
-    assert!(up.version > down.version);
-    let mut out = Vec::new();
-    enc.delete_keyspace(&mut out, 10, "ks");
-    request(&mut client, out).await;
     let (gone, seen) = table_where(&mut client, |t| !t.exists).await;
-    assert!(gone.version > up.version);
-    assert_eq!(reply_to(&mut client, 10, seen).await.0, Status::Ok);
-    assert!(shards.lock().expect("lock").is_empty());
+    assert!(gone.version > down.version);
+    assert_eq!(reply_to(&mut client, 9, seen).await.0, Status::Ok);
+
+    // The store comes back with its shards: they are not adopted, and they are dropped.
+    let store = FakeStore::start(addr, "s1", Arc::clone(&shards)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !shards.lock().expect("lock").is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the deleted keyspace's replicas were not dropped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut admin = connect(addr, Role::Admin).await;
+    assert!(status(&mut admin).await.keyspaces.is_empty(), "a deleted keyspace never comes back");
 
     let mut out = Vec::new();
     enc.delete_keyspace(&mut out, 11, "ks");
@@ -310,8 +325,9 @@ async fn silent_store_is_marked_down_by_the_heartbeat_timeout() {
 #[tokio::test]
 async fn restarted_master_rebuilds_from_reports() {
     let addr = start().await;
-    let shards: BTreeSet<ShardInfo> =
-        (0..3).map(|shard| ShardInfo { keyspace: "users".into(), shard, shards: 3, replica: 0, replicas: 1, committed: 3, committed_at_ms: 1 }).collect();
+    let shards: BTreeSet<ShardInfo> = (0..3)
+        .map(|shard| ShardInfo { keyspace: "users".into(), shard, shards: 3, replica: 0, replicas: 1, committed: 3, committed_at_ms: 1, ..Default::default() })
+        .collect();
     let store = FakeStore::start(addr, "s9", Arc::new(Mutex::new(shards))).await;
     let mut client = connect(addr, Role::Client).await;
     let mut out = Vec::new();
@@ -333,7 +349,7 @@ async fn bad_input_never_hurts_other_connections() {
 
     // Wrong protocol version: a clear refusal.
     let mut fbb = flatbuffers::FlatBufferBuilder::new();
-    let hello = vasto_wire::fb::Hello::create(&mut fbb, &vasto_wire::fb::HelloArgs { protocol_version: 999, role: Role::Client });
+    let hello = vasto_wire::fb::Hello::create(&mut fbb, &vasto_wire::fb::HelloArgs { protocol_version: 999, role: Role::Client, cluster_id: 0 });
     let args = vasto_wire::fb::FrameArgs { id: 0, body_type: vasto_wire::Body::Hello, body: Some(hello.as_union_value()) };
     let frame = vasto_wire::fb::Frame::create(&mut fbb, &args);
     fbb.finish(frame, None);

@@ -1,12 +1,24 @@
-//! The master's soft state: stores, keyspaces, placement and routing versions.
+//! The master's state: stores, keyspaces, placement and routing versions. Soft (rebuilt from
+//! the stores' reports) except the catalog of keyspaces and their incarnations, which the
+//! master also keeps on disk (see `catalog`).
 //!
 //! Pure data and decisions, no I/O and no clock reads: every method that bumps a version takes
-//! the current time in milliseconds, so the rules are unit-tested without sockets.
+//! the current time in milliseconds, so the rules are unit-tested without sockets. Adopting the
+//! stores' reports (which replica fills which slot) lives in `adopt`.
+use crate::catalog::{Catalog, Entry, EntryState};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use vasto_wire::{ReplicaLag, ReplicaRoute, RoutingTable, ShardInfo, Status};
 
 /// Largest shard count a keyspace may have.
 pub const MAX_SHARDS: u32 = 4096;
+
+/// A position in a replica's change log: incarnation and sequence number (a drain waits for
+/// every follower of a frozen or re-laid-out replica to report one at or past its final head).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct LogMark {
+    pub incarnation: u64,
+    pub seq: u64,
+}
 
 /// Why an admin request was refused: the status and message sent back to the admin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +54,8 @@ pub(crate) struct StoreRecord {
 /// One keyspace; `placement[shard][replica]` is a store id, "" while unknown (after a restart).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Keyspace {
+    /// Which keyspace of this name (chosen at create-keyspace, kept in every replica).
+    pub incarnation: u64,
     pub shards: u32,
     pub replicas: u32,
     pub placement: Vec<Vec<String>>,
@@ -56,16 +70,17 @@ pub(crate) struct Keyspace {
 }
 
 impl Keyspace {
-    pub(crate) fn new(shards: u32, replicas: u32, placement: Vec<Vec<String>>, committed_at_ms: u64) -> Self {
-        Self { shards, replicas, placement, joining: Vec::new(), resizing_to: 0, committed_at_ms }
+    pub(crate) fn new(incarnation: u64, shards: u32, replicas: u32, placement: Vec<Vec<String>>, committed_at_ms: u64) -> Self {
+        Self { incarnation, shards, replicas, placement, joining: Vec::new(), resizing_to: 0, committed_at_ms }
     }
 
-    fn empty(shards: u32, replicas: u32, committed_at_ms: u64) -> Self {
-        Self::new(shards, replicas, vec![vec![String::new(); replicas as usize]; shards as usize], committed_at_ms)
+    pub(crate) fn empty(incarnation: u64, shards: u32, replicas: u32, committed_at_ms: u64) -> Self {
+        Self::new(incarnation, shards, replicas, vec![vec![String::new(); replicas as usize]; shards as usize], committed_at_ms)
     }
 
     /// Replica `replica` of `shard` of this keyspace (named `name`) as it stands: serving and
-    /// keeping its current shard count, committed when that count was.
+    /// keeping its current shard count, committed when that count was. (Creation time 0: a
+    /// command that creates a replica sets it.)
     pub(crate) fn shard_info(&self, name: &str, shard: u32, replica: u32) -> ShardInfo {
         ShardInfo {
             keyspace: name.to_owned(),
@@ -75,10 +90,13 @@ impl Keyspace {
             replicas: self.replicas,
             committed: self.shards,
             committed_at_ms: self.committed_at_ms,
+            keyspace_incarnation: self.incarnation,
+            frozen: false,
+            created_at_ms: 0,
         }
     }
 
-    fn holds(&self, store: &str) -> bool {
+    pub(crate) fn holds(&self, store: &str) -> bool {
         self.placement.iter().flatten().any(|s| s == store) || self.joining.iter().any(|j| j.store == store)
     }
 }
@@ -90,6 +108,11 @@ pub(crate) enum CreatePlan {
     AlreadyExists,
     /// Create it with this placement (`[shard][replica]` -> store id).
     New(Vec<Vec<String>>),
+}
+
+/// The keyspace of `catalog` entry `entry`, before any store has reported its replicas.
+fn unplaced(entry: &Entry) -> Keyspace {
+    Keyspace::empty(entry.incarnation, entry.shards, entry.replicas, entry.committed_at_ms)
 }
 
 /// The next routing version: strictly greater than `prev` and never behind the wall clock, so
@@ -108,11 +131,19 @@ pub(crate) fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len()) && !name.starts_with('.') && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
-/// Everything the master knows; rebuilt from store registrations after a restart.
+/// Everything the master knows; rebuilt from the catalog and the store registrations after a
+/// restart.
 #[derive(Debug, Default)]
 pub(crate) struct State {
     pub stores: BTreeMap<String, StoreRecord>,
     pub keyspaces: BTreeMap<String, Keyspace>,
+    /// The keyspaces that exist and the incarnations of deleted ones (persisted by the caller
+    /// whenever `catalog_dirty` is set).
+    pub catalog: Catalog,
+    /// Set when `catalog` changed and must be written to disk.
+    pub catalog_dirty: bool,
+    /// Interrupted resizes an operator asked to roll back whatever the missing stores hold.
+    pub(crate) forced_rollbacks: std::collections::HashSet<String>,
     /// Current routing version of every keyspace name ever seen (kept after a delete).
     pub versions: HashMap<String, u64>,
     /// Keyspaces with a create or delete in flight, with the placement reserved by a create.
@@ -125,6 +156,13 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// The state of a master that starts with `catalog`: every live keyspace of it exists, with
+    /// no replica placed until the stores report.
+    pub fn from_catalog(catalog: Catalog) -> Self {
+        let keyspaces = catalog.keyspaces.iter().filter(|(_, e)| e.state == EntryState::Live).map(|(name, e)| (name.clone(), unplaced(e))).collect();
+        Self { keyspaces, catalog, ..Default::default() }
+    }
+
     /// Records a store's (re)connection: it is up, owned by a new connection generation, its
     /// previous lags are forgotten, and every shard it reports is adopted. Returns the generation
     /// and the keyspaces whose routing changed (their versions are already bumped).
@@ -182,62 +220,6 @@ impl State {
         self.stores.get(id).is_some_and(|s| s.up && s.generation == generation)
     }
 
-    /// Adopts one reported shard replica; true when the keyspace's routing changed.
-    ///
-    /// The report with the newest `committed_at_ms` decides the keyspace's shard count: a newer
-    /// one re-shapes the keyspace and re-adopts every report held. A replica is placed when it
-    /// belongs to that count: same commit, or an older commit but already serving the new count
-    /// (it took part in the resize and missed its end; `reconcile` completes it).
-    fn adopt(&mut self, store: &str, info: &ShardInfo) -> bool {
-        let name = &info.keyspace;
-        let counts_ok = [info.shards, info.committed].iter().all(|n| (1..=MAX_SHARDS).contains(n));
-        let sane = valid_name(name) && counts_ok && info.replicas >= 1 && info.shard < info.shards.max(info.committed) && info.replica < info.replicas;
-        if !sane {
-            tracing::warn!(store, ?info, "ignoring an invalid shard report");
-            return false;
-        }
-        if self.busy.contains_key(name) {
-            // An operation on this keyspace is in flight; it decides the outcome.
-            return false;
-        }
-        let ks = self.keyspaces.entry(name.clone()).or_insert_with(|| Keyspace::empty(info.committed, info.replicas, info.committed_at_ms));
-        if info.committed_at_ms > ks.committed_at_ms && ks.replicas == info.replicas {
-            tracing::info!(keyspace = %name, shards = info.committed, was = ks.shards, "a newer shard count was committed; re-adopting every report");
-            *ks = Keyspace::empty(info.committed, info.replicas, info.committed_at_ms);
-            let reports: Vec<(String, ShardInfo)> = self
-                .stores
-                .iter()
-                .filter(|(_, r)| r.up)
-                .flat_map(|(id, r)| r.reports.iter().filter(|i| &i.keyspace == name).map(move |i| (id.clone(), i.clone())))
-                .collect();
-            for (id, report) in reports {
-                self.place_report(&id, &report);
-            }
-            return true;
-        }
-        self.place_report(store, info)
-    }
-
-    /// Puts a reported replica in its placement slot if it belongs to the keyspace as it is.
-    fn place_report(&mut self, store: &str, info: &ShardInfo) -> bool {
-        let Some(ks) = self.keyspaces.get_mut(&info.keyspace) else { return false };
-        let current = info.committed_at_ms == ks.committed_at_ms || info.shards == ks.shards;
-        if !current || ks.replicas != info.replicas || info.shard >= ks.shards {
-            tracing::debug!(store, ?info, shards = ks.shards, replicas = ks.replicas, "shard report does not belong to the keyspace as it is; not routed");
-            return false;
-        }
-        let slot = &mut ks.placement[info.shard as usize][info.replica as usize];
-        if slot == store {
-            return false;
-        }
-        if !slot.is_empty() && self.stores.get(slot.as_str()).is_some_and(|s| s.up) {
-            tracing::warn!(store, holder = %slot, ?info, "replica already held by another live store; report ignored");
-            return false;
-        }
-        *slot = store.to_owned();
-        true
-    }
-
     /// Names of the keyspaces with at least one replica on `store`.
     pub fn keyspaces_on(&self, store: &str) -> BTreeSet<String> {
         self.keyspaces.iter().filter(|(_, ks)| ks.holds(store)).map(|(name, _)| name.clone()).collect()
@@ -285,13 +267,23 @@ impl State {
             return Err(Reject::bad("replicas must be at least 1"));
         }
         if self.busy.contains_key(name) {
-            return Err(Reject::bad(format!("another create or delete of keyspace {name} is in progress")));
+            return Err(Reject::bad(format!("another operation on keyspace {name} is in progress")));
         }
         if let Some(ks) = self.keyspaces.get(name) {
             if ks.shards == shards && ks.replicas == replicas {
                 return Ok(CreatePlan::AlreadyExists);
             }
             return Err(Reject::bad(format!("keyspace {name} already exists with {} shards and {} replicas", ks.shards, ks.replicas)));
+        }
+        if let Some(entry) = self.catalog.keyspaces.get(name) {
+            // In the catalog but not (yet) rebuilt: an interrupted create being rolled back.
+            return Err(Reject::bad(format!(
+                "keyspace {name} ({}) is being rolled back after an interrupted create; try again in a few seconds",
+                match entry.state {
+                    EntryState::Creating => "creating",
+                    EntryState::Live => "live",
+                }
+            )));
         }
         let live: Vec<&str> = self.stores.iter().filter(|(_, s)| s.up).map(|(id, _)| id.as_str()).collect();
         if replicas as usize > live.len() {
@@ -320,40 +312,69 @@ impl State {
         self.operations.remove(name);
     }
 
-    /// Records a created keyspace and bumps its version.
-    pub fn commit_create(&mut self, name: &str, shards: u32, replicas: u32, placement: Vec<Vec<String>>, now_ms: u64) -> u64 {
-        self.keyspaces.insert(name.to_owned(), Keyspace::new(shards, replicas, placement, 0));
+    /// Records in the catalog that keyspace `name` (incarnation `incarnation`) is being created
+    /// (the caller persists it before creating any replica).
+    pub fn begin_create(&mut self, name: &str, incarnation: u64, shards: u32, replicas: u32, now_ms: u64) {
+        let entry = Entry { incarnation, state: EntryState::Creating, shards, replicas, committed_at_ms: 0, created_at_ms: now_ms };
+        self.catalog.keyspaces.insert(name.to_owned(), entry);
+        self.catalog_dirty = true;
+    }
+
+    /// Records a created keyspace (live in the catalog) and bumps its version.
+    pub fn commit_create(&mut self, name: &str, incarnation: u64, shards: u32, replicas: u32, placement: Vec<Vec<String>>, now_ms: u64) -> u64 {
+        self.keyspaces.insert(name.to_owned(), Keyspace::new(incarnation, shards, replicas, placement, 0));
+        let entry = self.catalog.keyspaces.entry(name.to_owned()).or_insert_with(|| Entry {
+            incarnation,
+            state: EntryState::Live,
+            shards,
+            replicas,
+            committed_at_ms: 0,
+            created_at_ms: now_ms,
+        });
+        entry.state = EntryState::Live;
+        self.catalog_dirty = true;
         self.bump(name, now_ms)
     }
 
-    /// Validates a delete: every replica must be on a known, live store. Returns what to drop.
+    /// Validates a delete and lists the replicas to drop now (those on live stores; replicas
+    /// on stores that are down or not reported yet are dropped when their store reports them,
+    /// since their incarnation is then recorded as deleted).
     pub fn plan_delete(&self, name: &str) -> Result<Vec<(String, ShardInfo)>, Reject> {
         if self.busy.contains_key(name) {
-            return Err(Reject::bad(format!("another create or delete of keyspace {name} is in progress")));
+            return Err(Reject::bad(format!("another operation on keyspace {name} is in progress")));
         }
         let Some(ks) = self.keyspaces.get(name) else {
             return Err(Reject::new(Status::UnknownKeyspace, format!("keyspace {name} does not exist")));
         };
-        let mut drops = Vec::new();
+        let up = |store: &String| self.stores.get(store).is_some_and(|s| s.up);
+        let mut drops: Vec<(String, ShardInfo)> = Vec::new();
         for (shard, row) in ks.placement.iter().enumerate() {
-            for (replica, store) in row.iter().enumerate() {
-                if store.is_empty() {
-                    return Err(Reject::bad(format!(
-                        "shard {shard} replica {replica} of {name} is on a store that has not registered since the master started; bring it back before deleting"
-                    )));
-                }
-                if !self.stores.get(store).is_some_and(|s| s.up) {
-                    return Err(Reject::bad(format!("store {store} holding replicas of {name} is down; bring it back before deleting")));
-                }
+            for (replica, store) in row.iter().enumerate().filter(|(_, s)| up(s)) {
                 drops.push((store.clone(), ks.shard_info(name, shard as u32, replica as u32)));
+            }
+        }
+        for (store, info) in self.reported(name).filter(|(_, i)| i.keyspace_incarnation == ks.incarnation) {
+            if !drops.iter().any(|(s, i)| *s == store && i.shard == info.shard) {
+                drops.push((store, info));
             }
         }
         Ok(drops)
     }
 
-    /// Forgets a deleted keyspace and bumps its version (its table now says exists=false).
+    /// Every replica of keyspace `name` that a live store reports, whatever its incarnation.
+    pub fn reported<'a>(&'a self, name: &'a str) -> impl Iterator<Item = (String, ShardInfo)> + 'a {
+        self.stores
+            .iter()
+            .filter(|(_, r)| r.up)
+            .flat_map(move |(id, r)| r.reports.iter().filter(move |i| i.keyspace == name).map(move |i| (id.clone(), i.clone())))
+    }
+
+    /// Forgets a deleted keyspace (its incarnation is remembered as deleted) and bumps its
+    /// version (its table now says exists=false).
     pub fn remove_keyspace(&mut self, name: &str, now_ms: u64) -> u64 {
         self.keyspaces.remove(name);
+        self.catalog.delete(name);
+        self.catalog_dirty = true;
         self.bump(name, now_ms)
     }
 
@@ -363,13 +384,24 @@ impl State {
         let Some(ks) = self.keyspaces.get(name) else {
             return RoutingTable { keyspace: name.to_owned(), exists: false, version, ..Default::default() };
         };
-        let routes = ks
-            .placement
-            .iter()
-            .enumerate()
-            .map(|(shard, row)| row.iter().map(|id| self.route(id, name, shard as u32)).chain(self.joining_routes(name, shard as u32)).collect())
-            .collect();
+        let routes = (0..ks.placement.len() as u32).map(|shard| self.row_routes(name, shard)).collect();
         RoutingTable { keyspace: name.to_owned(), exists: true, version, shards: ks.shards, replicas: ks.replicas, routes, resizing_to: ks.resizing_to }
+    }
+
+    /// The routes of `shard` of `name`: its placement slots, then the stores joining it and the
+    /// stray replicas of it (both always catching up), so that every replica that may hold data
+    /// is followed by the others.
+    pub fn row_routes(&self, name: &str, shard: u32) -> Vec<ReplicaRoute> {
+        let Some(row) = self.keyspaces.get(name).and_then(|ks| ks.placement.get(shard as usize)) else { return Vec::new() };
+        let strays = self.strays(name).into_iter().filter(|(_, i)| i.shard == shard).map(|(store, _)| self.extra_route(&store));
+        row.iter().map(|id| self.route(id, name, shard)).chain(self.joining_routes(name, shard)).chain(strays).collect()
+    }
+
+    /// The route of a replica that is not in a placement slot (joining or stray): always
+    /// catching up, so clients use it only when nothing else is live.
+    pub fn extra_route(&self, store: &str) -> ReplicaRoute {
+        let address = self.stores.get(store).map(|s| s.address.clone()).unwrap_or_default();
+        ReplicaRoute { store_id: store.to_owned(), address, up: self.stores.get(store).is_some_and(|s| s.up), catching_up: true }
     }
 
     /// Where store `id`, holding a replica of `shard` of `keyspace`, is; an unknown store has

@@ -2,7 +2,7 @@ use super::*;
 use crate::LagStatus;
 
 fn info(ks: &str, shard: u32, shards: u32, replica: u32, replicas: u32) -> ShardInfo {
-    ShardInfo { keyspace: ks.into(), shard, shards, replica, replicas, committed: shards, committed_at_ms: 1 }
+    ShardInfo { keyspace: ks.into(), shard, shards, replica, replicas, committed: shards, committed_at_ms: 1, ..Default::default() }
 }
 
 fn with_stores(ids: &[&str]) -> State {
@@ -15,7 +15,7 @@ fn with_stores(ids: &[&str]) -> State {
 
 fn create(st: &mut State, name: &str, shards: u32, replicas: u32, now: u64) -> Vec<Vec<String>> {
     let CreatePlan::New(p) = st.plan_create(name, shards, replicas).expect("plan") else { panic!("exists") };
-    st.commit_create(name, shards, replicas, p.clone(), now);
+    st.commit_create(name, 1, shards, replicas, p.clone(), now);
     p
 }
 
@@ -175,19 +175,26 @@ fn rebuild_from_reports() {
 }
 
 #[test]
-fn delete_requires_every_holder_alive() {
+fn delete_drops_what_is_live_and_remembers_the_incarnation_for_the_rest() {
     let mut st = with_stores(&["a", "b"]);
     assert_eq!(st.plan_delete("nope").unwrap_err().status, Status::UnknownKeyspace);
     create(&mut st, "ks", 2, 2, 1);
     assert_eq!(st.plan_delete("ks").expect("plan").len(), 4);
     let g = st.stores["b"].generation;
     st.store_down("b", g, 2);
-    let err = st.plan_delete("ks").unwrap_err();
-    assert_eq!(err.message, "store b holding replicas of ks is down; bring it back before deleting");
-    // After a restart, a slot nobody reported blocks the delete too.
-    let mut fresh = State::default();
-    fresh.register("a", "a:1", 1, &[info("ks", 0, 1, 0, 2)], 1);
-    assert_eq!(fresh.plan_delete("ks").unwrap_err().status, Status::BadRequest);
+    assert_eq!(st.plan_delete("ks").expect("plan").iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(), vec!["a", "a"], "only the live store's replicas now");
+    st.remove_keyspace("ks", 3);
+    assert_eq!(st.catalog.classify("ks", 1), crate::catalog::Known::Deleted);
+    // b comes back with its replicas: they are not adopted, and reconcile drops them.
+    st.register("b", "b:1", 1, &[info("ks", 0, 2, 1, 2), info("ks", 1, 2, 1, 2)].map(|i| ShardInfo { keyspace_incarnation: 1, ..i }), 4);
+    assert!(!st.table("ks").exists, "a deleted keyspace never comes back");
+    let plan = st.reconcile_plan("ks");
+    assert_eq!(plan.fixes.iter().filter(|f| f.store == "b" && f.action == crate::reconcile::Action::Drop).count(), 2);
+    // A keyspace re-created under the same name never adopts them either.
+    let CreatePlan::New(p) = st.plan_create("ks", 2, 2).expect("plan") else { panic!("exists") };
+    st.commit_create("ks", 2, 2, 2, p, 5);
+    assert_eq!(st.catalog.classify("ks", 1), crate::catalog::Known::Deleted);
+    assert!(st.strays("ks").is_empty(), "an old incarnation's replicas are not strays of the new one");
 }
 
 #[test]
@@ -202,7 +209,7 @@ fn busy_keyspace_ignores_reports() {
 }
 
 fn lag(ks: &str, shard: u32, peer: &str, caught_up: bool) -> ReplicaLag {
-    ReplicaLag { keyspace: ks.into(), shard, peer: peer.into(), entries: 7, lag_ms: 40, caught_up }
+    ReplicaLag { keyspace: ks.into(), shard, peer: peer.into(), entries: 7, lag_ms: 40, caught_up, ..Default::default() }
 }
 
 /// `ks` with one shard whose replicas are on b and c; store a holds nothing of it.
@@ -231,7 +238,10 @@ fn catching_up_needs_a_lag_towards_a_live_peer() {
     let route = &status.keyspaces[0].routes[0][1];
     assert!(route.catching_up);
     assert_eq!(route.lags.len(), 2);
-    assert_eq!(route.lags[0], LagStatus { peer: "a".into(), entries: 7, lag_ms: 40, caught_up: false });
+    assert_eq!(
+        route.lags[0],
+        LagStatus { peer: "a".into(), entries: 7, lag_ms: 40, caught_up: false, incarnation: format!("{:016x}", 0), ..Default::default() }
+    );
     assert!(status.keyspaces[0].routes[0][0].lags.is_empty());
 
     // The peer goes down: c is no longer catching up, though a holds nothing of ks.

@@ -7,6 +7,9 @@ use vasto_wire::ReplicaLag;
 /// Everything the master knows, as sent in the `json` field of the status reply.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterStatus {
+    /// This cluster's id (hex): every store of it has the same in its `cluster-id` file.
+    #[serde(default)]
+    pub cluster_id: String,
     /// Every store ever registered with this master, sorted by id.
     pub stores: Vec<StoreStatus>,
     /// Every keyspace, sorted by name.
@@ -44,6 +47,13 @@ pub struct KeyspaceStatus {
     /// The resize or replace in progress, if any.
     #[serde(default)]
     pub operation: Option<OperationStatus>,
+    /// Which keyspace of this name (its incarnation, hex).
+    #[serde(default)]
+    pub incarnation: String,
+    /// Why the master leaves something as it is for now (an interrupted resize waiting for
+    /// every replica to report, an extra replica waiting to be retired).
+    #[serde(default)]
+    pub waiting: Option<String>,
 }
 
 /// Where one replica lives.
@@ -72,13 +82,26 @@ pub struct LagStatus {
     pub entries: u64,
     /// Milliseconds since this replica last held everything the peer had (0 = caught up).
     pub lag_ms: u64,
-    /// True once the replica has reached the peer's head since its store (re)started.
+    /// True while the replica's current session with the peer has reached the peer's head.
     pub caught_up: bool,
+    /// The peer's change-log position applied here.
+    #[serde(default)]
+    pub position: u64,
+    /// The incarnation of the peer's change log that position belongs to (hex).
+    #[serde(default)]
+    pub incarnation: String,
 }
 
 impl From<&ReplicaLag> for LagStatus {
     fn from(l: &ReplicaLag) -> Self {
-        Self { peer: l.peer.clone(), entries: l.entries, lag_ms: l.lag_ms, caught_up: l.caught_up }
+        Self {
+            peer: l.peer.clone(),
+            entries: l.entries,
+            lag_ms: l.lag_ms,
+            caught_up: l.caught_up,
+            position: l.position,
+            incarnation: format!("{:016x}", l.incarnation),
+        }
     }
 }
 
@@ -106,15 +129,12 @@ impl State {
                 replicas: ks.replicas,
                 version: self.version(name),
                 operation: self.operation_status(name, now_ms),
-                routes: ks
-                    .placement
-                    .iter()
-                    .enumerate()
-                    .map(|(shard, row)| {
-                        let shard = shard as u32;
-                        row.iter()
-                            .map(|id| self.route(id, name, shard))
-                            .chain(self.joining_routes(name, shard))
+                incarnation: format!("{:016x}", ks.incarnation),
+                waiting: self.reconcile_waiting(name),
+                routes: (0..ks.placement.len() as u32)
+                    .map(|shard| {
+                        self.row_routes(name, shard)
+                            .into_iter()
                             .map(|r| {
                                 let id = r.store_id.clone();
                                 RouteStatus {
@@ -130,6 +150,6 @@ impl State {
                     .collect(),
             })
             .collect();
-        ClusterStatus { stores, keyspaces }
+        ClusterStatus { cluster_id: String::new(), stores, keyspaces }
     }
 }

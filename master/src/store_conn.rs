@@ -3,6 +3,7 @@
 //! store down when the connection breaks or falls silent.
 use crate::hub::{fail_pending, write_loop, Ack, Frame, Outbox, Pending, Shared, StoreLink};
 use crate::state::unix_ms;
+use crate::state::LogMark;
 use crate::MasterError;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -58,6 +59,7 @@ pub(crate) async fn serve_store(shared: Arc<Shared>, mut rd: OwnedReadHalf, wr: 
     let generation = {
         let mut hub = shared.lock();
         let (generation, affected) = hub.state.register(&store, &reg.address, reg.capacity_bytes, &reg.shards, unix_ms());
+        let _ = shared.persist(&mut hub);
         hub.attach_link(&store, StoreLink { generation, outbox: outbox.clone(), pending: Arc::clone(&pending) });
         hub.push(&affected);
         generation
@@ -108,8 +110,9 @@ async fn store_loop(shared: &Shared, rd: &mut OwnedReadHalf, buf: &mut Vec<u8>, 
     loop {
         read_timed(shared, rd, buf, store).await?;
         let frame = parse_frame(buf)?;
-        if let Some(resp) = frame.body_as_response() {
-            let ack = Ack { status: resp.status(), message: resp.message().unwrap_or_default().to_owned() };
+        if let Some(resp) = frame.body_as_shard_command_ack() {
+            let mark = LogMark { incarnation: resp.log_incarnation(), seq: resp.log_head() };
+            let ack = Ack { status: resp.status(), message: resp.message().unwrap_or_default().to_owned(), mark };
             let waiter = pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&frame.id());
             match waiter {
                 Some(tx) => {
@@ -134,6 +137,7 @@ async fn store_loop(shared: &Shared, rd: &mut OwnedReadHalf, buf: &mut Vec<u8>, 
             let mut hub = shared.lock();
             let affected = hub.state.resync(store, generation, &reg.address, reg.capacity_bytes, &reg.shards, unix_ms());
             let Some(affected) = affected else { return Ok(()) };
+            let _ = shared.persist(&mut hub);
             hub.push(&affected);
         } else {
             let what = frame.body_type().variant_name().unwrap_or("unknown");

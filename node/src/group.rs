@@ -62,32 +62,48 @@ impl WriteGroup {
     }
 
     /// Commits the held writes, one batch per replica, and appends each one's answer to `out` in
-    /// the order they were held: `Ok`, or `Internal` with the storage error for every write of a
-    /// batch that failed (none of it was written). `input` is the buffer they were held from.
+    /// the order they were held: `Ok`, or the refusal or storage error of its batch (none of a
+    /// failed batch was written). A batch refused because a key no longer belongs to the shard
+    /// (a layout change between the check and the commit) is retried one write at a time, so
+    /// only the writes of moved keys are refused. `input` is the buffer they were held from.
     pub fn flush(&mut self, input: &[u8], enc: &mut FrameEncoder, out: &mut Vec<u8>) {
         if self.writes.is_empty() {
             return;
         }
         self.outcomes.clear();
+        let write_of = |w: &HeldWrite| {
+            let key = &input[w.key.clone()];
+            match &w.value {
+                Some(v) => Write::Put { key, value: &input[v.clone()], event_time_ns: w.event_time_ns, ttl_ns: w.ttl_ns },
+                None => Write::Delete { key, event_time_ns: w.event_time_ns },
+            }
+        };
         for (index, replica) in self.replicas.iter().enumerate() {
-            let writes = self.writes.iter().filter(|w| w.replica == index).map(|w| {
-                let key = &input[w.key.clone()];
-                match &w.value {
-                    Some(v) => Write::Put { key, value: &input[v.clone()], event_time_ns: w.event_time_ns, ttl_ns: w.ttl_ns },
-                    None => Write::Delete { key, event_time_ns: w.event_time_ns },
-                }
-            });
-            let outcome = replica.shard.write_batch(writes);
-            match &outcome {
-                Ok(()) => replica.appended(),
-                Err(e) => tracing::error!(error = %e, "storage error"),
+            let outcome = replica.shard.write_batch(self.writes.iter().filter(|w| w.replica == index).map(write_of));
+            if outcome.is_ok() {
+                replica.appended();
             }
             self.outcomes.push(outcome);
         }
         for w in &self.writes {
-            match &self.outcomes[w.replica] {
+            let outcome = match &self.outcomes[w.replica] {
+                Err(EngineError::NotOwned) => {
+                    let replica = &self.replicas[w.replica];
+                    let single = replica.shard.write_batch([write_of(w)]);
+                    if single.is_ok() {
+                        replica.appended();
+                    }
+                    single
+                }
+                Ok(()) => Ok(()),
+                Err(e) => Err(clone_refusal(e)),
+            };
+            match outcome {
                 Ok(()) => enc.status(out, w.id, Status::Ok, "", 0),
-                Err(e) => enc.status(out, w.id, Status::Internal, &format!("storage error: {e}"), 0),
+                Err(e) => {
+                    let (status, message) = crate::handler::engine_status(&e);
+                    enc.status(out, w.id, status, &message, 0);
+                }
             }
         }
         self.writes.clear();
@@ -101,6 +117,16 @@ impl WriteGroup {
             enc.status(out, w.id, Status::Internal, "internal error while handling the request", 0);
         }
         self.replicas.clear();
+    }
+}
+
+/// The refusal a batch got, for each of its writes (storage errors are not `Clone`: their
+/// message is kept).
+fn clone_refusal(e: &EngineError) -> EngineError {
+    match e {
+        EngineError::Frozen => EngineError::Frozen,
+        EngineError::NotOwned => EngineError::NotOwned,
+        other => EngineError::Corrupt(other.to_string()),
     }
 }
 

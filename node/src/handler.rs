@@ -7,7 +7,7 @@ use crate::registry::{Lookup, Registry, Replica};
 use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::Arc;
-use vasto_engine::{EngineError, Shard, Write};
+use vasto_engine::{EngineError, LogPosition, Shard, Write};
 use vasto_wire::{fb, only_selector, parse_frame, Body, FrameEncoder, OpKind, ShardSelector, Status};
 
 /// Largest accepted value, in bytes.
@@ -37,7 +37,7 @@ pub enum Next {
     /// Flush the output and close the connection.
     Close,
     /// The peer is a follower: from now on stream this replica's changes after the position.
-    Tail(Arc<Replica>, u64, Option<ShardSelector>),
+    Tail(Arc<Replica>, LogPosition, Option<ShardSelector>),
     /// The peer is a follower too far behind: send it a full snapshot of this replica.
     Snapshot(Arc<Replica>, Option<ShardSelector>),
     /// The importer sent its last piece: ingest the files, answer request `id`, close.
@@ -61,21 +61,29 @@ impl Handler {
         Self::new(Arc::clone(&self.registry))
     }
 
-    /// Answers the connection's first frame, which must be a hello with our protocol version.
+    /// Answers the connection's first frame, which must be a hello with our protocol version
+    /// and, when the peer knows its cluster, our cluster id.
     pub fn hello(&mut self, body: &[u8], out: &mut Vec<u8>) -> Next {
         let hello = parse_frame(body).ok().and_then(|f| f.body_as_hello());
+        let ours = self.registry.cluster_id();
         match hello {
-            Some(h) if h.protocol_version() == vasto_wire::PROTOCOL_VERSION => {
-                self.enc.hello_reply(out, Status::Ok, "");
-                Next::Continue
-            }
-            Some(h) => {
+            Some(h) if h.protocol_version() != vasto_wire::PROTOCOL_VERSION => {
                 let msg = format!("protocol version {} is not supported; this store speaks {}", h.protocol_version(), vasto_wire::PROTOCOL_VERSION);
-                self.enc.hello_reply(out, Status::VersionMismatch, &msg);
+                self.enc.hello_reply(out, Status::VersionMismatch, &msg, ours);
                 Next::Close
             }
+            Some(h) if h.cluster_id() != 0 && ours != 0 && h.cluster_id() != ours => {
+                let msg = format!("this store belongs to cluster {ours:016x}, the peer to cluster {:016x}", h.cluster_id());
+                tracing::warn!(%msg, "refused a connection from another cluster");
+                self.enc.hello_reply(out, Status::WrongCluster, &msg, ours);
+                Next::Close
+            }
+            Some(_) => {
+                self.enc.hello_reply(out, Status::Ok, "", ours);
+                Next::Continue
+            }
             None => {
-                self.enc.hello_reply(out, Status::BadRequest, "the first frame must be a hello");
+                self.enc.hello_reply(out, Status::BadRequest, "the first frame must be a hello", ours);
                 Next::Close
             }
         }
@@ -126,10 +134,11 @@ impl Handler {
         };
         let id = frame.id();
         if let Some(tail) = frame.body_as_tail() {
+            let from = LogPosition { incarnation: tail.incarnation(), seq: tail.after() };
             return match self.shard(tail.keyspace(), tail.shard()) {
-                Ok(replica) => Next::Tail(replica, tail.after(), only_selector(tail.only_shard(), tail.only_shards())),
+                Ok(replica) => Next::Tail(replica, from, only_selector(tail.only_shard(), tail.only_shards())),
                 Err(Reject(status, msg)) => {
-                    self.enc.changes_status(out, status, tail.after(), 0);
+                    self.enc.changes_status(out, status, tail.after(), 0, 0);
                     tracing::warn!(follower = tail.follower().unwrap_or_default(), %msg, "refused a tail");
                     Next::Close
                 }
@@ -142,7 +151,7 @@ impl Handler {
             return match self.shard(req.keyspace(), req.shard()) {
                 Ok(replica) => Next::Snapshot(replica, only_selector(req.only_shard(), req.only_shards())),
                 Err(Reject(status, msg)) => {
-                    self.enc.snapshot_chunk(out, status, &msg, 0, b"", true, 0);
+                    self.enc.snapshot_chunk(out, status, &msg, 0, b"", true, 0, 0);
                     Next::Close
                 }
             };
@@ -210,11 +219,12 @@ impl Handler {
         Ok(Responded::Yes)
     }
 
-    /// The replica for a write: refused with `Unavailable` while it is frozen.
+    /// The replica for a write: refused with `Unavailable` while it is frozen (checked again,
+    /// authoritatively, under the change log's lock when the write is committed).
     fn writable(&self, keyspace: Option<&str>, shard: u32) -> Result<Arc<Replica>, Reject> {
         let replica = self.shard(keyspace, shard)?;
         if replica.frozen() {
-            return Err(reject(Status::Unavailable, "this replica is being retired; write to another replica"));
+            return Err(reject(Status::Unavailable, FROZEN_MESSAGE));
         }
         Ok(replica)
     }
@@ -311,7 +321,7 @@ fn checked_key<'a>(shard: &Shard, key: Option<&'a [u8]>) -> Result<&'a [u8], Rej
         return Err(reject(Status::TooLarge, "key larger than 64 KiB"));
     }
     if !shard.owns(key) {
-        return Err(reject(Status::WrongShard, "key does not belong to this shard"));
+        return Err(reject(Status::WrongShard, NOT_OWNED_MESSAGE));
     }
     Ok(key)
 }
@@ -324,7 +334,25 @@ fn checked_value(value: Option<&[u8]>) -> Result<&[u8], Reject> {
     Ok(value)
 }
 
+/// What a write to a frozen replica is told.
+pub(crate) const FROZEN_MESSAGE: &str = "this replica is being retired; write to another replica";
+/// What a write of a key the shard no longer owns is told.
+pub(crate) const NOT_OWNED_MESSAGE: &str = "key does not belong to this shard";
+
+/// The answer to a failed write or read: a refusal the client acts on (`Unavailable`: try another
+/// replica; `WrongShard`: wait for a newer table), or `Internal` for a storage failure.
+pub(crate) fn engine_status(e: &EngineError) -> (Status, Cow<'static, str>) {
+    match e {
+        EngineError::Frozen => (Status::Unavailable, Cow::Borrowed(FROZEN_MESSAGE)),
+        EngineError::NotOwned => (Status::WrongShard, Cow::Borrowed(NOT_OWNED_MESSAGE)),
+        e => {
+            tracing::error!(error = %e, "storage error");
+            (Status::Internal, Cow::Owned(format!("storage error: {e}")))
+        }
+    }
+}
+
 fn engine_error(e: EngineError) -> Reject {
-    tracing::error!(error = %e, "storage error");
-    Reject(Status::Internal, Cow::Owned(format!("storage error: {e}")))
+    let (status, message) = engine_status(&e);
+    Reject(status, message)
 }

@@ -16,6 +16,8 @@ pub struct IngestSession {
     replica: Arc<Replica>,
     keyspace: String,
     shard: u32,
+    /// The shard count the importer partitioned for (checked again when ingesting).
+    shards: u32,
     dir: PathBuf,
     files: Vec<PathBuf>,
     current: Option<std::fs::File>,
@@ -37,7 +39,7 @@ impl IngestSession {
         }
         let dir = replica.dir().with_extension(format!("ingest-{}", vasto_engine::now_ns()));
         std::fs::create_dir_all(&dir).map_err(|e| (Status::Internal, format!("{}: {e}", dir.display())))?;
-        Ok(Self { replica, keyspace: meta.keyspace, shard: meta.shard, dir, files: Vec::new(), current: None })
+        Ok(Self { replica, keyspace: meta.keyspace, shard: meta.shard, shards, dir, files: Vec::new(), current: None })
     }
 
     /// True when the session receives for this keyspace and shard.
@@ -47,6 +49,9 @@ impl IngestSession {
 
     /// Appends a piece of file number `file` (the next file, or the current one).
     pub fn piece(&mut self, file: u32, data: &[u8]) -> Result<(), String> {
+        if self.replica.retired() {
+            return Err(format!("{}/{} was dropped during the import", self.keyspace, self.shard));
+        }
         let index = file as usize;
         if index == self.files.len() {
             self.close_current()?;
@@ -83,11 +88,16 @@ pub async fn finish(mut stream: TcpStream, mut session: IngestSession, id: u64) 
     let (status, message) = match session.close_current() {
         Err(e) => (Status::Internal, e),
         Ok(()) => {
-            let (replica, files) = (Arc::clone(&session.replica), session.files.clone());
-            match crate::split::on_helper_thread("vasto-ingest", move || replica.ingest_import(&files)).await {
+            let (replica, files, shards) = (Arc::clone(&session.replica), session.files.clone(), session.shards);
+            // The layout is checked again here, with layout changes held off while the files go
+            // in: a resize that started after the first piece refuses the import.
+            match crate::split::on_helper_thread("vasto-ingest", move || replica.ingest_import(&files, shards)).await {
                 Ok(()) => {
                     tracing::info!(keyspace = %session.keyspace, shard = session.shard, files = session.files.len(), "ingested an import");
                     (Status::Ok, String::new())
+                }
+                Err(e @ vasto_engine::EngineError::LayoutChanged { .. }) => {
+                    (Status::WrongShard, format!("{}/{}: {e}: re-run the import once no resize is in progress", session.keyspace, session.shard))
                 }
                 Err(e) => (Status::Internal, format!("ingesting the import into {}/{}: {e}", session.keyspace, session.shard)),
             }

@@ -1,8 +1,22 @@
 //! The Vasto store node: thread-per-core monoio runtimes serving the data protocol over RocksDB
 //! shards, plus a control thread that keeps the store registered with the master.
+//!
+//! Layout:
+//! * `server` — the core threads: one monoio runtime and `SO_REUSEPORT` listener per core, the
+//!   connection loop and framing;
+//! * `handler` — one request frame in, one answer out; `group` — group commit of the writes of
+//!   one read; `ingest` — receiving an import's SST files;
+//! * `registry` — the replicas held (create, freeze, commit, drop, with drop waiting until the
+//!   replica's RocksDB is closed and its directory gone);
+//! * `master_link` — registration, heartbeats and shard commands, on a plain thread;
+//! * `replication` and `follower` — the followers of every peer replica; `tail` — the sending
+//!   side (change streams and snapshots); `split` — the export resize copies share;
+//! * `identity` — store id, cluster id, and whether the last run may have lost writes.
 
+mod follower;
 mod group;
 mod handler;
+mod identity;
 mod ingest;
 mod master_link;
 mod registry;
@@ -12,8 +26,9 @@ mod split;
 mod tail;
 
 pub use handler::{MAX_KEY_BYTES, MAX_SCAN_LIMIT, MAX_VALUE_BYTES};
+pub use identity::default_boot_id_path;
 pub use master_link::HEARTBEAT_INTERVAL;
-pub use vasto_engine::EngineOptions;
+pub use vasto_engine::{EngineOptions, SyncMode};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -62,6 +77,9 @@ pub struct NodeConfig {
     pub max_move_mbps: u64,
     /// Storage tunables.
     pub engine: EngineOptions,
+    /// Where the current boot id is read from (see `identity`; tests point it at a file to
+    /// simulate a reboot).
+    pub boot_id_path: PathBuf,
 }
 
 /// A started store: its bound address and threads.
@@ -70,33 +88,94 @@ pub struct RunningNode {
     pub addr: SocketAddr,
     /// The store id registered with the master.
     pub store_id: String,
-    cores: Vec<std::thread::JoinHandle<()>>,
+    registry: Arc<registry::Registry>,
+    dir: PathBuf,
 }
 
 impl RunningNode {
-    /// Blocks until the core threads end (they only end if the process is shutting down).
-    pub fn wait(self) {
-        for c in self.cores {
-            let _ = c.join();
+    /// Serves until the process gets SIGTERM or SIGINT, then stops cleanly: local writes are
+    /// held, every WAL is synced and the clean stop is recorded, so the next start knows
+    /// nothing acknowledged was lost even if the machine is rebooted meanwhile. Returns once
+    /// that is done; the caller exits the process (the held writes never resume).
+    pub fn run_until_stopped(self) -> Result<(), NodeError> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate())?;
+            let mut int = signal(SignalKind::interrupt())?;
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            Ok::<(), NodeError>(())
+        })?;
+        tracing::info!("stopping: holding local writes and syncing every shard");
+        let replicas = self.registry.all();
+        let mut held = Vec::with_capacity(replicas.len());
+        for replica in &replicas {
+            held.push(replica.sync_and_hold_writes()?);
         }
+        identity::mark_clean_stop(&self.dir)?;
+        tracing::info!(shards = replicas.len(), "stopped cleanly");
+        // The writes stay held until the process exits.
+        std::mem::forget(held);
+        std::mem::forget(replicas);
+        Ok(())
     }
 }
 
 /// Opens the shards under `dir`, binds the data port on every core and connects to the master.
 pub fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
+    std::fs::create_dir_all(&config.dir)?;
+    let store_id = identity::load_or_create_store_id(&config.dir)?;
+    let cluster_id = identity::load_cluster_id(&config.dir)?.unwrap_or(0);
     let engine = Engine::new(&config.dir, &config.engine)?;
-    let store_id = load_or_create_store_id(&config.dir)?;
-    let registry = Arc::new(registry::Registry::open(engine)?);
+    let lost = identity::previous_run_lost_writes(&config.dir, &config.boot_id_path, holds_shards(&config.dir)?)?;
+    if lost {
+        tracing::warn!(
+            "the last run did not stop cleanly, the machine has rebooted since and writes were not synced one by one: \
+             writes it acknowledged may be lost, so every change log starts a new incarnation (followers re-copy) \
+             and every replica copies again from its peers"
+        );
+    }
+    let registry = Arc::new(registry::Registry::open(engine, lost, cluster_id)?);
+    identity::record_run(&config.dir, &config.boot_id_path, config.engine.sync)?;
     let threads = if config.threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { config.threads };
     let limits = server::Limits { max_frame: config.max_frame, move_bytes_per_sec: config.max_move_mbps.saturating_mul(1_000_000) };
-    let (addr, cores) = server::spawn_cores(config.listen, threads, Arc::clone(&registry), limits)?;
+    let (addr, _cores) = server::spawn_cores(config.listen, threads, Arc::clone(&registry), limits)?;
     let identity =
         master_link::Identity { store_id: store_id.clone(), address: config.advertise.clone().unwrap_or_else(|| addr.to_string()), dir: config.dir.clone() };
-    tracing::info!(%addr, threads, store_id = %store_id, dir = %config.dir.display(), "store listening");
+    tracing::info!(%addr, threads, store_id = %store_id, dir = %config.dir.display(), sync = config.engine.sync.name(), "store listening");
     let replication = replication::Replication::start(Arc::clone(&registry), store_id.clone())?;
     spawn_cache_report(Arc::clone(&registry))?;
-    master_link::spawn(config.master.clone(), identity, registry, replication)?;
-    Ok(RunningNode { addr, store_id, cores })
+    if config.engine.sync == SyncMode::EverySec {
+        spawn_wal_syncer(Arc::clone(&registry))?;
+    }
+    master_link::spawn(config.master.clone(), identity, Arc::clone(&registry), replication)?;
+    Ok(RunningNode { addr, store_id, registry, dir: config.dir })
+}
+
+/// True when `dir` holds at least one keyspace directory.
+fn holds_shards(dir: &std::path::Path) -> Result<bool, NodeError> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() && vasto_engine::valid_keyspace_name(&entry.file_name().to_string_lossy()) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// How often `--sync everysec` syncs every WAL.
+const WAL_SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Syncs every replica's WAL once a second (`--sync everysec`).
+fn spawn_wal_syncer(registry: Arc<registry::Registry>) -> Result<(), NodeError> {
+    std::thread::Builder::new().name("vasto-wal-sync".into()).spawn(move || loop {
+        std::thread::sleep(WAL_SYNC_EVERY);
+        registry.sync_all();
+    })?;
+    Ok(())
 }
 
 /// How often the value cache's hit ratio is logged.
@@ -116,21 +195,6 @@ fn spawn_cache_report(registry: Arc<registry::Registry>) -> Result<(), NodeError
         last = now;
     })?;
     Ok(())
-}
-
-/// The store's stable id, created on first start in `DIR/store-id`.
-fn load_or_create_store_id(dir: &std::path::Path) -> Result<String, NodeError> {
-    let path = dir.join("store-id");
-    match std::fs::read_to_string(&path) {
-        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e.into()),
-    }
-    let seed = format!("{}-{}-{}", vasto_engine::now_ns(), std::process::id(), dir.display());
-    let id = format!("store-{:012x}", vasto_hash::key_hash(seed.as_bytes()) >> 16);
-    std::fs::write(&path, &id)?;
-    Ok(id)
 }
 
 #[cfg(test)]

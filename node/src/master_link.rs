@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use vasto_engine::LogPosition;
 use vasto_wire::{fb, parse_frame, read_frame_blocking, FrameEncoder, Role, RoutingTable, ShardInfo, Status, DEFAULT_MAX_FRAME};
 
 /// How often a store tells the master it is alive.
@@ -61,13 +62,14 @@ fn session(stream: TcpStream, identity: &Identity, registry: &Registry, replicat
     let mut out = Vec::new();
     let mut buf = Vec::new();
 
-    enc.hello(&mut out, Role::Store);
+    enc.hello(&mut out, Role::Store, registry.cluster_id());
     send(&writer, &out)?;
     read_frame_blocking(&mut reader, &mut buf, DEFAULT_MAX_FRAME)?;
     let reply = parse_frame(&buf)?.body_as_hello_reply().ok_or_else(|| NodeError::Master("master did not answer the hello".into()))?;
     if reply.status() != Status::Ok {
         return Err(NodeError::Master(format!("master refused the store: {}", reply.message().unwrap_or_default())));
     }
+    join_cluster(registry, &identity.dir, reply.cluster_id())?;
     out.clear();
     let infos = registry.infos();
     enc.register(&mut out, &identity.store_id, &identity.address, capacity_bytes(&identity.dir), &infos);
@@ -103,6 +105,23 @@ fn session(stream: TcpStream, identity: &Identity, registry: &Registry, replicat
     result
 }
 
+/// Checks the master's cluster id against the store's, adopting it (durably, before anything
+/// is registered) when the store has none yet.
+fn join_cluster(registry: &Registry, dir: &std::path::Path, master_cluster: u64) -> Result<(), NodeError> {
+    let ours = registry.cluster_id();
+    if master_cluster == 0 {
+        return Err(NodeError::Master("the master sent no cluster id (an older master?)".into()));
+    }
+    if ours == 0 {
+        crate::identity::save_cluster_id(dir, master_cluster)?;
+        registry.set_cluster_id(master_cluster);
+        tracing::info!(cluster_id = %format!("{master_cluster:016x}"), "joined the cluster");
+    } else if ours != master_cluster {
+        return Err(NodeError::Master(format!("this store belongs to cluster {ours:016x}, the master to cluster {master_cluster:016x}")));
+    }
+    Ok(())
+}
+
 fn command_loop(
     reader: &mut TcpStream,
     writer: &Mutex<TcpStream>,
@@ -123,8 +142,8 @@ fn command_loop(
         }
         match frame.body_as_shard_command() {
             Some(cmd) => {
-                let (status, message) = execute(cmd, registry);
-                enc.status(&mut out, frame.id(), status, &message, 0);
+                let (status, message, mark) = execute(cmd, registry);
+                enc.shard_command_ack(&mut out, frame.id(), status, &message, mark.seq, mark.incarnation);
                 if status == Status::Ok {
                     if cmd.kind() == fb::ShardCommandKind::Create {
                         if let Some(keyspace) = cmd.shard().and_then(|s| s.keyspace()) {
@@ -135,45 +154,48 @@ fn command_loop(
                     enc.register(&mut out, &identity.store_id, &identity.address, capacity_bytes(&identity.dir), &registry.infos());
                 }
             }
-            None => enc.status(&mut out, frame.id(), Status::BadRequest, "stores only accept shard commands and routing tables from the master", 0),
+            None => {
+                enc.shard_command_ack(&mut out, frame.id(), Status::BadRequest, "stores only accept shard commands and routing tables from the master", 0, 0)
+            }
         }
         send(writer, &out)?;
     }
 }
 
-fn execute(cmd: fb::ShardCommand<'_>, registry: &Registry) -> (Status, String) {
+/// Runs one shard command; the answer carries the replica's change-log position once it took
+/// effect (what a drain waits for after a freeze or a layout change).
+fn execute(cmd: fb::ShardCommand<'_>, registry: &Registry) -> (Status, String, LogPosition) {
+    let none = LogPosition::default();
     let Some(info) = cmd.shard().map(ShardInfo::from_fb) else {
-        return (Status::BadRequest, "shard command without a shard".into());
+        return (Status::BadRequest, "shard command without a shard".into(), none);
     };
-    match cmd.kind() {
-        fb::ShardCommandKind::Create => match registry.create(&info) {
-            Ok(()) => {
-                tracing::info!(keyspace = %info.keyspace, shard = info.shard, replica = info.replica, "created shard");
-                (Status::Ok, String::new())
-            }
-            Err(e) => (Status::Internal, format!("creating {}/{}: {e}", info.keyspace, info.shard)),
-        },
-        fb::ShardCommandKind::Freeze => match registry.get(&info.keyspace, info.shard) {
-            Some(replica) => {
-                replica.set_frozen(true);
-                tracing::info!(keyspace = %info.keyspace, shard = info.shard, "froze shard: refusing writes while it drains");
-                (Status::Ok, String::new())
-            }
-            None => (Status::WrongShard, format!("no replica of {}/{} here", info.keyspace, info.shard)),
-        },
-        fb::ShardCommandKind::Commit => match registry.commit(&info) {
-            Ok(()) => {
-                tracing::info!(keyspace = %info.keyspace, shard = info.shard, shards = info.shards, "resize committed: serving and keeping this shard count only");
-                (Status::Ok, String::new())
-            }
-            Err(e) => (Status::WrongShard, e.to_string()),
-        },
-        fb::ShardCommandKind::Drop => {
-            registry.drop_shard(&info.keyspace, info.shard);
-            tracing::info!(keyspace = %info.keyspace, shard = info.shard, "dropped shard");
-            (Status::Ok, String::new())
+    let place = format!("{}/{}", info.keyspace, info.shard);
+    let outcome = match cmd.kind() {
+        fb::ShardCommandKind::Create => registry.create(&info).inspect(|mark| {
+            tracing::info!(keyspace = %info.keyspace, shard = info.shard, replica = info.replica, serving = info.shards, committed = info.committed, head = mark.seq, "created shard (or took the layout)");
+        }),
+        fb::ShardCommandKind::Freeze => registry.freeze(&info.keyspace, info.shard).inspect(|mark| {
+            tracing::info!(keyspace = %info.keyspace, shard = info.shard, final_head = mark.seq, "froze shard: refusing writes while it drains");
+        }),
+        fb::ShardCommandKind::Commit => registry.commit(&info).inspect(|_| {
+            tracing::info!(keyspace = %info.keyspace, shard = info.shard, shards = info.shards, "resize committed: serving and keeping this shard count only");
+        }),
+        fb::ShardCommandKind::Drop => registry.drop_shard(&info.keyspace, info.shard).map(|()| {
+            tracing::info!(keyspace = %info.keyspace, shard = info.shard, "dropped shard: closed and deleted");
+            none
+        }),
+        _ => return (Status::BadRequest, "unknown shard command".into(), none),
+    };
+    match outcome {
+        Ok(mark) => (Status::Ok, String::new(), mark),
+        Err(e) => {
+            tracing::warn!(shard = %place, kind = ?cmd.kind(), error = %e, "shard command failed");
+            let status = match e {
+                NodeError::Master(_) => Status::Unavailable,
+                _ => Status::Internal,
+            };
+            (status, format!("{place}: {e}"), none)
         }
-        _ => (Status::BadRequest, "unknown shard command".into()),
     }
 }
 

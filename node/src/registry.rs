@@ -1,34 +1,28 @@
 //! The shard replicas a store holds, shared by every core.
 use crate::NodeError;
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use vasto_engine::{Engine, LayoutRecord, Shard, ShardMeta};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use vasto_engine::{Closing, Engine, LayoutRecord, LogPosition, Shard, ShardMeta};
 use vasto_wire::ShardInfo;
+
+/// How long dropping a replica waits for its last users (tails, exports) to let go, and how
+/// long creating one waits for an earlier replica of the same shard to be gone.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An open shard replica plus the signal its change-log tailers wait on.
 pub struct Replica {
     /// The storage.
     pub shard: Shard,
     appended: tokio::sync::Notify,
-    frozen: std::sync::atomic::AtomicBool,
     /// The export resize copies share (see `split`).
     pub split: crate::split::SplitCache,
 }
 
 impl Replica {
     fn new(shard: Shard) -> Self {
-        Self { shard, appended: tokio::sync::Notify::new(), frozen: Default::default(), split: Default::default() }
-    }
-
-    /// True while the replica refuses writes (it is being retired and drains to its peers).
-    #[inline]
-    pub fn frozen(&self) -> bool {
-        self.frozen.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// Starts or stops refusing writes.
-    pub fn set_frozen(&self, frozen: bool) {
-        self.frozen.store(frozen, std::sync::atomic::Ordering::Release);
+        Self { shard, appended: tokio::sync::Notify::new(), split: Default::default() }
     }
 
     /// Wakes every tailer waiting for new local writes; call after each successful local write.
@@ -61,10 +55,16 @@ pub enum Lookup {
     WrongShard,
 }
 
+type ShardKey = (String, u32);
+
 /// Keyspace -> shard -> open replica. Reads take a shared lock just long enough to clone an `Arc`.
 pub struct Registry {
     engine: Engine,
     shards: RwLock<HashMap<String, HashMap<u32, Arc<Replica>>>>,
+    /// Dropped replicas whose RocksDB may still be open (a tail or an export still holds them).
+    closing: Mutex<HashMap<ShardKey, Arc<Closing>>>,
+    /// The cluster this store belongs to (0 until it first registered with a master).
+    cluster_id: AtomicU64,
 }
 
 impl Registry {
@@ -73,15 +73,27 @@ impl Registry {
         self.engine.cache_stats()
     }
 
-    /// Opens every shard already on disk under the engine's directory.
-    pub fn open(engine: Engine) -> Result<Self, NodeError> {
+    /// Opens every shard already on disk under the engine's directory (see
+    /// [`Engine::open_all`] for `after_unclean_stop`).
+    pub fn open(engine: Engine, after_unclean_stop: bool, cluster_id: u64) -> Result<Self, NodeError> {
         let mut map: HashMap<String, HashMap<u32, Arc<Replica>>> = HashMap::new();
-        for shard in engine.open_all()? {
+        for shard in engine.open_all(after_unclean_stop)? {
             let meta = shard.meta().clone();
-            tracing::info!(keyspace = %meta.keyspace, shard = meta.shard, replica = meta.replica, "opened shard");
+            let mark = shard.log_mark();
+            tracing::info!(keyspace = %meta.keyspace, shard = meta.shard, replica = meta.replica, log_incarnation = %format!("{:x}", mark.incarnation), head = mark.seq, frozen = shard.frozen(), "opened shard");
             map.entry(meta.keyspace).or_default().insert(meta.shard, Arc::new(Replica::new(shard)));
         }
-        Ok(Self { engine, shards: RwLock::new(map) })
+        Ok(Self { engine, shards: RwLock::new(map), closing: Mutex::new(HashMap::new()), cluster_id: AtomicU64::new(cluster_id) })
+    }
+
+    /// The cluster id this store belongs to (0: not known yet).
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id.load(Ordering::Acquire)
+    }
+
+    /// Records the cluster id adopted from the master.
+    pub fn set_cluster_id(&self, id: u64) {
+        self.cluster_id.store(id, Ordering::Release);
     }
 
     /// Finds the replica of `shard` in `keyspace`.
@@ -105,61 +117,96 @@ impl Registry {
         }
     }
 
+    /// Every replica held.
+    pub fn all(&self) -> Vec<Arc<Replica>> {
+        let map = self.shards.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.values().flat_map(|m| m.values()).cloned().collect()
+    }
+
     /// Every shard replica held, as reported to the master.
     pub fn infos(&self) -> Vec<ShardInfo> {
-        let map = self.shards.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut out: Vec<ShardInfo> = map.values().flat_map(|m| m.values()).map(|s| to_info(s.meta(), s.layout_record())).collect();
+        let mut out: Vec<ShardInfo> = self.all().iter().map(|s| to_info(s)).collect();
         out.sort();
         out
     }
 
-    /// Creates (or re-opens) a shard replica with the layout `info` gives (serving `shards`,
-    /// keeping also the keys of `committed`). Idempotent: an already open replica with the same
-    /// metadata is left as is.
-    pub fn create(&self, info: &ShardInfo) -> Result<(), NodeError> {
-        let meta = ShardMeta { keyspace: info.keyspace.clone(), shard: info.shard, shards: info.shards, replica: info.replica, replicas: info.replicas };
+    /// Creates (or re-activates) a shard replica with the layout `info` gives (serving
+    /// `shards`, keeping also the keys of `committed`). Idempotent: an already open replica of
+    /// the same keyspace incarnation is unfrozen and takes the layout, without re-opening (tails
+    /// and requests in flight keep their handle). Returns the change log's position once the
+    /// layout is in place (see [`Shard::set_layout`]).
+    pub fn create(&self, info: &ShardInfo) -> Result<LogPosition, NodeError> {
+        let meta = ShardMeta {
+            keyspace: info.keyspace.clone(),
+            keyspace_incarnation: info.keyspace_incarnation,
+            shard: info.shard,
+            shards: info.shards,
+            replica: info.replica,
+            replicas: info.replicas,
+            created_at_ms: info.created_at_ms,
+        };
         let layout = LayoutRecord { serving: info.shards, committed: info.committed, committed_at_ms: info.committed_at_ms };
-        let mut map = self.shards.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(existing) = map.get(&meta.keyspace).and_then(|m| m.get(&meta.shard)) {
+        if let Some(existing) = self.get(&meta.keyspace, meta.shard) {
             let held = existing.meta();
+            if held.keyspace_incarnation != meta.keyspace_incarnation {
+                return Err(NodeError::Master(format!(
+                    "{}/{} is held here for keyspace incarnation {:x}, not {:x}: drop it first",
+                    meta.keyspace, meta.shard, held.keyspace_incarnation, meta.keyspace_incarnation
+                )));
+            }
             if (held.replica, held.replicas) != (meta.replica, meta.replicas) {
                 return Err(NodeError::Master(format!(
                     "{}/{} is already held here as replica {} of {}, not {} of {}",
                     meta.keyspace, meta.shard, held.replica, held.replicas, meta.replica, meta.replicas
                 )));
             }
-            // An existing replica is re-activated (a freeze is undone) and takes the layout it is
-            // given, without re-opening: tails and requests in flight keep their handle.
+            let mut mark = existing.log_mark();
             if existing.layout_record() != layout {
-                existing.set_layout(layout)?;
+                mark = existing.set_layout(layout)?;
                 existing.split.clear();
             }
-            existing.set_frozen(false);
-            return Ok(());
+            if existing.frozen() {
+                mark = existing.set_frozen(false)?;
+            }
+            return Ok(mark);
+        }
+        self.wait_closed(&meta.keyspace, meta.shard)?;
+        let mut map = self.shards.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if map.get(&meta.keyspace).is_some_and(|m| m.contains_key(&meta.shard)) {
+            drop(map);
+            // Created meanwhile by another command: take the idempotent path.
+            return self.create(info);
         }
         let shard = self.engine.create_shard(&meta)?;
-        if shard.layout_record() != layout {
-            shard.set_layout(layout)?;
-        }
+        let mark = if shard.layout_record() != layout { shard.set_layout(layout)? } else { shard.log_mark() };
         map.entry(meta.keyspace).or_default().insert(meta.shard, Arc::new(Replica::new(shard)));
-        Ok(())
+        Ok(mark)
+    }
+
+    /// Stops local writes on a held replica (persisted); returns its final change-log position.
+    pub fn freeze(&self, keyspace: &str, shard: u32) -> Result<LogPosition, NodeError> {
+        let replica = self.get(keyspace, shard).ok_or_else(|| NodeError::Master(format!("no replica of {keyspace}/{shard} here")))?;
+        Ok(replica.set_frozen(true)?)
     }
 
     /// Puts a resize in force on a held replica: it serves and keeps only the keys of
     /// `info.shards` shards from now on, and a background compaction drops the others.
-    pub fn commit(&self, info: &ShardInfo) -> Result<(), NodeError> {
+    pub fn commit(&self, info: &ShardInfo) -> Result<LogPosition, NodeError> {
         let replica = self.get(&info.keyspace, info.shard).ok_or_else(|| NodeError::Master(format!("no replica of {}/{} here", info.keyspace, info.shard)))?;
         let layout = LayoutRecord { serving: info.shards, committed: info.shards, committed_at_ms: info.committed_at_ms };
         if replica.layout_record() == layout {
-            return Ok(());
+            return Ok(replica.log_mark());
         }
-        replica.set_layout(layout)?;
+        let mark = replica.set_layout(layout)?;
         replica.split.clear();
         let name = format!("{}/{}", info.keyspace, info.shard);
         std::thread::Builder::new()
             .name("vasto-compact".into())
             .spawn(move || {
                 let _turn = crate::split::heavy_work_turn();
+                if replica.retired() {
+                    return;
+                }
                 let started = std::time::Instant::now();
                 match replica.compact() {
                     Ok(()) => tracing::info!(shard = %name, took_ms = started.elapsed().as_millis() as u64, "compacted away the keys a resize moved"),
@@ -167,28 +214,64 @@ impl Registry {
                 }
             })
             .map_err(|e| NodeError::Master(format!("cannot start a compaction thread: {e}")))?;
+        Ok(mark)
+    }
+
+    /// Drops a shard replica: it leaves the registry at once (new requests get wrong-shard), its
+    /// tails, exports and background work are told to stop, and this returns once its RocksDB is
+    /// closed and its directory gone (or fails after [`CLOSE_TIMEOUT`]; dropping again waits
+    /// again). Idempotent.
+    pub fn drop_shard(&self, keyspace: &str, shard: u32) -> Result<(), NodeError> {
+        let removed = {
+            let mut map = self.shards.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let removed = map.get_mut(keyspace).and_then(|m| m.remove(&shard));
+            if map.get(keyspace).is_some_and(HashMap::is_empty) {
+                map.remove(keyspace);
+            }
+            removed
+        };
+        if let Some(replica) = removed {
+            let closing = replica.remove_on_drop();
+            replica.retire();
+            replica.appended();
+            replica.split.clear();
+            self.closing.lock().unwrap_or_else(|p| p.into_inner()).insert((keyspace.to_owned(), shard), closing);
+        }
+        self.wait_closed(keyspace, shard)?;
+        if self.get(keyspace, shard).is_none() && !self.shards.read().unwrap_or_else(|p| p.into_inner()).contains_key(keyspace) {
+            // Only succeeds once every shard directory under it is gone; leftovers are harmless.
+            let _ = std::fs::remove_dir(self.engine.root().join(keyspace));
+        }
         Ok(())
     }
 
-    /// Drops a shard replica and deletes its data once in-flight requests release it. Idempotent.
-    pub fn drop_shard(&self, keyspace: &str, shard: u32) {
-        let mut map = self.shards.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(m) = map.get_mut(keyspace) {
-            if let Some(s) = m.remove(&shard) {
-                s.remove_on_drop();
-            }
-            if m.is_empty() {
-                map.remove(keyspace);
-                let dir = self.engine.root().join(keyspace);
-                // Only succeeds once every shard directory under it is gone; leftovers are harmless.
-                let _ = std::fs::remove_dir(dir);
+    /// Waits until a dropped replica of `shard` is closed and its directory gone.
+    fn wait_closed(&self, keyspace: &str, shard: u32) -> Result<(), NodeError> {
+        let key = (keyspace.to_owned(), shard);
+        let Some(closing) = self.closing.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned() else { return Ok(()) };
+        if !closing.wait(CLOSE_TIMEOUT) {
+            return Err(NodeError::Master(format!("{keyspace}/{shard} was dropped but is still in use after {CLOSE_TIMEOUT:?}; try again")));
+        }
+        let mut closing_map = self.closing.lock().unwrap_or_else(|p| p.into_inner());
+        if closing_map.get(&key).is_some_and(|c| c.is_done()) {
+            closing_map.remove(&key);
+        }
+        Ok(())
+    }
+
+    /// Syncs every replica's WAL (`--sync everysec` does it once a second).
+    pub fn sync_all(&self) {
+        for replica in self.all() {
+            if let Err(e) = replica.sync_wal() {
+                tracing::error!(keyspace = %replica.meta().keyspace, shard = replica.meta().shard, error = %e, "syncing the WAL failed");
             }
         }
     }
 }
 
-/// What the master is told about a replica: its identity and its current layout.
-fn to_info(m: &ShardMeta, layout: LayoutRecord) -> ShardInfo {
+/// What the master is told about a replica: its identity, layout and whether it is frozen.
+fn to_info(replica: &Replica) -> ShardInfo {
+    let (m, layout) = (replica.meta(), replica.layout_record());
     ShardInfo {
         keyspace: m.keyspace.clone(),
         shard: m.shard,
@@ -197,5 +280,8 @@ fn to_info(m: &ShardMeta, layout: LayoutRecord) -> ShardInfo {
         replicas: m.replicas,
         committed: layout.committed,
         committed_at_ms: layout.committed_at_ms,
+        keyspace_incarnation: m.keyspace_incarnation,
+        frozen: replica.frozen(),
+        created_at_ms: m.created_at_ms,
     }
 }

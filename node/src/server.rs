@@ -141,7 +141,7 @@ pub(crate) enum After {
     Close,
     /// Switch to streaming this replica's changes after the position (a follower connected),
     /// only the keys selected if any (a resize copy).
-    Tail(Arc<Replica>, u64, Option<ShardSelector>),
+    Tail(Arc<Replica>, vasto_engine::LogPosition, Option<ShardSelector>),
     /// Send a snapshot of this replica (only the keys selected, if any), then close.
     Snapshot(Arc<Replica>, Option<ShardSelector>),
     /// Ingest an import's files, answer request `id`, then close.

@@ -50,7 +50,7 @@ impl SplitExport {
     }
 
     /// The change-log position the files are consistent with: tail after it.
-    pub fn position(&self) -> u64 {
+    pub fn position(&self) -> vasto_engine::LogPosition {
         self.split.position
     }
 }

@@ -8,7 +8,7 @@ use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vasto_engine::{EngineError, Pacer};
+use vasto_engine::{EngineError, LogPosition, Pacer};
 use vasto_wire::{FrameEncoder, ShardSelector, Status};
 
 /// Largest batch of changes per frame (about).
@@ -16,15 +16,20 @@ const MAX_FRAME_BYTES: usize = 256 << 10;
 /// An idle tail sends an empty `Changes` this often so the follower knows the sender is alive.
 pub const KEEPALIVE: Duration = Duration::from_millis(500);
 
-/// Streams changes after `position` until the follower goes away: every change, or with `only`
-/// just the keys it selects, sent at most `bytes_per_sec` (0: unlimited; applies to `only`
-/// streams, which are resize copies, not to replication between replicas of a shard).
-pub async fn stream_changes(mut stream: TcpStream, replica: Arc<Replica>, mut position: u64, only: Option<ShardSelector>, bytes_per_sec: u64) {
+/// Streams changes after `position` until the follower goes away or the replica is dropped:
+/// every change, or with `only` just the keys it selects, sent at most `bytes_per_sec` (0:
+/// unlimited; applies to `only` streams, which are resize copies, not to replication between
+/// replicas of a shard). A position of another incarnation of the log, or beyond its head, is
+/// answered `Diverged`, one the log no longer reaches `Trimmed`: the follower re-bootstraps.
+pub async fn stream_changes(mut stream: TcpStream, replica: Arc<Replica>, mut position: LogPosition, only: Option<ShardSelector>, bytes_per_sec: u64) {
     let mut enc = FrameEncoder::new();
     let mut out: Vec<u8> = Vec::with_capacity(MAX_FRAME_BYTES + 4096);
     let mut last_sent = Instant::now() - KEEPALIVE;
     let mut pacer = Pacer::new(if only.is_some() { bytes_per_sec } else { 0 });
     loop {
+        if replica.retired() {
+            return;
+        }
         let next = replica.next_append();
         let mut next = std::pin::pin!(next);
         next.as_mut().enable();
@@ -40,14 +45,29 @@ pub async fn stream_changes(mut stream: TcpStream, replica: Arc<Replica>, mut po
             Ok(read) => {
                 let moved = read.position != position || !page.is_empty();
                 if moved || last_sent.elapsed() >= KEEPALIVE {
-                    page.finish_changes(&mut out, read.position, head);
+                    page.finish_changes(&mut out, read.position.seq, head, read.position.incarnation);
                 }
                 position = read.position;
-                position >= head
+                position.seq >= head
             }
             Err(EngineError::Trimmed { after }) => {
                 tracing::warn!(keyspace = %replica.meta().keyspace, shard = replica.meta().shard, after, "follower is behind the change log; it must re-bootstrap");
-                enc.changes_status(&mut out, Status::Trimmed, after, head);
+                enc.changes_status(&mut out, Status::Trimmed, after, head, replica.log_mark().incarnation);
+                let _ = stream.write_all(out).await;
+                return;
+            }
+            Err(EngineError::Diverged { incarnation, after }) => {
+                let ours = replica.log_mark().incarnation;
+                tracing::warn!(
+                    keyspace = %replica.meta().keyspace,
+                    shard = replica.meta().shard,
+                    after,
+                    follower_incarnation = %format!("{incarnation:x}"),
+                    log_incarnation = %format!("{ours:x}"),
+                    head,
+                    "a follower's position is not in this change log; it must re-bootstrap"
+                );
+                enc.changes_status(&mut out, Status::Diverged, after, head, ours);
                 let _ = stream.write_all(out).await;
                 return;
             }
@@ -96,7 +116,7 @@ pub async fn stream_snapshot(mut stream: TcpStream, replica: Arc<Replica>, only:
             })
             .await;
             let sent = match exported {
-                Ok(s) => send_snapshot_files(&mut stream, &mut enc, &mut out, &s.files, s.position, bytes_per_sec).await,
+                Ok(s) => send_snapshot_files(&mut stream, &mut enc, &mut out, &replica, &s.files, s.position, bytes_per_sec).await,
                 Err(e) => refuse(&mut stream, &mut enc, out, e.to_string()).await,
             };
             if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -105,7 +125,7 @@ pub async fn stream_snapshot(mut stream: TcpStream, replica: Arc<Replica>, only:
             sent
         }
         Some(sel) => match replica.split.get(&replica, sel.shards, bytes_per_sec).await {
-            Ok(split) => send_snapshot_files(&mut stream, &mut enc, &mut out, split.files_for(sel.shard), split.position(), bytes_per_sec).await,
+            Ok(split) => send_snapshot_files(&mut stream, &mut enc, &mut out, &replica, split.files_for(sel.shard), split.position(), bytes_per_sec).await,
             Err(e) => refuse(&mut stream, &mut enc, out, e).await,
         },
     };
@@ -118,7 +138,7 @@ pub async fn stream_snapshot(mut stream: TcpStream, replica: Arc<Replica>, only:
 /// Tells the follower the snapshot failed; returns the reason as the error.
 async fn refuse(stream: &mut TcpStream, enc: &mut FrameEncoder, mut out: Vec<u8>, why: String) -> Result<(), String> {
     out.clear();
-    enc.snapshot_chunk(&mut out, Status::Internal, &format!("snapshot failed: {why}"), 0, b"", true, 0);
+    enc.snapshot_chunk(&mut out, Status::Internal, &format!("snapshot failed: {why}"), 0, b"", true, 0, 0);
     let _ = stream.write_all(out).await;
     Err(why)
 }
@@ -127,8 +147,9 @@ async fn send_snapshot_files(
     stream: &mut TcpStream,
     enc: &mut FrameEncoder,
     out: &mut Vec<u8>,
+    replica: &Replica,
     files: &[std::path::PathBuf],
-    position: u64,
+    position: LogPosition,
     bytes_per_sec: u64,
 ) -> Result<(), String> {
     use std::io::Read;
@@ -137,12 +158,15 @@ async fn send_snapshot_files(
     for (index, path) in files.iter().enumerate() {
         let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
         loop {
+            if replica.retired() {
+                return Err("the replica was dropped".into());
+            }
             let n = file.read(&mut piece).map_err(|e| format!("{}: {e}", path.display()))?;
             if n == 0 {
                 break;
             }
             out.clear();
-            enc.snapshot_chunk(out, Status::Ok, "", index as u32, &piece[..n], false, 0);
+            enc.snapshot_chunk(out, Status::Ok, "", index as u32, &piece[..n], false, 0, 0);
             let (res, buf) = stream.write_all(std::mem::take(out)).await;
             *out = buf;
             res.map_err(|e| e.to_string())?;
@@ -152,7 +176,7 @@ async fn send_snapshot_files(
         }
     }
     out.clear();
-    enc.snapshot_chunk(out, Status::Ok, "", files.len() as u32, b"", true, position);
+    enc.snapshot_chunk(out, Status::Ok, "", files.len() as u32, b"", true, position.seq, position.incarnation);
     let (res, buf) = stream.write_all(std::mem::take(out)).await;
     *out = buf;
     res.map(drop).map_err(|e| e.to_string())

@@ -7,8 +7,9 @@ use vasto_engine::{Engine, EngineOptions};
 use vasto_wire::{frame_len, parse_frame, FrameEncoder, Role, ShardInfo, Status, DEFAULT_MAX_FRAME, LEN_PREFIX};
 
 fn registry(dir: &std::path::Path) -> Arc<Registry> {
-    let reg = Registry::open(Engine::new(dir, &EngineOptions::default()).unwrap()).unwrap();
-    reg.create(&ShardInfo { keyspace: "ks".into(), shard: 0, shards: 1, replica: 0, replicas: 1, committed: 1, committed_at_ms: 1 }).unwrap();
+    let reg = Registry::open(Engine::new(dir, &EngineOptions::default()).unwrap(), false, 0).unwrap();
+    reg.create(&ShardInfo { keyspace: "ks".into(), shard: 0, shards: 1, replica: 0, replicas: 1, committed: 1, committed_at_ms: 1, ..Default::default() })
+        .unwrap();
     Arc::new(reg)
 }
 
@@ -26,7 +27,7 @@ fn responses(mut out: &[u8]) -> Vec<(u64, Status, Option<Vec<u8>>)> {
 
 fn hello_frame() -> Vec<u8> {
     let mut out = Vec::new();
-    FrameEncoder::new().hello(&mut out, Role::Client);
+    FrameEncoder::new().hello(&mut out, Role::Client, 0);
     out
 }
 
@@ -66,7 +67,8 @@ fn pipelined_writes_are_committed_in_groups_and_answered_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let reg = registry(dir.path());
     for shard in 0..2 {
-        reg.create(&ShardInfo { keyspace: "two".into(), shard, shards: 2, replica: 0, replicas: 1, committed: 2, committed_at_ms: 1 }).unwrap();
+        reg.create(&ShardInfo { keyspace: "two".into(), shard, shards: 2, replica: 0, replicas: 1, committed: 2, committed_at_ms: 1, ..Default::default() })
+            .unwrap();
     }
     let mut handler = Handler::new(Arc::clone(&reg));
     let key = |i: u64| format!("key-{i}").into_bytes();
@@ -144,7 +146,8 @@ fn the_first_frame_must_be_a_hello() {
 fn batches_are_validated_before_anything_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let reg = registry(dir.path());
-    reg.create(&ShardInfo { keyspace: "four".into(), shard: 0, shards: 4, replica: 0, replicas: 1, committed: 4, committed_at_ms: 1 }).unwrap();
+    reg.create(&ShardInfo { keyspace: "four".into(), shard: 0, shards: 4, replica: 0, replicas: 1, committed: 4, committed_at_ms: 1, ..Default::default() })
+        .unwrap();
     let mut handler = Handler::new(Arc::clone(&reg));
     let mine = (0..).map(|i| format!("k{i}")).find(|k| vasto_hash::shard_of(k.as_bytes(), 4) == 0).unwrap();
     let other = (0..).map(|i| format!("k{i}")).find(|k| vasto_hash::shard_of(k.as_bytes(), 4) != 0).unwrap();
@@ -170,14 +173,16 @@ fn re_creating_a_replica_updates_its_layout_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let reg = registry(dir.path());
     let held = reg.get("ks", 0).unwrap();
-    held.set_frozen(true);
+    held.set_frozen(true).unwrap();
     // Same replica, new shard count: the open handle takes the new layout, and is unfrozen.
-    reg.create(&ShardInfo { keyspace: "ks".into(), shard: 0, shards: 3, replica: 0, replicas: 1, committed: 3, committed_at_ms: 1 }).unwrap();
+    reg.create(&ShardInfo { keyspace: "ks".into(), shard: 0, shards: 3, replica: 0, replicas: 1, committed: 3, committed_at_ms: 1, ..Default::default() })
+        .unwrap();
     assert_eq!(held.layout(), (0, 3));
     assert!(!held.frozen());
     assert_eq!(reg.infos()[0].shards, 3);
     assert!(
-        reg.create(&ShardInfo { keyspace: "ks".into(), shard: 0, shards: 3, replica: 1, replicas: 2, committed: 3, committed_at_ms: 1 }).is_err(),
+        reg.create(&ShardInfo { keyspace: "ks".into(), shard: 0, shards: 3, replica: 1, replicas: 2, committed: 3, committed_at_ms: 1, ..Default::default() })
+            .is_err(),
         "another role is refused"
     );
     // Keys are checked against the layout.
@@ -200,7 +205,7 @@ fn a_frozen_replica_refuses_writes_but_serves_reads() {
     enc.put(&mut req, 1, "ks", 0, b"k", b"v", 1, 0);
     let mut out = Vec::new();
     handler.request(&req[LEN_PREFIX..], &mut out);
-    reg.get("ks", 0).unwrap().set_frozen(true);
+    reg.get("ks", 0).unwrap().set_frozen(true).unwrap();
     let mut writes = Vec::new();
     enc.put(&mut writes, 2, "ks", 0, b"k", b"w", 2, 0);
     enc.delete(&mut writes, 3, "ks", 0, b"k", 3);

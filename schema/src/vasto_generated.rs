@@ -29,10 +29,10 @@ pub mod fb {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_STATUS: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_STATUS: u8 = 9;
+pub const ENUM_MAX_STATUS: u8 = 11;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_STATUS: [Status; 10] = [
+pub const ENUM_VALUES_STATUS: [Status; 12] = [
   Status::Ok,
   Status::NotFound,
   Status::WrongShard,
@@ -43,6 +43,8 @@ pub const ENUM_VALUES_STATUS: [Status; 10] = [
   Status::Internal,
   Status::VersionMismatch,
   Status::Trimmed,
+  Status::Diverged,
+  Status::WrongCluster,
 ];
 
 /// Outcome of a request. Unknown values must be treated as `Internal` by readers.
@@ -63,9 +65,15 @@ impl Status {
   pub const VersionMismatch: Self = Self(8);
   /// A tail asked for changes older than the sender's change log still holds.
   pub const Trimmed: Self = Self(9);
+  /// A tail's position belongs to another incarnation of the sender's change log (the replica
+  /// was re-created, or restarted after losing its log tail), or lies beyond its head: the
+  /// follower must re-bootstrap from a snapshot, never skip.
+  pub const Diverged: Self = Self(10);
+  /// The peer belongs to another cluster (its cluster id differs from ours).
+  pub const WrongCluster: Self = Self(11);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 9;
+  pub const ENUM_MAX: u8 = 11;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Ok,
     Self::NotFound,
@@ -77,6 +85,8 @@ impl Status {
     Self::Internal,
     Self::VersionMismatch,
     Self::Trimmed,
+    Self::Diverged,
+    Self::WrongCluster,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -91,6 +101,8 @@ impl Status {
       Self::Internal => Some("Internal"),
       Self::VersionMismatch => Some("VersionMismatch"),
       Self::Trimmed => Some("Trimmed"),
+      Self::Diverged => Some("Diverged"),
+      Self::WrongCluster => Some("WrongCluster"),
       _ => None,
     }
   }
@@ -429,10 +441,10 @@ impl flatbuffers::SimpleToVerifyInSlice for ShardCommandKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 25;
+pub const ENUM_MAX_BODY: u8 = 28;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 26] = [
+pub const ENUM_VALUES_BODY: [Body; 29] = [
   Body::NONE,
   Body::Hello,
   Body::HelloReply,
@@ -459,6 +471,9 @@ pub const ENUM_VALUES_BODY: [Body; 26] = [
   Body::CancelOperation,
   Body::ResizeKeyspace,
   Body::Ingest,
+  Body::ShardCommandAck,
+  Body::BeginImport,
+  Body::EndImport,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -492,9 +507,12 @@ impl Body {
   pub const CancelOperation: Self = Self(23);
   pub const ResizeKeyspace: Self = Self(24);
   pub const Ingest: Self = Self(25);
+  pub const ShardCommandAck: Self = Self(26);
+  pub const BeginImport: Self = Self(27);
+  pub const EndImport: Self = Self(28);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 25;
+  pub const ENUM_MAX: u8 = 28;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -522,6 +540,9 @@ impl Body {
     Self::CancelOperation,
     Self::ResizeKeyspace,
     Self::Ingest,
+    Self::ShardCommandAck,
+    Self::BeginImport,
+    Self::EndImport,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -552,6 +573,9 @@ impl Body {
       Self::CancelOperation => Some("CancelOperation"),
       Self::ResizeKeyspace => Some("ResizeKeyspace"),
       Self::Ingest => Some("Ingest"),
+      Self::ShardCommandAck => Some("ShardCommandAck"),
+      Self::BeginImport => Some("BeginImport"),
+      Self::EndImport => Some("EndImport"),
       _ => None,
     }
   }
@@ -614,6 +638,8 @@ pub struct BodyUnionTableOffset {}
 pub enum HelloOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
+/// `cluster_id`: the cluster the sender belongs to (0: it does not know yet). A store and a master,
+/// or two stores, of different clusters refuse each other (`WrongCluster`).
 pub struct Hello<'a> {
   pub _tab: flatbuffers::Table<'a>,
 }
@@ -629,6 +655,7 @@ impl<'a> flatbuffers::Follow<'a> for Hello<'a> {
 impl<'a> Hello<'a> {
   pub const VT_PROTOCOL_VERSION: flatbuffers::VOffsetT = 4;
   pub const VT_ROLE: flatbuffers::VOffsetT = 6;
+  pub const VT_CLUSTER_ID: flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -640,6 +667,7 @@ impl<'a> Hello<'a> {
     args: &'args HelloArgs
   ) -> flatbuffers::WIPOffset<Hello<'bldr>> {
     let mut builder = HelloBuilder::new(_fbb);
+    builder.add_cluster_id(args.cluster_id);
     builder.add_protocol_version(args.protocol_version);
     builder.add_role(args.role);
     builder.finish()
@@ -654,6 +682,10 @@ impl<'a> Hello<'a> {
   pub fn role(&self) -> Role {
     self._tab.get::<Role>(Hello::VT_ROLE, Some(Role::Client)).unwrap()
   }
+  #[inline]
+  pub fn cluster_id(&self) -> u64 {
+    self._tab.get::<u64>(Hello::VT_CLUSTER_ID, Some(0)).unwrap()
+  }
 }
 
 impl flatbuffers::Verifiable for Hello<'_> {
@@ -665,6 +697,7 @@ impl flatbuffers::Verifiable for Hello<'_> {
     v.visit_table(pos)?
      .visit_field::<u32>("protocol_version", Self::VT_PROTOCOL_VERSION, false)?
      .visit_field::<Role>("role", Self::VT_ROLE, false)?
+     .visit_field::<u64>("cluster_id", Self::VT_CLUSTER_ID, false)?
      .finish();
     Ok(())
   }
@@ -672,6 +705,7 @@ impl flatbuffers::Verifiable for Hello<'_> {
 pub struct HelloArgs {
     pub protocol_version: u32,
     pub role: Role,
+    pub cluster_id: u64,
 }
 impl<'a> Default for HelloArgs {
   #[inline]
@@ -679,6 +713,7 @@ impl<'a> Default for HelloArgs {
     HelloArgs {
       protocol_version: 0,
       role: Role::Client,
+      cluster_id: 0,
     }
   }
 }
@@ -695,6 +730,10 @@ impl<'a: 'b, 'b> HelloBuilder<'a, 'b> {
   #[inline]
   pub fn add_role(&mut self, role: Role) {
     self.fbb_.push_slot::<Role>(Hello::VT_ROLE, role, Role::Client);
+  }
+  #[inline]
+  pub fn add_cluster_id(&mut self, cluster_id: u64) {
+    self.fbb_.push_slot::<u64>(Hello::VT_CLUSTER_ID, cluster_id, 0);
   }
   #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> HelloBuilder<'a, 'b> {
@@ -716,12 +755,15 @@ impl core::fmt::Debug for Hello<'_> {
     let mut ds = f.debug_struct("Hello");
       ds.field("protocol_version", &self.protocol_version());
       ds.field("role", &self.role());
+      ds.field("cluster_id", &self.cluster_id());
       ds.finish()
   }
 }
 pub enum HelloReplyOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
+/// `cluster_id`: the cluster of the answering node (0 when it does not know yet); a store that
+/// has none adopts its master's.
 pub struct HelloReply<'a> {
   pub _tab: flatbuffers::Table<'a>,
 }
@@ -738,6 +780,7 @@ impl<'a> HelloReply<'a> {
   pub const VT_PROTOCOL_VERSION: flatbuffers::VOffsetT = 4;
   pub const VT_STATUS: flatbuffers::VOffsetT = 6;
   pub const VT_MESSAGE: flatbuffers::VOffsetT = 8;
+  pub const VT_CLUSTER_ID: flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -749,6 +792,7 @@ impl<'a> HelloReply<'a> {
     args: &'args HelloReplyArgs<'args>
   ) -> flatbuffers::WIPOffset<HelloReply<'bldr>> {
     let mut builder = HelloReplyBuilder::new(_fbb);
+    builder.add_cluster_id(args.cluster_id);
     if let Some(x) = args.message { builder.add_message(x); }
     builder.add_protocol_version(args.protocol_version);
     builder.add_status(args.status);
@@ -768,6 +812,10 @@ impl<'a> HelloReply<'a> {
   pub fn message(&self) -> Option<&'a str> {
     self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(HelloReply::VT_MESSAGE, None)
   }
+  #[inline]
+  pub fn cluster_id(&self) -> u64 {
+    self._tab.get::<u64>(HelloReply::VT_CLUSTER_ID, Some(0)).unwrap()
+  }
 }
 
 impl flatbuffers::Verifiable for HelloReply<'_> {
@@ -780,6 +828,7 @@ impl flatbuffers::Verifiable for HelloReply<'_> {
      .visit_field::<u32>("protocol_version", Self::VT_PROTOCOL_VERSION, false)?
      .visit_field::<Status>("status", Self::VT_STATUS, false)?
      .visit_field::<flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .visit_field::<u64>("cluster_id", Self::VT_CLUSTER_ID, false)?
      .finish();
     Ok(())
   }
@@ -788,6 +837,7 @@ pub struct HelloReplyArgs<'a> {
     pub protocol_version: u32,
     pub status: Status,
     pub message: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub cluster_id: u64,
 }
 impl<'a> Default for HelloReplyArgs<'a> {
   #[inline]
@@ -796,6 +846,7 @@ impl<'a> Default for HelloReplyArgs<'a> {
       protocol_version: 0,
       status: Status::Ok,
       message: None,
+      cluster_id: 0,
     }
   }
 }
@@ -818,6 +869,10 @@ impl<'a: 'b, 'b> HelloReplyBuilder<'a, 'b> {
     self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(HelloReply::VT_MESSAGE, message);
   }
   #[inline]
+  pub fn add_cluster_id(&mut self, cluster_id: u64) {
+    self.fbb_.push_slot::<u64>(HelloReply::VT_CLUSTER_ID, cluster_id, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> HelloReplyBuilder<'a, 'b> {
     let start = _fbb.start_table();
     HelloReplyBuilder {
@@ -838,6 +893,7 @@ impl core::fmt::Debug for HelloReply<'_> {
       ds.field("protocol_version", &self.protocol_version());
       ds.field("status", &self.status());
       ds.field("message", &self.message());
+      ds.field("cluster_id", &self.cluster_id());
       ds.finish()
   }
 }
@@ -1800,9 +1856,9 @@ pub enum TailOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
 /// Follower -> store: stream the locally-originated writes of this shard replica after position
-/// `after` (a sequence number of the sender), now and as they happen.
-/// With `only_shards` > 0, only the keys with `shard_of(key, only_shards) == only_shard` are sent
-/// (a resize copy) and the stream is paced by the sender's `--max-mbps`.
+/// `after` of change-log incarnation `incarnation` (a sequence number of the sender), now and as
+/// they happen. With `only_shards` > 0, only the keys with `shard_of(key, only_shards) ==
+/// only_shard` are sent (a resize copy) and the stream is paced by the sender's `--max-mbps`.
 pub struct Tail<'a> {
   pub _tab: flatbuffers::Table<'a>,
 }
@@ -1822,6 +1878,7 @@ impl<'a> Tail<'a> {
   pub const VT_FOLLOWER: flatbuffers::VOffsetT = 10;
   pub const VT_ONLY_SHARD: flatbuffers::VOffsetT = 12;
   pub const VT_ONLY_SHARDS: flatbuffers::VOffsetT = 14;
+  pub const VT_INCARNATION: flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -1833,6 +1890,7 @@ impl<'a> Tail<'a> {
     args: &'args TailArgs<'args>
   ) -> flatbuffers::WIPOffset<Tail<'bldr>> {
     let mut builder = TailBuilder::new(_fbb);
+    builder.add_incarnation(args.incarnation);
     builder.add_after(args.after);
     builder.add_only_shards(args.only_shards);
     builder.add_only_shard(args.only_shard);
@@ -1867,6 +1925,10 @@ impl<'a> Tail<'a> {
   pub fn only_shards(&self) -> u32 {
     self._tab.get::<u32>(Tail::VT_ONLY_SHARDS, Some(0)).unwrap()
   }
+  #[inline]
+  pub fn incarnation(&self) -> u64 {
+    self._tab.get::<u64>(Tail::VT_INCARNATION, Some(0)).unwrap()
+  }
 }
 
 impl flatbuffers::Verifiable for Tail<'_> {
@@ -1882,6 +1944,7 @@ impl flatbuffers::Verifiable for Tail<'_> {
      .visit_field::<flatbuffers::ForwardsUOffset<&str>>("follower", Self::VT_FOLLOWER, false)?
      .visit_field::<u32>("only_shard", Self::VT_ONLY_SHARD, false)?
      .visit_field::<u32>("only_shards", Self::VT_ONLY_SHARDS, false)?
+     .visit_field::<u64>("incarnation", Self::VT_INCARNATION, false)?
      .finish();
     Ok(())
   }
@@ -1893,6 +1956,7 @@ pub struct TailArgs<'a> {
     pub follower: Option<flatbuffers::WIPOffset<&'a str>>,
     pub only_shard: u32,
     pub only_shards: u32,
+    pub incarnation: u64,
 }
 impl<'a> Default for TailArgs<'a> {
   #[inline]
@@ -1904,6 +1968,7 @@ impl<'a> Default for TailArgs<'a> {
       follower: None,
       only_shard: 0,
       only_shards: 0,
+      incarnation: 0,
     }
   }
 }
@@ -1938,6 +2003,10 @@ impl<'a: 'b, 'b> TailBuilder<'a, 'b> {
     self.fbb_.push_slot::<u32>(Tail::VT_ONLY_SHARDS, only_shards, 0);
   }
   #[inline]
+  pub fn add_incarnation(&mut self, incarnation: u64) {
+    self.fbb_.push_slot::<u64>(Tail::VT_INCARNATION, incarnation, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> TailBuilder<'a, 'b> {
     let start = _fbb.start_table();
     TailBuilder {
@@ -1961,6 +2030,7 @@ impl core::fmt::Debug for Tail<'_> {
       ds.field("follower", &self.follower());
       ds.field("only_shard", &self.only_shard());
       ds.field("only_shards", &self.only_shards());
+      ds.field("incarnation", &self.incarnation());
       ds.finish()
   }
 }
@@ -1968,8 +2038,9 @@ pub enum ChangesOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
 /// Store -> follower on a tail connection: entries are (key, stored value with header).
-/// `position` is where the next tail should resume; `head` the sender's latest position.
-/// An empty page is a keep-alive. Status `Trimmed` means the follower must re-bootstrap.
+/// `position` is where the next tail should resume; `head` the sender's latest position, both of
+/// change-log incarnation `incarnation`. An empty page is a keep-alive. Status `Trimmed` or
+/// `Diverged` means the follower must re-bootstrap from a snapshot.
 pub struct Changes<'a> {
   pub _tab: flatbuffers::Table<'a>,
 }
@@ -1987,6 +2058,7 @@ impl<'a> Changes<'a> {
   pub const VT_ENTRIES: flatbuffers::VOffsetT = 6;
   pub const VT_POSITION: flatbuffers::VOffsetT = 8;
   pub const VT_HEAD: flatbuffers::VOffsetT = 10;
+  pub const VT_INCARNATION: flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -1998,6 +2070,7 @@ impl<'a> Changes<'a> {
     args: &'args ChangesArgs<'args>
   ) -> flatbuffers::WIPOffset<Changes<'bldr>> {
     let mut builder = ChangesBuilder::new(_fbb);
+    builder.add_incarnation(args.incarnation);
     builder.add_head(args.head);
     builder.add_position(args.position);
     if let Some(x) = args.entries { builder.add_entries(x); }
@@ -2022,6 +2095,10 @@ impl<'a> Changes<'a> {
   pub fn head(&self) -> u64 {
     self._tab.get::<u64>(Changes::VT_HEAD, Some(0)).unwrap()
   }
+  #[inline]
+  pub fn incarnation(&self) -> u64 {
+    self._tab.get::<u64>(Changes::VT_INCARNATION, Some(0)).unwrap()
+  }
 }
 
 impl flatbuffers::Verifiable for Changes<'_> {
@@ -2035,6 +2112,7 @@ impl flatbuffers::Verifiable for Changes<'_> {
      .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<KeyValue>>>>("entries", Self::VT_ENTRIES, false)?
      .visit_field::<u64>("position", Self::VT_POSITION, false)?
      .visit_field::<u64>("head", Self::VT_HEAD, false)?
+     .visit_field::<u64>("incarnation", Self::VT_INCARNATION, false)?
      .finish();
     Ok(())
   }
@@ -2044,6 +2122,7 @@ pub struct ChangesArgs<'a> {
     pub entries: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<KeyValue<'a>>>>>,
     pub position: u64,
     pub head: u64,
+    pub incarnation: u64,
 }
 impl<'a> Default for ChangesArgs<'a> {
   #[inline]
@@ -2053,6 +2132,7 @@ impl<'a> Default for ChangesArgs<'a> {
       entries: None,
       position: 0,
       head: 0,
+      incarnation: 0,
     }
   }
 }
@@ -2079,6 +2159,10 @@ impl<'a: 'b, 'b> ChangesBuilder<'a, 'b> {
     self.fbb_.push_slot::<u64>(Changes::VT_HEAD, head, 0);
   }
   #[inline]
+  pub fn add_incarnation(&mut self, incarnation: u64) {
+    self.fbb_.push_slot::<u64>(Changes::VT_INCARNATION, incarnation, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ChangesBuilder<'a, 'b> {
     let start = _fbb.start_table();
     ChangesBuilder {
@@ -2100,6 +2184,7 @@ impl core::fmt::Debug for Changes<'_> {
       ds.field("entries", &self.entries());
       ds.field("position", &self.position());
       ds.field("head", &self.head());
+      ds.field("incarnation", &self.incarnation());
       ds.finish()
   }
 }
@@ -2259,7 +2344,8 @@ pub enum SnapshotChunkOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
 /// Store -> follower: a piece of snapshot file number `file` (files and pieces come in order).
-/// The last piece has `done` set and carries the position to tail from afterwards.
+/// The last piece has `done` set and carries the position to tail from afterwards, and the
+/// change-log incarnation it belongs to.
 pub struct SnapshotChunk<'a> {
   pub _tab: flatbuffers::Table<'a>,
 }
@@ -2279,6 +2365,7 @@ impl<'a> SnapshotChunk<'a> {
   pub const VT_DATA: flatbuffers::VOffsetT = 10;
   pub const VT_DONE: flatbuffers::VOffsetT = 12;
   pub const VT_POSITION: flatbuffers::VOffsetT = 14;
+  pub const VT_INCARNATION: flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -2290,6 +2377,7 @@ impl<'a> SnapshotChunk<'a> {
     args: &'args SnapshotChunkArgs<'args>
   ) -> flatbuffers::WIPOffset<SnapshotChunk<'bldr>> {
     let mut builder = SnapshotChunkBuilder::new(_fbb);
+    builder.add_incarnation(args.incarnation);
     builder.add_position(args.position);
     if let Some(x) = args.data { builder.add_data(x); }
     builder.add_file(args.file);
@@ -2324,6 +2412,10 @@ impl<'a> SnapshotChunk<'a> {
   pub fn position(&self) -> u64 {
     self._tab.get::<u64>(SnapshotChunk::VT_POSITION, Some(0)).unwrap()
   }
+  #[inline]
+  pub fn incarnation(&self) -> u64 {
+    self._tab.get::<u64>(SnapshotChunk::VT_INCARNATION, Some(0)).unwrap()
+  }
 }
 
 impl flatbuffers::Verifiable for SnapshotChunk<'_> {
@@ -2339,6 +2431,7 @@ impl flatbuffers::Verifiable for SnapshotChunk<'_> {
      .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u8>>>("data", Self::VT_DATA, false)?
      .visit_field::<bool>("done", Self::VT_DONE, false)?
      .visit_field::<u64>("position", Self::VT_POSITION, false)?
+     .visit_field::<u64>("incarnation", Self::VT_INCARNATION, false)?
      .finish();
     Ok(())
   }
@@ -2350,6 +2443,7 @@ pub struct SnapshotChunkArgs<'a> {
     pub data: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u8>>>,
     pub done: bool,
     pub position: u64,
+    pub incarnation: u64,
 }
 impl<'a> Default for SnapshotChunkArgs<'a> {
   #[inline]
@@ -2361,6 +2455,7 @@ impl<'a> Default for SnapshotChunkArgs<'a> {
       data: None,
       done: false,
       position: 0,
+      incarnation: 0,
     }
   }
 }
@@ -2395,6 +2490,10 @@ impl<'a: 'b, 'b> SnapshotChunkBuilder<'a, 'b> {
     self.fbb_.push_slot::<u64>(SnapshotChunk::VT_POSITION, position, 0);
   }
   #[inline]
+  pub fn add_incarnation(&mut self, incarnation: u64) {
+    self.fbb_.push_slot::<u64>(SnapshotChunk::VT_INCARNATION, incarnation, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> SnapshotChunkBuilder<'a, 'b> {
     let start = _fbb.start_table();
     SnapshotChunkBuilder {
@@ -2418,6 +2517,7 @@ impl core::fmt::Debug for SnapshotChunk<'_> {
       ds.field("data", &self.data());
       ds.field("done", &self.done());
       ds.field("position", &self.position());
+      ds.field("incarnation", &self.incarnation());
       ds.finish()
   }
 }
@@ -2761,7 +2861,10 @@ pub enum ShardInfoOffset {}
 /// (its serving layout); `committed` the shard count clients route by, as the replica last
 /// learnt it (its compaction keeps the keys owned under either; 0 means the same as `shards`);
 /// `committed_at` when that count was put in force (ms since the Unix epoch): after a master
-/// restart the newest report wins.
+/// restart the newest report wins. `keyspace_incarnation` identifies the keyspace (chosen at
+/// create-keyspace; a re-created keyspace of the same name has another). `frozen`: the replica
+/// refuses writes (it is being retired). `created_at`: when the master created the replica (ms
+/// since the Unix epoch), so of two replicas reporting one slot the older is the original.
 pub struct ShardInfo<'a> {
   pub _tab: flatbuffers::Table<'a>,
 }
@@ -2782,6 +2885,9 @@ impl<'a> ShardInfo<'a> {
   pub const VT_REPLICAS: flatbuffers::VOffsetT = 12;
   pub const VT_COMMITTED: flatbuffers::VOffsetT = 14;
   pub const VT_COMMITTED_AT: flatbuffers::VOffsetT = 16;
+  pub const VT_KEYSPACE_INCARNATION: flatbuffers::VOffsetT = 18;
+  pub const VT_FROZEN: flatbuffers::VOffsetT = 20;
+  pub const VT_CREATED_AT: flatbuffers::VOffsetT = 22;
 
   #[inline]
   pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -2793,6 +2899,8 @@ impl<'a> ShardInfo<'a> {
     args: &'args ShardInfoArgs<'args>
   ) -> flatbuffers::WIPOffset<ShardInfo<'bldr>> {
     let mut builder = ShardInfoBuilder::new(_fbb);
+    builder.add_created_at(args.created_at);
+    builder.add_keyspace_incarnation(args.keyspace_incarnation);
     builder.add_committed_at(args.committed_at);
     builder.add_committed(args.committed);
     builder.add_replicas(args.replicas);
@@ -2800,6 +2908,7 @@ impl<'a> ShardInfo<'a> {
     builder.add_shards(args.shards);
     builder.add_shard(args.shard);
     if let Some(x) = args.keyspace { builder.add_keyspace(x); }
+    builder.add_frozen(args.frozen);
     builder.finish()
   }
 
@@ -2832,6 +2941,18 @@ impl<'a> ShardInfo<'a> {
   pub fn committed_at(&self) -> u64 {
     self._tab.get::<u64>(ShardInfo::VT_COMMITTED_AT, Some(0)).unwrap()
   }
+  #[inline]
+  pub fn keyspace_incarnation(&self) -> u64 {
+    self._tab.get::<u64>(ShardInfo::VT_KEYSPACE_INCARNATION, Some(0)).unwrap()
+  }
+  #[inline]
+  pub fn frozen(&self) -> bool {
+    self._tab.get::<bool>(ShardInfo::VT_FROZEN, Some(false)).unwrap()
+  }
+  #[inline]
+  pub fn created_at(&self) -> u64 {
+    self._tab.get::<u64>(ShardInfo::VT_CREATED_AT, Some(0)).unwrap()
+  }
 }
 
 impl flatbuffers::Verifiable for ShardInfo<'_> {
@@ -2848,6 +2969,9 @@ impl flatbuffers::Verifiable for ShardInfo<'_> {
      .visit_field::<u32>("replicas", Self::VT_REPLICAS, false)?
      .visit_field::<u32>("committed", Self::VT_COMMITTED, false)?
      .visit_field::<u64>("committed_at", Self::VT_COMMITTED_AT, false)?
+     .visit_field::<u64>("keyspace_incarnation", Self::VT_KEYSPACE_INCARNATION, false)?
+     .visit_field::<bool>("frozen", Self::VT_FROZEN, false)?
+     .visit_field::<u64>("created_at", Self::VT_CREATED_AT, false)?
      .finish();
     Ok(())
   }
@@ -2860,6 +2984,9 @@ pub struct ShardInfoArgs<'a> {
     pub replicas: u32,
     pub committed: u32,
     pub committed_at: u64,
+    pub keyspace_incarnation: u64,
+    pub frozen: bool,
+    pub created_at: u64,
 }
 impl<'a> Default for ShardInfoArgs<'a> {
   #[inline]
@@ -2872,6 +2999,9 @@ impl<'a> Default for ShardInfoArgs<'a> {
       replicas: 0,
       committed: 0,
       committed_at: 0,
+      keyspace_incarnation: 0,
+      frozen: false,
+      created_at: 0,
     }
   }
 }
@@ -2910,6 +3040,18 @@ impl<'a: 'b, 'b> ShardInfoBuilder<'a, 'b> {
     self.fbb_.push_slot::<u64>(ShardInfo::VT_COMMITTED_AT, committed_at, 0);
   }
   #[inline]
+  pub fn add_keyspace_incarnation(&mut self, keyspace_incarnation: u64) {
+    self.fbb_.push_slot::<u64>(ShardInfo::VT_KEYSPACE_INCARNATION, keyspace_incarnation, 0);
+  }
+  #[inline]
+  pub fn add_frozen(&mut self, frozen: bool) {
+    self.fbb_.push_slot::<bool>(ShardInfo::VT_FROZEN, frozen, false);
+  }
+  #[inline]
+  pub fn add_created_at(&mut self, created_at: u64) {
+    self.fbb_.push_slot::<u64>(ShardInfo::VT_CREATED_AT, created_at, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ShardInfoBuilder<'a, 'b> {
     let start = _fbb.start_table();
     ShardInfoBuilder {
@@ -2934,6 +3076,9 @@ impl core::fmt::Debug for ShardInfo<'_> {
       ds.field("replicas", &self.replicas());
       ds.field("committed", &self.committed());
       ds.field("committed_at", &self.committed_at());
+      ds.field("keyspace_incarnation", &self.keyspace_incarnation());
+      ds.field("frozen", &self.frozen());
+      ds.field("created_at", &self.created_at());
       ds.finish()
   }
 }
@@ -3097,6 +3242,8 @@ impl<'a> ReplicaLag<'a> {
   pub const VT_ENTRIES: flatbuffers::VOffsetT = 10;
   pub const VT_LAG_MS: flatbuffers::VOffsetT = 12;
   pub const VT_CAUGHT_UP: flatbuffers::VOffsetT = 14;
+  pub const VT_POSITION: flatbuffers::VOffsetT = 16;
+  pub const VT_INCARNATION: flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -3108,6 +3255,8 @@ impl<'a> ReplicaLag<'a> {
     args: &'args ReplicaLagArgs<'args>
   ) -> flatbuffers::WIPOffset<ReplicaLag<'bldr>> {
     let mut builder = ReplicaLagBuilder::new(_fbb);
+    builder.add_incarnation(args.incarnation);
+    builder.add_position(args.position);
     builder.add_lag_ms(args.lag_ms);
     builder.add_entries(args.entries);
     if let Some(x) = args.peer { builder.add_peer(x); }
@@ -3141,10 +3290,22 @@ impl<'a> ReplicaLag<'a> {
   pub fn lag_ms(&self) -> u64 {
     self._tab.get::<u64>(ReplicaLag::VT_LAG_MS, Some(0)).unwrap()
   }
-  /// True once the follower has reached the peer's head since it (re)started.
+  /// True while the follower's current session with the peer has reached the peer's head; false
+  /// as soon as that session ends.
   #[inline]
   pub fn caught_up(&self) -> bool {
     self._tab.get::<bool>(ReplicaLag::VT_CAUGHT_UP, Some(false)).unwrap()
+  }
+  /// The peer's change-log position applied here (saved with the data), and the incarnation of
+  /// the peer's log it belongs to: a drain waits for every follower to pass the frozen peer's
+  /// final head.
+  #[inline]
+  pub fn position(&self) -> u64 {
+    self._tab.get::<u64>(ReplicaLag::VT_POSITION, Some(0)).unwrap()
+  }
+  #[inline]
+  pub fn incarnation(&self) -> u64 {
+    self._tab.get::<u64>(ReplicaLag::VT_INCARNATION, Some(0)).unwrap()
   }
 }
 
@@ -3161,6 +3322,8 @@ impl flatbuffers::Verifiable for ReplicaLag<'_> {
      .visit_field::<u64>("entries", Self::VT_ENTRIES, false)?
      .visit_field::<u64>("lag_ms", Self::VT_LAG_MS, false)?
      .visit_field::<bool>("caught_up", Self::VT_CAUGHT_UP, false)?
+     .visit_field::<u64>("position", Self::VT_POSITION, false)?
+     .visit_field::<u64>("incarnation", Self::VT_INCARNATION, false)?
      .finish();
     Ok(())
   }
@@ -3172,6 +3335,8 @@ pub struct ReplicaLagArgs<'a> {
     pub entries: u64,
     pub lag_ms: u64,
     pub caught_up: bool,
+    pub position: u64,
+    pub incarnation: u64,
 }
 impl<'a> Default for ReplicaLagArgs<'a> {
   #[inline]
@@ -3183,6 +3348,8 @@ impl<'a> Default for ReplicaLagArgs<'a> {
       entries: 0,
       lag_ms: 0,
       caught_up: false,
+      position: 0,
+      incarnation: 0,
     }
   }
 }
@@ -3217,6 +3384,14 @@ impl<'a: 'b, 'b> ReplicaLagBuilder<'a, 'b> {
     self.fbb_.push_slot::<bool>(ReplicaLag::VT_CAUGHT_UP, caught_up, false);
   }
   #[inline]
+  pub fn add_position(&mut self, position: u64) {
+    self.fbb_.push_slot::<u64>(ReplicaLag::VT_POSITION, position, 0);
+  }
+  #[inline]
+  pub fn add_incarnation(&mut self, incarnation: u64) {
+    self.fbb_.push_slot::<u64>(ReplicaLag::VT_INCARNATION, incarnation, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ReplicaLagBuilder<'a, 'b> {
     let start = _fbb.start_table();
     ReplicaLagBuilder {
@@ -3240,6 +3415,8 @@ impl core::fmt::Debug for ReplicaLag<'_> {
       ds.field("entries", &self.entries());
       ds.field("lag_ms", &self.lag_ms());
       ds.field("caught_up", &self.caught_up());
+      ds.field("position", &self.position());
+      ds.field("incarnation", &self.incarnation());
       ds.finish()
   }
 }
@@ -3458,6 +3635,145 @@ impl core::fmt::Debug for ShardCommand<'_> {
     let mut ds = f.debug_struct("ShardCommand");
       ds.field("kind", &self.kind());
       ds.field("shard", &self.shard());
+      ds.finish()
+  }
+}
+pub enum ShardCommandAckOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Store -> master: the outcome of a shard command. For a create, freeze or commit, `log_head` is
+/// the replica's change-log head once the command took effect (after a freeze or a layout change
+/// no local write gets a later position) and `log_incarnation` the log's incarnation.
+pub struct ShardCommandAck<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for ShardCommandAck<'a> {
+  type Inner = ShardCommandAck<'a>;
+  #[inline]
+  fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table { buf, loc } }
+  }
+}
+
+impl<'a> ShardCommandAck<'a> {
+  pub const VT_STATUS: flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE: flatbuffers::VOffsetT = 6;
+  pub const VT_LOG_HEAD: flatbuffers::VOffsetT = 8;
+  pub const VT_LOG_INCARNATION: flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    ShardCommandAck { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args ShardCommandAckArgs<'args>
+  ) -> flatbuffers::WIPOffset<ShardCommandAck<'bldr>> {
+    let mut builder = ShardCommandAckBuilder::new(_fbb);
+    builder.add_log_incarnation(args.log_incarnation);
+    builder.add_log_head(args.log_head);
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.add_status(args.status);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn status(&self) -> Status {
+    self._tab.get::<Status>(ShardCommandAck::VT_STATUS, Some(Status::Ok)).unwrap()
+  }
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ShardCommandAck::VT_MESSAGE, None)
+  }
+  #[inline]
+  pub fn log_head(&self) -> u64 {
+    self._tab.get::<u64>(ShardCommandAck::VT_LOG_HEAD, Some(0)).unwrap()
+  }
+  #[inline]
+  pub fn log_incarnation(&self) -> u64 {
+    self._tab.get::<u64>(ShardCommandAck::VT_LOG_INCARNATION, Some(0)).unwrap()
+  }
+}
+
+impl flatbuffers::Verifiable for ShardCommandAck<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<Status>("status", Self::VT_STATUS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .visit_field::<u64>("log_head", Self::VT_LOG_HEAD, false)?
+     .visit_field::<u64>("log_incarnation", Self::VT_LOG_INCARNATION, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ShardCommandAckArgs<'a> {
+    pub status: Status,
+    pub message: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub log_head: u64,
+    pub log_incarnation: u64,
+}
+impl<'a> Default for ShardCommandAckArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ShardCommandAckArgs {
+      status: Status::Ok,
+      message: None,
+      log_head: 0,
+      log_incarnation: 0,
+    }
+  }
+}
+
+pub struct ShardCommandAckBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> ShardCommandAckBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_status(&mut self, status: Status) {
+    self.fbb_.push_slot::<Status>(ShardCommandAck::VT_STATUS, status, Status::Ok);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ShardCommandAck::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn add_log_head(&mut self, log_head: u64) {
+    self.fbb_.push_slot::<u64>(ShardCommandAck::VT_LOG_HEAD, log_head, 0);
+  }
+  #[inline]
+  pub fn add_log_incarnation(&mut self, log_incarnation: u64) {
+    self.fbb_.push_slot::<u64>(ShardCommandAck::VT_LOG_INCARNATION, log_incarnation, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ShardCommandAckBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    ShardCommandAckBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<ShardCommandAck<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for ShardCommandAck<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("ShardCommandAck");
+      ds.field("status", &self.status());
+      ds.field("message", &self.message());
+      ds.field("log_head", &self.log_head());
+      ds.field("log_incarnation", &self.log_incarnation());
       ds.finish()
   }
 }
@@ -4528,6 +4844,197 @@ impl core::fmt::Debug for CancelOperation<'_> {
       ds.finish()
   }
 }
+pub enum BeginImportOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Importer -> master: an import into `keyspace` starts; no resize or replace may start until
+/// the importer sends `EndImport` or its connection closes (and the import is refused while one
+/// runs).
+pub struct BeginImport<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for BeginImport<'a> {
+  type Inner = BeginImport<'a>;
+  #[inline]
+  fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table { buf, loc } }
+  }
+}
+
+impl<'a> BeginImport<'a> {
+  pub const VT_KEYSPACE: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    BeginImport { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args BeginImportArgs<'args>
+  ) -> flatbuffers::WIPOffset<BeginImport<'bldr>> {
+    let mut builder = BeginImportBuilder::new(_fbb);
+    if let Some(x) = args.keyspace { builder.add_keyspace(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn keyspace(&self) -> Option<&'a str> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(BeginImport::VT_KEYSPACE, None)
+  }
+}
+
+impl flatbuffers::Verifiable for BeginImport<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("keyspace", Self::VT_KEYSPACE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct BeginImportArgs<'a> {
+    pub keyspace: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for BeginImportArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    BeginImportArgs {
+      keyspace: None,
+    }
+  }
+}
+
+pub struct BeginImportBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> BeginImportBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_keyspace(&mut self, keyspace: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(BeginImport::VT_KEYSPACE, keyspace);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> BeginImportBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    BeginImportBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<BeginImport<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for BeginImport<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("BeginImport");
+      ds.field("keyspace", &self.keyspace());
+      ds.finish()
+  }
+}
+pub enum EndImportOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct EndImport<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for EndImport<'a> {
+  type Inner = EndImport<'a>;
+  #[inline]
+  fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table { buf, loc } }
+  }
+}
+
+impl<'a> EndImport<'a> {
+  pub const VT_KEYSPACE: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    EndImport { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args EndImportArgs<'args>
+  ) -> flatbuffers::WIPOffset<EndImport<'bldr>> {
+    let mut builder = EndImportBuilder::new(_fbb);
+    if let Some(x) = args.keyspace { builder.add_keyspace(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn keyspace(&self) -> Option<&'a str> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(EndImport::VT_KEYSPACE, None)
+  }
+}
+
+impl flatbuffers::Verifiable for EndImport<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("keyspace", Self::VT_KEYSPACE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct EndImportArgs<'a> {
+    pub keyspace: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for EndImportArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    EndImportArgs {
+      keyspace: None,
+    }
+  }
+}
+
+pub struct EndImportBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> EndImportBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_keyspace(&mut self, keyspace: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(EndImport::VT_KEYSPACE, keyspace);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> EndImportBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    EndImportBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<EndImport<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for EndImport<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("EndImport");
+      ds.field("keyspace", &self.keyspace());
+      ds.finish()
+  }
+}
 pub enum StatusRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -5030,6 +5537,36 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_shard_command_ack(&self) -> Option<ShardCommandAck<'a>> {
+    if self.body_type() == Body::ShardCommandAck {
+      self.body().map(ShardCommandAck::init_from_table)
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_begin_import(&self) -> Option<BeginImport<'a>> {
+    if self.body_type() == Body::BeginImport {
+      self.body().map(BeginImport::init_from_table)
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_end_import(&self) -> Option<EndImport<'a>> {
+    if self.body_type() == Body::EndImport {
+      self.body().map(EndImport::init_from_table)
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Frame<'_> {
@@ -5067,6 +5604,9 @@ impl flatbuffers::Verifiable for Frame<'_> {
           Body::CancelOperation => v.verify_union_variant::<flatbuffers::ForwardsUOffset<CancelOperation>>("Body::CancelOperation", pos),
           Body::ResizeKeyspace => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ResizeKeyspace>>("Body::ResizeKeyspace", pos),
           Body::Ingest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<Ingest>>("Body::Ingest", pos),
+          Body::ShardCommandAck => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ShardCommandAck>>("Body::ShardCommandAck", pos),
+          Body::BeginImport => v.verify_union_variant::<flatbuffers::ForwardsUOffset<BeginImport>>("Body::BeginImport", pos),
+          Body::EndImport => v.verify_union_variant::<flatbuffers::ForwardsUOffset<EndImport>>("Body::EndImport", pos),
           _ => Ok(()),
         }
      })?
@@ -5298,6 +5838,27 @@ impl core::fmt::Debug for Frame<'_> {
         },
         Body::Ingest => {
           if let Some(x) = self.body_as_ingest() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ShardCommandAck => {
+          if let Some(x) = self.body_as_shard_command_ack() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::BeginImport => {
+          if let Some(x) = self.body_as_begin_import() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::EndImport => {
+          if let Some(x) = self.body_as_end_import() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

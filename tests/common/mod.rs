@@ -112,7 +112,8 @@ impl Cluster {
 
     pub fn start_master(&mut self) {
         let log = self.dir.path().join("master.log");
-        let mut args = vec!["master", "--listen", &self.master_addr];
+        let dir = self.dir.path().join("master").display().to_string();
+        let mut args = vec!["master", "--listen", &self.master_addr, "--dir", &dir];
         args.extend(self.master_flags.iter().map(String::as_str));
         self.master = Some(Proc::spawn("master", &args, &log));
     }
@@ -239,7 +240,7 @@ impl Raw {
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut raw = Raw { stream, enc: FrameEncoder::new(), buf: Vec::new() };
         let mut out = Vec::new();
-        raw.enc.hello(&mut out, Role::Client);
+        raw.enc.hello(&mut out, Role::Client, 0);
         raw.stream.write_all(&out).unwrap();
         raw.read_frame();
         raw

@@ -2,7 +2,7 @@
 use crate::fb;
 
 /// One shard replica held by a store: which keyspace, which shard of how many, which replica.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct ShardInfo {
     /// Keyspace name.
     pub keyspace: String,
@@ -20,6 +20,15 @@ pub struct ShardInfo {
     pub committed: u32,
     /// When `committed` was put in force (ms since the Unix epoch, chosen by the master).
     pub committed_at_ms: u64,
+    /// Which keyspace of this name: chosen at create-keyspace, so a re-created keyspace of the
+    /// same name never adopts the replicas of an earlier one (0: a replica from before
+    /// keyspaces had incarnations).
+    pub keyspace_incarnation: u64,
+    /// The replica refuses writes: it is being retired and drains to its peers.
+    pub frozen: bool,
+    /// When the master created the replica (ms since the Unix epoch): of two replicas reporting
+    /// the same slot, the older is the original and the newer one was joining it.
+    pub created_at_ms: u64,
 }
 
 impl ShardInfo {
@@ -34,6 +43,9 @@ impl ShardInfo {
             replicas: v.replicas(),
             committed,
             committed_at_ms: v.committed_at(),
+            keyspace_incarnation: v.keyspace_incarnation(),
+            frozen: v.frozen(),
+            created_at_ms: v.created_at(),
         }
     }
 }
@@ -52,7 +64,7 @@ pub struct ReplicaRoute {
 }
 
 /// How far one shard replica is behind one of its peers, as reported in heartbeats.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ReplicaLag {
     /// Keyspace name.
     pub keyspace: String,
@@ -64,8 +76,13 @@ pub struct ReplicaLag {
     pub entries: u64,
     /// Milliseconds since this replica last held everything the peer had (0 = caught up).
     pub lag_ms: u64,
-    /// True once the follower has reached the peer's head since it (re)started.
+    /// True while the follower's current session with the peer has reached the peer's head;
+    /// false as soon as that session ends.
     pub caught_up: bool,
+    /// The peer's change-log position applied here (saved with the data).
+    pub position: u64,
+    /// The incarnation of the peer's change log `position` belongs to.
+    pub incarnation: u64,
 }
 
 impl ReplicaLag {
@@ -78,6 +95,8 @@ impl ReplicaLag {
             entries: v.entries(),
             lag_ms: v.lag_ms(),
             caught_up: v.caught_up(),
+            position: v.position(),
+            incarnation: v.incarnation(),
         }
     }
 }

@@ -53,16 +53,18 @@ impl FrameEncoder {
         self.fbb.create_vector_direct(b)
     }
 
-    /// Connection opening: protocol version and role.
-    pub fn hello(&mut self, out: &mut Vec<u8>, role: Role) {
-        let b = fb::Hello::create(&mut self.fbb, &fb::HelloArgs { protocol_version: crate::PROTOCOL_VERSION, role });
+    /// Connection opening: protocol version, role and the sender's cluster id (0: unknown).
+    pub fn hello(&mut self, out: &mut Vec<u8>, role: Role, cluster_id: u64) {
+        let b = fb::Hello::create(&mut self.fbb, &fb::HelloArgs { protocol_version: crate::PROTOCOL_VERSION, role, cluster_id });
         self.finish(out, 0, Body::Hello, b.as_union_value());
     }
 
-    /// Answer to a hello; `status` is `VersionMismatch` when the versions differ.
-    pub fn hello_reply(&mut self, out: &mut Vec<u8>, status: Status, message: &str) {
+    /// Answer to a hello with the answering node's cluster id (0: unknown); `status` is
+    /// `VersionMismatch` when the versions differ, `WrongCluster` when the cluster ids do.
+    pub fn hello_reply(&mut self, out: &mut Vec<u8>, status: Status, message: &str, cluster_id: u64) {
         let message = self.fbb.create_string(message);
-        let b = fb::HelloReply::create(&mut self.fbb, &fb::HelloReplyArgs { protocol_version: crate::PROTOCOL_VERSION, status, message: Some(message) });
+        let args = fb::HelloReplyArgs { protocol_version: crate::PROTOCOL_VERSION, status, message: Some(message), cluster_id };
+        let b = fb::HelloReply::create(&mut self.fbb, &args);
         self.finish(out, 0, Body::HelloReply, b.as_union_value());
     }
 
@@ -165,6 +167,9 @@ impl FrameEncoder {
             replicas: s.replicas,
             committed: s.committed,
             committed_at: s.committed_at_ms,
+            keyspace_incarnation: s.keyspace_incarnation,
+            frozen: s.frozen,
+            created_at: s.created_at_ms,
         };
         fb::ShardInfo::create(&mut self.fbb, &args)
     }
@@ -186,8 +191,16 @@ impl FrameEncoder {
         for l in lags {
             let keyspace = self.fbb.create_string(&l.keyspace);
             let peer = self.fbb.create_string(&l.peer);
-            let args =
-                fb::ReplicaLagArgs { keyspace: Some(keyspace), shard: l.shard, peer: Some(peer), entries: l.entries, lag_ms: l.lag_ms, caught_up: l.caught_up };
+            let args = fb::ReplicaLagArgs {
+                keyspace: Some(keyspace),
+                shard: l.shard,
+                peer: Some(peer),
+                entries: l.entries,
+                lag_ms: l.lag_ms,
+                caught_up: l.caught_up,
+                position: l.position,
+                incarnation: l.incarnation,
+            };
             offsets.push(fb::ReplicaLag::create(&mut self.fbb, &args));
         }
         let lags = self.fbb.create_vector(&offsets);
@@ -196,13 +209,15 @@ impl FrameEncoder {
         self.finish(out, 0, Body::Heartbeat, b.as_union_value());
     }
 
-    /// Follower -> store: stream this shard's local writes after `after`.
-    /// With `only`, the sender streams just the keys it selects (a resize copy).
-    pub fn tail(&mut self, out: &mut Vec<u8>, keyspace: &str, shard: u32, after: u64, follower: &str, only: Option<ShardSelector>) {
+    /// Follower -> store: stream this shard's local writes after position `after` of change-log
+    /// incarnation `incarnation`. With `only`, the sender streams just the keys it selects (a
+    /// resize copy).
+    #[allow(clippy::too_many_arguments)]
+    pub fn tail(&mut self, out: &mut Vec<u8>, keyspace: &str, shard: u32, incarnation: u64, after: u64, follower: &str, only: Option<ShardSelector>) {
         let keyspace = self.fbb.create_string(keyspace);
         let follower = self.fbb.create_string(follower);
         let (only_shard, only_shards) = only.map_or((0, 0), |o| (o.shard, o.shards));
-        let args = fb::TailArgs { keyspace: Some(keyspace), shard, after, follower: Some(follower), only_shard, only_shards };
+        let args = fb::TailArgs { keyspace: Some(keyspace), shard, after, follower: Some(follower), only_shard, only_shards, incarnation };
         let b = fb::Tail::create(&mut self.fbb, &args);
         self.finish(out, 0, Body::Tail, b.as_union_value());
     }
@@ -218,12 +233,13 @@ impl FrameEncoder {
         self.finish(out, 0, Body::SnapshotRequest, b.as_union_value());
     }
 
-    /// Store -> follower: one piece of a snapshot file (or, with a non-Ok status, why there is none).
+    /// Store -> follower: one piece of a snapshot file (or, with a non-Ok status, why there is
+    /// none). The last piece (`done`) carries the position to tail from and its log incarnation.
     #[allow(clippy::too_many_arguments)]
-    pub fn snapshot_chunk(&mut self, out: &mut Vec<u8>, status: Status, message: &str, file: u32, data: &[u8], done: bool, position: u64) {
+    pub fn snapshot_chunk(&mut self, out: &mut Vec<u8>, status: Status, message: &str, file: u32, data: &[u8], done: bool, position: u64, incarnation: u64) {
         let message = (!message.is_empty()).then(|| self.fbb.create_string(message));
         let data = self.bytes(data);
-        let args = fb::SnapshotChunkArgs { status, message, file, data: Some(data), done, position };
+        let args = fb::SnapshotChunkArgs { status, message, file, data: Some(data), done, position, incarnation };
         let b = fb::SnapshotChunk::create(&mut self.fbb, &args);
         self.finish(out, 0, Body::SnapshotChunk, b.as_union_value());
     }
@@ -240,16 +256,40 @@ impl FrameEncoder {
     }
 
     /// A `Changes` frame without entries: a keep-alive (`Ok`) or a refusal such as `Trimmed`.
-    pub fn changes_status(&mut self, out: &mut Vec<u8>, status: Status, position: u64, head: u64) {
-        let b = fb::Changes::create(&mut self.fbb, &fb::ChangesArgs { status, entries: None, position, head });
+    pub fn changes_status(&mut self, out: &mut Vec<u8>, status: Status, position: u64, head: u64, incarnation: u64) {
+        let b = fb::Changes::create(&mut self.fbb, &fb::ChangesArgs { status, entries: None, position, head, incarnation });
         self.finish(out, 0, Body::Changes, b.as_union_value());
     }
 
-    /// Master -> store: create or drop one shard replica. The store answers with a `Response`.
+    /// Master -> store: create or drop one shard replica. The store answers with a
+    /// `ShardCommandAck`.
     pub fn shard_command(&mut self, out: &mut Vec<u8>, id: u64, kind: fb::ShardCommandKind, shard: &ShardInfo) {
         let shard = self.shard_info(shard);
         let b = fb::ShardCommand::create(&mut self.fbb, &fb::ShardCommandArgs { kind, shard: Some(shard) });
         self.finish(out, id, Body::ShardCommand, b.as_union_value());
+    }
+
+    /// Store -> master: the outcome of shard command `id`, with the replica's change-log head and
+    /// incarnation once it took effect (0 when there is no replica).
+    pub fn shard_command_ack(&mut self, out: &mut Vec<u8>, id: u64, status: Status, message: &str, log_head: u64, log_incarnation: u64) {
+        let message = (!message.is_empty()).then(|| self.fbb.create_string(message));
+        let b = fb::ShardCommandAck::create(&mut self.fbb, &fb::ShardCommandAckArgs { status, message, log_head, log_incarnation });
+        self.finish(out, id, Body::ShardCommandAck, b.as_union_value());
+    }
+
+    /// Importer -> master: an import into `keyspace` starts (no resize or replace may start until
+    /// it ends).
+    pub fn begin_import(&mut self, out: &mut Vec<u8>, id: u64, keyspace: &str) {
+        let keyspace = self.fbb.create_string(keyspace);
+        let b = fb::BeginImport::create(&mut self.fbb, &fb::BeginImportArgs { keyspace: Some(keyspace) });
+        self.finish(out, id, Body::BeginImport, b.as_union_value());
+    }
+
+    /// Importer -> master: the import into `keyspace` is over.
+    pub fn end_import(&mut self, out: &mut Vec<u8>, id: u64, keyspace: &str) {
+        let keyspace = self.fbb.create_string(keyspace);
+        let b = fb::EndImport::create(&mut self.fbb, &fb::EndImportArgs { keyspace: Some(keyspace) });
+        self.finish(out, id, Body::EndImport, b.as_union_value());
     }
 
     /// Client -> master: subscribe to a keyspace's routing table.
@@ -374,9 +414,9 @@ impl EntriesBuilder<'_> {
     }
 
     /// Appends the entries as a replication `Changes` frame to `out`.
-    pub fn finish_changes(self, out: &mut Vec<u8>, position: u64, head: u64) {
+    pub fn finish_changes(self, out: &mut Vec<u8>, position: u64, head: u64, incarnation: u64) {
         let entries = self.enc.fbb.create_vector(&self.enc.entries);
-        let args = fb::ChangesArgs { status: Status::Ok, entries: Some(entries), position, head };
+        let args = fb::ChangesArgs { status: Status::Ok, entries: Some(entries), position, head, incarnation };
         let b = fb::Changes::create(&mut self.enc.fbb, &args);
         self.enc.finish(out, 0, Body::Changes, b.as_union_value());
     }

@@ -25,7 +25,9 @@ pub use vasto_schema::fb;
 pub use vasto_schema::fb::{Body, OpKind, Role, Status};
 
 /// Protocol version carried in every hello; peers with another version are refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version 2: cluster ids in hellos, change-log incarnations in tails, keyspace incarnations in
+/// shard reports, shard command acks with log heads, import leases.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Default limit on a frame body (64 MiB); larger frames are refused before they are buffered.
 pub const DEFAULT_MAX_FRAME: usize = 64 << 20;

@@ -1,0 +1,274 @@
+//! One follower: copies a peer replica's local writes into a local replica, forever.
+//!
+//! A session connects to the peer, sends `Tail` with the position saved here (the peer's log
+//! incarnation and sequence number) and applies every `Changes` frame with its new position in
+//! the same batch. Without a saved position, or when the peer answers that the position is not
+//! in its log (`Diverged`: another incarnation or beyond its head) or no longer in it
+//! (`Trimmed`), the follower first copies a snapshot of the peer. The state the store reports
+//! in its heartbeats (position, entries behind, caught up) describes the current session only:
+//! when a session ends the follower is no longer caught up.
+use crate::registry::{Registry, Replica};
+use crate::replication::{FollowerKey, Source};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use vasto_engine::header::Header;
+use vasto_engine::LogPosition;
+use vasto_wire::{parse_frame, read_frame, FrameEncoder, Role, Status, DEFAULT_MAX_FRAME};
+
+const RETRY: Duration = Duration::from_millis(250);
+/// A tail silent for this long (keep-alives come every 500 ms) is considered dead.
+const SILENCE: Duration = Duration::from_secs(3);
+/// How long a follower waits for the next piece of a snapshot (the first one waits for the export).
+const SNAPSHOT_SILENCE: Duration = Duration::from_secs(600);
+
+/// Replication state of one (keyspace, shard, peer) follower, as reported in heartbeats.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FollowState {
+    /// The peer's position applied here.
+    pub position: LogPosition,
+    pub entries_behind: u64,
+    pub behind_since: Option<Instant>,
+    /// The current session has reached the peer's head.
+    pub caught_up: bool,
+}
+
+/// What one follower task needs.
+pub(crate) struct FollowCtx {
+    pub registry: Arc<Registry>,
+    pub me: String,
+    pub key: FollowerKey,
+    pub source: Source,
+    pub state: Arc<Mutex<HashMap<FollowerKey, FollowState>>>,
+    pub lag: Arc<Mutex<LagSamples>>,
+}
+
+impl FollowCtx {
+    fn update(&self, f: impl FnOnce(&mut FollowState)) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = state.get_mut(&self.key) {
+            f(s);
+        }
+    }
+
+    fn record(&self, position: LogPosition, head: u64) {
+        self.update(|s| {
+            s.position = position;
+            s.entries_behind = head.saturating_sub(position.seq);
+            if position.seq >= head {
+                s.caught_up = true;
+                s.behind_since = None;
+            } else if s.behind_since.is_none() {
+                s.behind_since = Some(Instant::now());
+            }
+        });
+    }
+}
+
+/// Runs sessions with the peer until the task is aborted (the follower is no longer wanted).
+pub(crate) async fn follow(ctx: FollowCtx) {
+    loop {
+        if let Err(e) = follow_once(&ctx).await {
+            tracing::debug!(keyspace = %ctx.key.0, shard = ctx.key.1, peer = %ctx.key.2, error = %e, "tail ended; reconnecting");
+        }
+        // Whatever ended the session, nothing says this replica still holds the peer's head.
+        ctx.update(|s| {
+            s.caught_up = false;
+            s.behind_since.get_or_insert_with(Instant::now);
+        });
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// Connects to a peer store, says hello as a store of our cluster and sends `request`.
+async fn connect_peer(address: &str, cluster_id: u64, request: &[u8]) -> Result<BufReader<TcpStream>, String> {
+    let mut stream =
+        tokio::time::timeout(SILENCE, TcpStream::connect(address)).await.map_err(|_| "connect timed out".to_string())?.map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    FrameEncoder::new().hello(&mut out, Role::Store, cluster_id);
+    out.extend_from_slice(request);
+    stream.write_all(&out).await.map_err(|e| e.to_string())?;
+    let mut reader = BufReader::with_capacity(256 << 10, stream);
+    let mut buf = Vec::new();
+    tokio::time::timeout(SILENCE, read_frame(&mut reader, &mut buf, DEFAULT_MAX_FRAME))
+        .await
+        .map_err(|_| "no hello reply".to_string())?
+        .map_err(|e| e.to_string())?;
+    let reply = parse_frame(&buf).ok().and_then(|f| f.body_as_hello_reply()).ok_or("peer did not answer the hello")?;
+    if reply.status() != Status::Ok {
+        return Err(format!("peer refused: {}", reply.message().unwrap_or_default()));
+    }
+    Ok(reader)
+}
+
+/// One tail session: connect, ask for changes after the saved position, apply until it breaks.
+async fn follow_once(ctx: &FollowCtx) -> Result<(), String> {
+    let (keyspace, shard, peer) = &ctx.key;
+    let replica = ctx.registry.get(keyspace, *shard).ok_or("replica no longer held")?;
+    let Some(after) = replica.peer_position(peer).map_err(|e| e.to_string())? else {
+        // Never copied from this peer: its log only has its own writes, so start from a snapshot.
+        return bootstrap(ctx, &replica).await;
+    };
+    ctx.update(|s| s.position = after);
+    let mut request = Vec::new();
+    FrameEncoder::new().tail(&mut request, keyspace, ctx.source.shard, after.incarnation, after.seq, &ctx.me, ctx.source.only);
+    let mut reader = connect_peer(&ctx.source.address, ctx.registry.cluster_id(), &request).await?;
+    let mut buf = Vec::new();
+    let mut saved = after;
+    loop {
+        tokio::time::timeout(SILENCE, read_frame(&mut reader, &mut buf, DEFAULT_MAX_FRAME))
+            .await
+            .map_err(|_| "peer went silent".to_string())?
+            .map_err(|e| e.to_string())?;
+        if replica.retired() {
+            return Err("replica dropped".into());
+        }
+        let frame = parse_frame(&buf).map_err(|e| e.to_string())?;
+        let changes = frame.body_as_changes().ok_or("unexpected frame on a tail")?;
+        match changes.status() {
+            Status::Ok => {}
+            status @ (Status::Trimmed | Status::Diverged) => {
+                let why = if status == Status::Trimmed { "too far behind the peer's change log" } else { "the saved position is not in the peer's change log" };
+                tracing::warn!(
+                    keyspace = %keyspace,
+                    shard,
+                    peer = %peer,
+                    after = after.seq,
+                    saved_incarnation = %format!("{:x}", after.incarnation),
+                    peer_incarnation = %format!("{:x}", changes.incarnation()),
+                    "{why}; re-bootstrapping from a snapshot"
+                );
+                return bootstrap(ctx, &replica).await;
+            }
+            other => return Err(format!("peer refused the tail: {}", vasto_wire::status_name(other))),
+        }
+        if changes.incarnation() != saved.incarnation {
+            return Err(format!("the peer streamed change-log incarnation {:x} for a tail of {:x}", changes.incarnation(), saved.incarnation));
+        }
+        let entries = changes.entries();
+        let now = vasto_engine::now_ns();
+        // A copy from another shard (resize) keeps only the keys that move here (the sender
+        // already filters; this guards against a sender that does not).
+        let only = ctx.source.only;
+        let pairs =
+            entries.iter().flat_map(|e| e.iter()).filter_map(|kv| Some((kv.key()?, kv.value()?))).filter(move |(k, _)| only.is_none_or(|sel| sel.contains(k)));
+        let position = LogPosition { incarnation: saved.incarnation, seq: changes.position() };
+        // Positions only advance with entries of the peer's log; a keep-alive repeats the last one.
+        if position.seq > saved.seq {
+            saved = position;
+            replica.apply_replicated(peer, pairs.clone(), position).map_err(|e| e.to_string())?;
+            let mut lag = ctx.lag.lock().unwrap_or_else(|p| p.into_inner());
+            for (_, v) in pairs {
+                if let Some((h, _)) = Header::split(v) {
+                    lag.record(now.saturating_sub(h.event_time_ns) / 1000);
+                }
+            }
+        }
+        ctx.record(saved, changes.head());
+    }
+}
+
+/// Replication lag samples (write event time to apply time, in µs) for the periodic log line.
+pub(crate) struct LagSamples {
+    hist: hdrhistogram::Histogram<u64>,
+}
+
+impl LagSamples {
+    pub fn new() -> Self {
+        Self { hist: hdrhistogram::Histogram::new(3).expect("3 significant digits is a valid precision") }
+    }
+
+    fn record(&mut self, micros: u64) {
+        let _ = self.hist.record(micros.max(1));
+    }
+
+    /// Logs the distribution since the last call, if anything was applied.
+    pub fn log_and_reset(&mut self) {
+        if self.hist.is_empty() {
+            return;
+        }
+        let h = &self.hist;
+        tracing::info!(
+            entries = h.len(),
+            p50_us = h.value_at_quantile(0.5),
+            p99_us = h.value_at_quantile(0.99),
+            p999_us = h.value_at_quantile(0.999),
+            max_us = h.max(),
+            "replication lag (write event time to applied here) over the last 10 s"
+        );
+        self.hist.reset();
+    }
+}
+
+/// Fetches a full snapshot of the peer's replica, ingests it (last-writer-wins against what is
+/// here), and records the position (with the peer's log incarnation) to tail from. The caller
+/// then resumes tailing.
+async fn bootstrap(ctx: &FollowCtx, replica: &Replica) -> Result<(), String> {
+    let (keyspace, shard, peer) = &ctx.key;
+    let mut request = Vec::new();
+    FrameEncoder::new().snapshot_request(&mut request, keyspace, ctx.source.shard, &ctx.me, ctx.source.only);
+    let mut reader = connect_peer(&ctx.source.address, ctx.registry.cluster_id(), &request).await?;
+    let dir = replica.dir().with_extension(format!("snapshot-in-{}", vasto_engine::now_ns()));
+    let result = receive_snapshot(&mut reader, replica, &dir).await.and_then(|(files, position)| {
+        if position.incarnation == 0 {
+            return Err("the peer sent a snapshot without its change-log incarnation".to_string());
+        }
+        replica.ingest_snapshot(peer, &files, position).map_err(|e| e.to_string())?;
+        tracing::info!(keyspace = %keyspace, shard, peer = %peer, files = files.len(), position = position.seq, incarnation = %format!("{:x}", position.incarnation), "snapshot ingested; tailing from there");
+        Ok(())
+    });
+    if dir.exists() {
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not remove received snapshot files");
+        }
+    }
+    result
+}
+
+/// Writes the snapshot pieces into files under `dir`; returns the files and the tail position.
+async fn receive_snapshot(
+    reader: &mut BufReader<TcpStream>,
+    replica: &Replica,
+    dir: &std::path::Path,
+) -> Result<(Vec<std::path::PathBuf>, LogPosition), String> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
+    let mut current: Option<std::fs::File> = None;
+    let mut buf = Vec::new();
+    loop {
+        // Exporting a large shard takes a while before the first piece arrives.
+        tokio::time::timeout(SNAPSHOT_SILENCE, read_frame(reader, &mut buf, DEFAULT_MAX_FRAME))
+            .await
+            .map_err(|_| "snapshot stalled".to_string())?
+            .map_err(|e| e.to_string())?;
+        if replica.retired() {
+            return Err("replica dropped".into());
+        }
+        let frame = parse_frame(&buf).map_err(|e| e.to_string())?;
+        let chunk = frame.body_as_snapshot_chunk().ok_or("unexpected frame during a snapshot")?;
+        if chunk.status() != Status::Ok {
+            return Err(format!("peer could not send a snapshot: {}", chunk.message().unwrap_or_default()));
+        }
+        if chunk.done() {
+            if let Some(f) = current.take() {
+                f.sync_all().map_err(|e| e.to_string())?;
+            }
+            return Ok((files, LogPosition { incarnation: chunk.incarnation(), seq: chunk.position() }));
+        }
+        let index = chunk.file() as usize;
+        if index >= files.len() {
+            if let Some(f) = current.take() {
+                f.sync_all().map_err(|e| e.to_string())?;
+            }
+            let path = dir.join(format!("{index:06}.sst"));
+            current = Some(std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?);
+            files.push(path);
+        }
+        let file = current.as_mut().ok_or("snapshot pieces out of order")?;
+        file.write_all(chunk.data().unwrap_or_default()).map_err(|e| e.to_string())?;
+    }
+}
