@@ -18,6 +18,9 @@ pub struct ShardCensus {
     /// Entries whose key does not hash to this shard under the committed shard count: keys a
     /// resize moved away that compaction has not dropped yet.
     pub not_owned: u64,
+    /// The peers this replica holds a saved replication position for (store ids, `store#shard`
+    /// for resize copies).
+    pub followed: Vec<String>,
 }
 
 impl Engine {
@@ -39,6 +42,8 @@ impl Engine {
             it.next();
         }
         it.status()?;
-        Ok(ShardCensus { meta, layout, entries, not_owned })
+        drop(it);
+        let followed = crate::changes::positions_held(&db, cf)?;
+        Ok(ShardCensus { meta, layout, entries, not_owned, followed })
     }
 }

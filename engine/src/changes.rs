@@ -135,17 +135,22 @@ impl Shard {
 
     /// The names of every peer this replica holds a saved position for.
     pub fn followed_peers(&self) -> Result<Vec<String>, EngineError> {
-        let mut it = self.db().raw_iterator_cf(self.meta_cf()?);
-        it.seek(POSITION_PREFIX);
-        let mut peers = Vec::new();
-        while let Some(k) = it.key() {
-            let Some(name) = k.strip_prefix(POSITION_PREFIX) else { break };
-            peers.push(String::from_utf8_lossy(name).into_owned());
-            it.next();
-        }
-        it.status()?;
-        Ok(peers)
+        positions_held(self.db(), self.meta_cf()?)
     }
+}
+
+/// The names of every peer a shard's `meta` holds a saved position for.
+pub(crate) fn positions_held(db: &DB, meta: &ColumnFamily) -> Result<Vec<String>, EngineError> {
+    let mut it = db.raw_iterator_cf(meta);
+    it.seek(POSITION_PREFIX);
+    let mut peers = Vec::new();
+    while let Some(k) = it.key() {
+        let Some(name) = k.strip_prefix(POSITION_PREFIX) else { break };
+        peers.push(String::from_utf8_lossy(name).into_owned());
+        it.next();
+    }
+    it.status()?;
+    Ok(peers)
 }
 
 /// Deletes every saved peer position of a shard (after an unclean stop, see `Shard::open`).

@@ -118,6 +118,12 @@ impl Cluster {
         self.master = Some(Proc::spawn("master", &args, &log));
     }
 
+    /// Starts the master and waits until it answers.
+    pub fn start_master_and_wait(&mut self) {
+        self.start_master();
+        wait_for("the master to answer", Duration::from_secs(30), || self.status().map(drop));
+    }
+
     pub fn kill_master(&mut self) {
         if let Some(m) = self.master.take() {
             m.kill();
@@ -136,6 +142,31 @@ impl Cluster {
         let mut args = vec!["store", "--master", &self.master_addr, "--listen", &self.store_addrs[i], "--dir", &dir, "--threads", "2"];
         args.extend_from_slice(extra);
         self.stores[i] = Some(Proc::spawn(&format!("store-{i}"), &args, &log));
+    }
+
+    /// Starts one more store (on a new port and directory) and waits until the cluster has
+    /// `up` stores; returns its index.
+    pub fn add_store(&mut self, up: usize) -> usize {
+        self.store_addrs.push(format!("127.0.0.1:{}", free_port()));
+        self.stores.push(None);
+        let i = self.stores.len() - 1;
+        self.start_store(i);
+        self.wait_stores_up(up);
+        i
+    }
+
+    /// kill -9 of store `i`.
+    pub fn kill_store(&mut self, i: usize) {
+        if let Some(p) = self.stores[i].take() {
+            p.kill();
+        }
+    }
+
+    /// `vasto admin --master M ARGS...` with a 60 s bound.
+    pub fn admin(&self, args: &[&str]) -> Output {
+        let mut all = vec!["admin", "--master", &self.master_addr];
+        all.extend_from_slice(args);
+        self.vasto(&all)
     }
 
     /// Runs the CLI against this cluster's master with a 60 s bound.
