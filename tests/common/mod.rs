@@ -118,6 +118,18 @@ impl Cluster {
         self.master = Some(Proc::spawn("master", &args, &log));
     }
 
+    /// Replaces the extra flags of the master's next starts.
+    pub fn set_master_flags(&mut self, flags: &[&str]) {
+        self.master_flags = vec!["--heartbeat-timeout-ms".to_owned(), TEST_HEARTBEAT_TIMEOUT_MS.to_owned()];
+        self.master_flags.extend(flags.iter().map(|f| (*f).to_owned()));
+    }
+
+    /// The operation status document of keyspace `name` (`null` when none runs).
+    pub fn operation(&self, name: &str) -> serde_json::Value {
+        let s = self.status().unwrap_or_default();
+        s["keyspaces"].as_array().and_then(|k| k.iter().find(|k| k["name"] == name)).map(|k| k["operation"].clone()).unwrap_or_default()
+    }
+
     /// Starts the master and waits until it answers.
     pub fn start_master_and_wait(&mut self) {
         self.start_master();
