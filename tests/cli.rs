@@ -1,7 +1,7 @@
 //! End-to-end: the `vasto` CLI against a real cluster, and `vasto dev`.
 mod common;
 
-use common::{free_port, run_bounded, wait_for, Cluster, VASTO};
+use common::{free_port, run_bounded, vasto, wait_for, Cluster};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -104,7 +104,7 @@ fn loadgen_reports_percentiles_and_no_errors() {
     // Ctrl-C ends a long run early, and the report is still written.
     std::fs::remove_file(&json).unwrap();
     let progress = cluster.dir.path().join("loadgen.stderr");
-    let child = Command::new(VASTO)
+    let child = Command::new(vasto())
         .args(["loadgen", "--master", &cluster.master_addr, "--keyspace", "bench", "--keys", "1000", "--duration", "10m", "--json", &json_arg])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&progress).unwrap())
@@ -134,7 +134,7 @@ fn dev_starts_a_cluster_and_stops_it_on_ctrl_c() {
     });
     let data = dir.path().join("data");
     let stderr_log = dir.path().join("dev.stderr");
-    let mut child = Command::new(VASTO)
+    let mut child = Command::new(vasto())
         .args(["dev", "--stores", "2", "--port", &port.to_string(), "--dir", &data.display().to_string()])
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&stderr_log).unwrap())
@@ -152,9 +152,9 @@ fn dev_starts_a_cluster_and_stops_it_on_ctrl_c() {
     let up = (0..).map_while(|_| rx.recv_timeout(Duration::from_secs(60)).ok()).any(|l| l.contains("cluster is up"));
     assert!(up, "vasto dev did not come up: {}", std::fs::read_to_string(&stderr_log).unwrap_or_default());
     let master = format!("127.0.0.1:{port}");
-    let out = run_bounded(Command::new(VASTO).args(["put", "--master", &master, "hello", "world"]), Duration::from_secs(30));
+    let out = run_bounded(Command::new(vasto()).args(["put", "--master", &master, "hello", "world"]), Duration::from_secs(30));
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = run_bounded(Command::new(VASTO).args(["get", "--master", &master, "hello"]), Duration::from_secs(30));
+    let out = run_bounded(Command::new(vasto()).args(["get", "--master", &master, "hello"]), Duration::from_secs(30));
     assert_eq!(out.stdout, b"world");
     // Ctrl-C: everything stops, and the ports are free again.
     // SAFETY: kill(2) on the PID of our own child.

@@ -1,7 +1,7 @@
 //! End-to-end: `vasto import` bulk-loads files into a running cluster through SST ingestion.
 mod common;
 
-use common::{run_bounded, Cluster, Raw, VASTO};
+use common::{run_bounded, vasto, Cluster, Raw};
 use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
@@ -18,7 +18,7 @@ fn value(i: usize) -> String {
 }
 
 fn import(cluster: &Cluster, keyspace: &str, input: &std::path::Path, extra: &[&str]) -> std::process::Output {
-    let mut cmd = Command::new(VASTO);
+    let mut cmd = Command::new(vasto());
     cmd.args(["import", "--master", &cluster.master_addr, "--keyspace", keyspace, "--input"]).arg(input).args(extra);
     run_bounded(&mut cmd, Duration::from_secs(300))
 }

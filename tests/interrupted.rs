@@ -4,7 +4,7 @@
 //! store is down waits for that store instead of rolling back on a partial picture.
 mod common;
 
-use common::{assert_all_replicas_hold, put_numbered, run_bounded, wait_for, Cluster, VASTO};
+use common::{assert_all_replicas_hold, put_numbered, run_bounded, vasto, wait_for, Cluster};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use vasto_client::{AdminClient, Client};
@@ -13,7 +13,7 @@ use vasto_client::{AdminClient, Client};
 fn admin_in_background(cluster: &Cluster, args: &[&str]) -> tokio::task::JoinHandle<std::process::Output> {
     let mut all = vec!["admin".to_owned(), "--master".to_owned(), cluster.master_addr.clone()];
     all.extend(args.iter().map(|a| (*a).to_owned()));
-    tokio::task::spawn_blocking(move || run_bounded(Command::new(VASTO).args(&all), Duration::from_secs(120)))
+    tokio::task::spawn_blocking(move || run_bounded(Command::new(vasto()).args(&all), Duration::from_secs(120)))
 }
 
 /// Waits until the operation on `name` reaches `phase`.

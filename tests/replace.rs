@@ -67,7 +67,7 @@ async fn a_cancelled_replace_rolls_back() {
     let (from, to, master) = (cluster.store_addrs[0].clone(), cluster.store_addrs[3].clone(), cluster.master_addr.clone());
     let replace = tokio::task::spawn_blocking(move || {
         common::run_bounded(
-            std::process::Command::new(common::VASTO).args(["admin", "--master", &master, "replace-store", "cx", "--from", &from, "--to", &to]),
+            std::process::Command::new(common::vasto()).args(["admin", "--master", &master, "replace-store", "cx", "--from", &from, "--to", &to]),
             Duration::from_secs(120),
         )
     });

@@ -81,7 +81,7 @@ async fn a_master_restart_in_the_middle_of_a_resize_settles_on_one_shard_count()
     let master = cluster.master_addr.clone();
     let resize = tokio::task::spawn_blocking(move || {
         common::run_bounded(
-            std::process::Command::new(common::VASTO).args(["admin", "--master", &master, "resize", "mr", "--shards", "4"]),
+            std::process::Command::new(common::vasto()).args(["admin", "--master", &master, "resize", "mr", "--shards", "4"]),
             Duration::from_secs(60),
         )
     });

@@ -2,7 +2,7 @@
 //! any path: a replicated write, a replicated delete, a bulk import.
 mod common;
 
-use common::{run_bounded, wait_for, Cluster, Raw, VASTO};
+use common::{run_bounded, vasto, wait_for, Cluster, Raw};
 use std::process::Command;
 use std::time::Duration;
 
@@ -55,7 +55,7 @@ fn cached_values_follow_replicated_writes_deletes_and_imports() {
     assert_eq!(read(&mut a, b"imp").as_deref(), Some(&b"live"[..]));
     let input = cluster.dir.path().join("import.tsv");
     std::fs::write(&input, "imp\timported\n").unwrap();
-    let mut cmd = Command::new(VASTO);
+    let mut cmd = Command::new(vasto());
     cmd.args(["import", "--master", &cluster.master_addr, "--keyspace", "vc", "--event-time", &(t + 30).to_string(), "--input"]).arg(&input);
     let out = run_bounded(&mut cmd, Duration::from_secs(60));
     assert!(out.status.success(), "import failed: {}", String::from_utf8_lossy(&out.stderr));

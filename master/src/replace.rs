@@ -130,7 +130,7 @@ impl State {
     /// has `reconcile` roll back a resize interrupted by a master restart even though some
     /// replicas have not reported (see `reconcile`); false when there is nothing to cancel.
     pub fn request_cancel(&mut self, name: &str) -> bool {
-        let running = self.keyspaces.get(name).is_some_and(|ks| !ks.joining.is_empty() || ks.resizing_to != 0);
+        let running = self.is_busy(name) && self.keyspaces.get(name).is_some_and(|ks| !ks.joining.is_empty() || ks.resizing_to != 0);
         if running {
             self.cancels.insert(name.to_owned());
             return true;
@@ -247,5 +247,13 @@ mod tests {
         assert!(!s.request_cancel("ks"), "nothing left to cancel");
         assert_eq!(s.table("ks").routes[0].len(), 2);
         assert!(matches!(s.plan_replace("ks", "a", "c"), Ok(ReplacePlan::Move { .. })));
+        // A cancel that arrives too late for one operation (it finished without looking) never
+        // cancels the next one.
+        assert!(s.begin_join("ks", "c", &slots, 5));
+        assert!(s.request_cancel("ks"));
+        s.commit_join("ks", 6);
+        let ReplacePlan::Move { slots, .. } = s.plan_replace("ks", "c", "a").unwrap() else { panic!() };
+        assert!(s.begin_join("ks", "a", &slots, 7));
+        assert!(!s.take_cancel("ks"));
     }
 }

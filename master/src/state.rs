@@ -298,6 +298,8 @@ impl State {
             return false;
         }
         self.busy.insert(name.to_owned(), placement);
+        // A cancel that arrived too late for an earlier operation never cancels this one.
+        self.cancels.remove(name);
         true
     }
 
@@ -310,6 +312,7 @@ impl State {
     pub fn end(&mut self, name: &str) {
         self.busy.remove(name);
         self.operations.remove(name);
+        self.cancels.remove(name);
     }
 
     /// Records in the catalog that keyspace `name` (incarnation `incarnation`) is being created

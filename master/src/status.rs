@@ -54,6 +54,10 @@ pub struct KeyspaceStatus {
     /// every replica to report, an extra replica waiting to be retired).
     #[serde(default)]
     pub waiting: Option<String>,
+    /// Replicas the master is about to bring in line (roll a resize forward or back, unfreeze,
+    /// drop a leftover, retire a stray): 0 when everything reported matches the keyspace.
+    #[serde(default)]
+    pub repairs: u32,
 }
 
 /// Where one replica lives.
@@ -131,6 +135,7 @@ impl State {
                 operation: self.operation_status(name, now_ms),
                 incarnation: format!("{:016x}", ks.incarnation),
                 waiting: self.reconcile_waiting(name),
+                repairs: self.reconcile_plan(name).fixes.len() as u32,
                 routes: (0..ks.placement.len() as u32)
                     .map(|shard| {
                         self.row_routes(name, shard)

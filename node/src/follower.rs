@@ -68,7 +68,19 @@ impl FollowCtx {
 }
 
 /// Runs sessions with the peer until the task is aborted (the follower is no longer wanted).
+///
+/// A resize copy (`only` set) always starts from the source's export: a position saved by an
+/// earlier attempt (a resize that was rolled back, or interrupted by a restart) is forgotten
+/// first. The source's change log holds only the source's own writes, so resuming it would miss
+/// whatever reached the source otherwise since that attempt (an import, a snapshot).
 pub(crate) async fn follow(ctx: FollowCtx) {
+    if ctx.source.only.is_some() {
+        if let Some(replica) = ctx.registry.get(&ctx.key.0, ctx.key.1) {
+            if let Err(e) = replica.forget_peer(&ctx.key.2) {
+                tracing::warn!(keyspace = %ctx.key.0, shard = ctx.key.1, peer = %ctx.key.2, error = %e, "could not forget an earlier resize copy's position");
+            }
+        }
+    }
     loop {
         if let Err(e) = follow_once(&ctx).await {
             tracing::debug!(keyspace = %ctx.key.0, shard = ctx.key.1, peer = %ctx.key.2, error = %e, "tail ended; reconnecting");

@@ -9,7 +9,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use vasto_wire::{parse_frame, FrameEncoder, Role, Status, DEFAULT_MAX_FRAME};
 
-pub const VASTO: &str = env!("CARGO_BIN_EXE_vasto");
+/// The `vasto` binary the tests run: the one cargo built for them, or `VASTO_BIN` (the soak
+/// script runs a copy, so a rebuild during a soak does not change the binary under it).
+pub fn vasto() -> std::path::PathBuf {
+    std::env::var_os("VASTO_BIN").map(Into::into).unwrap_or_else(|| env!("CARGO_BIN_EXE_vasto").into())
+}
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
@@ -26,7 +30,7 @@ pub struct Proc {
 impl Proc {
     pub fn spawn(name: &str, args: &[&str], log: &Path) -> Proc {
         let file = std::fs::File::create(log).expect("log file");
-        let child = Command::new(VASTO)
+        let child = Command::new(vasto())
             .args(args)
             .env("RUST_LOG", std::env::var("VASTO_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
@@ -183,7 +187,7 @@ impl Cluster {
 
     /// Runs the CLI against this cluster's master with a 60 s bound.
     pub fn vasto(&self, args: &[&str]) -> Output {
-        run_bounded(Command::new(VASTO).args(args).env("VASTO_TEST", "1"), Duration::from_secs(60))
+        run_bounded(Command::new(vasto()).args(args).env("VASTO_TEST", "1"), Duration::from_secs(60))
     }
 
     /// `vasto admin status --json`, parsed.
@@ -371,7 +375,7 @@ pub async fn put_numbered(ks: &vasto_client::Keyspace, tag: &str, n: usize, acke
 /// `ks` back to back; every write must succeed. Returns the command's output and the number of
 /// writes acknowledged meanwhile (appended to `acked`).
 pub async fn while_writing(args: Vec<String>, ks: &vasto_client::Keyspace, tag: &str, acked: &mut Acked) -> (Output, usize) {
-    let command = tokio::task::spawn_blocking(move || run_bounded(Command::new(VASTO).args(&args), Duration::from_secs(120)));
+    let command = tokio::task::spawn_blocking(move || run_bounded(Command::new(vasto()).args(&args), Duration::from_secs(120)));
     let mut i = 0;
     while !command.is_finished() {
         let (k, v) = (format!("{tag}:{i}").into_bytes(), format!("{i}").into_bytes());
