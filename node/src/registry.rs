@@ -161,9 +161,19 @@ impl Registry {
                 )));
             }
             let mut mark = existing.log_mark();
-            if existing.layout_record() != layout {
+            let before = existing.layout_record();
+            if before != layout {
                 mark = existing.set_layout(layout)?;
                 existing.split.clear();
+                if layout.serving == layout.committed && (before.serving, before.committed) != (layout.serving, layout.committed) {
+                    // Back to one shard count (a resize rolled back): drop the copies of keys
+                    // the replica received for the count it no longer serves.
+                    compact_in_background(
+                        Arc::clone(&existing),
+                        format!("{}/{}", meta.keyspace, meta.shard),
+                        "compacted away the copies a rolled-back resize left",
+                    )?;
+                }
             }
             if existing.frozen() {
                 mark = existing.set_frozen(false)?;
@@ -199,21 +209,7 @@ impl Registry {
         }
         let mark = replica.set_layout(layout)?;
         replica.split.clear();
-        let name = format!("{}/{}", info.keyspace, info.shard);
-        std::thread::Builder::new()
-            .name("vasto-compact".into())
-            .spawn(move || {
-                let _turn = crate::split::heavy_work_turn();
-                if replica.retired() {
-                    return;
-                }
-                let started = std::time::Instant::now();
-                match replica.compact() {
-                    Ok(()) => tracing::info!(shard = %name, took_ms = started.elapsed().as_millis() as u64, "compacted away the keys a resize moved"),
-                    Err(e) => tracing::warn!(shard = %name, error = %e, "compaction after a resize failed; background compactions will drop the moved keys"),
-                }
-            })
-            .map_err(|e| NodeError::Master(format!("cannot start a compaction thread: {e}")))?;
+        compact_in_background(replica, format!("{}/{}", info.keyspace, info.shard), "compacted away the keys a resize moved")?;
         Ok(mark)
     }
 
@@ -267,6 +263,26 @@ impl Registry {
             }
         }
     }
+}
+
+/// Compacts `replica` on a helper thread (one heavy job at a time per store), so keys its
+/// layout no longer keeps are dropped now rather than by some later compaction.
+fn compact_in_background(replica: Arc<Replica>, name: String, done: &'static str) -> Result<(), NodeError> {
+    std::thread::Builder::new()
+        .name("vasto-compact".into())
+        .spawn(move || {
+            let _turn = crate::split::heavy_work_turn();
+            if replica.retired() {
+                return;
+            }
+            let started = std::time::Instant::now();
+            match replica.compact() {
+                Ok(()) => tracing::info!(shard = %name, took_ms = started.elapsed().as_millis() as u64, "{done}"),
+                Err(e) => tracing::warn!(shard = %name, error = %e, "compaction after a layout change failed; background compactions will drop the keys"),
+            }
+        })
+        .map(drop)
+        .map_err(|e| NodeError::Master(format!("cannot start a compaction thread: {e}")))
 }
 
 /// What the master is told about a replica: its identity, layout and whether it is frozen.
