@@ -142,6 +142,12 @@ fn command_loop(
         }
         match frame.body_as_shard_command() {
             Some(cmd) => {
+                if cmd.kind() == fb::ShardCommandKind::Drop {
+                    // Stop its followers first: one copying a snapshot holds the replica open.
+                    if let Some(shard) = cmd.shard() {
+                        replication.stop_following(shard.keyspace().unwrap_or_default(), shard.shard());
+                    }
+                }
                 let (status, message, mark) = execute(cmd, registry);
                 enc.shard_command_ack(&mut out, frame.id(), status, &message, mark.seq, mark.incarnation);
                 if status == Status::Ok {

@@ -22,10 +22,18 @@ const LAG_REPORT: Duration = Duration::from_secs(10);
 /// copy from another shard during a resize; positions and lags are kept under it.
 pub(crate) type FollowerKey = (String, u32, String);
 
+/// What the replication thread is told.
+enum Update {
+    /// A routing table pushed by the master.
+    Table(RoutingTable),
+    /// This replica is being dropped: stop its followers now (not at the next table).
+    Dropping(String, u32),
+}
+
 /// Handle to the replication thread.
 #[derive(Clone)]
 pub struct Replication {
-    tables: mpsc::UnboundedSender<RoutingTable>,
+    tables: mpsc::UnboundedSender<Update>,
     state: Arc<Mutex<HashMap<FollowerKey, FollowState>>>,
 }
 
@@ -42,7 +50,13 @@ impl Replication {
 
     /// Hands a routing table pushed by the master to the replication thread.
     pub fn update(&self, table: RoutingTable) {
-        let _ = self.tables.send(table);
+        let _ = self.tables.send(Update::Table(table));
+    }
+
+    /// Stops every follower of the local replica of `shard` of `keyspace` (it is being dropped;
+    /// a follower copying a snapshot would hold it open for as long as the copy takes).
+    pub fn stop_following(&self, keyspace: &str, shard: u32) {
+        let _ = self.tables.send(Update::Dropping(keyspace.to_owned(), shard));
     }
 
     /// The lag of every follower, for the heartbeat.
@@ -81,11 +95,25 @@ pub(crate) struct Source {
     pub only: Option<ShardSelector>,
 }
 
-async fn manage(mut tables: mpsc::UnboundedReceiver<RoutingTable>, registry: Arc<Registry>, me: String, state: Arc<Mutex<HashMap<FollowerKey, FollowState>>>) {
+async fn manage(mut updates: mpsc::UnboundedReceiver<Update>, registry: Arc<Registry>, me: String, state: Arc<Mutex<HashMap<FollowerKey, FollowState>>>) {
     let mut followers: HashMap<FollowerKey, Follower> = HashMap::new();
     let lag = Arc::new(Mutex::new(LagSamples::new()));
     tokio::spawn(report_lag(Arc::clone(&lag)));
-    while let Some(table) = tables.recv().await {
+    while let Some(update) = updates.recv().await {
+        let table = match update {
+            Update::Table(table) => table,
+            Update::Dropping(keyspace, shard) => {
+                followers.retain(|key, f| {
+                    let keep = key.0 != keyspace || key.1 != shard;
+                    if !keep {
+                        f.task.abort();
+                        state.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+                    }
+                    keep
+                });
+                continue;
+            }
+        };
         let wanted = wanted_followers(&table, &registry, &me);
         let complete = complete_rows(&table);
         let mut gone = Vec::new();
