@@ -220,3 +220,77 @@ async fn a_create_after_a_master_restart_never_forks_the_keyspace() {
     let ks = keyspace(&cluster, "fork").await;
     check_all(&cluster, &ks, "fork", &acked).await;
 }
+
+/// Three replicas P, X, Y; P takes a write w while Y is down, X applies it; then P loses its
+/// disk's tail in a power failure (its directory goes back, the machine reboots). w is now on X
+/// alone, in nobody's change log (X applied it, it did not take it). When P comes back with a
+/// new log incarnation, Y must not only re-copy P (whose own re-copy from X, slowed down here,
+/// has not brought w back yet): it copies every peer again, and gets w from X's snapshot.
+/// (Found in review: Y re-copied P alone and never got w.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_its_store_lost_reaches_every_replica_from_the_one_that_had_it() {
+    let mut cluster = Cluster::start(3);
+    let boot: Vec<String> = (0..3).map(|i| cluster.dir.path().join(format!("boot-{i}")).display().to_string()).collect();
+    for path in &boot {
+        std::fs::write(path, "boot-1\n").unwrap();
+    }
+    let start = |cluster: &mut Cluster, i: usize, slow: bool| {
+        let mut flags = vec!["--boot-id-file", boot[i].as_str()];
+        if slow {
+            flags.extend(["--max-mbps", "1"]);
+        }
+        cluster.kill_store(i);
+        cluster.start_store_with(i, &flags);
+    };
+    for i in 0..3 {
+        start(&mut cluster, i, false);
+    }
+    cluster.wait_stores_up(3);
+    cluster.create_keyspace("lost", 1, 3);
+    let ks = keyspace(&cluster, "lost").await;
+    let (_, routes) = cluster.routes("lost");
+    let index = |addr: &String| cluster.store_addrs.iter().position(|a| a == addr).unwrap();
+    let (p, x, y) = (index(&routes[0][0]), index(&routes[0][1]), index(&routes[0][2]));
+    // X sends snapshots at 1 MB/s, and holds a few MB: P's re-copy from X will take seconds.
+    start(&mut cluster, x, true);
+    cluster.wait_stores_up(3);
+    let mut acked = Vec::new();
+    let value = vec![b'v'; 1000];
+    for i in 0..4000 {
+        let k = format!("bulk:{i}").into_bytes();
+        ks.put(&k, &value).await.unwrap();
+        acked.push((k, value.clone()));
+    }
+    tokio::task::block_in_place(|| assert_all_replicas_hold(&cluster, "lost", &acked));
+    // P's disk as it is now.
+    cluster.kill_store(p);
+    let (dir, saved) = (cluster.dir.path().join(format!("store-{p}")), cluster.dir.path().join("saved"));
+    copy_dir(&dir, &saved);
+    start(&mut cluster, p, false);
+    cluster.wait_stores_up(3);
+    // Y is down; P takes w; X applies it.
+    cluster.kill_store(y);
+    let w = (b"w".to_vec(), b"only-p-and-x".to_vec());
+    common::Raw::connect(&cluster.store_addrs[p]).put("lost", 0, &w.0, &w.1, vasto_client::now_ns());
+    tokio::task::block_in_place(|| {
+        wait_for("X to apply w", Duration::from_secs(20), || {
+            (common::Raw::connect(&cluster.store_addrs[x]).get_many("lost", 0, std::slice::from_ref(&w.0))[0].as_deref() == Some(w.1.as_slice())).then_some(())
+        })
+    });
+    // Power failure on P: its disk goes back to before w, the machine reboots.
+    cluster.kill_store(p);
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::rename(&saved, &dir).unwrap();
+    std::fs::write(&boot[p], "boot-2\n").unwrap();
+    // Y comes back first (P is still down), then P.
+    start(&mut cluster, y, false);
+    cluster.wait_stores_up(2);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    start(&mut cluster, p, false);
+    cluster.wait_stores_up(3);
+    acked.push(w);
+    put_numbered(&ks, "after", 100, &mut acked).await;
+    check_all(&cluster, &ks, "lost", &acked).await;
+    let y_log = std::fs::read_to_string(cluster.dir.path().join(format!("store-{y}.log"))).unwrap();
+    assert!(y_log.contains("copying every peer again"), "Y re-copied every peer");
+}

@@ -81,6 +81,12 @@ impl AdminClient {
         shards.ok_or_else(|| ClientError::Master(format!("the master's answer to an import of {name} has no shard count: {json:?}")))
     }
 
+    /// Waits until the master closes this connection or it breaks (an import's lease is lost
+    /// with it). Nothing else is read: call it only while no request is in flight.
+    pub async fn closed(&mut self) {
+        while read_frame(&mut self.stream, &mut self.buf, DEFAULT_MAX_FRAME).await.is_ok() {}
+    }
+
     /// Ends the import begun with [`AdminClient::begin_import`].
     pub async fn end_import(&mut self, name: &str) -> Result<(), ClientError> {
         self.request(|enc, out, id| enc.end_import(out, id, name)).await.map(drop)

@@ -133,6 +133,11 @@ impl Shard {
         Ok(self.db().delete_cf_opt(self.meta_cf()?, position_key(peer), self.write_options())?)
     }
 
+    /// Forgets every saved peer position: each peer is copied again from a snapshot.
+    pub fn forget_all_peers(&self) -> Result<(), EngineError> {
+        forget_all_positions(self.db(), self.meta_cf()?)
+    }
+
     /// The names of every peer this replica holds a saved position for.
     pub fn followed_peers(&self) -> Result<Vec<String>, EngineError> {
         positions_held(self.db(), self.meta_cf()?)

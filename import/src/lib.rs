@@ -56,6 +56,10 @@ pub enum ImportError {
     /// Another operation (a resize, a replace, a repair, another import) runs on the keyspace.
     #[error("{0}")]
     Busy(String),
+    /// The connection to the master, which held the import's lease, was lost: the import
+    /// stopped. Shards already ingested keep the data; running the same import again is safe.
+    #[error("the connection to the master was lost during the import, so it stopped; running the same import again is safe")]
+    LeaseLost,
     /// A replica that must receive the files is down.
     #[error("replica {replica} of shard {shard} is down (every replica must receive the import); nothing was imported")]
     ReplicaDown {
@@ -160,7 +164,12 @@ pub async fn import(master: &str, keyspace: &str, input: &Path, options: &Import
         ClientError::Server { status: vasto_wire::Status::Unavailable, message } => ImportError::Busy(message),
         other => other.into(),
     })?;
-    let result = import_leased(master, keyspace, shards, input, options, progress).await;
+    // Uploading without the lease could race a replace started by a restarted master (its new
+    // replicas would copy snapshots taken before the ingest): stop if the lease is lost.
+    let result = tokio::select! {
+        result = import_leased(master, keyspace, shards, input, options, progress) => result,
+        () = lease.closed() => Err(ImportError::LeaseLost),
+    };
     if let Err(e) = lease.end_import(keyspace).await {
         // Closing the connection ends the lease too.
         tracing::debug!(error = %e, "ending the import lease");
@@ -228,19 +237,18 @@ async fn import_leased(
         .collect();
     let uploading = Instant::now();
     let limit = Arc::new(tokio::sync::Semaphore::new(PARALLEL_UPLOADS));
-    let tasks: Vec<_> = uploads
-        .into_iter()
-        .map(|u| {
-            let (limit, progress) = (Arc::clone(&limit), Arc::clone(&progress));
-            tokio::spawn(async move {
-                let _permit = limit.acquire_owned().await;
-                u.run(&progress).await
-            })
-        })
-        .collect();
+    // A JoinSet: if the import is abandoned (its lease lost), dropping it aborts every upload.
+    let mut tasks = tokio::task::JoinSet::new();
+    for u in uploads {
+        let (limit, progress) = (Arc::clone(&limit), Arc::clone(&progress));
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            u.run(&progress).await
+        });
+    }
     let mut first_err = None;
-    for task in tasks {
-        let result = task.await.unwrap_or_else(|e| Err(ImportError::Upload { shard: 0, address: String::new(), message: e.to_string() }));
+    while let Some(joined) = tasks.join_next().await {
+        let result = joined.unwrap_or_else(|e| Err(ImportError::Upload { shard: 0, address: String::new(), message: e.to_string() }));
         if let Err(e) = result {
             first_err.get_or_insert(e);
         }

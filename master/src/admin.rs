@@ -159,10 +159,30 @@ pub(crate) async fn create_keyspace(shared: &Shared, name: &str, shards: u32, re
         let _ = shared.persist(&mut hub);
         return (e.status, e.message);
     }
-    let mut hub = shared.lock();
-    let version = hub.state.commit_create(name, incarnation, shards, replicas, placement, unix_ms());
-    let _ = shared.persist(&mut hub);
-    hub.push(&[name.to_owned()]);
+    let recorded = {
+        let mut hub = shared.lock();
+        let version = hub.state.commit_create(name, incarnation, shards, replicas, placement, unix_ms());
+        match shared.persist(&mut hub) {
+            Ok(()) => {
+                hub.push(&[name.to_owned()]);
+                Ok(version)
+            }
+            Err(e) => {
+                // Not recorded as live: a restarted master would roll it back, so nobody may
+                // use it.
+                hub.state.remove_keyspace(name, unix_ms());
+                let _ = shared.persist(&mut hub);
+                Err(e)
+            }
+        }
+    };
+    let version = match recorded {
+        Ok(version) => version,
+        Err(e) => {
+            let _ = run_commands(shared, ShardCommandKind::Drop, &targets, "dropping").await;
+            return (Status::Internal, format!("cannot record keyspace {name} in the master's catalog: {e}"));
+        }
+    };
     tracing::info!(keyspace = name, shards, replicas, version, incarnation = %format!("{incarnation:x}"), "keyspace created");
     (Status::Ok, format!("keyspace {name} created"))
 }

@@ -6,11 +6,12 @@
 //! newer one re-shapes the keyspace and re-adopts every report held), and a replica fills its
 //! slot when it belongs to that count.
 //!
-//! Two live stores may report the same slot after a master restart (a replace-store was
-//! interrupted: the old replica, frozen or not, and the one that was taking over). The slot goes
-//! to the unfrozen one, then to the older one (created first); the other is a *stray*: listed
-//! in the routing table as an extra, catching-up replica, so that its data reaches the others,
-//! until `reconcile` drains it into them and drops it.
+//! Two live stores may report the same slot (a replace-store was interrupted by a master
+//! restart: the old replica, frozen or not, and the one that was taking over; or a replaced dead
+//! store came back). The first to report fills an empty slot; a later report takes a slot from
+//! its holder only if the holder is frozen (being retired) and it is not. The other is a
+//! *stray*: listed in the routing table as an extra, catching-up replica, so that its data
+//! reaches the others, until `reconcile` drains it into them and drops it.
 use crate::catalog::{Entry, EntryState, Known};
 use crate::state::{valid_name, Keyspace, State, MAX_SHARDS};
 use vasto_wire::ShardInfo;
@@ -100,18 +101,32 @@ impl State {
         }
         if !holder.is_empty() && self.stores.get(holder.as_str()).is_some_and(|s| s.up) {
             let held = self.stores.get(holder.as_str()).and_then(|s| s.reports.iter().find(|r| same_slot(r, info))).cloned();
-            let preferred = held.is_none_or(|h| (info.frozen, info.created_at_ms) < (h.frozen, h.created_at_ms));
-            if !preferred {
+            let takes_over = held.is_none_or(|h| h.frozen && !info.frozen);
+            if !takes_over {
                 tracing::info!(store, holder = %holder, ?info, "two stores report the same replica; the holder keeps the slot, the other is a stray");
                 return false;
             }
-            tracing::info!(store, was = %holder, ?info, "two stores report the same replica; this one takes the slot (unfrozen or older)");
+            tracing::info!(store, was = %holder, ?info, "two stores report the same replica; this unfrozen one takes the slot from a frozen one");
         }
         let name = info.keyspace.clone();
         if let Some(ks) = self.keyspaces.get_mut(&name) {
             ks.placement[info.shard as usize][info.replica as usize] = store.to_owned();
         }
         true
+    }
+
+    /// Adopts again every live report of `name` (reports are skipped while an operation runs on
+    /// the keyspace; `reconcile` calls this once none does). True when routing changed.
+    pub(crate) fn readopt(&mut self, name: &str) -> bool {
+        if self.is_busy(name) {
+            return false;
+        }
+        let reports: Vec<(String, ShardInfo)> = self.reported(name).collect();
+        let mut changed = false;
+        for (store, info) in reports {
+            changed |= self.adopt(&store, &info);
+        }
+        changed
     }
 
     /// The replicas of `name`'s current shards that live stores report but that fill no

@@ -16,8 +16,22 @@ pub(crate) type CatchingUp = BTreeSet<(String, u32, String)>;
 impl State {
     /// True when store `id` is up and its latest heartbeat reports, for `shard` of `keyspace`, a
     /// lag with `caught_up == false` towards a peer store that is up.
+    ///
+    /// A store that has not sent a heartbeat since it registered has not said how far behind it
+    /// is: each of its replicas with a live peer counts as catching up until it does (a store
+    /// coming back after a crash would otherwise serve reads before it has caught up).
     pub fn catching_up(&self, id: &str, keyspace: &str, shard: u32) -> bool {
-        self.lags_of(id, keyspace, shard).any(|l| self.is_lagging(l))
+        match self.stores.get(id).filter(|s| s.up) {
+            Some(record) if !record.heard => self.has_live_peer(id, keyspace, shard),
+            Some(_) => self.lags_of(id, keyspace, shard).any(|l| self.is_lagging(l)),
+            None => false,
+        }
+    }
+
+    /// True when another store placed on `shard` of `keyspace` than `id` is up.
+    fn has_live_peer(&self, id: &str, keyspace: &str, shard: u32) -> bool {
+        let row = self.keyspaces.get(keyspace).and_then(|ks| ks.placement.get(shard as usize));
+        row.is_some_and(|row| row.iter().any(|s| s != id && self.stores.get(s).is_some_and(|r| r.up)))
     }
 
     /// True when store `id` last reported its copy of `shard` of `keyspace` from `peer` (a store
@@ -49,6 +63,7 @@ impl State {
         let before = self.catching_of(id);
         let record = self.stores.get_mut(id)?;
         record.lags = lags;
+        record.heard = true;
         let after = self.catching_of(id);
         let changed: BTreeSet<String> = before.symmetric_difference(&after).map(|(ks, _)| ks.clone()).collect();
         if !changed.is_empty() {
@@ -77,6 +92,12 @@ impl State {
     /// the routing tables place on `id` count: nothing else is visible to clients.
     fn catching_of(&self, id: &str) -> BTreeSet<(String, u32)> {
         let Some(record) = self.stores.get(id).filter(|s| s.up) else { return BTreeSet::new() };
+        if !record.heard {
+            let placed = self.keyspaces.iter().flat_map(|(name, ks)| {
+                ks.placement.iter().enumerate().filter(|(_, row)| row.iter().any(|s| s == id)).map(move |(shard, _)| (name.clone(), shard as u32))
+            });
+            return placed.filter(|(name, shard)| self.has_live_peer(id, name, *shard)).collect();
+        }
         record.lags.iter().filter(|l| self.is_lagging(l) && self.is_placed(id, &l.keyspace, l.shard)).map(|l| (l.keyspace.clone(), l.shard)).collect()
     }
 

@@ -21,9 +21,11 @@
 //! * A **frozen** replica holding a slot with no operation running (a replace interrupted by a
 //!   master restart, or a store restarted while frozen) is unfrozen: if it is the one being
 //!   replaced, the replace is simply run again.
-//! * A **stray** replica (reported but in no slot: the other side of an interrupted replace) is
-//!   retired: frozen, drained into every replica of its shard, then dropped. Only once every
-//!   slot holder of the shard is up, since each must confirm.
+//! * A **stray** replica (reported but in no slot: the other side of an interrupted replace, or
+//!   a replaced dead store that came back) is retired: frozen, drained into every replica of its
+//!   shard, then dropped. Only once every slot holder of the shard is up, since each must
+//!   confirm.
+//! * Reports that arrived while an operation ran on a keyspace are adopted once none does.
 //!
 //! The first pass runs [`GRACE`] after the master starts, so live stores have reported.
 use crate::admin::run_commands;
@@ -181,6 +183,13 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         let started: Vec<(String, Plan)> = {
             let mut hub = shared.lock();
             let names: Vec<String> = hub.state.reconcilable_names().into_iter().collect();
+            // Reports that arrived while an operation ran on a keyspace were not adopted then.
+            let readopted: Vec<String> = names.iter().filter(|name| hub.state.readopt(name)).cloned().collect();
+            if !readopted.is_empty() {
+                let affected = hub.state.bump_all(readopted.into_iter().collect(), unix_ms());
+                let _ = shared.persist(&mut hub);
+                hub.push(&affected);
+            }
             names
                 .into_iter()
                 .filter_map(|name| {

@@ -111,7 +111,7 @@ fn an_interrupted_create_is_rolled_back() {
 }
 
 #[test]
-fn of_two_stores_reporting_one_slot_the_unfrozen_then_the_older_holds_it_and_the_other_is_retired() {
+fn of_two_stores_reporting_one_slot_the_unfrozen_or_else_the_first_holds_it_and_the_other_is_retired() {
     // An interrupted replace a -> b: a was frozen (draining), b joined later.
     let old = ShardInfo { frozen: true, created_at_ms: 10, ..replica(report(0, 1, 1, 0), 0, 2) };
     let new = ShardInfo { created_at_ms: 20, ..replica(report(0, 1, 1, 0), 0, 2) };
@@ -125,10 +125,11 @@ fn of_two_stores_reporting_one_slot_the_unfrozen_then_the_older_holds_it_and_the
         assert!(routes[2].store_id == "a" && routes[2].catching_up);
         assert_eq!(fixes(&s), vec![("a".into(), Action::Retire, 0)]);
     }
-    // Both unfrozen: the older keeps the slot.
+    // Both unfrozen (a replaced dead store came back, its drop missed): the holder keeps the
+    // slot, whichever is older; the operator's replace is not undone.
     let s = state(&[("b", new.clone()), ("a", ShardInfo { frozen: false, ..old.clone() }), ("c", peer.clone())]);
-    assert_eq!(s.keyspaces["ks"].placement[0][0], "a");
-    assert_eq!(fixes(&s), vec![("b".into(), Action::Retire, 0)]);
+    assert_eq!(s.keyspaces["ks"].placement[0][0], "b");
+    assert_eq!(fixes(&s), vec![("a".into(), Action::Retire, 0)]);
     // A stray is retired only once every slot holder is up to confirm the drain.
     let mut s = state(&[("a", old), ("b", new), ("c", peer)]);
     let gc = s.stores["c"].generation;
@@ -141,4 +142,16 @@ fn of_two_stores_reporting_one_slot_the_unfrozen_then_the_older_holds_it_and_the
 fn a_frozen_replica_alone_in_its_slot_is_unfrozen() {
     let s = state(&[("a", ShardInfo { frozen: true, ..report(0, 1, 1, 0) })]);
     assert_eq!(fixes(&s), vec![("a".into(), Action::Restore, 0)]);
+}
+
+#[test]
+fn a_report_that_arrived_during_an_operation_is_adopted_once_it_is_over() {
+    let mut s = state(&[("a", report(0, 2, 2, 0))]);
+    assert!(s.begin("ks", Vec::new()));
+    s.register("b", "127.0.0.1:7", 0, &[report(1, 2, 2, 0)], 2);
+    assert_eq!(s.keyspaces["ks"].placement[1][0], "", "not adopted while busy");
+    assert!(!s.readopt("ks"), "still busy");
+    s.end("ks");
+    assert!(s.readopt("ks"));
+    assert_eq!(s.keyspaces["ks"].placement[1][0], "b");
 }

@@ -115,11 +115,16 @@ impl State {
     /// Switches the keyspace to its new shard count (in force since `committed_at_ms`) and
     /// bumps the version.
     pub fn commit_resize(&mut self, name: &str, committed_at_ms: u64, now_ms: u64) {
+        let mut shards = None;
         if let Some(ks) = self.keyspaces.get_mut(name) {
             ks.committed_at_ms = committed_at_ms;
             ks.shards = ks.resizing_to;
             ks.placement.truncate(ks.shards as usize);
             ks.resizing_to = 0;
+            shards = Some(ks.shards);
+        }
+        if let Some(shards) = shards {
+            self.note_commit(name, shards, committed_at_ms);
         }
         self.end(name);
         self.bump(name, now_ms);
@@ -182,6 +187,7 @@ mod tests {
         s.commit_resize("ks", 6, 6);
         let table = s.table("ks");
         assert_eq!((table.shards, table.resizing_to, table.routes.len()), (3, 0, 3));
+        assert_eq!((s.catalog.keyspaces["ks"].shards, s.catalog.keyspaces["ks"].committed_at_ms), (3, 6), "the catalog records the commit");
 
         // Shrink 3 -> 1: shard 0 receives from shards 1 and 2, then the extra rows go.
         assert_eq!(s.plan_resize("ks", 1).unwrap(), Some(Vec::new()));

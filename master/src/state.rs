@@ -47,6 +47,9 @@ pub(crate) struct StoreRecord {
     pub generation: u64,
     /// Replication lags of the latest heartbeat (empty until one arrives and while down).
     pub lags: Vec<ReplicaLag>,
+    /// A heartbeat arrived since the store registered (until then its replicas count as
+    /// catching up).
+    pub heard: bool,
     /// The shard replicas it reported last (registration, and again after each shard command).
     pub reports: Vec<ShardInfo>,
 }
@@ -170,7 +173,8 @@ impl State {
         self.generations += 1;
         let generation = self.generations;
         let before = self.catching_all();
-        let record = StoreRecord { address: address.to_owned(), capacity_bytes, up: true, generation, lags: Vec::new(), reports: shards.to_vec() };
+        let record =
+            StoreRecord { address: address.to_owned(), capacity_bytes, up: true, generation, lags: Vec::new(), heard: false, reports: shards.to_vec() };
         self.stores.insert(id.to_owned(), record);
         let mut affected = self.keyspaces_on(id);
         affected.extend(shards.iter().filter(|info| self.adopt(id, info)).map(|info| info.keyspace.clone()));
@@ -209,6 +213,7 @@ impl State {
         if let Some(record) = self.stores.get_mut(id) {
             record.up = false;
             record.lags.clear();
+            record.heard = false;
         }
         let mut affected = self.keyspaces_on(id);
         affected.extend(self.catching_changes(&before));

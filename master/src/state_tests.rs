@@ -212,13 +212,31 @@ fn lag(ks: &str, shard: u32, peer: &str, caught_up: bool) -> ReplicaLag {
     ReplicaLag { keyspace: ks.into(), shard, peer: peer.into(), entries: 7, lag_ms: 40, caught_up, ..Default::default() }
 }
 
-/// `ks` with one shard whose replicas are on b and c; store a holds nothing of it.
+/// `ks` with one shard whose replicas are on b and c; store a holds nothing of it. b and c
+/// have sent a first heartbeat without lags.
 fn b_and_c_with_peer_a() -> State {
     let mut st = State::default();
     st.register("a", "a:1", 1, &[], 1);
     st.register("b", "b:1", 1, &[info("ks", 0, 1, 0, 2)], 1);
     st.register("c", "c:1", 1, &[info("ks", 0, 1, 1, 2)], 1);
+    for id in ["b", "c"] {
+        let g = st.stores[id].generation;
+        st.heartbeat(id, g, Vec::new(), 1);
+    }
     st
+}
+
+#[test]
+fn a_store_counts_as_catching_up_until_its_first_heartbeat() {
+    let mut st = State::default();
+    st.register("b", "b:1", 1, &[info("ks", 0, 1, 0, 2)], 1);
+    assert!(!st.table("ks").routes[0][0].catching_up, "no live peer to catch up with");
+    let (gen_c, affected) = st.register("c", "c:1", 1, &[info("ks", 0, 1, 1, 2)], 2);
+    assert_eq!(affected, vec!["ks".to_string()]);
+    assert!(st.table("ks").routes[0].iter().all(|r| r.catching_up), "neither has said how far behind it is");
+    assert_eq!(st.heartbeat("c", gen_c, Vec::new(), 3), Some(vec!["ks".to_string()]));
+    let routes = &st.table("ks").routes[0];
+    assert!(routes[0].catching_up && !routes[1].catching_up, "c has; b has not");
 }
 
 #[test]
@@ -290,11 +308,12 @@ fn lags_are_forgotten_when_the_store_goes_down_or_re_registers() {
     let gen_c = st.stores["c"].generation;
     st.heartbeat("c", gen_c, vec![lag("ks", 0, "a", false)], 10);
     assert!(st.table("ks").routes[0][1].catching_up);
-    // Re-registering (a new connection) forgets the lags.
-    let (gen_c, affected) = st.register("c", "c:1", 1, &[info("ks", 0, 1, 1, 2)], 11);
-    assert_eq!(affected, vec!["ks".to_string()]);
-    assert!(!st.table("ks").routes[0][1].catching_up);
+    // Re-registering (a new connection) forgets the lags: catching up until it reports again.
+    let (gen_c, _) = st.register("c", "c:1", 1, &[info("ks", 0, 1, 1, 2)], 11);
     assert!(st.stores["c"].lags.is_empty());
+    assert!(st.table("ks").routes[0][1].catching_up);
+    assert_eq!(st.heartbeat("c", gen_c, Vec::new(), 11), Some(vec!["ks".to_string()]));
+    assert!(!st.table("ks").routes[0][1].catching_up);
     st.heartbeat("c", gen_c, vec![lag("ks", 0, "a", false)], 12);
     st.store_down("c", gen_c, 13);
     let route = &st.table("ks").routes[0][1];

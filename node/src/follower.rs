@@ -125,6 +125,7 @@ async fn follow_once(ctx: &FollowCtx) -> Result<(), String> {
         return bootstrap(ctx, &replica).await;
     };
     ctx.update(|s| s.position = after);
+    let epoch = replica.recopy_epoch();
     let mut request = Vec::new();
     FrameEncoder::new().tail(&mut request, keyspace, ctx.source.shard, after.incarnation, after.seq, &ctx.me, ctx.source.only);
     let mut reader = connect_peer(&ctx.source.address, ctx.registry.cluster_id(), &request).await?;
@@ -137,6 +138,9 @@ async fn follow_once(ctx: &FollowCtx) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         if replica.retired() {
             return Err("replica dropped".into());
+        }
+        if replica.recopy_epoch() != epoch {
+            return Err("copying every peer again".into());
         }
         let frame = parse_frame(&buf).map_err(|e| e.to_string())?;
         let changes = frame.body_as_changes().ok_or("unexpected frame on a tail")?;
@@ -153,6 +157,12 @@ async fn follow_once(ctx: &FollowCtx) -> Result<(), String> {
                     peer_incarnation = %format!("{:x}", changes.incarnation()),
                     "{why}; re-bootstrapping from a snapshot"
                 );
+                if status == Status::Diverged && ctx.source.only.is_none() {
+                    // The peer's log is another incarnation: what it took before may survive
+                    // only on the replicas that applied it. Copy every peer again.
+                    tracing::warn!(keyspace = %keyspace, shard, peer = %peer, "a peer's change log changed incarnation; copying every peer again");
+                    replica.recopy_from_every_peer().map_err(|e| e.to_string())?;
+                }
                 return bootstrap(ctx, &replica).await;
             }
             other => return Err(format!("peer refused the tail: {}", vasto_wire::status_name(other))),
@@ -220,6 +230,7 @@ impl LagSamples {
 /// then resumes tailing.
 async fn bootstrap(ctx: &FollowCtx, replica: &Replica) -> Result<(), String> {
     let (keyspace, shard, peer) = &ctx.key;
+    let epoch = replica.recopy_epoch();
     let mut request = Vec::new();
     FrameEncoder::new().snapshot_request(&mut request, keyspace, ctx.source.shard, &ctx.me, ctx.source.only);
     let mut reader = connect_peer(&ctx.source.address, ctx.registry.cluster_id(), &request).await?;
@@ -229,6 +240,12 @@ async fn bootstrap(ctx: &FollowCtx, replica: &Replica) -> Result<(), String> {
             return Err("the peer sent a snapshot without its change-log incarnation".to_string());
         }
         replica.ingest_snapshot(peer, &files, position).map_err(|e| e.to_string())?;
+        replica.received_outside_the_log();
+        if replica.recopy_epoch() != epoch {
+            // Every peer must be copied again, from a snapshot taken after that was decided.
+            replica.forget_peer(peer).map_err(|e| e.to_string())?;
+            return Err("copying every peer again".to_string());
+        }
         tracing::info!(keyspace = %keyspace, shard, peer = %peer, files = files.len(), position = position.seq, incarnation = %format!("{:x}", position.incarnation), "snapshot ingested; tailing from there");
         Ok(())
     });

@@ -93,6 +93,7 @@ pub async fn finish(mut stream: TcpStream, mut session: IngestSession, id: u64) 
             // in: a resize that started after the first piece refuses the import.
             match crate::split::on_helper_thread("vasto-ingest", move || replica.ingest_import(&files, shards)).await {
                 Ok(()) => {
+                    session.replica.received_outside_the_log();
                     tracing::info!(keyspace = %session.keyspace, shard = session.shard, files = session.files.len(), "ingested an import");
                     (Status::Ok, String::new())
                 }

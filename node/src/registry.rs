@@ -18,11 +18,36 @@ pub struct Replica {
     appended: tokio::sync::Notify,
     /// The export resize copies share (see `split`).
     pub split: crate::split::SplitCache,
+    /// Bumped when every follower of this replica must copy its peer again from a snapshot
+    /// (see [`Replica::recopy_from_every_peer`]); a follower's session ends when it changes.
+    recopy: std::sync::atomic::AtomicU64,
 }
 
 impl Replica {
     fn new(shard: Shard) -> Self {
-        Self { shard, appended: tokio::sync::Notify::new(), split: Default::default() }
+        Self { shard, appended: tokio::sync::Notify::new(), split: Default::default(), recopy: Default::default() }
+    }
+
+    /// Data reached the replica outside its change log (an import, a snapshot): a resize
+    /// export made before it is not reused.
+    pub fn received_outside_the_log(&self) {
+        self.split.clear();
+    }
+
+    /// Makes every follower of this replica copy its peer again, from a snapshot: called when
+    /// a peer's change log turns out to be another incarnation (the peer lost writes in an
+    /// unclean stop, or was re-created). Writes that peer took may now exist only on the
+    /// replicas that had applied them, and are in none of their change logs: only their
+    /// snapshots carry them here.
+    pub fn recopy_from_every_peer(&self) -> Result<(), vasto_engine::EngineError> {
+        self.shard.forget_all_peers()?;
+        self.recopy.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Changes whenever [`Replica::recopy_from_every_peer`] is called.
+    pub fn recopy_epoch(&self) -> u64 {
+        self.recopy.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Wakes every tailer waiting for new local writes; call after each successful local write.
@@ -162,9 +187,11 @@ impl Registry {
             }
             let mut mark = existing.log_mark();
             let before = existing.layout_record();
+            // A create of a held replica starts or ends a resize, or re-activates it: an export
+            // shared by an earlier resize attempt must not serve the next one.
+            existing.split.clear();
             if before != layout {
                 mark = existing.set_layout(layout)?;
-                existing.split.clear();
                 if layout.serving == layout.committed && (before.serving, before.committed) != (layout.serving, layout.committed) {
                     // Back to one shard count (a resize rolled back): drop the copies of keys
                     // the replica received for the count it no longer serves.
@@ -181,14 +208,11 @@ impl Registry {
             return Ok(mark);
         }
         self.wait_closed(&meta.keyspace, meta.shard)?;
-        let mut map = self.shards.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if map.get(&meta.keyspace).is_some_and(|m| m.contains_key(&meta.shard)) {
-            drop(map);
-            // Created meanwhile by another command: take the idempotent path.
-            return self.create(info);
-        }
+        // Opened outside the registry's lock, so lookups on the cores never wait for RocksDB
+        // to open (shard commands come one at a time from the master link).
         let shard = self.engine.create_shard(&meta)?;
         let mark = if shard.layout_record() != layout { shard.set_layout(layout)? } else { shard.log_mark() };
+        let mut map = self.shards.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         map.entry(meta.keyspace).or_default().insert(meta.shard, Arc::new(Replica::new(shard)));
         Ok(mark)
     }
