@@ -24,8 +24,8 @@ pub struct ShardMeta {
     pub replica: u32,
     /// Replicas per shard.
     pub replicas: u32,
-    /// When the master created this replica (ms since the Unix epoch; 0 if unknown): of two
-    /// replicas reporting the same slot, the older is the original.
+    /// When the master created this replica (ms since the Unix epoch; 0 if unknown), for
+    /// operators telling two copies of one slot apart.
     pub created_at_ms: u64,
 }
 

@@ -2864,7 +2864,7 @@ pub enum ShardInfoOffset {}
 /// restart the newest report wins. `keyspace_incarnation` identifies the keyspace (chosen at
 /// create-keyspace; a re-created keyspace of the same name has another). `frozen`: the replica
 /// refuses writes (it is being retired). `created_at`: when the master created the replica (ms
-/// since the Unix epoch), so of two replicas reporting one slot the older is the original.
+/// since the Unix epoch), recorded so operators can tell two copies of one slot apart.
 pub struct ShardInfo<'a> {
   pub _tab: flatbuffers::Table<'a>,
 }

@@ -27,7 +27,7 @@ pub struct ShardInfo {
     /// The replica refuses writes: it is being retired and drains to its peers.
     pub frozen: bool,
     /// When the master created the replica (ms since the Unix epoch): of two replicas reporting
-    /// the same slot, the older is the original and the newer one was joining it.
+    /// the same slot, which was there first (recorded for operators).
     pub created_at_ms: u64,
 }
 
