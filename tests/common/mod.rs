@@ -416,24 +416,41 @@ pub fn only_owned_keys_now(cluster: &Cluster, keyspace: &str, shards: u32) -> Op
     Some(seen)
 }
 
+/// Splits the acknowledged writes of `expected` that shard `shard` of `shards` owns into keys and
+/// their expected values, in the same order.
+pub fn shard_writes(expected: &[(Vec<u8>, Vec<u8>)], shards: u32, shard: u32) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    expected.iter().filter(|(k, _)| vasto_hash::shard_of(k, shards) == shard).cloned().unzip()
+}
+
+/// Reads `keys` from one replica and describes how it differs from `values`: `None` when every
+/// key holds its expected value, otherwise how many differ and the first that does.
+pub fn replica_differs(addr: &str, keyspace: &str, shard: u32, keys: &[Vec<u8>], values: &[Vec<u8>]) -> Option<String> {
+    let got = Raw::connect(addr).get_many(keyspace, shard, keys);
+    let differ = |(g, v): &(&Option<Vec<u8>>, &Vec<u8>)| g.as_deref() != Some(v.as_slice());
+    let bad = got.iter().zip(values).filter(differ).count();
+    let (i, (g, v)) = got.iter().zip(values).enumerate().find(|(_, pair)| differ(pair))?;
+    Some(format!(
+        "{addr} shard {shard}: {bad} differ, e.g. {:?} holds {:?}, expected {:?}",
+        String::from_utf8_lossy(&keys[i]),
+        g.as_deref().map(String::from_utf8_lossy),
+        String::from_utf8_lossy(v)
+    ))
+}
+
 /// Waits until every replica of every shard holds exactly `expected` for each key.
 pub fn assert_all_replicas_hold(cluster: &Cluster, keyspace: &str, expected: &[(Vec<u8>, Vec<u8>)]) {
     let (shards, replicas) = cluster.routes(keyspace);
     for (shard, addrs) in replicas.iter().enumerate() {
-        let (keys, values): (Vec<Vec<u8>>, Vec<Vec<u8>>) = expected.iter().filter(|(k, _)| vasto_hash::shard_of(k, shards) == shard as u32).cloned().unzip();
+        let (keys, values) = shard_writes(expected, shards, shard as u32);
         for addr in addrs {
             wait_for(&format!("replica {addr} of shard {shard} to hold all {} acknowledged writes", keys.len()), Duration::from_secs(30), || {
-                let got = Raw::connect(addr).get_many(keyspace, shard as u32, &keys);
-                let bad = got.iter().zip(&values).zip(&keys).filter(|((g, v), _)| g.as_deref() != Some(v.as_slice())).count();
-                if let Some(((g, v), k)) = got.iter().zip(&values).zip(&keys).find(|((g, v), _)| g.as_deref() != Some(v.as_slice())) {
-                    eprintln!(
-                        "{addr} shard {shard}: {bad} differ, e.g. {:?} holds {:?}, expected {:?}",
-                        String::from_utf8_lossy(k),
-                        g.as_deref().map(String::from_utf8_lossy),
-                        String::from_utf8_lossy(v)
-                    );
+                match replica_differs(addr, keyspace, shard as u32, &keys, &values) {
+                    Some(why) => {
+                        eprintln!("{why}");
+                        None
+                    }
+                    None => Some(()),
                 }
-                got.iter().zip(&values).all(|(g, v)| g.as_deref() == Some(v.as_slice())).then_some(())
             });
         }
     }

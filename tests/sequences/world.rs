@@ -184,25 +184,18 @@ impl World {
     fn check_replicas(&self, step: &str, acked: &[(Vec<u8>, Vec<u8>)]) {
         let (shards, table) = self.cluster.routes(NAME);
         for (shard, addrs) in table.iter().enumerate() {
-            let (keys, values): (Vec<Vec<u8>>, Vec<Vec<u8>>) = acked.iter().filter(|(k, _)| vasto_hash::shard_of(k, shards) == shard as u32).cloned().unzip();
+            let (keys, values) = crate::common::shard_writes(acked, shards, shard as u32);
             wait_for(
                 &format!("seed {}: after step {step}: every replica of shard {shard} to hold its {} keys", self.seed, keys.len()),
                 Duration::from_secs(60),
                 || {
                     let mut counts = Vec::new();
                     for addr in addrs {
-                        let mut raw = Raw::connect(addr);
-                        let got = raw.get_many(NAME, shard as u32, &keys);
-                        if let Some(((g, v), k)) = got.iter().zip(&values).zip(&keys).find(|((g, v), _)| g.as_deref() != Some(v.as_slice())) {
-                            eprintln!(
-                                "{addr} shard {shard}: {} holds {:?}, expected {:?}",
-                                String::from_utf8_lossy(k),
-                                g.as_deref().map(String::from_utf8_lossy),
-                                String::from_utf8_lossy(v)
-                            );
+                        if let Some(why) = crate::common::replica_differs(addr, NAME, shard as u32, &keys, &values) {
+                            eprintln!("{why}");
                             return None;
                         }
-                        counts.push(raw.count_keys(NAME, shard as u32));
+                        counts.push(Raw::connect(addr).count_keys(NAME, shard as u32));
                     }
                     if counts.windows(2).any(|w| w[0] != w[1]) {
                         eprintln!("shard {shard}: replicas hold {counts:?} keys");
