@@ -58,11 +58,11 @@ pub enum AdminAction {
     },
 }
 
-pub async fn run(master: &str, action: AdminAction) -> anyhow::Result<()> {
+pub async fn run(master: &str, token: &crate::token_arg::TokenArg, action: AdminAction) -> anyhow::Result<()> {
     // A replace returns only once the new store has copied everything: allow it time.
     let long = matches!(action, AdminAction::ReplaceStore { .. } | AdminAction::Resize { .. });
     let timeout = if long { Duration::from_secs(3600) } else { Duration::from_secs(10) };
-    let mut admin = AdminClient::connect(master, timeout).await.context("connecting to the master")?;
+    let mut admin = AdminClient::connect_with(master, &token.client(timeout)?).await.context("connecting to the master")?;
     match action {
         AdminAction::CreateKeyspace { name, shards, replicas } => {
             admin.create_keyspace(&name, shards, replicas).await?;

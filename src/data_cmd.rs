@@ -19,6 +19,8 @@ pub struct Target {
     /// Keyspace name.
     #[arg(long, default_value = "default")]
     keyspace: String,
+    #[command(flatten)]
+    token: crate::token_arg::TokenArg,
 }
 
 /// `vasto put`.
@@ -109,7 +111,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 async fn keyspace(t: &Target) -> anyhow::Result<vasto_client::Keyspace> {
-    let client = Client::connect(&t.master).await.context("connecting to the master")?;
+    let config = t.token.client(vasto_client::ClientConfig::default().timeout)?;
+    let client = Client::connect_with(&t.master, config).await.context("connecting to the master")?;
     Ok(client.keyspace(&t.keyspace).await?)
 }
 
@@ -187,6 +190,7 @@ pub async fn loadgen(a: LoadgenArgs) -> anyhow::Result<()> {
         duration: a.duration,
         progress: true,
         stop: Some(stop_on_ctrl_c()),
+        token: a.target.token.load()?,
     };
     let report = vasto_loadgen::run(&config).await?;
     println!("{}", report.human());

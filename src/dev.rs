@@ -6,7 +6,7 @@ use clap::Args;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use vasto_client::AdminClient;
+use vasto_client::{AdminClient, ClientConfig};
 use vasto_master::ClusterStatus;
 
 /// `vasto dev` flags.
@@ -30,6 +30,8 @@ pub struct DevArgs {
     /// Core threads per store.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    #[command(flatten)]
+    token: crate::token_arg::TokenArg,
 }
 
 /// Child processes, terminated (SIGTERM, then SIGKILL) when dropped.
@@ -72,7 +74,7 @@ fn spawn(name: &str, args: &[String], log: &Path) -> anyhow::Result<Child> {
     cmd.spawn().with_context(|| format!("starting {name}"))
 }
 
-async fn wait_for_stores(master: &str, stores: usize, children: &mut Children) -> anyhow::Result<()> {
+async fn wait_for_stores(master: &str, client: &ClientConfig, stores: usize, children: &mut Children) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         for (name, c) in &mut children.0 {
@@ -80,7 +82,7 @@ async fn wait_for_stores(master: &str, stores: usize, children: &mut Children) -
                 bail!("{name} exited during start-up ({status}); see its log");
             }
         }
-        if let Ok(mut admin) = AdminClient::connect(master, Duration::from_secs(2)).await {
+        if let Ok(mut admin) = AdminClient::connect_with(master, &ClientConfig { timeout: Duration::from_secs(2), ..client.clone() }).await {
             if let Ok(doc) = admin.status_json().await {
                 let status: ClusterStatus = serde_json::from_str(&doc)?;
                 if status.stores.iter().filter(|s| s.up).count() >= stores {
@@ -102,8 +104,15 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
     let dir = a.dir.canonicalize()?;
     let master = format!("127.0.0.1:{}", a.port);
+    let client = a.token.client(Duration::from_secs(10))?;
+    // Every child proves the same token (given by flag or by VASTO_TOKEN_FILE).
+    let token_args: Vec<String> = match &a.token.path {
+        Some(path) => vec!["--token-file".into(), path.canonicalize().with_context(|| format!("--token-file {}", path.display()))?.display().to_string()],
+        None => Vec::new(),
+    };
     let mut children = Children(Vec::new());
-    let master_args = ["master".into(), "--listen".into(), master.clone(), "--dir".into(), dir.join("master").display().to_string()];
+    let mut master_args = vec!["master".into(), "--listen".into(), master.clone(), "--dir".into(), dir.join("master").display().to_string()];
+    master_args.extend(token_args.iter().cloned());
     children.0.push(("master".into(), spawn("master", &master_args, &dir.join("master.log"))?));
     let mut store_addrs = Vec::new();
     for i in 0..a.stores {
@@ -121,11 +130,12 @@ pub async fn run(a: DevArgs) -> anyhow::Result<()> {
             "--threads".into(),
             a.threads.to_string(),
         ];
+        let args: Vec<String> = args.into_iter().chain(token_args.iter().cloned()).collect();
         children.0.push((format!("store-{i}"), spawn("store", &args, &dir.join(format!("store-{i}.log")))?));
         store_addrs.push(addr);
     }
-    wait_for_stores(&master, a.stores as usize, &mut children).await?;
-    let mut admin = AdminClient::connect(&master, Duration::from_secs(10)).await?;
+    wait_for_stores(&master, &client, a.stores as usize, &mut children).await?;
+    let mut admin = AdminClient::connect_with(&master, &client).await?;
     match admin.create_keyspace("default", a.shards, a.replicas).await {
         Ok(()) => {}
         Err(e) => eprintln!("note: keyspace default was not (re)created: {e}"),

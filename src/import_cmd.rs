@@ -47,6 +47,8 @@ pub struct ImportArgs {
     /// Directory for the SST files (default: the system temp directory).
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    token: crate::token_arg::TokenArg,
 }
 
 /// Runs the import and prints a summary line.
@@ -66,6 +68,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         skip_bad: args.skip_bad,
         memory_bytes: args.memory_mb.saturating_mul(1 << 20),
         work_dir: args.work_dir,
+        token: args.token.load()?,
     };
     let progress = Arc::new(Progress::default());
     let bar = ProgressBar::new(0);

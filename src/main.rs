@@ -5,6 +5,7 @@ mod admin_cmd;
 mod data_cmd;
 mod dev;
 mod import_cmd;
+mod token_arg;
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -43,6 +44,8 @@ enum Command {
         /// before trusting the replicas' reports that they applied everything.
         #[arg(long, default_value_t = 1200, value_parser = clap::value_parser!(u64).range(1000..=600_000))]
         drain_settle_ms: u64,
+        #[command(flatten)]
+        token: token_arg::TokenArg,
     },
     /// Run a store node.
     Store {
@@ -87,12 +90,16 @@ enum Command {
         /// reboot (unsynced writes may be lost). For tests.
         #[arg(long, hide = true, default_value_os_t = vasto_node::default_boot_id_path())]
         boot_id_file: PathBuf,
+        #[command(flatten)]
+        token: token_arg::TokenArg,
     },
     /// Administer the cluster through the master.
     Admin {
         /// Master address.
         #[arg(long, default_value = "127.0.0.1:8278")]
         master: String,
+        #[command(flatten)]
+        token: token_arg::TokenArg,
         #[command(subcommand)]
         action: admin_cmd::AdminAction,
     },
@@ -135,10 +142,12 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Master { listen, dir, cluster_id, heartbeat_timeout_ms, drain_settle_ms } => {
+        Command::Master { listen, dir, cluster_id, heartbeat_timeout_ms, drain_settle_ms, token } => {
             init_logs("info");
-            runtime().and_then(|rt| {
+            token.load().and_then(|token| {
+                let rt = runtime()?;
                 let config = vasto_master::MasterConfig {
+                    token,
                     listen,
                     dir,
                     cluster_id,
@@ -149,21 +158,32 @@ fn main() -> ExitCode {
                 Ok(rt.block_on(vasto_master::run(config))?)
             })
         }
-        Command::Store { master, listen, advertise, dir, threads, max_frame, change_log_entries, max_mbps, value_cache_mb, sync, boot_id_file } => {
+        Command::Store { master, listen, advertise, dir, threads, max_frame, change_log_entries, max_mbps, value_cache_mb, sync, boot_id_file, token } => {
             init_logs("info");
             let value_cache_bytes = value_cache_mb.checked_mul(1 << 20).ok_or_else(|| anyhow::anyhow!("--value-cache-mb {value_cache_mb} is too large"));
             let engine =
                 value_cache_bytes.map(|value_cache_bytes| vasto_node::EngineOptions { change_log_entries, value_cache_bytes, sync, ..Default::default() });
             engine.and_then(|engine| {
-                let config =
-                    vasto_node::NodeConfig { listen, advertise, master, dir, threads, max_frame, max_move_mbps: max_mbps, engine, boot_id_path: boot_id_file };
+                let token = token.load()?;
+                let config = vasto_node::NodeConfig {
+                    listen,
+                    advertise,
+                    master,
+                    dir,
+                    threads,
+                    max_frame,
+                    max_move_mbps: max_mbps,
+                    engine,
+                    boot_id_path: boot_id_file,
+                    token,
+                };
                 let node = vasto_node::start(config)?;
                 Ok(node.run_until_stopped()?)
             })
         }
-        Command::Admin { master, action } => {
+        Command::Admin { master, token, action } => {
             init_logs("warn");
-            runtime().and_then(|rt| rt.block_on(admin_cmd::run(&master, action)))
+            runtime().and_then(|rt| rt.block_on(admin_cmd::run(&master, &token, action)))
         }
         Command::Put(args) => run_data(|rt| rt.block_on(data_cmd::put(args))),
         Command::Get(args) => run_data(|rt| rt.block_on(data_cmd::get(args))),
@@ -178,11 +198,16 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<data_cmd::NotFound>().is_some() => {
+            eprintln!("not found");
+            ExitCode::FAILURE
+        }
+        Err(e) if token_arg::is_authentication_failure(&e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
         Err(e) => {
-            match e.downcast_ref::<data_cmd::NotFound>() {
-                Some(_) => eprintln!("not found"),
-                None => eprintln!("error: {e:#}"),
-            }
+            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }

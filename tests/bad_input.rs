@@ -16,7 +16,7 @@ fn connect(addr: &str) -> TcpStream {
 
 fn hello(s: &mut TcpStream) {
     let mut out = Vec::new();
-    FrameEncoder::new().hello(&mut out, Role::Client, 0);
+    FrameEncoder::new().hello(&mut out, Role::Client, 0, &[0; 16]);
     s.write_all(&out).unwrap();
     let mut buf = Vec::new();
     read_frame_blocking(s, &mut buf, DEFAULT_MAX_FRAME).unwrap();
@@ -68,7 +68,7 @@ fn malformed_frames_get_errors_and_the_store_keeps_serving() {
     // A hello with another protocol version is refused with a clear message.
     let mut s = connect(store);
     let mut fbb = vasto_schema::flatbuffers::FlatBufferBuilder::new();
-    let h = vasto_wire::fb::Hello::create(&mut fbb, &vasto_wire::fb::HelloArgs { protocol_version: 99, role: Role::Client, cluster_id: 0 });
+    let h = vasto_wire::fb::Hello::create(&mut fbb, &vasto_wire::fb::HelloArgs { protocol_version: 99, role: Role::Client, cluster_id: 0, nonce: None });
     let f = vasto_wire::fb::Frame::create(&mut fbb, &vasto_wire::fb::FrameArgs { id: 0, body_type: vasto_wire::Body::Hello, body: Some(h.as_union_value()) });
     fbb.finish(f, None);
     let mut out = (fbb.finished_data().len() as u32).to_le_bytes().to_vec();

@@ -1,6 +1,6 @@
 //! Administrative requests to the master (create/delete keyspace, cluster status).
 use crate::dial::{dial, master_error};
-use crate::ClientError;
+use crate::{ClientConfig, ClientError};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -16,11 +16,16 @@ pub struct AdminClient {
 }
 
 impl AdminClient {
-    /// Connects to the master at `master` (`host:port`).
+    /// Connects to the master at `master` (`host:port`) of an open cluster (no token).
     pub async fn connect(master: &str, timeout: Duration) -> Result<Self, ClientError> {
-        let stream = dial(master, Role::Admin, timeout).await.map_err(|e| master_error(master, e))?;
+        Self::connect_with(master, &ClientConfig { timeout, token: None }).await
+    }
+
+    /// Connects to the master with explicit settings (the token among them).
+    pub async fn connect_with(master: &str, config: &ClientConfig) -> Result<Self, ClientError> {
+        let stream = dial(master, Role::Admin, config).await.map_err(|e| master_error(master, e))?;
         let (enc, buf) = (FrameEncoder::new(), Vec::new());
-        Ok(Self { stream, enc, buf, next_id: 1, timeout })
+        Ok(Self { stream, enc, buf, next_id: 1, timeout: config.timeout })
     }
 
     async fn request(&mut self, encode: impl FnOnce(&mut FrameEncoder, &mut Vec<u8>, u64)) -> Result<String, ClientError> {

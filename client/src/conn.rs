@@ -108,8 +108,8 @@ pub(crate) struct Conn {
 
 impl Conn {
     /// Connects, exchanges hellos, and starts the reader and writer tasks.
-    pub async fn connect(addr: &str, timeout: Duration) -> Result<Arc<Conn>, ClientError> {
-        let stream = crate::connect_store(addr, timeout).await?;
+    pub async fn connect(addr: &str, config: &crate::ClientConfig) -> Result<Arc<Conn>, ClientError> {
+        let stream = crate::connect_store(addr, vasto_wire::Role::Client, config).await?;
         let (read, write) = stream.into_split();
         let conn = Arc::new(Conn {
             state: Mutex::new(State { enc: FrameEncoder::new(), out: Vec::with_capacity(16 << 10), slots: Vec::new(), free: Vec::new() }),
@@ -328,7 +328,8 @@ mod tests {
     #[tokio::test]
     async fn an_unanswered_request_times_out_and_frees_its_slot() {
         let (addr, store) = silent_store().await;
-        let conn = Conn::connect(&addr, Duration::from_secs(5)).await.unwrap();
+        let config = crate::ClientConfig { timeout: Duration::from_secs(5), token: None };
+        let conn = Conn::connect(&addr, &config).await.unwrap();
         let started = Instant::now();
         let timeout = Duration::from_millis(120);
         let mut value = Vec::new();

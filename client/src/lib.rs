@@ -36,7 +36,7 @@ mod routing;
 
 pub use admin::AdminClient;
 pub use keyspace::{now_ns, BatchOp, Keyspace, PutOptions, ReadFrom, ScanPage};
-pub use vasto_wire::{ReplicaRoute, RoutingTable, Status};
+pub use vasto_wire::{ClusterToken, ReplicaRoute, Role, RoutingTable, Status, TokenError};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,15 +68,16 @@ pub enum ClientError {
     /// No answer within the configured timeout.
     #[error("request timed out")]
     Timeout,
+    /// The cluster token was missing or wrong, or a node could not prove it.
+    #[error("authentication failed: {0}")]
+    Unauthenticated(String),
 }
 
-/// Opens a dedicated connection to the store at `addr` and says hello as a client, for
-/// streaming work that does not fit the pooled request connections (bulk import).
-pub async fn connect_store(addr: &str, timeout: Duration) -> Result<tokio::net::TcpStream, ClientError> {
-    dial::dial(addr, vasto_wire::Role::Client, timeout).await.map_err(|e| match e {
-        dial::DialError::Unreachable(why) => ClientError::Unavailable(format!("{addr}: {why}")),
-        dial::DialError::Refused(status, message) => ClientError::Server { status, message },
-    })
+/// Opens a dedicated connection to the store at `addr` as `role` (proving the configured token),
+/// for streaming work that does not fit the pooled request connections (bulk import uses
+/// [`Role::Importer`]).
+pub async fn connect_store(addr: &str, role: Role, config: &ClientConfig) -> Result<tokio::net::TcpStream, ClientError> {
+    dial::dial(addr, role, config).await.map_err(|e| e.store_error(addr))
 }
 
 /// Client tunables.
@@ -84,11 +85,15 @@ pub async fn connect_store(addr: &str, timeout: Duration) -> Result<tokio::net::
 pub struct ClientConfig {
     /// Connect and request timeout.
     pub timeout: Duration,
+    /// The cluster token, proven on every connection; `None` for an open cluster. A client
+    /// with a token refuses nodes that cannot prove it.
+    pub token: Option<ClusterToken>,
 }
 
 impl Default for ClientConfig {
+    /// A 10 s timeout and no token.
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(10) }
+        Self { timeout: Duration::from_secs(10), token: None }
     }
 }
 
@@ -112,8 +117,8 @@ impl Client {
 
     /// Connects to the master with explicit settings. Fails if the master cannot be reached.
     pub async fn connect_with(master: &str, config: ClientConfig) -> Result<Self, ClientError> {
-        let routing = routing::Routing::start(master.to_owned(), config.timeout).await?;
-        let pool = pool::Pool::new(config.timeout);
+        let routing = routing::Routing::start(master.to_owned(), config.clone()).await?;
+        let pool = pool::Pool::new(config.clone());
         Ok(Self { inner: Arc::new(Inner { config, pool, routing }) })
     }
 

@@ -1,19 +1,19 @@
 //! Connections to stores, one pipelined connection per store address (re-dialled after failure).
 use crate::conn::Conn;
+use crate::ClientConfig;
 use crate::ClientError;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 pub(crate) struct Pool {
     conns: Mutex<HashMap<String, Arc<Conn>>>,
     dialing: tokio::sync::Mutex<()>,
-    timeout: Duration,
+    config: ClientConfig,
 }
 
 impl Pool {
-    pub fn new(timeout: Duration) -> Self {
-        Self { conns: Mutex::new(HashMap::new()), dialing: tokio::sync::Mutex::new(()), timeout }
+    pub fn new(config: ClientConfig) -> Self {
+        Self { conns: Mutex::new(HashMap::new()), dialing: tokio::sync::Mutex::new(()), config }
     }
 
     fn cached(&self, addr: &str) -> Option<Arc<Conn>> {
@@ -30,7 +30,7 @@ impl Pool {
         if let Some(c) = self.cached(addr) {
             return Ok(c);
         }
-        let conn = Conn::connect(addr, self.timeout).await?;
+        let conn = Conn::connect(addr, &self.config).await?;
         self.conns.lock().unwrap_or_else(|p| p.into_inner()).insert(addr.to_owned(), Arc::clone(&conn));
         Ok(conn)
     }

@@ -1,7 +1,7 @@
 //! The client's subscription to the master: one connection, re-established forever, that keeps
 //! the latest routing table of every keyspace the client uses.
 use crate::dial::{dial, master_error};
-use crate::ClientError;
+use crate::{ClientConfig, ClientError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,11 +24,11 @@ pub(crate) struct Routing {
 impl Routing {
     /// Connects to the master (failing if it cannot be reached within `timeout`), then keeps the
     /// subscription alive in a background task, reconnecting after any failure.
-    pub async fn start(master: String, timeout: Duration) -> Result<Arc<Routing>, ClientError> {
-        let first = connect(&master, timeout).await?;
+    pub async fn start(master: String, config: ClientConfig) -> Result<Arc<Routing>, ClientError> {
+        let first = connect(&master, &config).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let routing = Arc::new(Routing { tables: Mutex::new(HashMap::new()), subscribe: tx });
-        tokio::spawn(run(Arc::downgrade(&routing), master, timeout, first, rx));
+        tokio::spawn(run(Arc::downgrade(&routing), master, config, first, rx));
         Ok(routing)
     }
 
@@ -62,16 +62,16 @@ impl Routing {
     }
 }
 
-async fn connect(master: &str, timeout: Duration) -> Result<TcpStream, ClientError> {
-    dial(master, Role::Client, timeout).await.map_err(|e| master_error(master, e))
+async fn connect(master: &str, config: &ClientConfig) -> Result<TcpStream, ClientError> {
+    dial(master, Role::Client, config).await.map_err(|e| master_error(master, e))
 }
 
-async fn run(routing: std::sync::Weak<Routing>, master: String, timeout: Duration, first: TcpStream, mut new_subs: mpsc::UnboundedReceiver<String>) {
+async fn run(routing: std::sync::Weak<Routing>, master: String, config: ClientConfig, first: TcpStream, mut new_subs: mpsc::UnboundedReceiver<String>) {
     let mut stream = Some(first);
     loop {
         let conn = match stream.take() {
             Some(s) => s,
-            None => match connect(&master, timeout).await {
+            None => match connect(&master, &config).await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::debug!(error = %e, "master unreachable; keeping the last routing tables");

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
-use vasto_client::{Client, ClientError};
+use vasto_client::{Client, ClientConfig, ClientError, ClusterToken};
 
 /// Bad lines kept (with their line numbers) for the report and the error.
 pub const BAD_LINES_KEPT: usize = 20;
@@ -110,6 +110,15 @@ pub struct ImportOptions {
     pub memory_bytes: usize,
     /// Where the SST files are written (default: the system's temp directory).
     pub work_dir: Option<PathBuf>,
+    /// The cluster token proven to the master and the stores (`None`: an open cluster).
+    pub token: Option<ClusterToken>,
+}
+
+impl ImportOptions {
+    /// The client settings of the import's connections.
+    fn client(&self) -> ClientConfig {
+        ClientConfig { token: self.token.clone(), ..ClientConfig::default() }
+    }
 }
 
 /// Counters the caller may watch (e.g. for a progress bar) while an import runs.
@@ -159,7 +168,7 @@ const TABLE_WAIT: Duration = Duration::from_secs(10);
 /// (`BeginImport`): no resize or replace of the keyspace can start until the import is over,
 /// and the import is refused while one runs; each store checks the layout again as it ingests.
 pub async fn import(master: &str, keyspace: &str, input: &Path, options: &ImportOptions, progress: Arc<Progress>) -> Result<ImportReport, ImportError> {
-    let mut lease = vasto_client::AdminClient::connect(master, Duration::from_secs(10)).await?;
+    let mut lease = vasto_client::AdminClient::connect_with(master, &options.client()).await?;
     let shards = lease.begin_import(keyspace).await.map_err(|e| match e {
         ClientError::Server { status: vasto_wire::Status::Unavailable, message } => ImportError::Busy(message),
         other => other.into(),
@@ -185,7 +194,7 @@ async fn import_leased(
     options: &ImportOptions,
     progress: Arc<Progress>,
 ) -> Result<ImportReport, ImportError> {
-    let client = Client::connect(master).await?;
+    let client = Client::connect_with(master, options.client()).await?;
     let ks = client.keyspace(keyspace).await?;
     let deadline = Instant::now() + TABLE_WAIT;
     let table = loop {
@@ -232,6 +241,7 @@ async fn import_leased(
                 shards,
                 address: r.address.clone(),
                 files: files.clone(),
+                client: options.client(),
             })
         })
         .collect();

@@ -22,6 +22,8 @@ pub(crate) struct Upload {
     pub shards: u32,
     pub address: String,
     pub files: Vec<PathBuf>,
+    /// The connection settings (timeout replaced by [`CONNECT_TIMEOUT`]) and token.
+    pub client: vasto_client::ClientConfig,
 }
 
 impl Upload {
@@ -31,7 +33,11 @@ impl Upload {
 
     /// Streams the files and waits for the store's answer.
     pub(crate) async fn run(self, progress: &Progress) -> Result<(), ImportError> {
-        let mut stream = vasto_client::connect_store(&self.address, CONNECT_TIMEOUT).await.map_err(|e| self.fail(e.to_string()))?;
+        let config = vasto_client::ClientConfig { timeout: CONNECT_TIMEOUT, ..self.client.clone() };
+        let mut stream = vasto_client::connect_store(&self.address, vasto_client::Role::Importer, &config).await.map_err(|e| match e {
+            e @ vasto_client::ClientError::Unauthenticated(_) => ImportError::Client(e),
+            e => self.fail(e.to_string()),
+        })?;
         let mut enc = FrameEncoder::new();
         let mut piece = vec![0u8; PIECE];
         let mut out = Vec::with_capacity(PIECE + 4096);

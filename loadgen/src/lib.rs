@@ -26,6 +26,7 @@
 //!     duration: Duration::from_secs(10),
 //!     progress: true,
 //!     stop: None,
+//!     token: None,
 //! })
 //! .await?;
 //! println!("{}", report.human());
@@ -76,6 +77,8 @@ pub struct LoadgenConfig {
     /// Stops the run early once it holds `true` (e.g. on Ctrl-C); the report then covers the
     /// time until the stop.
     pub stop: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The cluster token (`None`: an open cluster).
+    pub token: Option<vasto_client::ClusterToken>,
 }
 
 /// Why a run could not happen. Failed requests during a run are not errors: they are counted
@@ -114,6 +117,7 @@ pub async fn run(config: &LoadgenConfig) -> Result<Report, LoadgenError> {
     for t in 0..threads {
         let plan = ThreadPlan {
             master: config.master.clone(),
+            token: config.token.clone(),
             keyspace: config.keyspace.clone(),
             workload: config.workload,
             keys: config.keys,
@@ -258,6 +262,7 @@ mod tests {
             duration: Duration::from_millis(10),
             progress: false,
             stop: None,
+            token: None,
         }
     }
 

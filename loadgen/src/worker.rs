@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch, Notify};
-use vasto_client::{Client, ClientError, Keyspace};
+use vasto_client::{Client, ClientConfig, ClientError, Keyspace};
 
 /// How long a thread waits, after the end of the run, for requests still in flight before it
 /// abandons them (a dead store would otherwise hold the run until the request timeout).
@@ -78,6 +78,7 @@ pub(crate) struct ThreadResult {
 /// What a thread needs, besides its clients.
 pub(crate) struct ThreadPlan {
     pub master: String,
+    pub token: Option<vasto_client::ClusterToken>,
     pub keyspace: String,
     pub workload: Workload,
     pub keys: u64,
@@ -165,7 +166,10 @@ pub(crate) fn thread_main(
 }
 
 async fn connect(plan: &ThreadPlan) -> Result<Vec<Keyspace>, ClientError> {
-    let clients = futures_util::future::try_join_all((0..plan.clients).map(|_| Client::connect(&plan.master))).await?;
+    let clients = futures_util::future::try_join_all(
+        (0..plan.clients).map(|_| Client::connect_with(&plan.master, ClientConfig { token: plan.token.clone(), ..ClientConfig::default() })),
+    )
+    .await?;
     futures_util::future::try_join_all(clients.iter().map(|c| c.keyspace(&plan.keyspace))).await
 }
 

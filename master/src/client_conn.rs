@@ -1,5 +1,6 @@
 //! A client or admin connection: subscriptions to routing tables and admin requests.
 use crate::admin::{create_keyspace, delete_keyspace};
+use crate::command::Command;
 use crate::hub::{write_loop, Frame, Outbox, Shared};
 use crate::replace_run::replace_store;
 use crate::resize_run::resize_keyspace;
@@ -7,7 +8,7 @@ use crate::MasterError;
 use std::sync::Arc;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
-use vasto_wire::{parse_frame, read_frame, FrameEncoder, Status, DEFAULT_MAX_FRAME};
+use vasto_wire::{parse_frame, read_frame, FrameEncoder, Role, Status, DEFAULT_MAX_FRAME};
 
 /// Starts an import into `name`: the keyspace is busy (no resize, replace or repair starts)
 /// until the importer ends it or its connection closes. Refused while another operation runs.
@@ -32,14 +33,32 @@ fn reply(outbox: &Outbox, enc: &mut FrameEncoder, id: u64, status: Status, messa
     let _ = outbox.send(Arc::new(out));
 }
 
-/// Serves a connection whose hello said `Role::Client` or `Role::Admin`, until it closes.
-pub(crate) async fn serve_client(shared: Arc<Shared>, mut rd: OwnedReadHalf, wr: OwnedWriteHalf, mut buf: Vec<u8>) -> Result<(), MasterError> {
+/// Answers request `id` once `work` is done, without holding up the connection's other
+/// requests (admin operations can take minutes).
+fn reply_later(outbox: &Outbox, id: u64, work: impl std::future::Future<Output = (Status, String)> + Send + 'static) {
+    let outbox = outbox.clone();
+    tokio::spawn(async move {
+        let (status, message) = work.await;
+        reply(&outbox, &mut FrameEncoder::new(), id, status, &message, "");
+    });
+}
+
+/// Serves a connection admitted as a client, admin or importer (`role`), until it closes.
+pub(crate) async fn serve_client(
+    shared: Arc<Shared>,
+    role: Role,
+    peer: String,
+    mut rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    mut buf: Vec<u8>,
+) -> Result<(), MasterError> {
     let conn = shared.conn_id();
     let (outbox, rx) = mpsc::unbounded_channel::<Frame>();
     // The writer ends once every sender is gone: this loop's and those of admin tasks in flight.
     tokio::spawn(write_loop(wr, rx));
     let mut imports = Vec::new();
-    let result = client_loop(&shared, conn, &mut rd, &mut buf, &outbox, &mut imports).await;
+    let mut peer = Peer { role, address: peer, outbox, imports: &mut imports };
+    let result = client_loop(&shared, conn, &mut rd, &mut buf, &mut peer).await;
     let mut hub = shared.lock();
     hub.unsubscribe_all(conn);
     for name in imports {
@@ -49,14 +68,15 @@ pub(crate) async fn serve_client(shared: Arc<Shared>, mut rd: OwnedReadHalf, wr:
     result
 }
 
-async fn client_loop(
-    shared: &Arc<Shared>,
-    conn: u64,
-    rd: &mut OwnedReadHalf,
-    buf: &mut Vec<u8>,
-    outbox: &Outbox,
-    imports: &mut Vec<String>,
-) -> Result<(), MasterError> {
+/// One connection's peer: what it was admitted as, where its answers go, the imports it holds.
+struct Peer<'i> {
+    role: Role,
+    address: String,
+    outbox: Outbox,
+    imports: &'i mut Vec<String>,
+}
+
+async fn client_loop(shared: &Arc<Shared>, conn: u64, rd: &mut OwnedReadHalf, buf: &mut Vec<u8>, peer: &mut Peer<'_>) -> Result<(), MasterError> {
     let mut enc = FrameEncoder::new();
     loop {
         match read_frame(rd, buf, DEFAULT_MAX_FRAME).await {
@@ -66,78 +86,81 @@ async fn client_loop(
         }
         let frame = parse_frame(buf)?;
         let id = frame.id();
-        if let Some(sub) = frame.body_as_subscribe() {
-            let name = sub.keyspace().unwrap_or_default();
-            shared.lock().subscribe(conn, outbox, name);
-        } else if let Some(req) = frame.body_as_create_keyspace() {
-            let name = req.keyspace().unwrap_or_default().to_owned();
-            let (shards, replicas) = (req.shards(), req.replicas());
-            let (shared, outbox) = (Arc::clone(shared), outbox.clone());
-            tokio::spawn(async move {
-                let (status, message) = create_keyspace(&shared, &name, shards, replicas).await;
-                reply(&outbox, &mut FrameEncoder::new(), id, status, &message, "");
-            });
-        } else if let Some(req) = frame.body_as_delete_keyspace() {
-            let name = req.keyspace().unwrap_or_default().to_owned();
-            let (shared, outbox) = (Arc::clone(shared), outbox.clone());
-            tokio::spawn(async move {
-                let (status, message) = delete_keyspace(&shared, &name).await;
-                reply(&outbox, &mut FrameEncoder::new(), id, status, &message, "");
-            });
-        } else if let Some(req) = frame.body_as_replace_store() {
-            let name = req.keyspace().unwrap_or_default().to_owned();
-            let (from, to) = (req.from().unwrap_or_default().to_owned(), req.to().unwrap_or_default().to_owned());
-            let (shared, outbox) = (Arc::clone(shared), outbox.clone());
-            tokio::spawn(async move {
-                let (status, message) = replace_store(&shared, &name, &from, &to).await;
-                reply(&outbox, &mut FrameEncoder::new(), id, status, &message, "");
-            });
-        } else if let Some(req) = frame.body_as_resize_keyspace() {
-            let (name, shards) = (req.keyspace().unwrap_or_default().to_owned(), req.shards());
-            let (shared, outbox) = (Arc::clone(shared), outbox.clone());
-            tokio::spawn(async move {
-                let (status, message) = resize_keyspace(&shared, &name, shards).await;
-                reply(&outbox, &mut FrameEncoder::new(), id, status, &message, "");
-            });
-        } else if let Some(req) = frame.body_as_begin_import() {
-            let name = req.keyspace().unwrap_or_default().to_owned();
-            match begin_import(shared, &name) {
-                Ok(shards) => {
-                    imports.push(name);
-                    reply(outbox, &mut enc, id, Status::Ok, "", &format!("{{\"shards\":{shards}}}"));
-                }
-                Err((status, message)) => reply(outbox, &mut enc, id, status, &message, ""),
-            }
-        } else if let Some(req) = frame.body_as_end_import() {
-            let name = req.keyspace().unwrap_or_default();
-            if let Some(i) = imports.iter().position(|n| n == name) {
-                imports.swap_remove(i);
-                shared.lock().state.end(name);
-                reply(outbox, &mut enc, id, Status::Ok, "", "");
-            } else {
-                reply(outbox, &mut enc, id, Status::BadRequest, &format!("no import into {name} was begun on this connection"), "");
-            }
-        } else if let Some(req) = frame.body_as_cancel_operation() {
-            let name = req.keyspace().unwrap_or_default();
-            if shared.lock().state.request_cancel(name) {
-                reply(outbox, &mut enc, id, Status::Ok, &format!("cancelling the operation on {name}"), "");
-            } else {
-                reply(outbox, &mut enc, id, Status::BadRequest, &format!("no operation in progress on {name}"), "");
-            }
-        } else if frame.body_as_status_request().is_some() {
-            let mut status = shared.lock().state.status(crate::state::unix_ms());
-            status.cluster_id = format!("{:016x}", shared.cluster_id);
-            match serde_json::to_string(&status) {
-                Ok(json) => reply(outbox, &mut enc, id, Status::Ok, "", &json),
-                Err(e) => reply(outbox, &mut enc, id, Status::Internal, &format!("encoding the status: {e}"), ""),
-            }
-        } else if frame.body_as_heartbeat().is_some() {
-            // A keepalive from a client: nothing to do.
-        } else {
+        let Some(command) = Command::of(&frame) else {
             let what = frame.body_type().variant_name().unwrap_or("unknown");
             let message =
                 format!("unexpected {what} message: the master accepts subscribe, create/delete/resize keyspace, replace store, cancel, import and status");
-            reply(outbox, &mut enc, id, Status::BadRequest, &message, "");
+            reply(&peer.outbox, &mut enc, id, Status::BadRequest, &message, "");
+            continue;
+        };
+        if !command.permitted(peer.role) {
+            let (role, what) = (peer.role, command.name());
+            tracing::warn!(peer = %peer.address, ?role, command = what, "refused a command the peer's role may not send");
+            reply(&peer.outbox, &mut enc, id, Status::Unauthorized, &format!("a {role:?} connection may not send {what}; connect as an admin"), "");
+            continue;
+        }
+        serve_command(shared, conn, peer, &mut enc, id, command);
+    }
+}
+
+/// Executes one permitted command; every answer goes through [`reply`].
+fn serve_command(shared: &Arc<Shared>, conn: u64, peer: &mut Peer<'_>, enc: &mut FrameEncoder, id: u64, command: Command<'_>) {
+    let outbox = &peer.outbox;
+    match command {
+        Command::Subscribe(sub) => shared.lock().subscribe(conn, outbox, sub.keyspace().unwrap_or_default()),
+        Command::KeepAlive => {}
+        Command::Create(req) => {
+            let (shared, name, shards, replicas) = (Arc::clone(shared), req.keyspace().unwrap_or_default().to_owned(), req.shards(), req.replicas());
+            reply_later(outbox, id, async move { create_keyspace(&shared, &name, shards, replicas).await });
+        }
+        Command::Delete(req) => {
+            let (shared, name) = (Arc::clone(shared), req.keyspace().unwrap_or_default().to_owned());
+            reply_later(outbox, id, async move { delete_keyspace(&shared, &name).await });
+        }
+        Command::Replace(req) => {
+            let (shared, name) = (Arc::clone(shared), req.keyspace().unwrap_or_default().to_owned());
+            let (from, to) = (req.from().unwrap_or_default().to_owned(), req.to().unwrap_or_default().to_owned());
+            reply_later(outbox, id, async move { replace_store(&shared, &name, &from, &to).await });
+        }
+        Command::Resize(req) => {
+            let (shared, name, shards) = (Arc::clone(shared), req.keyspace().unwrap_or_default().to_owned(), req.shards());
+            reply_later(outbox, id, async move { resize_keyspace(&shared, &name, shards).await });
+        }
+        Command::BeginImport(req) => {
+            let name = req.keyspace().unwrap_or_default().to_owned();
+            match begin_import(shared, &name) {
+                Ok(shards) => {
+                    peer.imports.push(name);
+                    reply(outbox, enc, id, Status::Ok, "", &format!("{{\"shards\":{shards}}}"));
+                }
+                Err((status, message)) => reply(outbox, enc, id, status, &message, ""),
+            }
+        }
+        Command::EndImport(req) => {
+            let name = req.keyspace().unwrap_or_default();
+            if let Some(i) = peer.imports.iter().position(|n| n == name) {
+                peer.imports.swap_remove(i);
+                shared.lock().state.end(name);
+                reply(outbox, enc, id, Status::Ok, "", "");
+            } else {
+                reply(outbox, enc, id, Status::BadRequest, &format!("no import into {name} was begun on this connection"), "");
+            }
+        }
+        Command::Cancel(req) => {
+            let name = req.keyspace().unwrap_or_default();
+            if shared.lock().state.request_cancel(name) {
+                reply(outbox, enc, id, Status::Ok, &format!("cancelling the operation on {name}"), "");
+            } else {
+                reply(outbox, enc, id, Status::BadRequest, &format!("no operation in progress on {name}"), "");
+            }
+        }
+        Command::Status => {
+            let mut status = shared.lock().state.status(crate::state::unix_ms());
+            status.cluster_id = format!("{:016x}", shared.cluster_id);
+            match serde_json::to_string(&status) {
+                Ok(json) => reply(outbox, enc, id, Status::Ok, "", &json),
+                Err(e) => reply(outbox, enc, id, Status::Internal, &format!("encoding the status: {e}"), ""),
+            }
         }
     }
 }

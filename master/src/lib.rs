@@ -16,6 +16,7 @@ mod admin;
 mod adopt;
 mod catalog;
 mod client_conn;
+mod command;
 mod hub;
 mod lag;
 mod progress;
@@ -41,7 +42,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use vasto_wire::{parse_frame, read_frame, FrameEncoder, Role, Status, WireError, DEFAULT_MAX_FRAME, PROTOCOL_VERSION};
+use vasto_wire::{read_frame, Admission, ClusterToken, Doorman, FrameEncoder, Role, WireError};
 
 /// How the master listens and how patient it is.
 #[derive(Debug, Clone)]
@@ -61,11 +62,13 @@ pub struct MasterConfig {
     /// replicas' reports that they applied everything: long enough for a keep-alive (500 ms)
     /// and a heartbeat (250 ms) to pass through every replica.
     pub drain_settle: Duration,
+    /// The cluster token every peer must prove; `None` runs open, allowed on loopback only.
+    pub token: Option<ClusterToken>,
 }
 
 impl Default for MasterConfig {
     /// Listens on `127.0.0.1:8278` with its files in `./vasto-master`, 1 s heartbeat timeout,
-    /// 10 s command timeout, 1.2 s drain settle.
+    /// 10 s command timeout, 1.2 s drain settle, no token.
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8278)),
@@ -74,6 +77,7 @@ impl Default for MasterConfig {
             heartbeat_timeout: Duration::from_secs(1),
             command_timeout: Duration::from_secs(10),
             drain_settle: Duration::from_millis(1200),
+            token: None,
         }
     }
 }
@@ -101,6 +105,9 @@ pub enum MasterError {
     /// The master's directory cannot be used.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// The master would accept strangers: no cluster token and a non-loopback listen address.
+    #[error("{0}")]
+    Open(String),
     /// A store sent nothing for longer than the heartbeat timeout.
     #[error("no frame from store {store} within {timeout:?}")]
     HeartbeatTimeout {
@@ -114,6 +121,15 @@ pub enum MasterError {
 /// Binds `config.listen`, logs "master listening on ADDR" and serves forever.
 pub async fn run(config: MasterConfig) -> Result<(), MasterError> {
     let addr = config.listen;
+    if config.token.is_none() {
+        if !addr.ip().is_loopback() {
+            return Err(MasterError::Open(format!(
+                "refusing to listen on {addr} without a cluster token: anyone who can reach it could delete keyspaces or register as a store; \
+                 give --token-file (or VASTO_TOKEN_FILE), or listen on loopback"
+            )));
+        }
+        tracing::warn!("no cluster token: the master is open to anyone who can reach {addr} (loopback only)");
+    }
     let listener = TcpListener::bind(addr).await.map_err(|source| MasterError::Bind { addr, source })?;
     let local = listener.local_addr().unwrap_or(addr);
     tracing::info!("master listening on {local}");
@@ -146,54 +162,42 @@ pub async fn serve(listener: TcpListener, config: MasterConfig) -> Result<(), Ma
     }
 }
 
-/// Hello exchange, then hands the connection to the store or client loop.
+/// The opening (hello, and the token's proof when the master has one), then hands the
+/// connection to the store loop or the client loop with the role the peer was admitted as.
 async fn handle_conn(shared: Arc<Shared>, stream: TcpStream) -> Result<(), MasterError> {
     stream.set_nodelay(true)?;
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = Vec::new();
-    let first = tokio::time::timeout(shared.config.command_timeout, read_frame(&mut rd, &mut buf, DEFAULT_MAX_FRAME)).await;
-    match first {
-        Ok(result) => result?,
-        Err(_) => return Err(MasterError::Protocol("no hello within the command timeout".into())),
-    }
-    let mut enc = FrameEncoder::new();
-    let mut out = Vec::new();
-    let ours = shared.cluster_id;
-    let hello = parse_frame(&buf)?.body_as_hello().map(|h| (h.protocol_version(), h.role(), h.cluster_id()));
-    let Some((version, role, theirs)) = hello else {
-        enc.hello_reply(&mut out, Status::BadRequest, "the first frame must be a hello", ours);
+    let mut door = Doorman::new("master", shared.config.token.clone());
+    let (mut enc, mut out) = (FrameEncoder::new(), Vec::new());
+    let role = loop {
+        let next = tokio::time::timeout(shared.config.command_timeout, read_frame(&mut rd, &mut buf, HELLO_MAX_FRAME)).await;
+        match next {
+            Ok(result) => result?,
+            Err(_) => return Err(MasterError::Protocol("the opening did not finish within the command timeout".into())),
+        }
+        out.clear();
+        let admission = door.on_frame(&buf, shared.cluster_id, &mut enc, &mut out);
         wr.write_all(&out).await?;
-        return Err(MasterError::Protocol("the first frame was not a hello".into()));
+        match admission {
+            Admission::Wait => {}
+            Admission::Admitted(role) => break role,
+            Admission::Refused(why) => {
+                tracing::warn!(%peer, %why, "refused a connection");
+                let _ = wr.shutdown().await;
+                return Err(MasterError::Protocol(why));
+            }
+        }
     };
-    if version != PROTOCOL_VERSION {
-        let message = format!("protocol version mismatch: the master speaks version {PROTOCOL_VERSION}, the peer speaks version {version}");
-        enc.hello_reply(&mut out, Status::VersionMismatch, &message, ours);
-        wr.write_all(&out).await?;
-        let _ = wr.shutdown().await;
-        return Err(MasterError::Protocol(message));
-    }
-    if role != Role::Store && role != Role::Client && role != Role::Admin {
-        enc.hello_reply(&mut out, Status::BadRequest, "unknown role", ours);
-        wr.write_all(&out).await?;
-        return Err(MasterError::Protocol(format!("unknown role {}", role.0)));
-    }
-    if theirs != 0 && theirs != ours {
-        let message = format!("this master runs cluster {ours:016x}; the peer belongs to cluster {theirs:016x}");
-        tracing::warn!(peer = %peer, role = ?role, %message, "refused a node of another cluster");
-        enc.hello_reply(&mut out, Status::WrongCluster, &message, ours);
-        wr.write_all(&out).await?;
-        let _ = wr.shutdown().await;
-        return Err(MasterError::Protocol(message));
-    }
-    enc.hello_reply(&mut out, Status::Ok, "", ours);
-    wr.write_all(&out).await?;
-    if role == Role::Store {
-        store_conn::serve_store(shared, rd, wr, buf).await
-    } else {
-        client_conn::serve_client(shared, rd, wr, buf).await
+    match role {
+        Role::Store => store_conn::serve_store(shared, rd, wr, buf).await,
+        role => client_conn::serve_client(shared, role, peer, rd, wr, buf).await,
     }
 }
+
+/// Largest frame accepted before a peer is admitted: a hello or a proof is a few dozen bytes.
+const HELLO_MAX_FRAME: usize = 4096;
 
 #[cfg(test)]
 mod server_tests;

@@ -6,7 +6,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use vasto_wire::fb::ShardCommandKind;
-use vasto_wire::{ReplicaLag, RoutingTable, ShardInfo};
+use vasto_wire::{parse_frame, ReplicaLag, RoutingTable, ShardInfo, Status, DEFAULT_MAX_FRAME};
 
 #[path = "server_repl_tests.rs"]
 mod replication;
@@ -37,7 +37,7 @@ async fn start_in(dir: &std::path::Path, heartbeat_timeout: Duration) -> SocketA
 async fn connect(addr: SocketAddr, role: Role) -> TcpStream {
     let mut s = TcpStream::connect(addr).await.expect("connect");
     let mut out = Vec::new();
-    FrameEncoder::new().hello(&mut out, role, 0);
+    FrameEncoder::new().hello(&mut out, role, 0, &[0; 16]);
     s.write_all(&out).await.expect("hello");
     let mut buf = Vec::new();
     read_frame(&mut s, &mut buf, DEFAULT_MAX_FRAME).await.expect("hello reply");
@@ -329,7 +329,7 @@ async fn restarted_master_rebuilds_from_reports() {
         .map(|shard| ShardInfo { keyspace: "users".into(), shard, shards: 3, replica: 0, replicas: 1, committed: 3, committed_at_ms: 1, ..Default::default() })
         .collect();
     let store = FakeStore::start(addr, "s9", Arc::new(Mutex::new(shards))).await;
-    let mut client = connect(addr, Role::Client).await;
+    let mut client = connect(addr, Role::Admin).await;
     let mut out = Vec::new();
     FrameEncoder::new().subscribe(&mut out, "users");
     request(&mut client, out).await;
@@ -349,7 +349,7 @@ async fn bad_input_never_hurts_other_connections() {
 
     // Wrong protocol version: a clear refusal.
     let mut fbb = flatbuffers::FlatBufferBuilder::new();
-    let hello = vasto_wire::fb::Hello::create(&mut fbb, &vasto_wire::fb::HelloArgs { protocol_version: 999, role: Role::Client, cluster_id: 0 });
+    let hello = vasto_wire::fb::Hello::create(&mut fbb, &vasto_wire::fb::HelloArgs { protocol_version: 999, role: Role::Client, cluster_id: 0, nonce: None });
     let args = vasto_wire::fb::FrameArgs { id: 0, body_type: vasto_wire::Body::Hello, body: Some(hello.as_union_value()) };
     let frame = vasto_wire::fb::Frame::create(&mut fbb, &args);
     fbb.finish(frame, None);
@@ -375,7 +375,7 @@ async fn bad_input_never_hurts_other_connections() {
     }
 
     // A data request sent to the master gets a BadRequest with its id.
-    let mut client = connect(addr, Role::Client).await;
+    let mut client = connect(addr, Role::Admin).await;
     let mut out = Vec::new();
     FrameEncoder::new().get(&mut out, 42, "ks", 0, b"k");
     request(&mut client, out).await;

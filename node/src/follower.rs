@@ -16,7 +16,7 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use vasto_engine::header::Header;
 use vasto_engine::LogPosition;
-use vasto_wire::{parse_frame, read_frame, FrameEncoder, Role, Status, DEFAULT_MAX_FRAME};
+use vasto_wire::{greet, parse_frame, read_frame, ClusterToken, FrameEncoder, Greeter, Role, Status, DEFAULT_MAX_FRAME};
 
 const RETRY: Duration = Duration::from_millis(250);
 /// A tail silent for this long (keep-alives come every 500 ms) is considered dead.
@@ -39,6 +39,8 @@ pub(crate) struct FollowState {
 pub(crate) struct FollowCtx {
     pub registry: Arc<Registry>,
     pub me: String,
+    /// The cluster token proven to the peer, if the cluster has one.
+    pub token: Option<ClusterToken>,
     pub key: FollowerKey,
     pub source: Source,
     pub state: Arc<Mutex<HashMap<FollowerKey, FollowState>>>,
@@ -94,26 +96,17 @@ pub(crate) async fn follow(ctx: FollowCtx) {
     }
 }
 
-/// Connects to a peer store, says hello as a store of our cluster and sends `request`.
-async fn connect_peer(address: &str, cluster_id: u64, request: &[u8]) -> Result<BufReader<TcpStream>, String> {
+/// Connects to a peer store, opens the connection as a store of our cluster (proving the token)
+/// and sends `request`.
+async fn connect_peer(ctx: &FollowCtx, request: &[u8]) -> Result<BufReader<TcpStream>, String> {
+    let address = &ctx.source.address;
     let mut stream =
         tokio::time::timeout(SILENCE, TcpStream::connect(address)).await.map_err(|_| "connect timed out".to_string())?.map_err(|e| e.to_string())?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    FrameEncoder::new().hello(&mut out, Role::Store, cluster_id);
-    out.extend_from_slice(request);
-    stream.write_all(&out).await.map_err(|e| e.to_string())?;
-    let mut reader = BufReader::with_capacity(256 << 10, stream);
-    let mut buf = Vec::new();
-    tokio::time::timeout(SILENCE, read_frame(&mut reader, &mut buf, DEFAULT_MAX_FRAME))
-        .await
-        .map_err(|_| "no hello reply".to_string())?
-        .map_err(|e| e.to_string())?;
-    let reply = parse_frame(&buf).ok().and_then(|f| f.body_as_hello_reply()).ok_or("peer did not answer the hello")?;
-    if reply.status() != Status::Ok {
-        return Err(format!("peer refused: {}", reply.message().unwrap_or_default()));
-    }
-    Ok(reader)
+    let greeter = Greeter::new(Role::Store, ctx.registry.cluster_id(), ctx.token.as_ref());
+    greet(&mut stream, &greeter, SILENCE).await.map_err(|e| format!("peer refused: {e}"))?;
+    stream.write_all(request).await.map_err(|e| e.to_string())?;
+    Ok(BufReader::with_capacity(256 << 10, stream))
 }
 
 /// One tail session: connect, ask for changes after the saved position, apply until it breaks.
@@ -128,7 +121,7 @@ async fn follow_once(ctx: &FollowCtx) -> Result<(), String> {
     let epoch = replica.recopy_epoch();
     let mut request = Vec::new();
     FrameEncoder::new().tail(&mut request, keyspace, ctx.source.shard, after.incarnation, after.seq, &ctx.me, ctx.source.only);
-    let mut reader = connect_peer(&ctx.source.address, ctx.registry.cluster_id(), &request).await?;
+    let mut reader = connect_peer(ctx, &request).await?;
     let mut buf = Vec::new();
     let mut saved = after;
     loop {
@@ -233,7 +226,7 @@ async fn bootstrap(ctx: &FollowCtx, replica: &Replica) -> Result<(), String> {
     let epoch = replica.recopy_epoch();
     let mut request = Vec::new();
     FrameEncoder::new().snapshot_request(&mut request, keyspace, ctx.source.shard, &ctx.me, ctx.source.only);
-    let mut reader = connect_peer(&ctx.source.address, ctx.registry.cluster_id(), &request).await?;
+    let mut reader = connect_peer(ctx, &request).await?;
     let dir = replica.dir().with_extension(format!("snapshot-in-{}", vasto_engine::now_ns()));
     let result = receive_snapshot(&mut reader, replica, &dir).await.and_then(|(files, position)| {
         if position.incarnation == 0 {

@@ -4,11 +4,13 @@
 use crate::group::WriteGroup;
 use crate::ingest::IngestSession;
 use crate::registry::{Lookup, Registry, Replica};
+use crate::request::Request;
 use std::borrow::Cow;
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
 use vasto_engine::{EngineError, LogPosition, Shard, Write};
-use vasto_wire::{fb, only_selector, parse_frame, Body, FrameEncoder, OpKind, ShardSelector, Status};
+use vasto_wire::{fb, only_selector, parse_frame, Admission, ClusterToken, Doorman, FrameEncoder, OpKind, Role, ShardSelector, Status};
 
 /// Largest accepted value, in bytes.
 pub const MAX_VALUE_BYTES: usize = 32 << 20;
@@ -22,6 +24,10 @@ pub const MAX_SCAN_LIMIT: u32 = 10_000;
 pub struct Handler {
     registry: Arc<Registry>,
     enc: FrameEncoder,
+    /// The opening of the connection and the role the peer was admitted as.
+    door: Doorman,
+    /// Who is connected, for the log.
+    peer: SocketAddr,
     /// The import being received on this connection, if any.
     ingest: Option<IngestSession>,
     /// Puts and deletes held for one group commit (see [`crate::group`]).
@@ -51,39 +57,33 @@ fn reject(status: Status, msg: &'static str) -> Reject {
 }
 
 impl Handler {
-    /// A handler serving the shards of `registry`.
-    pub fn new(registry: Arc<Registry>) -> Self {
-        Self { registry, enc: FrameEncoder::new(), ingest: None, group: WriteGroup::default(), flushed_to: 0 }
+    /// A handler serving the shards of `registry` to `peer`, admitting only peers that prove
+    /// `token` when there is one.
+    pub fn new(registry: Arc<Registry>, token: Option<ClusterToken>, peer: SocketAddr) -> Self {
+        let door = Doorman::new("store", token);
+        Self { registry, enc: FrameEncoder::new(), door, peer, ingest: None, group: WriteGroup::default(), flushed_to: 0 }
     }
 
-    /// A new handler on the same registry (used to recover from a panic mid-encode).
-    pub fn fresh(&self) -> Self {
-        Self::new(Arc::clone(&self.registry))
+    /// A new handler on the same registry and the same admitted peer, with nothing held (used to
+    /// recover from a panic mid-encode).
+    pub fn fresh(&mut self) -> Self {
+        let door = std::mem::replace(&mut self.door, Doorman::new("store", None));
+        Self { door, ..Self::new(Arc::clone(&self.registry), None, self.peer) }
     }
 
-    /// Answers the connection's first frame, which must be a hello with our protocol version
-    /// and, when the peer knows its cluster, our cluster id.
-    pub fn hello(&mut self, body: &[u8], out: &mut Vec<u8>) -> Next {
-        let hello = parse_frame(body).ok().and_then(|f| f.body_as_hello());
-        let ours = self.registry.cluster_id();
-        match hello {
-            Some(h) if h.protocol_version() != vasto_wire::PROTOCOL_VERSION => {
-                let msg = format!("protocol version {} is not supported; this store speaks {}", h.protocol_version(), vasto_wire::PROTOCOL_VERSION);
-                self.enc.hello_reply(out, Status::VersionMismatch, &msg, ours);
-                Next::Close
-            }
-            Some(h) if h.cluster_id() != 0 && ours != 0 && h.cluster_id() != ours => {
-                let msg = format!("this store belongs to cluster {ours:016x}, the peer to cluster {:016x}", h.cluster_id());
-                tracing::warn!(%msg, "refused a connection from another cluster");
-                self.enc.hello_reply(out, Status::WrongCluster, &msg, ours);
-                Next::Close
-            }
-            Some(_) => {
-                self.enc.hello_reply(out, Status::Ok, "", ours);
-                Next::Continue
-            }
-            None => {
-                self.enc.hello_reply(out, Status::BadRequest, "the first frame must be a hello", ours);
+    /// Whether the peer has been admitted (every frame after that is a request).
+    pub fn admitted(&self) -> bool {
+        self.door.admitted().is_some()
+    }
+
+    /// Answers a frame of the connection's opening (see `vasto_wire::Doorman`): a hello with our
+    /// protocol version and, when the peer knows its cluster, our cluster id; then, when this
+    /// store has a token, the peer's proof of it.
+    pub fn admit(&mut self, body: &[u8], out: &mut Vec<u8>) -> Next {
+        match self.door.on_frame(body, self.registry.cluster_id(), &mut self.enc, out) {
+            Admission::Wait | Admission::Admitted(_) => Next::Continue,
+            Admission::Refused(why) => {
+                tracing::warn!(peer = %self.peer, %why, "refused a connection");
                 Next::Close
             }
         }
@@ -102,71 +102,81 @@ impl Handler {
     /// delete may be held for a group commit: its answer is appended by the next
     /// [`Handler::flush_writes`], which must be called with the same `input` before it changes.
     /// Held writes are committed before any other request is handled, so answers stay in
-    /// request order.
+    /// request order. A request the peer's role may not make is refused and closes the
+    /// connection.
     pub fn handle(&mut self, input: &[u8], body: Range<usize>, out: &mut Vec<u8>) -> Next {
         self.flushed_to = 0;
-        let frame = parse_frame(&input[body]);
-        if let Ok(frame) = &frame {
-            let id = frame.id();
-            let held = match frame.body_type() {
-                Body::Put => frame.body_as_put().map(|r| self.hold_put(input, id, r, out)),
-                Body::Delete => frame.body_as_delete().map(|r| self.hold_delete(input, id, r, out)),
-                _ => None,
-            };
-            match held {
-                Some(Ok(())) => return Next::Continue,
-                Some(Err(Reject(status, msg))) => {
-                    self.flush_writes(input, out);
-                    self.enc.status(out, id, status, &msg, 0);
-                    return Next::Continue;
-                }
-                None => {}
-            }
-        }
-        self.flush_writes(input, out);
-        let frame = match frame {
+        let frame = match parse_frame(&input[body]) {
             Ok(f) => f,
             Err(e) => {
                 // The framing is intact, so the connection can go on; the id is unknowable.
+                self.flush_writes(input, out);
                 self.enc.status(out, 0, Status::BadRequest, &e.to_string(), 0);
                 return Next::Continue;
             }
         };
         let id = frame.id();
-        if let Some(tail) = frame.body_as_tail() {
-            let from = LogPosition { incarnation: tail.incarnation(), seq: tail.after() };
-            return match self.shard(tail.keyspace(), tail.shard()) {
-                Ok(replica) => Next::Tail(replica, from, only_selector(tail.only_shard(), tail.only_shards())),
-                Err(Reject(status, msg)) => {
-                    self.enc.changes_status(out, status, tail.after(), 0, 0);
-                    tracing::warn!(follower = tail.follower().unwrap_or_default(), %msg, "refused a tail");
-                    Next::Close
-                }
-            };
+        let Some(request) = Request::of(&frame) else {
+            self.flush_writes(input, out);
+            self.enc.status(out, id, Status::BadRequest, "unexpected message on a data connection", 0);
+            return Next::Continue;
+        };
+        let role = self.door.admitted().unwrap_or(Role::Client);
+        if !self.admitted() || !request.permitted(role) {
+            self.flush_writes(input, out);
+            let what = request.name();
+            tracing::warn!(peer = %self.peer, ?role, request = what, "refused a request the peer's role may not make");
+            self.enc.status(out, id, Status::Unauthorized, &format!("a {role:?} connection may not send a {what}"), 0);
+            return Next::Close;
         }
-        if let Some(req) = frame.body_as_ingest() {
-            return self.ingest(out, id, req);
+        let held = match request {
+            Request::Put(r) => self.hold_put(input, id, r, out),
+            Request::Delete(r) => self.hold_delete(input, id, r, out),
+            other => {
+                self.flush_writes(input, out);
+                return self.serve(out, id, other);
+            }
+        };
+        if let Err(Reject(status, msg)) = held {
+            self.flush_writes(input, out);
+            self.enc.status(out, id, status, &msg, 0);
         }
-        if let Some(req) = frame.body_as_snapshot_request() {
-            return match self.shard(req.keyspace(), req.shard()) {
-                Ok(replica) => Next::Snapshot(replica, only_selector(req.only_shard(), req.only_shards())),
-                Err(Reject(status, msg)) => {
-                    self.enc.snapshot_chunk(out, status, &msg, 0, b"", true, 0, 0);
-                    Next::Close
-                }
-            };
-        }
-        let result = match frame.body_type() {
-            Body::Get => frame.body_as_get().map(|r| self.get(out, id, r)),
-            Body::Batch => frame.body_as_batch().map(|r| self.batch(r)),
-            Body::Scan => frame.body_as_scan().map(|r| self.scan(out, id, r)),
-            _ => None,
+        Next::Continue
+    }
+
+    /// Serves every request but puts and deletes, once the held writes are committed.
+    fn serve(&mut self, out: &mut Vec<u8>, id: u64, request: Request<'_>) -> Next {
+        let result = match request {
+            Request::Tail(tail) => {
+                let from = LogPosition { incarnation: tail.incarnation(), seq: tail.after() };
+                return match self.shard(tail.keyspace(), tail.shard()) {
+                    Ok(replica) => Next::Tail(replica, from, only_selector(tail.only_shard(), tail.only_shards())),
+                    Err(Reject(status, msg)) => {
+                        self.enc.changes_status(out, status, tail.after(), 0, 0);
+                        tracing::warn!(follower = tail.follower().unwrap_or_default(), %msg, "refused a tail");
+                        Next::Close
+                    }
+                };
+            }
+            Request::Snapshot(req) => {
+                return match self.shard(req.keyspace(), req.shard()) {
+                    Ok(replica) => Next::Snapshot(replica, only_selector(req.only_shard(), req.only_shards())),
+                    Err(Reject(status, msg)) => {
+                        self.enc.snapshot_chunk(out, status, &msg, 0, b"", true, 0, 0);
+                        Next::Close
+                    }
+                };
+            }
+            Request::Ingest(req) => return self.ingest(out, id, req),
+            Request::Get(r) => self.get(out, id, r),
+            Request::Batch(r) => self.batch(r),
+            Request::Scan(r) => self.scan(out, id, r),
+            Request::Put(_) | Request::Delete(_) => Err(reject(Status::Internal, "a write reached the unheld path")),
         };
         match result {
-            Some(Ok(Responded::Yes)) => {}
-            Some(Ok(Responded::No)) => self.enc.status(out, id, Status::Ok, "", 0),
-            Some(Err(Reject(status, msg))) => self.enc.status(out, id, status, &msg, 0),
-            None => self.enc.status(out, id, Status::BadRequest, "unexpected message on a data connection", 0),
+            Ok(Responded::Yes) => {}
+            Ok(Responded::No) => self.enc.status(out, id, Status::Ok, "", 0),
+            Err(Reject(status, msg)) => self.enc.status(out, id, status, &msg, 0),
         }
         Next::Continue
     }

@@ -21,6 +21,7 @@ mod ingest;
 mod master_link;
 mod registry;
 mod replication;
+mod request;
 mod server;
 mod split;
 mod tail;
@@ -35,7 +36,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use thiserror::Error;
 use vasto_engine::{Engine, EngineError};
-use vasto_wire::WireError;
+use vasto_wire::{ClusterToken, WireError};
 
 /// Errors that stop a store or end one master session.
 #[derive(Debug, Error)]
@@ -55,6 +56,10 @@ pub enum NodeError {
     /// The master refused or misbehaved.
     #[error("master: {0}")]
     Master(String),
+    /// The store would accept strangers: no cluster token, and a listen address other peers
+    /// can reach.
+    #[error("{0}")]
+    Open(String),
 }
 
 /// Everything a store needs to start.
@@ -80,6 +85,9 @@ pub struct NodeConfig {
     /// Where the current boot id is read from (see `identity`; tests point it at a file to
     /// simulate a reboot).
     pub boot_id_path: PathBuf,
+    /// The cluster token every peer must prove and that this store proves to the master and its
+    /// peers; `None` runs open, which is allowed on loopback only.
+    pub token: Option<ClusterToken>,
 }
 
 /// A started store: its bound address and threads.
@@ -126,6 +134,16 @@ impl RunningNode {
 
 /// Opens the shards under `dir`, binds the data port on every core and connects to the master.
 pub fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
+    if config.token.is_none() {
+        if !config.listen.ip().is_loopback() {
+            return Err(NodeError::Open(format!(
+                "refusing to listen on {} without a cluster token: anyone who can reach it could read, write and replicate every shard; \
+                 give --token-file (or VASTO_TOKEN_FILE), or listen on loopback",
+                config.listen
+            )));
+        }
+        tracing::warn!("no cluster token: the store is open to anyone who can reach {} (loopback only)", config.listen);
+    }
     std::fs::create_dir_all(&config.dir)?;
     let store_id = identity::load_or_create_store_id(&config.dir)?;
     let cluster_id = identity::load_cluster_id(&config.dir)?.unwrap_or(0);
@@ -142,11 +160,15 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     identity::record_run(&config.dir, &config.boot_id_path, config.engine.sync)?;
     let threads = if config.threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { config.threads };
     let limits = server::Limits { max_frame: config.max_frame, move_bytes_per_sec: config.max_move_mbps.saturating_mul(1_000_000) };
-    let (addr, _cores) = server::spawn_cores(config.listen, threads, Arc::clone(&registry), limits)?;
-    let identity =
-        master_link::Identity { store_id: store_id.clone(), address: config.advertise.clone().unwrap_or_else(|| addr.to_string()), dir: config.dir.clone() };
+    let (addr, _cores) = server::spawn_cores(config.listen, threads, Arc::clone(&registry), limits, config.token.clone())?;
+    let identity = master_link::Identity {
+        store_id: store_id.clone(),
+        address: config.advertise.clone().unwrap_or_else(|| addr.to_string()),
+        dir: config.dir.clone(),
+        token: config.token.clone(),
+    };
     tracing::info!(%addr, threads, store_id = %store_id, dir = %config.dir.display(), sync = config.engine.sync.name(), "store listening");
-    let replication = replication::Replication::start(Arc::clone(&registry), store_id.clone())?;
+    let replication = replication::Replication::start(Arc::clone(&registry), store_id.clone(), config.token.clone())?;
     spawn_cache_report(Arc::clone(&registry))?;
     if config.engine.sync == SyncMode::EverySec {
         spawn_wal_syncer(Arc::clone(&registry))?;

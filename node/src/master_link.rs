@@ -10,11 +10,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use vasto_engine::LogPosition;
-use vasto_wire::{fb, parse_frame, read_frame_blocking, FrameEncoder, Role, RoutingTable, ShardInfo, Status, DEFAULT_MAX_FRAME};
+use vasto_wire::{
+    fb, greet_blocking, parse_frame, read_frame_blocking, ClusterToken, FrameEncoder, Greeter, Role, RoutingTable, ShardInfo, Status, DEFAULT_MAX_FRAME,
+};
 
 /// How often a store tells the master it is alive.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(250);
 const RECONNECT_DELAY: Duration = Duration::from_millis(250);
+/// How long the master may take to answer each frame of the opening.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Who this store is, as told to the master.
 #[derive(Debug, Clone)]
@@ -25,6 +29,8 @@ pub struct Identity {
     pub address: String,
     /// Data directory (its filesystem's size is reported as capacity).
     pub dir: PathBuf,
+    /// The cluster token proven to the master, if the cluster has one.
+    pub token: Option<ClusterToken>,
 }
 
 /// Runs the master link on its own thread until the process ends.
@@ -54,23 +60,18 @@ fn send(stream: &Mutex<TcpStream>, frame: &[u8]) -> Result<(), NodeError> {
 }
 
 /// One connected session; returns when the connection breaks.
-fn session(stream: TcpStream, identity: &Identity, registry: &Registry, replication: &Replication) -> Result<(), NodeError> {
+fn session(mut stream: TcpStream, identity: &Identity, registry: &Registry, replication: &Replication) -> Result<(), NodeError> {
     stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(HELLO_TIMEOUT))?;
+    let greeter = Greeter::new(Role::Store, registry.cluster_id(), identity.token.as_ref());
+    let master_cluster = greet_blocking(&mut stream, &greeter).map_err(|e| NodeError::Master(format!("master refused the store: {e}")))?;
+    stream.set_read_timeout(None)?;
     let mut reader = stream.try_clone()?;
     let writer = Arc::new(Mutex::new(stream));
     let mut enc = FrameEncoder::new();
     let mut out = Vec::new();
-    let mut buf = Vec::new();
 
-    enc.hello(&mut out, Role::Store, registry.cluster_id());
-    send(&writer, &out)?;
-    read_frame_blocking(&mut reader, &mut buf, DEFAULT_MAX_FRAME)?;
-    let reply = parse_frame(&buf)?.body_as_hello_reply().ok_or_else(|| NodeError::Master("master did not answer the hello".into()))?;
-    if reply.status() != Status::Ok {
-        return Err(NodeError::Master(format!("master refused the store: {}", reply.message().unwrap_or_default())));
-    }
-    join_cluster(registry, &identity.dir, reply.cluster_id())?;
-    out.clear();
+    join_cluster(registry, &identity.dir, master_cluster)?;
     let infos = registry.infos();
     enc.register(&mut out, &identity.store_id, &identity.address, capacity_bytes(&identity.dir), &infos);
     // Subscribe to the routing table of every keyspace held: replication needs the peers.

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use vasto_wire::{ReplicaLag, RoutingTable, ShardSelector};
+use vasto_wire::{ClusterToken, ReplicaLag, RoutingTable, ShardSelector};
 
 /// How often the replication lag distribution is logged.
 const LAG_REPORT: Duration = Duration::from_secs(10);
@@ -38,13 +38,13 @@ pub struct Replication {
 }
 
 impl Replication {
-    /// Starts the replication thread for the store `me`.
-    pub fn start(registry: Arc<Registry>, me: String) -> std::io::Result<Self> {
+    /// Starts the replication thread for the store `me`, which proves `token` to its peers.
+    pub fn start(registry: Arc<Registry>, me: String, token: Option<ClusterToken>) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         let state = Arc::new(Mutex::new(HashMap::new()));
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let shared = Arc::clone(&state);
-        std::thread::Builder::new().name("vasto-replication".into()).spawn(move || rt.block_on(manage(rx, registry, me, shared)))?;
+        std::thread::Builder::new().name("vasto-replication".into()).spawn(move || rt.block_on(manage(rx, registry, me, token, shared)))?;
         Ok(Self { tables: tx, state })
     }
 
@@ -95,7 +95,13 @@ pub(crate) struct Source {
     pub only: Option<ShardSelector>,
 }
 
-async fn manage(mut updates: mpsc::UnboundedReceiver<Update>, registry: Arc<Registry>, me: String, state: Arc<Mutex<HashMap<FollowerKey, FollowState>>>) {
+async fn manage(
+    mut updates: mpsc::UnboundedReceiver<Update>,
+    registry: Arc<Registry>,
+    me: String,
+    token: Option<ClusterToken>,
+    state: Arc<Mutex<HashMap<FollowerKey, FollowState>>>,
+) {
     let mut followers: HashMap<FollowerKey, Follower> = HashMap::new();
     let lag = Arc::new(Mutex::new(LagSamples::new()));
     tokio::spawn(report_lag(Arc::clone(&lag)));
@@ -140,6 +146,7 @@ async fn manage(mut updates: mpsc::UnboundedReceiver<Update>, registry: Arc<Regi
             let ctx = FollowCtx {
                 registry: Arc::clone(&registry),
                 me: me.clone(),
+                token: token.clone(),
                 key: key.clone(),
                 source: source.clone(),
                 state: Arc::clone(&state),

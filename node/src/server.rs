@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
-use vasto_wire::{frame_len, FrameEncoder, ShardSelector, Status, WireError, LEN_PREFIX};
+use vasto_wire::{frame_len, ClusterToken, FrameEncoder, ShardSelector, Status, WireError, LEN_PREFIX};
 
 const READ_CHUNK: usize = 64 << 10;
 /// Buffers grown past this by a large frame are shrunk back once idle.
@@ -28,13 +28,20 @@ pub struct Limits {
 
 /// Starts `threads` core threads serving `listen`. Returns the bound address (useful with port 0)
 /// and the thread handles; fails if any core cannot bind.
-pub fn spawn_cores(listen: SocketAddr, threads: usize, registry: Arc<Registry>, limits: Limits) -> Result<(SocketAddr, Vec<JoinHandle<()>>), NodeError> {
+/// Peers must prove `token` when there is one.
+pub fn spawn_cores(
+    listen: SocketAddr,
+    threads: usize,
+    registry: Arc<Registry>,
+    limits: Limits,
+    token: Option<ClusterToken>,
+) -> Result<(SocketAddr, Vec<JoinHandle<()>>), NodeError> {
     let mut handles = Vec::with_capacity(threads);
     let mut addr = listen;
     for core in 0..threads.max(1) {
         let (tx, rx) = mpsc::channel();
-        let registry = Arc::clone(&registry);
-        let handle = std::thread::Builder::new().name(format!("vasto-core-{core}")).spawn(move || core_main(core, addr, registry, limits, tx))?;
+        let (registry, token) = (Arc::clone(&registry), token.clone());
+        let handle = std::thread::Builder::new().name(format!("vasto-core-{core}")).spawn(move || core_main(core, addr, registry, limits, token, tx))?;
         match rx.recv() {
             Ok(Ok(bound)) => addr = bound,
             Ok(Err(e)) => return Err(NodeError::Bind { addr: addr.to_string(), source: e }),
@@ -45,7 +52,14 @@ pub fn spawn_cores(listen: SocketAddr, threads: usize, registry: Arc<Registry>, 
     Ok((addr, handles))
 }
 
-fn core_main(core: usize, addr: SocketAddr, registry: Arc<Registry>, limits: Limits, bound: mpsc::Sender<std::io::Result<SocketAddr>>) {
+fn core_main(
+    core: usize,
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+    limits: Limits,
+    token: Option<ClusterToken>,
+    bound: mpsc::Sender<std::io::Result<SocketAddr>>,
+) {
     let uring = monoio::utils::detect_uring();
     let mut rt = match monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().build() {
         Ok(rt) => rt,
@@ -68,8 +82,8 @@ fn core_main(core: usize, addr: SocketAddr, registry: Arc<Registry>, limits: Lim
         tracing::info!(core, io_uring = uring, "core serving");
         loop {
             match listener.accept().await {
-                Ok((stream, _peer)) => {
-                    monoio::spawn(serve_connection(stream, Arc::clone(&registry), limits));
+                Ok((stream, peer)) => {
+                    monoio::spawn(serve_connection(stream, peer, Arc::clone(&registry), limits, token.clone()));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -80,12 +94,11 @@ fn core_main(core: usize, addr: SocketAddr, registry: Arc<Registry>, limits: Lim
 }
 
 /// Reads frames, answers each in order, and writes all answers of one read in one write.
-async fn serve_connection(mut stream: TcpStream, registry: Arc<Registry>, limits: Limits) {
+async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, registry: Arc<Registry>, limits: Limits, token: Option<ClusterToken>) {
     let _ = stream.set_nodelay(true);
-    let mut handler = Handler::new(registry);
+    let mut handler = Handler::new(registry, token, peer);
     let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-    let mut greeted = false;
     loop {
         if input.capacity() - input.len() < READ_CHUNK / 4 {
             input.reserve(READ_CHUNK);
@@ -98,7 +111,7 @@ async fn serve_connection(mut stream: TcpStream, registry: Arc<Registry>, limits
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-        let (consumed, after) = process(&mut handler, &input, &mut out, limits.max_frame, &mut greeted);
+        let (consumed, after) = process(&mut handler, &input, &mut out, limits.max_frame);
         input.drain(..consumed);
         if let Some(needed) = declared_len(&input) {
             if needed > input.capacity() {
@@ -151,7 +164,7 @@ pub(crate) enum After {
 /// Handles every complete frame in `input`; returns the bytes consumed and what to do next.
 /// Puts and deletes among them are committed in groups (see [`crate::group`]); all are
 /// committed and answered before this returns.
-pub(crate) fn process(handler: &mut Handler, input: &[u8], out: &mut Vec<u8>, max_frame: usize, greeted: &mut bool) -> (usize, After) {
+pub(crate) fn process(handler: &mut Handler, input: &[u8], out: &mut Vec<u8>, max_frame: usize) -> (usize, After) {
     let mut consumed = 0;
     loop {
         match frame_len(&input[consumed..], max_frame) {
@@ -159,9 +172,8 @@ pub(crate) fn process(handler: &mut Handler, input: &[u8], out: &mut Vec<u8>, ma
                 let body = consumed + LEN_PREFIX..consumed + n;
                 consumed += n;
                 let mark = out.len();
-                let first = !*greeted;
-                *greeted = true;
-                let next = catch_unwind(AssertUnwindSafe(|| if first { handler.hello(&input[body], out) } else { handler.handle(input, body, out) }));
+                let next =
+                    catch_unwind(AssertUnwindSafe(|| if handler.admitted() { handler.handle(input, body, out) } else { handler.admit(&input[body], out) }));
                 match next {
                     Ok(Next::Continue) => {}
                     Ok(Next::Close) => return (consumed, After::Close),

@@ -25,16 +25,29 @@ fn responses(mut out: &[u8]) -> Vec<(u64, Status, Option<Vec<u8>>)> {
     all
 }
 
+/// A handler of an open store (no token) for a peer on loopback.
+fn handler(registry: Arc<Registry>) -> Handler {
+    Handler::new(registry, None, std::net::SocketAddr::from(([127, 0, 0, 1], 1)))
+}
+
+/// A handler that has admitted a client (its hello answered), for request-by-request tests.
+fn admitted(registry: Arc<Registry>) -> Handler {
+    let mut h = handler(registry);
+    let hello = hello_frame();
+    assert!(matches!(h.admit(&hello[LEN_PREFIX..], &mut Vec::new()), Next::Continue) && h.admitted());
+    h
+}
+
 fn hello_frame() -> Vec<u8> {
     let mut out = Vec::new();
-    FrameEncoder::new().hello(&mut out, Role::Client, 0);
+    FrameEncoder::new().hello(&mut out, Role::Client, 0, &[0; 16]);
     out
 }
 
 #[test]
 fn pipelined_frames_split_anywhere_are_answered_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let mut handler = Handler::new(registry(dir.path()));
+    let mut handler = handler(registry(dir.path()));
     let mut stream = hello_frame();
     let mut enc = FrameEncoder::new();
     enc.put(&mut stream, 1, "ks", 0, b"k", b"v", 10, 0);
@@ -46,10 +59,9 @@ fn pipelined_frames_split_anywhere_are_answered_in_order() {
     for chunk in [1usize, 3, 7, 64, 4096] {
         let mut handler_out = Vec::new();
         let mut pending: Vec<u8> = Vec::new();
-        let mut greeted = false;
         for piece in stream.chunks(chunk) {
             pending.extend_from_slice(piece);
-            let (consumed, after) = process(&mut handler, &pending, &mut handler_out, DEFAULT_MAX_FRAME, &mut greeted);
+            let (consumed, after) = process(&mut handler, &pending, &mut handler_out, DEFAULT_MAX_FRAME);
             assert!(matches!(after, After::Read));
             pending.drain(..consumed);
         }
@@ -70,7 +82,7 @@ fn pipelined_writes_are_committed_in_groups_and_answered_in_order() {
         reg.create(&ShardInfo { keyspace: "two".into(), shard, shards: 2, replica: 0, replicas: 1, committed: 2, committed_at_ms: 1, ..Default::default() })
             .unwrap();
     }
-    let mut handler = Handler::new(Arc::clone(&reg));
+    let mut handler = handler(Arc::clone(&reg));
     let key = |i: u64| format!("key-{i}").into_bytes();
     let shard_of = |k: &[u8]| vasto_hash::shard_of(k, 2);
     let mut enc = FrameEncoder::new();
@@ -97,8 +109,8 @@ fn pipelined_writes_are_committed_in_groups_and_answered_in_order() {
         enc.get(&mut stream, id, "two", shard_of(&k), &k);
         expected.push((id, if i == 7 || i == 100 { Status::NotFound } else { Status::Ok }));
     }
-    let (mut out, mut greeted) = (Vec::new(), false);
-    let (consumed, after) = process(&mut handler, &stream, &mut out, DEFAULT_MAX_FRAME, &mut greeted);
+    let mut out = Vec::new();
+    let (consumed, after) = process(&mut handler, &stream, &mut out, DEFAULT_MAX_FRAME);
     assert_eq!(consumed, stream.len());
     assert!(matches!(after, After::Read));
     let hello_len = frame_len(&out, DEFAULT_MAX_FRAME).unwrap().unwrap();
@@ -118,12 +130,11 @@ fn pipelined_writes_are_committed_in_groups_and_answered_in_order() {
 #[test]
 fn oversize_frames_close_the_connection_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let mut handler = Handler::new(registry(dir.path()));
+    let mut handler = handler(registry(dir.path()));
     let mut input = hello_frame();
     input.extend_from_slice(&1000u32.to_le_bytes());
     let mut out = Vec::new();
-    let mut greeted = false;
-    let (consumed, after) = process(&mut handler, &input, &mut out, 999, &mut greeted);
+    let (consumed, after) = process(&mut handler, &input, &mut out, 999);
     assert!(matches!(after, After::Close));
     assert_eq!(consumed, input.len());
     let hello_len = frame_len(&out, DEFAULT_MAX_FRAME).unwrap().unwrap();
@@ -133,11 +144,11 @@ fn oversize_frames_close_the_connection_with_a_reason() {
 #[test]
 fn the_first_frame_must_be_a_hello() {
     let dir = tempfile::tempdir().unwrap();
-    let mut handler = Handler::new(registry(dir.path()));
+    let mut handler = handler(registry(dir.path()));
     let mut out = Vec::new();
     let mut get = Vec::new();
     FrameEncoder::new().get(&mut get, 1, "ks", 0, b"k");
-    assert!(matches!(handler.hello(&get[LEN_PREFIX..], &mut out), Next::Close));
+    assert!(matches!(handler.admit(&get[LEN_PREFIX..], &mut out), Next::Close));
     let reply = parse_frame(&out[LEN_PREFIX..]).unwrap().body_as_hello_reply().unwrap();
     assert_eq!(reply.status(), Status::BadRequest);
 }
@@ -148,7 +159,7 @@ fn batches_are_validated_before_anything_is_written() {
     let reg = registry(dir.path());
     reg.create(&ShardInfo { keyspace: "four".into(), shard: 0, shards: 4, replica: 0, replicas: 1, committed: 4, committed_at_ms: 1, ..Default::default() })
         .unwrap();
-    let mut handler = Handler::new(Arc::clone(&reg));
+    let mut handler = admitted(Arc::clone(&reg));
     let mine = (0..).map(|i| format!("k{i}")).find(|k| vasto_hash::shard_of(k.as_bytes(), 4) == 0).unwrap();
     let other = (0..).map(|i| format!("k{i}")).find(|k| vasto_hash::shard_of(k.as_bytes(), 4) != 0).unwrap();
     let ops = [
@@ -186,7 +197,7 @@ fn re_creating_a_replica_updates_its_layout_in_place() {
         "another role is refused"
     );
     // Keys are checked against the layout.
-    let mut handler = Handler::new(Arc::clone(&reg));
+    let mut handler = admitted(Arc::clone(&reg));
     let other = (0..).map(|i| format!("k{i}")).find(|k| vasto_hash::shard_of(k.as_bytes(), 3) != 0).unwrap();
     let mut req = Vec::new();
     FrameEncoder::new().put(&mut req, 1, "ks", 0, other.as_bytes(), b"v", 1, 0);
@@ -199,7 +210,7 @@ fn re_creating_a_replica_updates_its_layout_in_place() {
 fn a_frozen_replica_refuses_writes_but_serves_reads() {
     let dir = tempfile::tempdir().unwrap();
     let reg = registry(dir.path());
-    let mut handler = Handler::new(Arc::clone(&reg));
+    let mut handler = admitted(Arc::clone(&reg));
     let mut enc = FrameEncoder::new();
     let mut req = Vec::new();
     enc.put(&mut req, 1, "ks", 0, b"k", b"v", 1, 0);

@@ -29,10 +29,10 @@ pub mod fb {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_STATUS: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_STATUS: u8 = 11;
+pub const ENUM_MAX_STATUS: u8 = 12;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_STATUS: [Status; 12] = [
+pub const ENUM_VALUES_STATUS: [Status; 13] = [
   Status::Ok,
   Status::NotFound,
   Status::WrongShard,
@@ -45,6 +45,7 @@ pub const ENUM_VALUES_STATUS: [Status; 12] = [
   Status::Trimmed,
   Status::Diverged,
   Status::WrongCluster,
+  Status::Unauthorized,
 ];
 
 /// Outcome of a request. Unknown values must be treated as `Internal` by readers.
@@ -71,9 +72,11 @@ impl Status {
   pub const Diverged: Self = Self(10);
   /// The peer belongs to another cluster (its cluster id differs from ours).
   pub const WrongCluster: Self = Self(11);
+  /// The peer did not prove the cluster token, or its role may not make this request.
+  pub const Unauthorized: Self = Self(12);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 11;
+  pub const ENUM_MAX: u8 = 12;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Ok,
     Self::NotFound,
@@ -87,6 +90,7 @@ impl Status {
     Self::Trimmed,
     Self::Diverged,
     Self::WrongCluster,
+    Self::Unauthorized,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -103,6 +107,7 @@ impl Status {
       Self::Trimmed => Some("Trimmed"),
       Self::Diverged => Some("Diverged"),
       Self::WrongCluster => Some("WrongCluster"),
+      Self::Unauthorized => Some("Unauthorized"),
       _ => None,
     }
   }
@@ -163,16 +168,17 @@ impl flatbuffers::SimpleToVerifyInSlice for Status {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ROLE: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ROLE: u8 = 2;
+pub const ENUM_MAX_ROLE: u8 = 3;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ROLE: [Role; 3] = [
+pub const ENUM_VALUES_ROLE: [Role; 4] = [
   Role::Client,
   Role::Store,
   Role::Admin,
+  Role::Importer,
 ];
 
-/// Who opens a connection.
+/// Who opens a connection; a node checks what each role may ask (see ARCHITECTURE.md, "Roles").
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 #[repr(transparent)]
 pub struct Role(pub u8);
@@ -181,13 +187,15 @@ impl Role {
   pub const Client: Self = Self(0);
   pub const Store: Self = Self(1);
   pub const Admin: Self = Self(2);
+  pub const Importer: Self = Self(3);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_MAX: u8 = 3;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Client,
     Self::Store,
     Self::Admin,
+    Self::Importer,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -195,6 +203,7 @@ impl Role {
       Self::Client => Some("Client"),
       Self::Store => Some("Store"),
       Self::Admin => Some("Admin"),
+      Self::Importer => Some("Importer"),
       _ => None,
     }
   }
@@ -441,10 +450,10 @@ impl flatbuffers::SimpleToVerifyInSlice for ShardCommandKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 28;
+pub const ENUM_MAX_BODY: u8 = 30;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 29] = [
+pub const ENUM_VALUES_BODY: [Body; 31] = [
   Body::NONE,
   Body::Hello,
   Body::HelloReply,
@@ -474,6 +483,8 @@ pub const ENUM_VALUES_BODY: [Body; 29] = [
   Body::ShardCommandAck,
   Body::BeginImport,
   Body::EndImport,
+  Body::Auth,
+  Body::AuthReply,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -510,9 +521,11 @@ impl Body {
   pub const ShardCommandAck: Self = Self(26);
   pub const BeginImport: Self = Self(27);
   pub const EndImport: Self = Self(28);
+  pub const Auth: Self = Self(29);
+  pub const AuthReply: Self = Self(30);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 28;
+  pub const ENUM_MAX: u8 = 30;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -543,6 +556,8 @@ impl Body {
     Self::ShardCommandAck,
     Self::BeginImport,
     Self::EndImport,
+    Self::Auth,
+    Self::AuthReply,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -576,6 +591,8 @@ impl Body {
       Self::ShardCommandAck => Some("ShardCommandAck"),
       Self::BeginImport => Some("BeginImport"),
       Self::EndImport => Some("EndImport"),
+      Self::Auth => Some("Auth"),
+      Self::AuthReply => Some("AuthReply"),
       _ => None,
     }
   }
@@ -640,6 +657,7 @@ pub enum HelloOffset {}
 
 /// `cluster_id`: the cluster the sender belongs to (0: it does not know yet). A store and a master,
 /// or two stores, of different clusters refuse each other (`WrongCluster`).
+/// `nonce`: 16 random bytes, the peer's half of the challenge (see `HelloReply`).
 pub struct Hello<'a> {
   pub _tab: flatbuffers::Table<'a>,
 }
@@ -656,6 +674,7 @@ impl<'a> Hello<'a> {
   pub const VT_PROTOCOL_VERSION: flatbuffers::VOffsetT = 4;
   pub const VT_ROLE: flatbuffers::VOffsetT = 6;
   pub const VT_CLUSTER_ID: flatbuffers::VOffsetT = 8;
+  pub const VT_NONCE: flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -664,10 +683,11 @@ impl<'a> Hello<'a> {
   #[allow(unused_mut)]
   pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
     _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
-    args: &'args HelloArgs
+    args: &'args HelloArgs<'args>
   ) -> flatbuffers::WIPOffset<Hello<'bldr>> {
     let mut builder = HelloBuilder::new(_fbb);
     builder.add_cluster_id(args.cluster_id);
+    if let Some(x) = args.nonce { builder.add_nonce(x); }
     builder.add_protocol_version(args.protocol_version);
     builder.add_role(args.role);
     builder.finish()
@@ -686,6 +706,10 @@ impl<'a> Hello<'a> {
   pub fn cluster_id(&self) -> u64 {
     self._tab.get::<u64>(Hello::VT_CLUSTER_ID, Some(0)).unwrap()
   }
+  #[inline]
+  pub fn nonce(&self) -> Option<&'a [u8]> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, u8>>>(Hello::VT_NONCE, None).map(|v| v.safe_slice())
+  }
 }
 
 impl flatbuffers::Verifiable for Hello<'_> {
@@ -698,22 +722,25 @@ impl flatbuffers::Verifiable for Hello<'_> {
      .visit_field::<u32>("protocol_version", Self::VT_PROTOCOL_VERSION, false)?
      .visit_field::<Role>("role", Self::VT_ROLE, false)?
      .visit_field::<u64>("cluster_id", Self::VT_CLUSTER_ID, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u8>>>("nonce", Self::VT_NONCE, false)?
      .finish();
     Ok(())
   }
 }
-pub struct HelloArgs {
+pub struct HelloArgs<'a> {
     pub protocol_version: u32,
     pub role: Role,
     pub cluster_id: u64,
+    pub nonce: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u8>>>,
 }
-impl<'a> Default for HelloArgs {
+impl<'a> Default for HelloArgs<'a> {
   #[inline]
   fn default() -> Self {
     HelloArgs {
       protocol_version: 0,
       role: Role::Client,
       cluster_id: 0,
+      nonce: None,
     }
   }
 }
@@ -736,6 +763,10 @@ impl<'a: 'b, 'b> HelloBuilder<'a, 'b> {
     self.fbb_.push_slot::<u64>(Hello::VT_CLUSTER_ID, cluster_id, 0);
   }
   #[inline]
+  pub fn add_nonce(&mut self, nonce: flatbuffers::WIPOffset<flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(Hello::VT_NONCE, nonce);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> HelloBuilder<'a, 'b> {
     let start = _fbb.start_table();
     HelloBuilder {
@@ -756,6 +787,7 @@ impl core::fmt::Debug for Hello<'_> {
       ds.field("protocol_version", &self.protocol_version());
       ds.field("role", &self.role());
       ds.field("cluster_id", &self.cluster_id());
+      ds.field("nonce", &self.nonce());
       ds.finish()
   }
 }
@@ -764,6 +796,9 @@ pub enum HelloReplyOffset {}
 
 /// `cluster_id`: the cluster of the answering node (0 when it does not know yet); a store that
 /// has none adopts its master's.
+/// A node that has a cluster token sends its own 16-byte `nonce` and `proof`, an HMAC-SHA256
+/// under the token of both nonces showing it holds the token; the peer must then answer with
+/// `Auth` before anything else. A node without a token sends neither (the cluster is open).
 pub struct HelloReply<'a> {
   pub _tab: flatbuffers::Table<'a>,
 }
@@ -781,6 +816,8 @@ impl<'a> HelloReply<'a> {
   pub const VT_STATUS: flatbuffers::VOffsetT = 6;
   pub const VT_MESSAGE: flatbuffers::VOffsetT = 8;
   pub const VT_CLUSTER_ID: flatbuffers::VOffsetT = 10;
+  pub const VT_NONCE: flatbuffers::VOffsetT = 12;
+  pub const VT_PROOF: flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -793,6 +830,8 @@ impl<'a> HelloReply<'a> {
   ) -> flatbuffers::WIPOffset<HelloReply<'bldr>> {
     let mut builder = HelloReplyBuilder::new(_fbb);
     builder.add_cluster_id(args.cluster_id);
+    if let Some(x) = args.proof { builder.add_proof(x); }
+    if let Some(x) = args.nonce { builder.add_nonce(x); }
     if let Some(x) = args.message { builder.add_message(x); }
     builder.add_protocol_version(args.protocol_version);
     builder.add_status(args.status);
@@ -816,6 +855,14 @@ impl<'a> HelloReply<'a> {
   pub fn cluster_id(&self) -> u64 {
     self._tab.get::<u64>(HelloReply::VT_CLUSTER_ID, Some(0)).unwrap()
   }
+  #[inline]
+  pub fn nonce(&self) -> Option<&'a [u8]> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, u8>>>(HelloReply::VT_NONCE, None).map(|v| v.safe_slice())
+  }
+  #[inline]
+  pub fn proof(&self) -> Option<&'a [u8]> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, u8>>>(HelloReply::VT_PROOF, None).map(|v| v.safe_slice())
+  }
 }
 
 impl flatbuffers::Verifiable for HelloReply<'_> {
@@ -829,6 +876,8 @@ impl flatbuffers::Verifiable for HelloReply<'_> {
      .visit_field::<Status>("status", Self::VT_STATUS, false)?
      .visit_field::<flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
      .visit_field::<u64>("cluster_id", Self::VT_CLUSTER_ID, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u8>>>("nonce", Self::VT_NONCE, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u8>>>("proof", Self::VT_PROOF, false)?
      .finish();
     Ok(())
   }
@@ -838,6 +887,8 @@ pub struct HelloReplyArgs<'a> {
     pub status: Status,
     pub message: Option<flatbuffers::WIPOffset<&'a str>>,
     pub cluster_id: u64,
+    pub nonce: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u8>>>,
+    pub proof: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u8>>>,
 }
 impl<'a> Default for HelloReplyArgs<'a> {
   #[inline]
@@ -847,6 +898,8 @@ impl<'a> Default for HelloReplyArgs<'a> {
       status: Status::Ok,
       message: None,
       cluster_id: 0,
+      nonce: None,
+      proof: None,
     }
   }
 }
@@ -873,6 +926,14 @@ impl<'a: 'b, 'b> HelloReplyBuilder<'a, 'b> {
     self.fbb_.push_slot::<u64>(HelloReply::VT_CLUSTER_ID, cluster_id, 0);
   }
   #[inline]
+  pub fn add_nonce(&mut self, nonce: flatbuffers::WIPOffset<flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(HelloReply::VT_NONCE, nonce);
+  }
+  #[inline]
+  pub fn add_proof(&mut self, proof: flatbuffers::WIPOffset<flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(HelloReply::VT_PROOF, proof);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> HelloReplyBuilder<'a, 'b> {
     let start = _fbb.start_table();
     HelloReplyBuilder {
@@ -894,6 +955,213 @@ impl core::fmt::Debug for HelloReply<'_> {
       ds.field("status", &self.status());
       ds.field("message", &self.message());
       ds.field("cluster_id", &self.cluster_id());
+      ds.field("nonce", &self.nonce());
+      ds.field("proof", &self.proof());
+      ds.finish()
+  }
+}
+pub enum AuthOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Peer -> node, after a `HelloReply` with a nonce: HMAC-SHA256 under the token of the role
+/// and both nonces. The token itself never crosses the wire.
+pub struct Auth<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for Auth<'a> {
+  type Inner = Auth<'a>;
+  #[inline]
+  fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table { buf, loc } }
+  }
+}
+
+impl<'a> Auth<'a> {
+  pub const VT_PROOF: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    Auth { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args AuthArgs<'args>
+  ) -> flatbuffers::WIPOffset<Auth<'bldr>> {
+    let mut builder = AuthBuilder::new(_fbb);
+    if let Some(x) = args.proof { builder.add_proof(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn proof(&self) -> Option<&'a [u8]> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, u8>>>(Auth::VT_PROOF, None).map(|v| v.safe_slice())
+  }
+}
+
+impl flatbuffers::Verifiable for Auth<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u8>>>("proof", Self::VT_PROOF, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AuthArgs<'a> {
+    pub proof: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for AuthArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AuthArgs {
+      proof: None,
+    }
+  }
+}
+
+pub struct AuthBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> AuthBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_proof(&mut self, proof: flatbuffers::WIPOffset<flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(Auth::VT_PROOF, proof);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> AuthBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    AuthBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<Auth<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for Auth<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("Auth");
+      ds.field("proof", &self.proof());
+      ds.finish()
+  }
+}
+pub enum AuthReplyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Node -> peer: the outcome of `Auth` (`Ok`, or `Unauthorized` and the connection closes).
+pub struct AuthReply<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for AuthReply<'a> {
+  type Inner = AuthReply<'a>;
+  #[inline]
+  fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table { buf, loc } }
+  }
+}
+
+impl<'a> AuthReply<'a> {
+  pub const VT_STATUS: flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE: flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    AuthReply { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args AuthReplyArgs<'args>
+  ) -> flatbuffers::WIPOffset<AuthReply<'bldr>> {
+    let mut builder = AuthReplyBuilder::new(_fbb);
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.add_status(args.status);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn status(&self) -> Status {
+    self._tab.get::<Status>(AuthReply::VT_STATUS, Some(Status::Ok)).unwrap()
+  }
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(AuthReply::VT_MESSAGE, None)
+  }
+}
+
+impl flatbuffers::Verifiable for AuthReply<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<Status>("status", Self::VT_STATUS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AuthReplyArgs<'a> {
+    pub status: Status,
+    pub message: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for AuthReplyArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AuthReplyArgs {
+      status: Status::Ok,
+      message: None,
+    }
+  }
+}
+
+pub struct AuthReplyBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> AuthReplyBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_status(&mut self, status: Status) {
+    self.fbb_.push_slot::<Status>(AuthReply::VT_STATUS, status, Status::Ok);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(AuthReply::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> AuthReplyBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    AuthReplyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<AuthReply<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for AuthReply<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("AuthReply");
+      ds.field("status", &self.status());
+      ds.field("message", &self.message());
       ds.finish()
   }
 }
@@ -5567,6 +5835,26 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_auth(&self) -> Option<Auth<'a>> {
+    if self.body_type() == Body::Auth {
+      self.body().map(Auth::init_from_table)
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_auth_reply(&self) -> Option<AuthReply<'a>> {
+    if self.body_type() == Body::AuthReply {
+      self.body().map(AuthReply::init_from_table)
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Frame<'_> {
@@ -5607,6 +5895,8 @@ impl flatbuffers::Verifiable for Frame<'_> {
           Body::ShardCommandAck => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ShardCommandAck>>("Body::ShardCommandAck", pos),
           Body::BeginImport => v.verify_union_variant::<flatbuffers::ForwardsUOffset<BeginImport>>("Body::BeginImport", pos),
           Body::EndImport => v.verify_union_variant::<flatbuffers::ForwardsUOffset<EndImport>>("Body::EndImport", pos),
+          Body::Auth => v.verify_union_variant::<flatbuffers::ForwardsUOffset<Auth>>("Body::Auth", pos),
+          Body::AuthReply => v.verify_union_variant::<flatbuffers::ForwardsUOffset<AuthReply>>("Body::AuthReply", pos),
           _ => Ok(()),
         }
      })?
@@ -5859,6 +6149,20 @@ impl core::fmt::Debug for Frame<'_> {
         },
         Body::EndImport => {
           if let Some(x) = self.body_as_end_import() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::Auth => {
+          if let Some(x) = self.body_as_auth() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::AuthReply => {
+          if let Some(x) = self.body_as_auth_reply() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

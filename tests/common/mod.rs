@@ -83,6 +83,8 @@ pub struct Cluster {
     pub stores: Vec<Option<Proc>>,
     /// Flags every start of the master gets, after `--listen`.
     master_flags: Vec<String>,
+    /// The cluster token file every process started here (and every CLI run) is given, if any.
+    pub token_file: Option<PathBuf>,
 }
 
 /// A store that stalls this long on a loaded 2-core machine is not dead: tests that kill a
@@ -97,11 +99,22 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with extra flags for the master (kept for its restarts).
     pub fn start_with_master_flags(stores: usize, flags: &[&str]) -> Cluster {
+        Self::start_full(stores, flags, false)
+    }
+
+    /// Like [`Cluster::start`], with a cluster token (a random one in `DIR/token`) given to the
+    /// master, every store and every CLI run.
+    pub fn start_secured(stores: usize) -> Cluster {
+        Self::start_full(stores, &[], true)
+    }
+
+    fn start_full(stores: usize, flags: &[&str], secured: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let master_addr = format!("127.0.0.1:{}", free_port());
         let mut master_flags = vec!["--heartbeat-timeout-ms".to_owned(), TEST_HEARTBEAT_TIMEOUT_MS.to_owned()];
         master_flags.extend(flags.iter().map(|f| (*f).to_owned()));
-        let mut c = Cluster { dir, master_addr, master: None, store_addrs: Vec::new(), stores: Vec::new(), master_flags };
+        let token_file = secured.then(|| write_token(&dir.path().join("token")));
+        let mut c = Cluster { dir, master_addr, master: None, store_addrs: Vec::new(), stores: Vec::new(), master_flags, token_file };
         c.start_master();
         for _ in 0..stores {
             c.store_addrs.push(format!("127.0.0.1:{}", free_port()));
@@ -119,6 +132,8 @@ impl Cluster {
         let dir = self.dir.path().join("master").display().to_string();
         let mut args = vec!["master", "--listen", &self.master_addr, "--dir", &dir];
         args.extend(self.master_flags.iter().map(String::as_str));
+        let token = self.token_args();
+        args.extend(token.iter().map(String::as_str));
         self.master = Some(Proc::spawn("master", &args, &log));
     }
 
@@ -156,6 +171,8 @@ impl Cluster {
         let log = self.dir.path().join(format!("store-{i}.log"));
         let dir = dir.display().to_string();
         let mut args = vec!["store", "--master", &self.master_addr, "--listen", &self.store_addrs[i], "--dir", &dir, "--threads", "2"];
+        let token = self.token_args();
+        args.extend(token.iter().map(String::as_str));
         args.extend_from_slice(extra);
         self.stores[i] = Some(Proc::spawn(&format!("store-{i}"), &args, &log));
     }
@@ -185,9 +202,29 @@ impl Cluster {
         self.vasto(&all)
     }
 
-    /// Runs the CLI against this cluster's master with a 60 s bound.
+    /// Runs the CLI against this cluster's master with a 60 s bound (and its token, if any).
     pub fn vasto(&self, args: &[&str]) -> Output {
-        run_bounded(Command::new(vasto()).args(args).env("VASTO_TEST", "1"), Duration::from_secs(60))
+        let mut cmd = Command::new(vasto());
+        cmd.args(args).env("VASTO_TEST", "1").env_remove("VASTO_TOKEN_FILE");
+        if let Some(token) = &self.token_file {
+            cmd.env("VASTO_TOKEN_FILE", token);
+        }
+        run_bounded(&mut cmd, Duration::from_secs(60))
+    }
+
+    /// `--token-file PATH` when the cluster has a token.
+    fn token_args(&self) -> Vec<String> {
+        self.token_file.iter().flat_map(|t| ["--token-file".to_owned(), t.display().to_string()]).collect()
+    }
+
+    /// The cluster token, for in-process clients.
+    pub fn token(&self) -> Option<vasto_wire::ClusterToken> {
+        self.token_file.as_deref().map(|t| vasto_wire::ClusterToken::from_file(t).expect("the test token"))
+    }
+
+    /// Client settings for this cluster (its token, a 10 s timeout).
+    pub fn client_config(&self) -> vasto_client::ClientConfig {
+        vasto_client::ClientConfig { token: self.token(), ..Default::default() }
     }
 
     /// `vasto admin status --json`, parsed.
@@ -274,6 +311,15 @@ pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Output {
     }
 }
 
+/// Writes a random token (32 hex digits) to `path` and returns the path.
+pub fn write_token(path: &Path) -> PathBuf {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes)).expect("random bytes");
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(path, format!("{hex}\n")).expect("write the token file");
+    path.to_owned()
+}
+
 /// A raw protocol connection to one store, to look at what a store physically holds.
 pub struct Raw {
     pub stream: TcpStream,
@@ -282,15 +328,17 @@ pub struct Raw {
 }
 
 impl Raw {
+    /// A client connection to an open store.
     pub fn connect(addr: &str) -> Raw {
-        let stream = TcpStream::connect(addr).expect("connect store");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut raw = Raw { stream, enc: FrameEncoder::new(), buf: Vec::new() };
-        let mut out = Vec::new();
-        raw.enc.hello(&mut out, Role::Client, 0);
-        raw.stream.write_all(&out).unwrap();
-        raw.read_frame();
-        raw
+        Self::connect_as(addr, Role::Client, None).expect("open the connection")
+    }
+
+    /// A connection admitted as `role`, proving `token` if given.
+    pub fn connect_as(addr: &str, role: Role, token: Option<&vasto_wire::ClusterToken>) -> Result<Raw, vasto_wire::HandshakeError> {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
+        vasto_wire::greet_blocking(&mut stream, &vasto_wire::Greeter::new(role, 0, token))?;
+        Ok(Raw { stream, enc: FrameEncoder::new(), buf: Vec::new() })
     }
 
     pub fn read_frame(&mut self) -> &[u8] {

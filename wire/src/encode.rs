@@ -53,19 +53,55 @@ impl FrameEncoder {
         self.fbb.create_vector_direct(b)
     }
 
-    /// Connection opening: protocol version, role and the sender's cluster id (0: unknown).
-    pub fn hello(&mut self, out: &mut Vec<u8>, role: Role, cluster_id: u64) {
-        let b = fb::Hello::create(&mut self.fbb, &fb::HelloArgs { protocol_version: crate::PROTOCOL_VERSION, role, cluster_id });
+    /// Connection opening: protocol version, role, the sender's cluster id (0: unknown) and its
+    /// half of the token challenge (see [`crate::Greeter`]).
+    pub fn hello(&mut self, out: &mut Vec<u8>, role: Role, cluster_id: u64, nonce: &[u8]) {
+        let nonce = self.bytes(nonce);
+        let args = fb::HelloArgs { protocol_version: crate::PROTOCOL_VERSION, role, cluster_id, nonce: Some(nonce) };
+        let b = fb::Hello::create(&mut self.fbb, &args);
         self.finish(out, 0, Body::Hello, b.as_union_value());
     }
 
-    /// Answer to a hello with the answering node's cluster id (0: unknown); `status` is
-    /// `VersionMismatch` when the versions differ, `WrongCluster` when the cluster ids do.
+    /// Answer to a hello with the answering node's cluster id (0: unknown) and no challenge;
+    /// `status` is `VersionMismatch` when the versions differ, `WrongCluster` when the cluster ids
+    /// do, `Ok` when the node runs without a token.
     pub fn hello_reply(&mut self, out: &mut Vec<u8>, status: Status, message: &str, cluster_id: u64) {
+        self.hello_reply_with(out, status, message, cluster_id, b"", b"");
+    }
+
+    /// Acceptance of a hello by a node with a token: its nonce and its proof of the token; the
+    /// peer must answer with `Auth`.
+    pub fn hello_challenge(&mut self, out: &mut Vec<u8>, cluster_id: u64, nonce: &[u8], proof: &[u8]) {
+        self.hello_reply_with(out, Status::Ok, "", cluster_id, nonce, proof);
+    }
+
+    fn hello_reply_with(&mut self, out: &mut Vec<u8>, status: Status, message: &str, cluster_id: u64, nonce: &[u8], proof: &[u8]) {
         let message = self.fbb.create_string(message);
-        let args = fb::HelloReplyArgs { protocol_version: crate::PROTOCOL_VERSION, status, message: Some(message), cluster_id };
+        let (nonce, proof) = (self.bytes(nonce), self.bytes(proof));
+        let args = fb::HelloReplyArgs {
+            protocol_version: crate::PROTOCOL_VERSION,
+            status,
+            message: Some(message),
+            cluster_id,
+            nonce: Some(nonce),
+            proof: Some(proof),
+        };
         let b = fb::HelloReply::create(&mut self.fbb, &args);
         self.finish(out, 0, Body::HelloReply, b.as_union_value());
+    }
+
+    /// The peer's answer to a challenge.
+    pub fn auth(&mut self, out: &mut Vec<u8>, proof: &[u8]) {
+        let proof = self.bytes(proof);
+        let b = fb::Auth::create(&mut self.fbb, &fb::AuthArgs { proof: Some(proof) });
+        self.finish(out, 0, Body::Auth, b.as_union_value());
+    }
+
+    /// The node's verdict on an `Auth`.
+    pub fn auth_reply(&mut self, out: &mut Vec<u8>, status: Status, message: &str) {
+        let message = self.fbb.create_string(message);
+        let b = fb::AuthReply::create(&mut self.fbb, &fb::AuthReplyArgs { status, message: Some(message) });
+        self.finish(out, 0, Body::AuthReply, b.as_union_value());
     }
 
     /// A get of `key` on shard `shard` of `keyspace`.

@@ -11,6 +11,8 @@ mod control;
 mod encode;
 mod error;
 mod frame;
+mod handshake;
+mod token;
 #[cfg(feature = "tokio")]
 mod tokio_io;
 
@@ -18,8 +20,10 @@ pub use control::{resize_ranges, ReplicaLag, ReplicaRoute, RoutingTable, ShardIn
 pub use encode::{BatchOpRef, EntriesBuilder, FrameEncoder};
 pub use error::WireError;
 pub use frame::{frame_len, parse_frame, read_frame_blocking, write_len_prefix, LEN_PREFIX};
+pub use handshake::{greet_blocking, Admission, Doorman, Greeted, Greeter, HandshakeError};
+pub use token::{ClusterToken, TokenError, MIN_TOKEN_BYTES};
 #[cfg(feature = "tokio")]
-pub use tokio_io::read_frame;
+pub use tokio_io::{greet, read_frame};
 pub use vasto_hash::ShardSelector;
 pub use vasto_schema::fb;
 pub use vasto_schema::fb::{Body, OpKind, Role, Status};
@@ -27,7 +31,8 @@ pub use vasto_schema::fb::{Body, OpKind, Role, Status};
 /// Protocol version carried in every hello; peers with another version are refused.
 /// Version 2: cluster ids in hellos, change-log incarnations in tails, keyspace incarnations in
 /// shard reports, shard command acks with log heads, import leases.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Version 3: cluster-token challenge-response in the opening (`Auth`), the `Importer` role.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Default limit on a frame body (64 MiB); larger frames are refused before they are buffered.
 pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
