@@ -35,8 +35,10 @@ impl AdminClient {
         encode(&mut self.enc, &mut self.buf, id);
         let lost = |e: String| ClientError::Master(format!("master connection: {e}"));
         self.stream.write_all(&self.buf).await.map_err(|e| lost(e.to_string()))?;
+        // One deadline for the answer: the master's keep-alives in between do not extend it.
+        let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
-            tokio::time::timeout(self.timeout, read_frame(&mut self.stream, &mut self.buf, DEFAULT_MAX_FRAME))
+            tokio::time::timeout_at(deadline, read_frame(&mut self.stream, &mut self.buf, DEFAULT_MAX_FRAME))
                 .await
                 .map_err(|_| ClientError::Timeout)?
                 .map_err(|e| lost(e.to_string()))?;
@@ -86,10 +88,12 @@ impl AdminClient {
         shards.ok_or_else(|| ClientError::Master(format!("the master's answer to an import of {name} has no shard count: {json:?}")))
     }
 
-    /// Waits until the master closes this connection or it breaks (an import's lease is lost
-    /// with it). Nothing else is read: call it only while no request is in flight.
+    /// Waits until the master closes this connection, it breaks, or the master falls silent
+    /// for [`vasto_wire::MASTER_SILENCE`] (an import's lease is lost with it). Nothing else is
+    /// read: call it only while no request is in flight.
     pub async fn closed(&mut self) {
-        while read_frame(&mut self.stream, &mut self.buf, DEFAULT_MAX_FRAME).await.is_ok() {}
+        let silence = vasto_wire::MASTER_SILENCE;
+        while let Ok(Ok(())) = tokio::time::timeout(silence, read_frame(&mut self.stream, &mut self.buf, DEFAULT_MAX_FRAME)).await {}
     }
 
     /// Ends the import begun with [`AdminClient::begin_import`].

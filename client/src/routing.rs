@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use vasto_wire::{parse_frame, read_frame, FrameEncoder, Role, RoutingTable, DEFAULT_MAX_FRAME};
+use vasto_wire::{parse_frame, read_frame, FrameEncoder, Role, RoutingTable, DEFAULT_MAX_FRAME, MASTER_SILENCE};
 
 /// The latest table of one keyspace; `None` until the master has answered the subscription.
 pub(crate) type TableWatch = watch::Receiver<Option<Arc<RoutingTable>>>;
@@ -116,7 +116,9 @@ async fn run(routing: std::sync::Weak<Routing>, master: String, config: ClientCo
 async fn read_tables(routing: std::sync::Weak<Routing>, read: tokio::net::tcp::OwnedReadHalf) {
     let mut read = BufReader::new(read);
     let mut buf = Vec::new();
-    while read_frame(&mut read, &mut buf, DEFAULT_MAX_FRAME).await.is_ok() {
+    // The master sends a keep-alive every 500 ms: a longer silence means it is gone, and
+    // returning makes the caller dial it again.
+    while let Ok(Ok(())) = tokio::time::timeout(MASTER_SILENCE, read_frame(&mut read, &mut buf, DEFAULT_MAX_FRAME)).await {
         let Ok(frame) = parse_frame(&buf) else { return };
         let Some(table) = frame.body_as_routing_table() else { continue };
         let Some(r) = routing.upgrade() else { return };

@@ -160,10 +160,23 @@ pub(crate) fn fail_pending(pending: &Pending) {
     pending.lock().unwrap_or_else(|p| p.into_inner()).clear();
 }
 
-/// Writes queued frames to a connection until the queue closes or the peer goes away.
+/// Writes queued frames to a connection until the queue closes or the peer goes away, and a
+/// keep-alive whenever nothing was sent for [`vasto_wire::MASTER_KEEPALIVE`].
 pub(crate) async fn write_loop(wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Frame>) {
     let mut w = BufWriter::new(wr);
-    while let Some(frame) = rx.recv().await {
+    let mut keepalive = Vec::new();
+    FrameEncoder::new().heartbeat(&mut keepalive, "", &[]);
+    loop {
+        let frame = match tokio::time::timeout(vasto_wire::MASTER_KEEPALIVE, rx.recv()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(_) => {
+                if w.write_all(&keepalive).await.is_err() || w.flush().await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
         if w.write_all(&frame).await.is_err() {
             return;
         }

@@ -3,15 +3,16 @@
 use crate::registry::Registry;
 use crate::replication::Replication;
 use crate::NodeError;
-use std::io::Write;
-use std::net::{Shutdown, TcpStream};
+use std::io::{ErrorKind, Write};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use vasto_engine::LogPosition;
 use vasto_wire::{
-    fb, greet_blocking, parse_frame, read_frame_blocking, ClusterToken, FrameEncoder, Greeter, Role, RoutingTable, ShardInfo, Status, DEFAULT_MAX_FRAME,
+    fb, greet_blocking, parse_frame, read_frame_blocking, Body, ClusterToken, FrameEncoder, Greeter, Role, RoutingTable, ShardInfo, Status, WireError,
+    DEFAULT_MAX_FRAME, MASTER_SILENCE,
 };
 
 /// How often a store tells the master it is alive.
@@ -19,6 +20,8 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(250);
 const RECONNECT_DELAY: Duration = Duration::from_millis(250);
 /// How long the master may take to answer each frame of the opening.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection attempt to the master may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Who this store is, as told to the master.
 #[derive(Debug, Clone)]
@@ -38,7 +41,7 @@ pub fn spawn(master: String, identity: Identity, registry: Arc<Registry>, replic
     std::thread::Builder::new().name("vasto-master-link".into()).spawn(move || {
         let mut failures = 0u32;
         loop {
-            match TcpStream::connect(&master).map_err(NodeError::from).and_then(|s| session(s, &identity, &registry, &replication)) {
+            match connect(&master).and_then(|s| session(s, &identity, &registry, &replication)) {
                 Ok(()) => failures = 0,
                 Err(e) => {
                     // Log the first failure and then every 40th (~10 s) to keep the log readable.
@@ -53,6 +56,19 @@ pub fn spawn(master: String, identity: Identity, registry: Arc<Registry>, replic
     })
 }
 
+/// Connects to `master` (`host:port`), trying each address it resolves to for at most
+/// [`CONNECT_TIMEOUT`].
+fn connect(master: &str) -> Result<TcpStream, NodeError> {
+    let mut last = None;
+    for addr in master.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.map(NodeError::from).unwrap_or_else(|| NodeError::Master(format!("{master} resolves to no address"))))
+}
+
 fn send(stream: &Mutex<TcpStream>, frame: &[u8]) -> Result<(), NodeError> {
     let mut s = stream.lock().unwrap_or_else(|p| p.into_inner());
     s.write_all(frame)?;
@@ -65,7 +81,8 @@ fn session(mut stream: TcpStream, identity: &Identity, registry: &Registry, repl
     stream.set_read_timeout(Some(HELLO_TIMEOUT))?;
     let greeter = Greeter::new(Role::Store, registry.cluster_id(), identity.token.as_ref());
     let master_cluster = greet_blocking(&mut stream, &greeter).map_err(|e| NodeError::Master(format!("master refused the store: {e}")))?;
-    stream.set_read_timeout(None)?;
+    // The master sends a keep-alive every 500 ms: a longer silence means it is gone.
+    stream.set_read_timeout(Some(MASTER_SILENCE))?;
     let mut reader = stream.try_clone()?;
     let writer = Arc::new(Mutex::new(stream));
     let mut enc = FrameEncoder::new();
@@ -134,12 +151,20 @@ fn command_loop(
     let mut buf = Vec::new();
     let mut out = Vec::new();
     loop {
-        read_frame_blocking(reader, &mut buf, DEFAULT_MAX_FRAME)?;
+        read_frame_blocking(reader, &mut buf, DEFAULT_MAX_FRAME).map_err(|e| match e {
+            WireError::Io(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                NodeError::Master(format!("no frame from the master for {MASTER_SILENCE:?}; reconnecting"))
+            }
+            e => e.into(),
+        })?;
         let frame = parse_frame(&buf)?;
         out.clear();
         if let Some(table) = frame.body_as_routing_table() {
             replication.update(RoutingTable::from_fb(table));
             continue;
+        }
+        if frame.body_type() == Body::Heartbeat {
+            continue; // the master's keep-alive
         }
         match frame.body_as_shard_command() {
             Some(cmd) => {

@@ -34,6 +34,13 @@ pub use vasto_schema::fb::{Body, OpKind, Role, Status};
 /// Version 3: cluster-token challenge-response in the opening (`Auth`), the `Importer` role.
 pub const PROTOCOL_VERSION: u32 = 3;
 
+/// How often the master sends a keep-alive (an empty `Heartbeat`) on a connection it has
+/// nothing else to send on, so its peers can tell a silent master from an idle one.
+pub const MASTER_KEEPALIVE: std::time::Duration = std::time::Duration::from_millis(500);
+/// A master connection that brings no frame for this long is taken for dead (the master went
+/// away without closing it, or the network between is cut) and is dialled again.
+pub const MASTER_SILENCE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Default limit on a frame body (64 MiB); larger frames are refused before they are buffered.
 pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
 
