@@ -175,8 +175,11 @@ impl State {
         let before = self.catching_all();
         let record =
             StoreRecord { address: address.to_owned(), capacity_bytes, up: true, generation, lags: Vec::new(), heard: false, reports: shards.to_vec() };
+        let old = self.stores.get(id).map(|r| r.reports.clone()).unwrap_or_default();
+        let members = self.members_of(&changed_reports(&old, shards));
         self.stores.insert(id.to_owned(), record);
         let mut affected = self.keyspaces_on(id);
+        affected.extend(self.members_changed(members));
         affected.extend(shards.iter().filter(|info| self.adopt(id, info)).map(|info| info.keyspace.clone()));
         // Peers following this store may start (or stop) catching up now that it is back.
         affected.extend(self.catching_changes(&before));
@@ -189,13 +192,17 @@ impl State {
         if !self.is_current(id, generation) {
             return None;
         }
-        let mut affected = BTreeSet::new();
+        let old = self.stores.get(id)?.reports.clone();
+        let members = self.members_of(&changed_reports(&old, shards));
         let record = self.stores.get_mut(id)?;
         record.capacity_bytes = capacity_bytes;
         record.reports = shards.to_vec();
-        if record.address != address {
-            record.address = address.to_owned();
-            affected = self.keyspaces_on(id);
+        let moved = record.address != address;
+        record.address = address.to_owned();
+        // A replica the store no longer reports (a stray it dropped) leaves the tables too.
+        let mut affected = self.members_changed(members);
+        if moved {
+            affected.extend(self.keyspaces_on(id));
         }
         affected.extend(shards.iter().filter(|info| self.adopt(id, info)).map(|info| info.keyspace.clone()));
         Some(self.bump_all(affected, now_ms))
@@ -420,6 +427,35 @@ impl State {
             None => ReplicaRoute { store_id: id.to_owned(), address: String::new(), up: false, catching_up: false },
         }
     }
+}
+
+impl State {
+    /// The stores routed for each shard of each of `names` (placement, joining and strays).
+    fn members_of(&self, names: &BTreeSet<String>) -> Vec<(String, Vec<Vec<String>>)> {
+        let ids = |name: &str| -> Vec<Vec<String>> {
+            let shards = self.keyspaces.get(name).map_or(0, |ks| ks.placement.len() as u32);
+            (0..shards).map(|shard| self.row_routes(name, shard).into_iter().map(|r| r.store_id).collect()).collect()
+        };
+        names.iter().filter(|n| self.keyspaces.contains_key(*n)).map(|n| (n.clone(), ids(n))).collect()
+    }
+
+    /// The keyspaces among `before` (from [`State::members_of`]) whose routed stores changed.
+    fn members_changed(&self, before: Vec<(String, Vec<Vec<String>>)>) -> BTreeSet<String> {
+        let names: BTreeSet<String> = before.iter().map(|(n, _)| n.clone()).collect();
+        let after = self.members_of(&names);
+        before.into_iter().zip(after).filter(|(b, a)| b != a).map(|(b, _)| b.0).collect()
+    }
+}
+
+/// The keyspaces whose replicas a store reports differently in `new` than in `old` (the routes
+/// list reported replicas outside the placement, so their tables may change).
+fn changed_reports(old: &[ShardInfo], new: &[ShardInfo]) -> BTreeSet<String> {
+    let of = |reports: &[ShardInfo], ks: &str| -> Vec<ShardInfo> {
+        let mut v: Vec<ShardInfo> = reports.iter().filter(|i| i.keyspace == ks).cloned().collect();
+        v.sort();
+        v
+    };
+    old.iter().chain(new).map(|i| i.keyspace.as_str()).filter(|ks| of(old, ks) != of(new, ks)).map(str::to_owned).collect()
 }
 
 fn count<'a>(rows: impl Iterator<Item = &'a Vec<String>>) -> HashMap<&'a str, usize> {

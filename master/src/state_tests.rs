@@ -157,9 +157,14 @@ fn rebuild_from_reports() {
     assert_eq!(ids, vec![vec!["a", "b"], vec!["b", "a"]]);
     assert!(t.routes.iter().flatten().all(|r| r.up));
 
-    // Conflicting or nonsense reports are ignored.
-    let (_, affected) = st.register("c", "c:1", 10, &[info("ks", 0, 4, 0, 2), info("ks", 5, 2, 0, 2), info(".bad", 0, 1, 0, 1)], 200);
-    assert!(affected.is_empty());
+    // Conflicting or nonsense reports never change the layout or the placement (a report of
+    // the same commit is listed as a stray of its shard, which other replicas follow).
+    st.register("c", "c:1", 10, &[info("ks", 0, 4, 0, 2), info("ks", 5, 2, 0, 2), info(".bad", 0, 1, 0, 1)], 200);
+    let t = st.table("ks");
+    assert_eq!(t.shards, 2);
+    let placed: Vec<Vec<&str>> = t.routes.iter().map(|r| r.iter().take(2).map(|x| x.store_id.as_str()).collect()).collect();
+    assert_eq!(placed, vec![vec!["a", "b"], vec!["b", "a"]]);
+    assert!(!st.keyspaces.contains_key(".bad"));
     // A live holder keeps its slot; a down holder's slot is taken over.
     st.register("c", "c:1", 10, &[info("ks", 0, 2, 0, 2)], 200);
     assert_eq!(st.table("ks").routes[0][0].store_id, "a");
@@ -320,4 +325,20 @@ fn lags_are_forgotten_when_the_store_goes_down_or_re_registers() {
     assert!(!route.up && !route.catching_up);
     assert!(st.stores["c"].lags.is_empty());
     assert!(st.status(0).keyspaces[0].routes[0][1].lags.is_empty());
+}
+
+#[test]
+fn a_stray_replica_the_store_drops_leaves_the_table_at_once() {
+    // Found by the soak (seed 5067): a replaced store came back with its old replica (a stray,
+    // followed by the others), then dropped it; its new report changed no placement, so the
+    // table was never pushed and the other replicas followed the gone copy forever.
+    let mut st = b_and_c_with_peer_a();
+    let gen_a = st.stores["a"].generation;
+    let affected = st.resync("a", gen_a, "a:1", 1, &[info("ks", 0, 1, 0, 2)], 2).expect("current");
+    assert_eq!(affected, vec!["ks".to_string()]);
+    assert!(st.table("ks").routes[0].iter().any(|r| r.store_id == "a"), "the stray is followed");
+    let affected = st.resync("a", gen_a, "a:1", 1, &[], 3).expect("current");
+    assert_eq!(affected, vec!["ks".to_string()], "dropping the stray changes the table");
+    assert!(st.table("ks").routes[0].iter().all(|r| r.store_id != "a"));
+    assert!(st.resync("a", gen_a, "a:1", 1, &[], 4).expect("current").is_empty(), "an unchanged report changes nothing");
 }
