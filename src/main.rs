@@ -90,6 +90,11 @@ enum Command {
         /// reboot (unsynced writes may be lost). For tests.
         #[arg(long, hide = true, default_value_os_t = vasto_node::default_boot_id_path())]
         boot_id_file: PathBuf,
+        /// Refuse writes whose event time is more than this many milliseconds ahead of the
+        /// store's clock: under last-writer-wins such a write would beat every later write
+        /// until the clocks caught up.
+        #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+        max_clock_skew_ms: u64,
         #[command(flatten)]
         token: token_arg::TokenArg,
     },
@@ -158,7 +163,21 @@ fn main() -> ExitCode {
                 Ok(rt.block_on(vasto_master::run(config))?)
             })
         }
-        Command::Store { master, listen, advertise, dir, threads, max_frame, change_log_entries, max_mbps, value_cache_mb, sync, boot_id_file, token } => {
+        Command::Store {
+            master,
+            listen,
+            advertise,
+            dir,
+            threads,
+            max_frame,
+            change_log_entries,
+            max_mbps,
+            value_cache_mb,
+            sync,
+            boot_id_file,
+            max_clock_skew_ms,
+            token,
+        } => {
             init_logs("info");
             let value_cache_bytes = value_cache_mb.checked_mul(1 << 20).ok_or_else(|| anyhow::anyhow!("--value-cache-mb {value_cache_mb} is too large"));
             let engine =
@@ -176,6 +195,7 @@ fn main() -> ExitCode {
                     engine,
                     boot_id_path: boot_id_file,
                     token,
+                    max_clock_skew: std::time::Duration::from_millis(max_clock_skew_ms),
                 };
                 let node = vasto_node::start(config)?;
                 Ok(node.run_until_stopped()?)

@@ -5,7 +5,7 @@ use common::Cluster;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
-use vasto_client::{Client, ClientError, Status};
+use vasto_client::{Client, ClientError, PutOptions, Status};
 use vasto_wire::{parse_frame, read_frame_blocking, FrameEncoder, Role, WireError, DEFAULT_MAX_FRAME};
 
 fn connect(addr: &str) -> TcpStream {
@@ -147,6 +147,22 @@ async fn client_errors_are_clear() {
         other => panic!("expected TooLarge, got {other:?}"),
     }
     assert!(Client::connect("127.0.0.1:1").await.is_err(), "no master there");
+
+    // A writer whose clock runs ahead by more than a minute is refused (it would win over every
+    // later write); a few seconds ahead is fine.
+    let now = vasto_client::now_ns();
+    let ahead = PutOptions { event_time_ns: Some(now + 600_000_000_000), ..Default::default() };
+    match ks.put_with(b"future", b"v", ahead).await {
+        Err(ClientError::Server { status: Status::BadRequest, message }) => assert!(message.contains("ahead of this store's clock"), "{message}"),
+        other => panic!("expected BadRequest, got {other:?}"),
+    }
+    match ks.delete_at(b"future", now + 600_000_000_000).await {
+        Err(ClientError::Server { status: Status::BadRequest, .. }) => {}
+        other => panic!("expected BadRequest for the delete, got {other:?}"),
+    }
+    assert_eq!(ks.get(b"future").await.unwrap(), None, "nothing was written");
+    ks.put_with(b"future", b"soon", PutOptions { event_time_ns: Some(now + 5_000_000_000), ..Default::default() }).await.unwrap();
+    assert_eq!(ks.get(b"future").await.unwrap().as_deref(), Some(&b"soon"[..]));
 
     // More replicas than stores: refused with the reason.
     let out = cluster.vasto(&["admin", "--master", &cluster.master_addr, "create-keyspace", "wide", "--shards", "2", "--replicas", "3"]);

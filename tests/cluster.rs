@@ -184,3 +184,33 @@ fn raw_frames_reach_the_store_and_misrouted_keys_are_refused() {
     }
     assert_eq!(all, vec![(10, Status::NotFound), (11, Status::NotFound), (12, Status::NotFound)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_pages_are_capped_by_bytes_and_continuing_visits_every_key_once() {
+    let cluster = Cluster::start(1);
+    cluster.create_keyspace("wide", 3, 1);
+    let ks = Client::connect(&cluster.master_addr).await.unwrap().keyspace("wide").await.unwrap();
+    // 30 values of 1 MiB: a page of at most 4 MiB per shard cannot carry them all.
+    let keys: Vec<String> = (0..30).map(|i| format!("blob:{i:02}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        ks.put(k.as_bytes(), &vec![i as u8; 1 << 20]).await.unwrap();
+    }
+    let (mut seen, mut after, mut pages) = (Vec::new(), Vec::new(), 0);
+    loop {
+        let page = ks.scan_prefix(b"blob:", &after, 1000).await.unwrap();
+        pages += 1;
+        assert!(!page.entries.is_empty() || page.next.is_none(), "an empty page ends the scan");
+        for (k, v) in &page.entries {
+            let i: usize = String::from_utf8_lossy(&k[5..]).parse().unwrap();
+            assert_eq!(v.len(), 1 << 20);
+            assert!(v.iter().all(|b| *b == i as u8), "value of {i}");
+            seen.push(String::from_utf8_lossy(k).into_owned());
+        }
+        match page.next {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    assert_eq!(seen, keys, "every key once, in order");
+    assert!(pages > 2, "the byte cap split the scan into pages ({pages})");
+}

@@ -150,7 +150,9 @@ impl Keyspace {
     }
 
     /// One page of the keys starting with `prefix`, in key order across all shards, strictly
-    /// after `start_after` (empty for the first page), at most `limit` entries.
+    /// after `start_after` (empty for the first page), at most `limit` entries (fewer when the
+    /// values are large: a store sends at most 4 MiB per page). Continuing from `next` visits
+    /// every key exactly once.
     pub async fn scan_prefix(&self, prefix: &[u8], start_after: &[u8], limit: u32) -> Result<ScanPage, ClientError> {
         let limit = limit.max(1);
         let table = self.table().await?;
@@ -167,12 +169,25 @@ impl Keyspace {
         .await;
         let mut entries = Vec::new();
         let mut more = false;
+        // A shard that stopped early may hold keys below other shards' last ones: the page
+        // ends at the smallest last key of the shards that have more, so none is skipped.
+        let mut cutoff: Option<Vec<u8>> = None;
         for page in pages {
             let (e, m) = page?;
-            more |= m;
+            if m {
+                more = true;
+                if let Some((last, _)) = e.last() {
+                    if cutoff.as_ref().is_none_or(|c| last < c) {
+                        cutoff = Some(last.clone());
+                    }
+                }
+            }
             entries.extend(e);
         }
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if let Some(cutoff) = &cutoff {
+            entries.retain(|(k, _)| k <= cutoff);
+        }
         if entries.len() > limit as usize {
             entries.truncate(limit as usize);
             more = true;

@@ -402,7 +402,7 @@ impl Shard {
 
     /// Calls `f(key, value)` for up to `limit` live keys starting with `prefix`, in key order,
     /// strictly after `start_after` when it is non-empty. Returns true when more keys follow.
-    pub fn scan(&self, prefix: &[u8], start_after: &[u8], limit: usize, mut f: impl FnMut(&[u8], &[u8])) -> Result<bool, EngineError> {
+    pub fn scan(&self, prefix: &[u8], start_after: &[u8], limit: usize, max_bytes: usize, mut f: impl FnMut(&[u8], &[u8])) -> Result<bool, EngineError> {
         let mut it = self.db.raw_iterator();
         if start_after > prefix {
             it.seek(start_after);
@@ -413,7 +413,7 @@ impl Shard {
             it.seek(prefix);
         }
         let now = now_ns();
-        let mut emitted = 0usize;
+        let (mut emitted, mut bytes) = (0usize, 0usize);
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
             if !k.starts_with(prefix) {
                 break;
@@ -421,11 +421,13 @@ impl Shard {
             if let Some((h, user)) = Header::split(v) {
                 // Keys copied in by a resize snapshot that belong elsewhere are never served.
                 if !h.tombstone && !h.expired(now) && self.layout.owns(k) {
-                    if emitted == limit {
+                    let size = k.len() + user.len();
+                    if emitted == limit || (emitted > 0 && bytes + size > max_bytes) {
                         return Ok(true);
                     }
                     f(k, user);
                     emitted += 1;
+                    bytes += size;
                 }
             }
             it.next();

@@ -101,7 +101,7 @@ fn scan_pages_through_prefix_skipping_deleted() {
     s.delete(b"p3", 2).unwrap();
     let page = |after: &[u8]| {
         let mut keys = Vec::new();
-        let more = s.scan(b"p", after, 4, |k, _| keys.push(k.to_vec())).unwrap();
+        let more = s.scan(b"p", after, 4, usize::MAX, |k, _| keys.push(k.to_vec())).unwrap();
         (keys, more)
     };
     let (a, more) = page(b"");
@@ -114,7 +114,7 @@ fn scan_pages_through_prefix_skipping_deleted() {
     assert_eq!(c, vec![b"p9".to_vec()]);
     assert!(!more);
     let mut all = 0;
-    assert!(!s.scan(b"", b"", 100, |_, _| all += 1).unwrap());
+    assert!(!s.scan(b"", b"", 100, usize::MAX, |_, _| all += 1).unwrap());
     assert_eq!(all, 11, "metadata never shows up in the user key space");
 }
 

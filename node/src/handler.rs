@@ -18,6 +18,9 @@ pub const MAX_VALUE_BYTES: usize = 32 << 20;
 pub const MAX_KEY_BYTES: usize = 64 << 10;
 /// Largest page a scan returns, whatever the client asks.
 pub const MAX_SCAN_LIMIT: u32 = 10_000;
+/// Keys and values a scan page carries at most (a page always has at least one entry, so one
+/// value of up to [`MAX_VALUE_BYTES`] still fits): bounds a scan answer's memory on both sides.
+pub const MAX_SCAN_BYTES: usize = 4 << 20;
 
 /// Per-connection request executor: owns the frame encoder so responses are encoded without
 /// allocating once the connection is warm.
@@ -28,6 +31,8 @@ pub struct Handler {
     door: Doorman,
     /// Who is connected, for the log.
     peer: SocketAddr,
+    /// How far ahead of this store's clock a write's event time may be, in nanoseconds.
+    max_skew_ns: u64,
     /// The import being received on this connection, if any.
     ingest: Option<IngestSession>,
     /// Puts and deletes held for one group commit (see [`crate::group`]).
@@ -58,17 +63,19 @@ fn reject(status: Status, msg: &'static str) -> Reject {
 
 impl Handler {
     /// A handler serving the shards of `registry` to `peer`, admitting only peers that prove
-    /// `token` when there is one.
-    pub fn new(registry: Arc<Registry>, token: Option<ClusterToken>, peer: SocketAddr) -> Self {
+    /// `token` when there is one, and refusing writes whose event time is more than
+    /// `max_skew_ns` ahead of this store's clock (one would win over every later write until
+    /// the clocks caught up).
+    pub fn new(registry: Arc<Registry>, token: Option<ClusterToken>, peer: SocketAddr, max_skew_ns: u64) -> Self {
         let door = Doorman::new("store", token);
-        Self { registry, enc: FrameEncoder::new(), door, peer, ingest: None, group: WriteGroup::default(), flushed_to: 0 }
+        Self { registry, enc: FrameEncoder::new(), door, peer, max_skew_ns, ingest: None, group: WriteGroup::default(), flushed_to: 0 }
     }
 
     /// A new handler on the same registry and the same admitted peer, with nothing held (used to
     /// recover from a panic mid-encode).
     pub fn fresh(&mut self) -> Self {
         let door = std::mem::replace(&mut self.door, Doorman::new("store", None));
-        Self { door, ..Self::new(Arc::clone(&self.registry), None, self.peer) }
+        Self { door, ..Self::new(Arc::clone(&self.registry), None, self.peer, self.max_skew_ns) }
     }
 
     /// Whether the peer has been admitted (every frame after that is a request).
@@ -244,7 +251,8 @@ impl Handler {
         let replica = self.writable(r.keyspace(), r.shard())?;
         let key = checked_key(&replica, r.key())?;
         let value = checked_value(r.value())?;
-        self.hold(input, out, id, &replica, Write::Put { key, value, event_time_ns: r.event_time_ns(), ttl_ns: r.ttl_ns() });
+        let event_time_ns = self.checked_time(r.event_time_ns())?;
+        self.hold(input, out, id, &replica, Write::Put { key, value, event_time_ns, ttl_ns: r.ttl_ns() });
         Ok(())
     }
 
@@ -252,8 +260,23 @@ impl Handler {
     fn hold_delete(&mut self, input: &[u8], id: u64, r: fb::Delete<'_>, out: &mut Vec<u8>) -> Result<(), Reject> {
         let replica = self.writable(r.keyspace(), r.shard())?;
         let key = checked_key(&replica, r.key())?;
-        self.hold(input, out, id, &replica, Write::Delete { key, event_time_ns: r.event_time_ns() });
+        let event_time_ns = self.checked_time(r.event_time_ns())?;
+        self.hold(input, out, id, &replica, Write::Delete { key, event_time_ns });
         Ok(())
+    }
+
+    /// The event time of a write, refused when it is too far ahead of this store's clock.
+    fn checked_time(&self, event_time_ns: u64) -> Result<u64, Reject> {
+        let now = vasto_engine::now_ns();
+        if event_time_ns > now.saturating_add(self.max_skew_ns) {
+            let ahead = (event_time_ns - now) as f64 / 1e9;
+            let allowed = self.max_skew_ns as f64 / 1e9;
+            return Err(Reject(
+                Status::BadRequest,
+                Cow::Owned(format!("event time {ahead:.1} s ahead of this store's clock (at most {allowed:.1} s allowed): check the writer's clock")),
+            ));
+        }
+        Ok(event_time_ns)
     }
 
     fn hold(&mut self, input: &[u8], out: &mut Vec<u8>, id: u64, replica: &Arc<Replica>, write: Write<'_>) {
@@ -287,6 +310,7 @@ impl Handler {
         // Validate everything before writing anything: a batch is all or nothing.
         for op in ops.iter() {
             checked_key(&shard, op.key())?;
+            self.checked_time(op.event_time_ns())?;
             if op.kind() == OpKind::Put {
                 checked_value(op.value())?;
             } else if op.kind() != OpKind::Delete {
@@ -309,7 +333,9 @@ impl Handler {
         let shard = self.shard(r.keyspace(), r.shard())?;
         let limit = r.limit().clamp(1, MAX_SCAN_LIMIT) as usize;
         let mut page = self.enc.entries_builder();
-        let more = shard.scan(r.prefix().unwrap_or_default(), r.start_after().unwrap_or_default(), limit, |k, v| page.push(k, v)).map_err(engine_error)?;
+        let more = shard
+            .scan(r.prefix().unwrap_or_default(), r.start_after().unwrap_or_default(), limit, MAX_SCAN_BYTES, |k, v| page.push(k, v))
+            .map_err(engine_error)?;
         page.finish_scan_page(out, id, more);
         Ok(Responded::Yes)
     }

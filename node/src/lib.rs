@@ -26,7 +26,7 @@ mod server;
 mod split;
 mod tail;
 
-pub use handler::{MAX_KEY_BYTES, MAX_SCAN_LIMIT, MAX_VALUE_BYTES};
+pub use handler::{MAX_KEY_BYTES, MAX_SCAN_BYTES, MAX_SCAN_LIMIT, MAX_VALUE_BYTES};
 pub use identity::default_boot_id_path;
 pub use master_link::HEARTBEAT_INTERVAL;
 pub use vasto_engine::{EngineOptions, SyncMode};
@@ -88,6 +88,9 @@ pub struct NodeConfig {
     /// The cluster token every peer must prove and that this store proves to the master and its
     /// peers; `None` runs open, which is allowed on loopback only.
     pub token: Option<ClusterToken>,
+    /// Writes whose event time is further ahead of this store's clock are refused (a write
+    /// from a clock far in the future would win over every later write under last-writer-wins).
+    pub max_clock_skew: std::time::Duration,
 }
 
 /// A started store: its bound address and threads.
@@ -159,7 +162,11 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let registry = Arc::new(registry::Registry::open(engine, lost, cluster_id)?);
     identity::record_run(&config.dir, &config.boot_id_path, config.engine.sync)?;
     let threads = if config.threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { config.threads };
-    let limits = server::Limits { max_frame: config.max_frame, move_bytes_per_sec: config.max_move_mbps.saturating_mul(1_000_000) };
+    let limits = server::Limits {
+        max_frame: config.max_frame,
+        move_bytes_per_sec: config.max_move_mbps.saturating_mul(1_000_000),
+        max_skew_ns: u64::try_from(config.max_clock_skew.as_nanos()).unwrap_or(u64::MAX),
+    };
     let (addr, _cores) = server::spawn_cores(config.listen, threads, Arc::clone(&registry), limits, config.token.clone())?;
     let identity = master_link::Identity {
         store_id: store_id.clone(),

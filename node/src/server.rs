@@ -24,6 +24,8 @@ pub struct Limits {
     /// Snapshot data sent to a follower, in bytes per second per stream (0 = unlimited), so
     /// that copying a replica leaves room for foreground traffic.
     pub move_bytes_per_sec: u64,
+    /// Writes whose event time is further ahead of the store's clock than this are refused.
+    pub max_skew_ns: u64,
 }
 
 /// Starts `threads` core threads serving `listen`. Returns the bound address (useful with port 0)
@@ -96,7 +98,7 @@ fn core_main(
 /// Reads frames, answers each in order, and writes all answers of one read in one write.
 async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, registry: Arc<Registry>, limits: Limits, token: Option<ClusterToken>) {
     let _ = stream.set_nodelay(true);
-    let mut handler = Handler::new(registry, token, peer);
+    let mut handler = Handler::new(registry, token, peer, limits.max_skew_ns);
     let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     loop {

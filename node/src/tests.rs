@@ -27,7 +27,7 @@ fn responses(mut out: &[u8]) -> Vec<(u64, Status, Option<Vec<u8>>)> {
 
 /// A handler of an open store (no token) for a peer on loopback.
 fn handler(registry: Arc<Registry>) -> Handler {
-    Handler::new(registry, None, std::net::SocketAddr::from(([127, 0, 0, 1], 1)))
+    Handler::new(registry, None, std::net::SocketAddr::from(([127, 0, 0, 1], 1)), 60_000_000_000)
 }
 
 /// A handler that has admitted a client (its hello answered), for request-by-request tests.
@@ -122,7 +122,7 @@ fn pipelined_writes_are_committed_in_groups_and_answered_in_order() {
         let replica = reg.get("two", shard).unwrap();
         let held = (0..n).filter(|&i| i != 7 && i != 100 && shard_of(&key(i)) == shard).count();
         let mut found = 0;
-        replica.shard.scan(b"key-", b"", 10_000, |_, _| found += 1).unwrap();
+        replica.shard.scan(b"key-", b"", 10_000, usize::MAX, |_, _| found += 1).unwrap();
         assert_eq!(found, held, "shard {shard} holds exactly its acknowledged writes");
     }
 }
