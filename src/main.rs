@@ -95,6 +95,18 @@ enum Command {
         /// until the clocks caught up.
         #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
         max_clock_skew_ms: u64,
+        /// Connections served at once (clients, peers, importers); one more is refused with
+        /// `Unavailable`, so clients use another replica.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        max_connections: u64,
+        /// Milliseconds a peer may take to finish its opening, or to send the rest of a frame it
+        /// started, before it is disconnected (a stalled or malicious peer holds nothing longer).
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+        read_timeout_ms: u64,
+        /// Seconds a data connection may stay without any request before it is closed (clients
+        /// dial again when they need it).
+        #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        idle_timeout_secs: u64,
         #[command(flatten)]
         token: token_arg::TokenArg,
     },
@@ -176,6 +188,9 @@ fn main() -> ExitCode {
             sync,
             boot_id_file,
             max_clock_skew_ms,
+            max_connections,
+            read_timeout_ms,
+            idle_timeout_secs,
             token,
         } => {
             init_logs("info");
@@ -196,6 +211,9 @@ fn main() -> ExitCode {
                     boot_id_path: boot_id_file,
                     token,
                     max_clock_skew: std::time::Duration::from_millis(max_clock_skew_ms),
+                    max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+                    read_timeout: std::time::Duration::from_millis(read_timeout_ms),
+                    idle_timeout: std::time::Duration::from_secs(idle_timeout_secs),
                 };
                 let node = vasto_node::start(config)?;
                 Ok(node.run_until_stopped()?)

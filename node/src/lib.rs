@@ -91,6 +91,12 @@ pub struct NodeConfig {
     /// Writes whose event time is further ahead of this store's clock are refused (a write
     /// from a clock far in the future would win over every later write under last-writer-wins).
     pub max_clock_skew: std::time::Duration,
+    /// Connections served at once; one more is refused (`Unavailable`) at its hello.
+    pub max_connections: usize,
+    /// How long a peer may take to finish its opening or the rest of a frame it started.
+    pub read_timeout: std::time::Duration,
+    /// A data connection with no request for this long is closed.
+    pub idle_timeout: std::time::Duration,
 }
 
 /// A started store: its bound address and threads.
@@ -166,6 +172,9 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         max_frame: config.max_frame,
         move_bytes_per_sec: config.max_move_mbps.saturating_mul(1_000_000),
         max_skew_ns: u64::try_from(config.max_clock_skew.as_nanos()).unwrap_or(u64::MAX),
+        max_connections: config.max_connections.max(1),
+        read_timeout: config.read_timeout,
+        idle_timeout: config.idle_timeout,
     };
     let (addr, _cores) = server::spawn_cores(config.listen, threads, Arc::clone(&registry), limits, config.token.clone())?;
     let identity = master_link::Identity {

@@ -8,8 +8,10 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::Duration;
 use vasto_wire::{frame_len, ClusterToken, FrameEncoder, ShardSelector, Status, WireError, LEN_PREFIX};
 
 const READ_CHUNK: usize = 64 << 10;
@@ -26,6 +28,32 @@ pub struct Limits {
     pub move_bytes_per_sec: u64,
     /// Writes whose event time is further ahead of the store's clock than this are refused.
     pub max_skew_ns: u64,
+    /// Connections served at once by the whole store; one more is refused at its hello.
+    pub max_connections: usize,
+    /// How long a peer may take to finish its opening, or to send the rest of a frame it
+    /// started: a peer that stalls longer (a slowloris) is disconnected.
+    pub read_timeout: Duration,
+    /// A connection with no request for this long is closed (clients dial again when needed).
+    pub idle_timeout: Duration,
+}
+
+/// Largest frame accepted before a peer is admitted: a hello or a proof is a few dozen bytes.
+const OPENING_MAX_FRAME: usize = 4096;
+
+/// One connection counted against [`Limits::max_connections`] until dropped.
+struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl ConnectionSlot {
+    /// Takes a slot, or `None` when `max` connections are already served.
+    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok().map(|_| Self(Arc::clone(count)))
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Starts `threads` core threads serving `listen`. Returns the bound address (useful with port 0)
@@ -40,10 +68,13 @@ pub fn spawn_cores(
 ) -> Result<(SocketAddr, Vec<JoinHandle<()>>), NodeError> {
     let mut handles = Vec::with_capacity(threads);
     let mut addr = listen;
+    let connections = Arc::new(AtomicUsize::new(0));
     for core in 0..threads.max(1) {
         let (tx, rx) = mpsc::channel();
-        let (registry, token) = (Arc::clone(&registry), token.clone());
-        let handle = std::thread::Builder::new().name(format!("vasto-core-{core}")).spawn(move || core_main(core, addr, registry, limits, token, tx))?;
+        let (registry, token, connections) = (Arc::clone(&registry), token.clone(), Arc::clone(&connections));
+        let handle = std::thread::Builder::new()
+            .name(format!("vasto-core-{core}"))
+            .spawn(move || core_main(core, addr, CoreShared { registry, limits, token, connections }, tx))?;
         match rx.recv() {
             Ok(Ok(bound)) => addr = bound,
             Ok(Err(e)) => return Err(NodeError::Bind { addr: addr.to_string(), source: e }),
@@ -54,14 +85,16 @@ pub fn spawn_cores(
     Ok((addr, handles))
 }
 
-fn core_main(
-    core: usize,
-    addr: SocketAddr,
+/// What every core shares.
+struct CoreShared {
     registry: Arc<Registry>,
     limits: Limits,
     token: Option<ClusterToken>,
-    bound: mpsc::Sender<std::io::Result<SocketAddr>>,
-) {
+    /// Connections served by all cores together.
+    connections: Arc<AtomicUsize>,
+}
+
+fn core_main(core: usize, addr: SocketAddr, shared: CoreShared, bound: mpsc::Sender<std::io::Result<SocketAddr>>) {
     let uring = monoio::utils::detect_uring();
     let mut rt = match monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().build() {
         Ok(rt) => rt,
@@ -84,9 +117,14 @@ fn core_main(
         tracing::info!(core, io_uring = uring, "core serving");
         loop {
             match listener.accept().await {
-                Ok((stream, peer)) => {
-                    monoio::spawn(serve_connection(stream, peer, Arc::clone(&registry), limits, token.clone()));
-                }
+                Ok((stream, peer)) => match ConnectionSlot::take(&shared.connections, shared.limits.max_connections) {
+                    Some(slot) => {
+                        monoio::spawn(serve_connection(stream, peer, Arc::clone(&shared.registry), shared.limits, shared.token.clone(), slot));
+                    }
+                    None => {
+                        monoio::spawn(refuse_connection(stream, peer, shared.limits.max_connections));
+                    }
+                },
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
                 }
@@ -95,8 +133,27 @@ fn core_main(
     });
 }
 
+/// Answers the hello of a connection over the limit with `Unavailable` (clients then use
+/// another replica) and closes it.
+async fn refuse_connection(mut stream: TcpStream, peer: SocketAddr, max: usize) {
+    tracing::warn!(%peer, max, "refused a connection: too many connections");
+    let mut out = Vec::new();
+    let message = format!("this store serves at most {max} connections");
+    FrameEncoder::new().hello_reply(&mut out, Status::Unavailable, &message, 0);
+    let _ = monoio::time::timeout(Duration::from_secs(1), stream.write_all(out)).await;
+}
+
 /// Reads frames, answers each in order, and writes all answers of one read in one write.
-async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, registry: Arc<Registry>, limits: Limits, token: Option<ClusterToken>) {
+/// Closes a connection whose peer stalls in its opening or in the middle of a frame for
+/// longer than the read timeout, or sends nothing for longer than the idle timeout.
+async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    registry: Arc<Registry>,
+    limits: Limits,
+    token: Option<ClusterToken>,
+    _slot: ConnectionSlot,
+) {
     let _ = stream.set_nodelay(true);
     let mut handler = Handler::new(registry, token, peer, limits.max_skew_ns);
     let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK);
@@ -107,7 +164,22 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, registry: Arc
         }
         // Read after the bytes already buffered (a plain Vec would be filled from its start).
         let len = input.len();
-        let (res, buf) = stream.read(input.slice_mut(len..)).await;
+        let patience = if handler.admitted() && input.is_empty() { limits.idle_timeout } else { limits.read_timeout };
+        let Ok((res, buf)) = monoio::time::timeout(patience, stream.read(input.slice_mut(len..))).await else {
+            let what = if !handler.admitted() {
+                "did not finish its opening"
+            } else if len > 0 {
+                "stalled in the middle of a frame"
+            } else {
+                "was idle"
+            };
+            tracing::info!(%peer, ?patience, "closing a connection that {what}");
+            // The timed-out read may still be in flight (io_uring), which keeps the socket open
+            // after the stream is dropped: shut it down so the peer sees the close now.
+            // SAFETY: shutdown(2) on the descriptor this stream owns and has not closed.
+            unsafe { libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(&stream), libc::SHUT_RDWR) };
+            return;
+        };
         input = buf.into_inner();
         match res {
             Ok(0) | Err(_) => return,
@@ -116,8 +188,10 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, registry: Arc
         let (consumed, after) = process(&mut handler, &input, &mut out, limits.max_frame);
         input.drain(..consumed);
         if let Some(needed) = declared_len(&input) {
+            // Grow towards a large frame as its bytes arrive (at most doubling per read), so a
+            // peer that only declares a huge frame does not make the store allocate it.
             if needed > input.capacity() {
-                input.reserve(needed - input.len());
+                input.reserve((needed - input.len()).min(input.capacity().max(READ_CHUNK)));
             }
         } else if input.is_empty() && input.capacity() > KEEP_CAPACITY {
             input = Vec::with_capacity(READ_CHUNK);
@@ -169,7 +243,8 @@ pub(crate) enum After {
 pub(crate) fn process(handler: &mut Handler, input: &[u8], out: &mut Vec<u8>, max_frame: usize) -> (usize, After) {
     let mut consumed = 0;
     loop {
-        match frame_len(&input[consumed..], max_frame) {
+        let limit = if handler.admitted() { max_frame } else { OPENING_MAX_FRAME };
+        match frame_len(&input[consumed..], limit) {
             Ok(Some(n)) => {
                 let body = consumed + LEN_PREFIX..consumed + n;
                 consumed += n;
