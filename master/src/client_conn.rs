@@ -8,7 +8,7 @@ use crate::MasterError;
 use std::sync::Arc;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
-use vasto_wire::{parse_frame, read_frame, FrameEncoder, Role, Status, DEFAULT_MAX_FRAME};
+use vasto_wire::{parse_frame, read_frame, FrameEncoder, Role, Status};
 
 /// Starts an import into `name`: the keyspace is busy (no resize, replace or repair starts)
 /// until the importer ends it or its connection closes. Refused while another operation runs.
@@ -79,7 +79,7 @@ struct Peer<'i> {
 async fn client_loop(shared: &Arc<Shared>, conn: u64, rd: &mut OwnedReadHalf, buf: &mut Vec<u8>, peer: &mut Peer<'_>) -> Result<(), MasterError> {
     let mut enc = FrameEncoder::new();
     loop {
-        match read_frame(rd, buf, DEFAULT_MAX_FRAME).await {
+        match read_frame(rd, buf, crate::CLIENT_MAX_FRAME).await {
             Ok(()) => {}
             Err(vasto_wire::WireError::Closed) => return Ok(()),
             Err(e) => return Err(e.into()),

@@ -198,6 +198,10 @@ async fn handle_conn(shared: Arc<Shared>, stream: TcpStream) -> Result<(), Maste
 
 /// Largest frame accepted before a peer is admitted: a hello or a proof is a few dozen bytes.
 const HELLO_MAX_FRAME: usize = 4096;
+/// Largest frame from a client, admin or importer: subscriptions and admin commands are small.
+const CLIENT_MAX_FRAME: usize = 1 << 20;
+/// Largest frame from a store: a registration lists every replica it holds (~100 bytes each).
+const STORE_MAX_FRAME: usize = 8 << 20;
 
 #[cfg(test)]
 mod server_tests;

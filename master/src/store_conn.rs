@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
-use vasto_wire::{fb, parse_frame, read_frame, FrameEncoder, ReplicaLag, ShardInfo, Status, DEFAULT_MAX_FRAME};
+use vasto_wire::{fb, parse_frame, read_frame, FrameEncoder, ReplicaLag, ShardInfo, Status};
 
 /// An owned copy of a `Register` frame.
 struct Registration {
@@ -37,7 +37,7 @@ impl Registration {
 /// Reads one frame, failing if none arrives within the heartbeat timeout.
 async fn read_timed(shared: &Shared, rd: &mut OwnedReadHalf, buf: &mut Vec<u8>, store: &str) -> Result<(), MasterError> {
     let timeout = shared.config.heartbeat_timeout;
-    match tokio::time::timeout(timeout, read_frame(rd, buf, DEFAULT_MAX_FRAME)).await {
+    match tokio::time::timeout(timeout, read_frame(rd, buf, crate::STORE_MAX_FRAME)).await {
         Ok(result) => Ok(result?),
         Err(_) => Err(MasterError::HeartbeatTimeout { store: store.to_owned(), timeout }),
     }

@@ -55,10 +55,25 @@ pub fn read_frame_blocking(reader: &mut impl Read, buf: &mut Vec<u8>, max_body: 
     if len > max_body {
         return Err(WireError::TooLarge { len, max: max_body });
     }
+    // Grow as the body arrives, so a peer that only declares a large frame costs little.
     buf.clear();
-    buf.resize(len, 0);
-    reader.read_exact(buf).map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => WireError::Truncated,
-        _ => WireError::Io(e),
-    })
+    let mut filled = 0;
+    while let Some(end) = next_body_step(filled, len) {
+        buf.resize(end, 0);
+        reader.read_exact(&mut buf[filled..end]).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => WireError::Truncated,
+            _ => WireError::Io(e),
+        })?;
+        filled = end;
+    }
+    Ok(())
+}
+
+/// Bytes of a body read before the buffer is first grown.
+const FIRST_BODY_STEP: usize = 64 << 10;
+
+/// Where the next read of a `len`-byte body whose first `filled` bytes are in should end
+/// (`None`: complete): the buffer at most doubles per step.
+pub(crate) fn next_body_step(filled: usize, len: usize) -> Option<usize> {
+    (filled < len).then(|| len.min(filled.saturating_mul(2).max(FIRST_BODY_STEP)))
 }

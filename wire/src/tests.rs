@@ -105,3 +105,20 @@ fn blocking_reader_reports_truncation() {
     let mut nothing: &[u8] = &[];
     assert!(matches!(read_frame_blocking(&mut nothing, &mut buf, DEFAULT_MAX_FRAME), Err(WireError::Closed)));
 }
+
+#[test]
+fn a_declared_frame_is_buffered_only_as_its_bytes_arrive() {
+    // 64 MiB declared, 10 bytes sent: the reader reports truncation having grown its buffer
+    // only to the first step, not to the declared size.
+    let mut stream = (64u32 << 20).to_le_bytes().to_vec();
+    stream.extend_from_slice(&[1; 10]);
+    let mut buf = Vec::new();
+    assert!(matches!(read_frame_blocking(&mut &stream[..], &mut buf, DEFAULT_MAX_FRAME), Err(WireError::Truncated)));
+    assert!(buf.capacity() < 1 << 20, "grew to {} bytes", buf.capacity());
+    // A whole large frame still arrives intact.
+    let mut out = Vec::new();
+    let value = vec![7u8; 3 << 20];
+    FrameEncoder::new().put(&mut out, 1, "ks", 0, b"k", &value, 1, 0);
+    read_frame_blocking(&mut &out[..], &mut buf, DEFAULT_MAX_FRAME).expect("frame");
+    assert_eq!(parse_frame(&buf).expect("parse").body_as_put().expect("put").value(), Some(&value[..]));
+}

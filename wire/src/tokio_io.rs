@@ -21,12 +21,17 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut Vec<u8>,
     if len > max_body {
         return Err(WireError::TooLarge { len, max: max_body });
     }
+    // Grow as the body arrives, so a peer that only declares a large frame costs little.
     buf.clear();
-    buf.resize(len, 0);
-    reader.read_exact(buf).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => WireError::Truncated,
-        _ => WireError::Io(e),
-    })?;
+    let mut filled = 0;
+    while let Some(end) = crate::frame::next_body_step(filled, len) {
+        buf.resize(end, 0);
+        reader.read_exact(&mut buf[filled..end]).await.map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => WireError::Truncated,
+            _ => WireError::Io(e),
+        })?;
+        filled = end;
+    }
     Ok(())
 }
 
