@@ -253,7 +253,12 @@ impl Engine {
             for entry in std::fs::read_dir(ks.path()).map_err(io(&ks.path()))? {
                 let entry = entry.map_err(io(&ks.path()))?;
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if name.parse::<u32>().is_ok() && entry.path().join("CURRENT").exists() {
+                if name.parse::<u32>().is_ok() && entry.path().join(CREATING_MARKER).exists() {
+                    // A crash in the middle of creating this replica: it never served (the
+                    // create is acknowledged only after the marker is gone), so nothing is lost.
+                    tracing::warn!(path = %entry.path().display(), "removing a replica whose creation a crash interrupted");
+                    std::fs::remove_dir_all(entry.path()).map_err(io(&entry.path()))?;
+                } else if name.parse::<u32>().is_ok() && entry.path().join("CURRENT").exists() {
                     shards.push(Shard::open(&entry.path(), &self.db_opts, None, self.tuning, self.cache.clone(), after_unclean_stop)?);
                 } else if is_leftover(&name) {
                     if let Err(e) = std::fs::remove_dir_all(entry.path()) {
@@ -273,9 +278,35 @@ impl Engine {
             return Err(EngineError::InvalidKeyspace(meta.keyspace.clone()));
         }
         let dir = self.shard_dir(&meta.keyspace, meta.shard);
-        std::fs::create_dir_all(&dir).map_err(|source| EngineError::Io { path: dir.clone(), source })?;
-        Shard::open(&dir, &self.db_opts, Some(meta), self.tuning, self.cache.clone(), false)
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| EngineError::Io { path, source }
+        };
+        // A new replica is marked until its metadata is durable, so that a crash in between
+        // leaves a directory the next start recognises and removes instead of refusing to start.
+        let marker = dir.join(CREATING_MARKER);
+        let fresh = !dir.exists();
+        if fresh {
+            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+            std::fs::File::create(&marker).and_then(|f| f.sync_all()).map_err(io(&marker))?;
+            sync_dir(dir.parent().unwrap_or(&dir)).map_err(io(&dir))?;
+        }
+        let shard = Shard::open(&dir, &self.db_opts, Some(meta), self.tuning, self.cache.clone(), false)?;
+        if fresh || marker.exists() {
+            std::fs::remove_file(&marker).map_err(io(&marker))?;
+            sync_dir(&dir).map_err(io(&dir))?;
+        }
+        Ok(shard)
     }
+}
+
+/// Present in a replica's directory while the replica is being created (see
+/// [`Engine::create_shard`]).
+const CREATING_MARKER: &str = "VASTO-CREATING";
+
+/// Makes the entries of `dir` (files created or removed in it) durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// True for the names of directories a store makes next to a shard's and deletes when done

@@ -406,3 +406,23 @@ fn imported_files_ingest_with_last_writer_wins_and_may_overlap() {
     assert_eq!(get(&shard, b"a").as_deref(), Some(&b"2"[..]), "overlapping files: the later event time wins");
     assert_eq!(get(&shard, b"b").as_deref(), Some(&b"3"[..]));
 }
+
+#[test]
+fn a_replica_whose_creation_a_crash_interrupted_is_removed_at_the_next_start() {
+    // Found by the soak (seed 7023): a store killed 17 ms into a resize left a shard directory
+    // with a RocksDB but no metadata, and then refused to start at all ("no shard metadata").
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    drop(e.create_shard(&meta("ks", 0)).unwrap());
+    let torn = dir.path().join("ks").join("1");
+    std::fs::create_dir_all(&torn).unwrap();
+    std::fs::write(torn.join(CREATING_MARKER), b"").unwrap();
+    let mut opts = rocksdb::Options::default();
+    opts.create_if_missing(true);
+    drop(rocksdb::DB::open(&opts, &torn).unwrap());
+    let shards = e.open_all(false).expect("the store starts");
+    assert_eq!(shards.len(), 1, "the complete replica opens");
+    assert!(!torn.exists(), "the torn one is gone");
+    // A completed create leaves no marker behind.
+    assert!(!dir.path().join("ks").join("0").join(CREATING_MARKER).exists());
+}
