@@ -13,19 +13,28 @@
 //! *stray*: listed in the routing table as an extra, catching-up replica, so that its data
 //! reaches the others, until `reconcile` drains it into them and drops it.
 use crate::catalog::{Entry, EntryState, Known};
-use crate::state::{valid_name, Keyspace, State, MAX_SHARDS};
+use crate::state::{valid_name, Keyspace, State, MAX_REPLICAS, MAX_SHARDS};
 use vasto_wire::ShardInfo;
 
+/// Whether a reported replica could exist: a valid name, counts within the limits, its shard
+/// and replica numbers within its counts. A report is all the master has to size a keyspace it
+/// rebuilds, so an absurd one must never be kept (the fuzz test found one report asking for
+/// 100 GB, and one whose shard number overflowed the reconcile arithmetic).
+pub(crate) fn sane_report(store: &str, info: &ShardInfo) -> bool {
+    let counts_ok = [info.shards, info.committed].iter().all(|n| (1..=MAX_SHARDS).contains(n));
+    let replicas_ok = (1..=MAX_REPLICAS).contains(&info.replicas) && info.replica < info.replicas;
+    let sane = valid_name(&info.keyspace) && counts_ok && replicas_ok && info.shard < info.shards.max(info.committed);
+    if !sane {
+        tracing::warn!(store, ?info, "ignoring an invalid shard report");
+    }
+    sane
+}
+
 impl State {
-    /// Adopts one reported shard replica; true when the keyspace's routing changed.
+    /// Adopts one reported shard replica (a sane one, see [`sane_report`]); true when the
+    /// keyspace's routing changed.
     pub(crate) fn adopt(&mut self, store: &str, info: &ShardInfo) -> bool {
         let name = &info.keyspace;
-        let counts_ok = [info.shards, info.committed].iter().all(|n| (1..=MAX_SHARDS).contains(n));
-        let sane = valid_name(name) && counts_ok && info.replicas >= 1 && info.shard < info.shards.max(info.committed) && info.replica < info.replicas;
-        if !sane {
-            tracing::warn!(store, ?info, "ignoring an invalid shard report");
-            return false;
-        }
         if self.is_busy(name) {
             // An operation on this keyspace is in flight; it decides the outcome.
             return false;

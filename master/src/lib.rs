@@ -32,7 +32,7 @@ mod store_conn;
 
 pub use catalog::CatalogError;
 pub use progress::OperationStatus;
-pub use state::MAX_SHARDS;
+pub use state::{MAX_REPLICAS, MAX_SHARDS};
 pub use status::{ClusterStatus, KeyspaceStatus, LagStatus, RouteStatus, StoreStatus};
 
 use hub::Shared;
@@ -203,5 +203,7 @@ const CLIENT_MAX_FRAME: usize = 1 << 20;
 /// Largest frame from a store: a registration lists every replica it holds (~100 bytes each).
 const STORE_MAX_FRAME: usize = 8 << 20;
 
+#[cfg(test)]
+mod fuzz_tests;
 #[cfg(test)]
 mod server_tests;

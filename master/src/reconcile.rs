@@ -162,7 +162,7 @@ impl State {
         if now.clone().any(|(s, i)| i.shard < ks.shards && (i.shards, i.committed) == (ks.shards, ks.shards) && placed(s, i)) {
             return true;
         }
-        let rows = now.clone().map(|(_, i)| i.shards.max(i.shard + 1)).max().unwrap_or(0).max(ks.shards);
+        let rows = now.clone().map(|(_, i)| i.shards.max(i.shard.saturating_add(1))).max().unwrap_or(0).max(ks.shards);
         (0..rows).all(|shard| {
             let seen: BTreeSet<u32> = now.clone().filter(|(_, i)| i.shard == shard).map(|(_, i)| i.replica).collect();
             seen.len() as u32 == ks.replicas

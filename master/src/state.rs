@@ -11,6 +11,8 @@ use vasto_wire::{ReplicaLag, ReplicaRoute, RoutingTable, ShardInfo, Status};
 
 /// Largest shard count a keyspace may have.
 pub const MAX_SHARDS: u32 = 4096;
+/// Largest replica count a keyspace may have (each replica is on its own store).
+pub const MAX_REPLICAS: u32 = 16;
 
 /// A position in a replica's change log: incarnation and sequence number (a drain waits for
 /// every follower of a frozen or re-laid-out replica to report one at or past its final head).
@@ -170,6 +172,8 @@ impl State {
     /// previous lags are forgotten, and every shard it reports is adopted. Returns the generation
     /// and the keyspaces whose routing changed (their versions are already bumped).
     pub fn register(&mut self, id: &str, address: &str, capacity_bytes: u64, shards: &[ShardInfo], now_ms: u64) -> (u64, Vec<String>) {
+        let sane: Vec<ShardInfo> = shards.iter().filter(|i| crate::adopt::sane_report(id, i)).cloned().collect();
+        let shards = &sane[..];
         self.generations += 1;
         let generation = self.generations;
         let before = self.catching_all();
@@ -192,6 +196,8 @@ impl State {
         if !self.is_current(id, generation) {
             return None;
         }
+        let sane: Vec<ShardInfo> = shards.iter().filter(|i| crate::adopt::sane_report(id, i)).cloned().collect();
+        let shards = &sane[..];
         let old = self.stores.get(id)?.reports.clone();
         let members = self.members_of(&changed_reports(&old, shards));
         let record = self.stores.get_mut(id)?;
@@ -275,8 +281,8 @@ impl State {
         if !(1..=MAX_SHARDS).contains(&shards) {
             return Err(Reject::bad(format!("shards must be in 1..={MAX_SHARDS}, got {shards}")));
         }
-        if replicas == 0 {
-            return Err(Reject::bad("replicas must be at least 1"));
+        if !(1..=MAX_REPLICAS).contains(&replicas) {
+            return Err(Reject::bad(format!("replicas must be in 1..={MAX_REPLICAS}, got {replicas}")));
         }
         if self.busy.contains_key(name) {
             return Err(Reject::bad(format!("another operation on keyspace {name} is in progress")));

@@ -342,3 +342,18 @@ fn a_stray_replica_the_store_drops_leaves_the_table_at_once() {
     assert!(st.table("ks").routes[0].iter().all(|r| r.store_id != "a"));
     assert!(st.resync("a", gen_a, "a:1", 1, &[], 4).expect("current").is_empty(), "an unchanged report changes nothing");
 }
+
+#[test]
+fn a_report_with_absurd_counts_is_ignored_without_allocating() {
+    // Found by the fuzz test: a report of u32::MAX replicas made the master size the keyspace
+    // it rebuilds from it (~100 GB) and abort.
+    let mut st = State::default();
+    let absurd = ShardInfo { replicas: u32::MAX, replica: 7, ..info("ks", 0, 1, 0, 1) };
+    let (_, affected) = st.register("a", "a:1", 1, &[absurd, ShardInfo { replicas: MAX_REPLICAS + 1, ..info("ks", 0, 1, 0, 1) }], 1);
+    assert!(affected.is_empty() && st.keyspaces.is_empty());
+    assert!(st.plan_create("ks", 1, MAX_REPLICAS + 1).is_err(), "a create is bounded the same way");
+    // And one whose shard number overflowed the arithmetic of the status's reconcile check.
+    let (_, _) = st.register("b", "b:1", 1, &[info("ks", 0, 1, 0, 2), ShardInfo { shard: u32::MAX, ..info("ks", 0, 1, 1, 2) }], 2);
+    let _ = st.status(3);
+    assert!(st.stores["b"].reports.iter().all(|r| r.shard != u32::MAX), "an impossible report is not kept");
+}

@@ -237,3 +237,6 @@ fn spawn_cache_report(registry: Arc<registry::Registry>) -> Result<(), NodeError
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod fuzz_tests;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use vasto_engine::{Engine, EngineOptions};
 use vasto_wire::{frame_len, parse_frame, FrameEncoder, Role, ShardInfo, Status, DEFAULT_MAX_FRAME, LEN_PREFIX};
 
-fn registry(dir: &std::path::Path) -> Arc<Registry> {
+pub(crate) fn registry(dir: &std::path::Path) -> Arc<Registry> {
     let reg = Registry::open(Engine::new(dir, &EngineOptions::default()).unwrap(), false, 0).unwrap();
     reg.create(&ShardInfo { keyspace: "ks".into(), shard: 0, shards: 1, replica: 0, replicas: 1, committed: 1, committed_at_ms: 1, ..Default::default() })
         .unwrap();

@@ -12,6 +12,8 @@ mod encode;
 mod error;
 mod frame;
 mod handshake;
+#[cfg(feature = "hostile")]
+pub mod hostile;
 mod token;
 #[cfg(feature = "tokio")]
 mod tokio_io;
