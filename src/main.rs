@@ -99,8 +99,9 @@ enum Command {
         /// `Unavailable`, so clients use another replica.
         #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
         max_connections: u64,
-        /// Milliseconds a peer may take to finish its opening, or to send the rest of a frame it
-        /// started, before it is disconnected (a stalled or malicious peer holds nothing longer).
+        /// Milliseconds a peer may take for its whole opening (hello and token proof), and may go
+        /// without sending a byte while a frame it started is unfinished, before it is
+        /// disconnected (a stalled or malicious peer holds its connection no longer).
         #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
         read_timeout_ms: u64,
         /// Seconds a data connection may stay without any request before it is closed (clients

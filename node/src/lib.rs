@@ -93,7 +93,8 @@ pub struct NodeConfig {
     pub max_clock_skew: std::time::Duration,
     /// Connections served at once; one more is refused (`Unavailable`) at its hello.
     pub max_connections: usize,
-    /// How long a peer may take to finish its opening or the rest of a frame it started.
+    /// How long a peer may take for its whole opening, and go without sending a byte while a
+    /// frame it started is unfinished.
     pub read_timeout: std::time::Duration,
     /// A data connection with no request for this long is closed.
     pub idle_timeout: std::time::Duration,

@@ -30,8 +30,8 @@ pub struct Limits {
     pub max_skew_ns: u64,
     /// Connections served at once by the whole store; one more is refused at its hello.
     pub max_connections: usize,
-    /// How long a peer may take to finish its opening, or to send the rest of a frame it
-    /// started: a peer that stalls longer (a slowloris) is disconnected.
+    /// How long a peer may take for its whole opening, and go without sending a byte while a
+    /// frame it started is unfinished: a peer that stalls longer (a slowloris) is disconnected.
     pub read_timeout: Duration,
     /// A connection with no request for this long is closed (clients dial again when needed).
     pub idle_timeout: Duration,
@@ -158,13 +158,21 @@ async fn serve_connection(
     let mut handler = Handler::new(registry, token, peer, limits.max_skew_ns);
     let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    // The whole opening must fit in one read timeout, however the peer dribbles its bytes.
+    let opening_deadline = std::time::Instant::now() + limits.read_timeout;
     loop {
         if input.capacity() - input.len() < READ_CHUNK / 4 {
             input.reserve(READ_CHUNK);
         }
         // Read after the bytes already buffered (a plain Vec would be filled from its start).
         let len = input.len();
-        let patience = if handler.admitted() && input.is_empty() { limits.idle_timeout } else { limits.read_timeout };
+        let patience = if !handler.admitted() {
+            opening_deadline.saturating_duration_since(std::time::Instant::now())
+        } else if input.is_empty() {
+            limits.idle_timeout
+        } else {
+            limits.read_timeout
+        };
         let Ok((res, buf)) = monoio::time::timeout(patience, stream.read(input.slice_mut(len..))).await else {
             let what = if !handler.admitted() {
                 "did not finish its opening"
