@@ -39,6 +39,10 @@ pub struct Limits {
 
 /// Largest frame accepted before a peer is admitted: a hello or a proof is a few dozen bytes.
 const OPENING_MAX_FRAME: usize = 4096;
+/// Answers are written once they pass this many bytes, before more requests are handled: the
+/// output buffer of a connection stays near this (plus one answer) even when a few kilobytes of
+/// pipelined gets ask for gigabytes of values.
+pub(crate) const OUTPUT_BOUND: usize = 8 << 20;
 
 /// One connection counted against [`Limits::max_connections`] until dropped.
 struct ConnectionSlot(Arc<AtomicUsize>);
@@ -161,6 +165,15 @@ async fn serve_connection(
     // The whole opening must fit in one read timeout, however the peer dribbles its bytes.
     let opening_deadline = std::time::Instant::now() + limits.read_timeout;
     loop {
+        // Frames already buffered (left by the output bound) are handled before reading more.
+        let limit = if handler.admitted() { limits.max_frame } else { OPENING_MAX_FRAME };
+        if !matches!(frame_len(&input, limit), Ok(None)) {
+            let (consumed, after) = process(&mut handler, &input, &mut out, limits.max_frame);
+            input.drain(..consumed);
+            let Some((s, o)) = send_and_go_on(stream, out, after, limits).await else { return };
+            (stream, out) = (s, o);
+            continue;
+        }
         if input.capacity() - input.len() < READ_CHUNK / 4 {
             input.reserve(READ_CHUNK);
         }
@@ -204,25 +217,31 @@ async fn serve_connection(
         } else if input.is_empty() && input.capacity() > KEEP_CAPACITY {
             input = Vec::with_capacity(READ_CHUNK);
         }
-        if !out.is_empty() {
-            let (res, buf) = stream.write_all(out).await;
-            out = buf;
-            out.clear();
-            if out.capacity() > KEEP_CAPACITY {
-                out = Vec::with_capacity(READ_CHUNK);
-            }
-            if res.is_err() {
-                return;
-            }
-        }
-        match after {
-            After::Read => {}
-            After::Close => return,
-            After::Tail(replica, position, only) => return crate::tail::stream_changes(stream, replica, position, only, limits.move_bytes_per_sec).await,
-            After::Snapshot(replica, only) => return crate::tail::stream_snapshot(stream, replica, only, limits.move_bytes_per_sec).await,
-            After::Ingest(session, id) => return crate::ingest::finish(stream, session, id).await,
-        }
+        let Some((s, o)) = send_and_go_on(stream, out, after, limits).await else { return };
+        (stream, out) = (s, o);
     }
+}
+
+/// Writes the answers in `out`, then hands the stream and the emptied buffer back to read
+/// more, or hands the connection over (a tail, a snapshot, an ingest) or closes it (`None`).
+async fn send_and_go_on(mut stream: TcpStream, mut out: Vec<u8>, after: After, limits: Limits) -> Option<(TcpStream, Vec<u8>)> {
+    if !out.is_empty() {
+        let (res, buf) = stream.write_all(out).await;
+        out = buf;
+        out.clear();
+        if out.capacity() > KEEP_CAPACITY {
+            out = Vec::with_capacity(READ_CHUNK);
+        }
+        res.ok()?;
+    }
+    match after {
+        After::Read => return Some((stream, out)),
+        After::Close => {}
+        After::Tail(replica, position, only) => crate::tail::stream_changes(stream, replica, position, only, limits.move_bytes_per_sec).await,
+        After::Snapshot(replica, only) => crate::tail::stream_snapshot(stream, replica, only, limits.move_bytes_per_sec).await,
+        After::Ingest(session, id) => crate::ingest::finish(stream, session, id).await,
+    }
+    None
 }
 
 fn declared_len(input: &[u8]) -> Option<usize> {
@@ -275,6 +294,12 @@ pub(crate) fn process(handler: &mut Handler, input: &[u8], out: &mut Vec<u8>, ma
                         *handler = handler.fresh();
                         FrameEncoder::new().status(out, 0, Status::Internal, "internal error while handling the request", 0);
                     }
+                }
+                if out.len() >= OUTPUT_BOUND {
+                    // Enough answers to send: write them before handling the rest, so the
+                    // output of one read stays bounded whatever the requests ask for.
+                    handler.flush_writes(input, out);
+                    return (consumed, After::Read);
                 }
             }
             Ok(None) => {

@@ -230,3 +230,35 @@ fn a_frozen_replica_refuses_writes_but_serves_reads() {
     assert_eq!(got, vec![(1, Status::Ok), (2, Status::Unavailable), (3, Status::Unavailable), (4, Status::Ok)]);
     assert_eq!(responses(&out)[3].2.as_deref(), Some(&b"v"[..]));
 }
+
+#[test]
+fn answers_are_sent_in_bounded_batches_whatever_the_requests_ask_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut handler = admitted(registry(dir.path()));
+    let mut enc = FrameEncoder::new();
+    let mut put = Vec::new();
+    enc.put(&mut put, 1, "ks", 0, b"big", &vec![9u8; 1 << 20], 10, 0);
+    handler.request(&put[LEN_PREFIX..], &mut Vec::new());
+    // 40 pipelined gets of a 1 MiB value: 40 MiB of answers from 2 KiB of requests.
+    let mut input = Vec::new();
+    for id in 0..40 {
+        enc.get(&mut input, id, "ks", 0, b"big");
+    }
+    let (mut answered, mut rest, mut rounds) = (0, &input[..], 0);
+    while !rest.is_empty() {
+        let mut out = Vec::new();
+        let (consumed, after) = process(&mut handler, rest, &mut out, DEFAULT_MAX_FRAME);
+        assert!(matches!(after, After::Read));
+        assert!(out.len() <= crate::server::OUTPUT_BOUND + (2 << 20), "one batch holds {} bytes", out.len());
+        let got = responses(&out);
+        for (i, (id, status, value)) in got.iter().enumerate() {
+            assert_eq!((*id, *status), ((answered + i) as u64, Status::Ok), "answers in request order");
+            assert_eq!(value.as_ref().map(Vec::len), Some(1 << 20));
+        }
+        answered += got.len();
+        rest = &rest[consumed..];
+        rounds += 1;
+    }
+    assert_eq!(answered, 40, "every request answered, in order");
+    assert!(rounds >= 4, "the answers went out in bounded batches ({rounds})");
+}
