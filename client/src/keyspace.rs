@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use vasto_wire::{BatchOpRef, FrameEncoder, OpKind, ReplicaRoute, RoutingTable, Status};
 
-/// Attempts per request across replicas and table refreshes.
+/// Failed attempts per request (a replica unreachable, unavailable or timing out); waits for a
+/// newer table after a wrong-shard answer are bounded by the request timeout instead.
 const MAX_ATTEMPTS: usize = 6;
 /// How long a request waits for a newer routing table after a wrong-shard answer.
 const REFRESH_WAIT: Duration = Duration::from_secs(2);
@@ -223,8 +224,11 @@ impl Keyspace {
     }
 
     /// Sends to the first live replica of the target shard; on a connection failure tries the
-    /// next one, on a wrong-shard answer waits for a newer table. Writes are safe to resend: the
-    /// event time is fixed before the first attempt, so a repeat is a no-op under LWW.
+    /// next one (at most [`MAX_ATTEMPTS`] failures), on a wrong-shard answer waits for a newer
+    /// table and tries again for as long as the request timeout allows: a resize's drain answers
+    /// wrong-shard for the keys that move until its commit, however many tables are pushed
+    /// meanwhile. Writes are safe to resend: the event time is fixed before the first attempt,
+    /// so a repeat is a no-op under LWW.
     /// A value in the reply is put in `value` (see [`crate::conn::Conn::call`]).
     async fn route(
         &self,
@@ -238,7 +242,9 @@ impl Keyspace {
         // Built only on a failure: a request that succeeds first time allocates nothing.
         let mut last_err = None;
         let mut skip = 0usize;
-        for _ in 0..MAX_ATTEMPTS {
+        let deadline = tokio::time::Instant::now() + self.inner.config.timeout;
+        let mut failures = 0usize;
+        while failures < MAX_ATTEMPTS && tokio::time::Instant::now() < deadline {
             let table = self.table().await?;
             let shard = match target {
                 Target::Key(k) => vasto_hash::shard_of(k, table.shards),
@@ -247,6 +253,7 @@ impl Keyspace {
             let replicas = table.routes.get(shard as usize).map(Vec::as_slice).unwrap_or_default();
             let Some(addr) = pick(replicas, spread, start, skip) else {
                 last_err = Some(ClientError::Unavailable(format!("no live replica of shard {shard} of {}", self.name)));
+                failures += 1;
                 self.wait_newer(table.version).await;
                 continue;
             };
@@ -255,22 +262,26 @@ impl Keyspace {
                 Err(e) => {
                     last_err = Some(e);
                     skip += 1;
+                    failures += 1;
                     continue;
                 }
             };
             match conn.call(self.inner.config.timeout, value, |enc, out, id| encode(enc, out, id, shard)).await {
                 Ok(reply) if matches!(reply.status, Status::WrongShard | Status::UnknownKeyspace) => {
+                    // Not a failure of the replica: the table is behind. Bounded by the deadline.
                     last_err = Some(ClientError::Server { status: reply.status, message: reply.message });
                     self.wait_newer(table.version).await;
                 }
                 Ok(reply) if reply.status == Status::Unavailable => {
                     last_err = Some(ClientError::Server { status: reply.status, message: reply.message });
                     skip += 1;
+                    failures += 1;
                 }
                 Ok(reply) => return Ok(reply),
                 Err(e @ (ClientError::ConnectionLost | ClientError::Timeout)) => {
                     last_err = Some(e);
                     skip += 1;
+                    failures += 1;
                 }
                 Err(e) => return Err(e),
             }
