@@ -44,6 +44,10 @@ enum Command {
         /// before trusting the replicas' reports that they applied everything.
         #[arg(long, default_value_t = 1200, value_parser = clap::value_parser!(u64).range(1000..=600_000))]
         drain_settle_ms: u64,
+        /// Connections served at once (stores, clients, admins); one more is refused at its
+        /// hello with `Unavailable`.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        max_connections: u64,
         #[command(flatten)]
         token: token_arg::TokenArg,
     },
@@ -160,12 +164,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Master { listen, dir, cluster_id, heartbeat_timeout_ms, drain_settle_ms, token } => {
+        Command::Master { listen, dir, cluster_id, heartbeat_timeout_ms, drain_settle_ms, max_connections, token } => {
             init_logs("info");
             token.load().and_then(|token| {
                 let rt = runtime()?;
                 let config = vasto_master::MasterConfig {
                     token,
+                    max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
                     listen,
                     dir,
                     cluster_id,

@@ -38,11 +38,12 @@ pub use status::{ClusterStatus, KeyspaceStatus, LagStatus, RouteStatus, StoreSta
 use hub::Shared;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use vasto_wire::{read_frame, Admission, ClusterToken, Doorman, FrameEncoder, Role, WireError};
+use vasto_wire::{read_frame, Admission, ClusterToken, Doorman, FrameEncoder, Role, Status, WireError};
 
 /// How the master listens and how patient it is.
 #[derive(Debug, Clone)]
@@ -64,11 +65,13 @@ pub struct MasterConfig {
     pub drain_settle: Duration,
     /// The cluster token every peer must prove; `None` runs open, allowed on loopback only.
     pub token: Option<ClusterToken>,
+    /// Connections served at once (stores, clients, admins); one more is refused at its hello.
+    pub max_connections: usize,
 }
 
 impl Default for MasterConfig {
     /// Listens on `127.0.0.1:8278` with its files in `./vasto-master`, 1 s heartbeat timeout,
-    /// 10 s command timeout, 1.2 s drain settle, no token.
+    /// 10 s command timeout, 1.2 s drain settle, no token, 10,000 connections.
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8278)),
@@ -78,6 +81,7 @@ impl Default for MasterConfig {
             command_timeout: Duration::from_secs(10),
             drain_settle: Duration::from_millis(1200),
             token: None,
+            max_connections: 10_000,
         }
     }
 }
@@ -141,13 +145,27 @@ pub async fn run(config: MasterConfig) -> Result<(), MasterError> {
 pub async fn serve(listener: TcpListener, config: MasterConfig) -> Result<(), MasterError> {
     let (catalog_dir, cluster_id, catalog) = catalog::CatalogDir::open(&config.dir, config.cluster_id)?;
     tracing::info!(cluster_id = %format!("{cluster_id:016x}"), dir = %config.dir.display(), keyspaces = catalog.keyspaces.len(), "master state loaded");
+    let max_connections = config.max_connections.max(1);
     let shared = Arc::new(Shared::new(config, cluster_id, catalog_dir, catalog));
     tokio::spawn(reconcile::run(Arc::clone(&shared)));
+    let connections = Arc::new(AtomicUsize::new(0));
     loop {
         match listener.accept().await {
-            Ok((stream, peer)) => {
-                let shared = Arc::clone(&shared);
+            Ok((mut stream, peer)) => {
+                let taken = connections.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max_connections).then_some(n + 1));
+                if taken.is_err() {
+                    tracing::warn!(%peer, max_connections, "refused a connection: too many connections");
+                    let mut out = Vec::new();
+                    let message = format!("this master serves at most {max_connections} connections");
+                    FrameEncoder::new().hello_reply(&mut out, Status::Unavailable, &message, 0);
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
+                    });
+                    continue;
+                }
+                let (shared, slot) = (Arc::clone(&shared), ConnectionSlot(Arc::clone(&connections)));
                 tokio::spawn(async move {
+                    let _slot = slot;
                     if let Err(e) = handle_conn(shared, stream).await {
                         tracing::debug!(%peer, error = %e, "connection closed");
                     }
@@ -171,8 +189,10 @@ async fn handle_conn(shared: Arc<Shared>, stream: TcpStream) -> Result<(), Maste
     let mut buf = Vec::new();
     let mut door = Doorman::new("master", shared.config.token.clone());
     let (mut enc, mut out) = (FrameEncoder::new(), Vec::new());
+    // The whole opening must fit in the command timeout, however the peer dribbles its bytes.
+    let deadline = tokio::time::Instant::now() + shared.config.command_timeout;
     let role = loop {
-        let next = tokio::time::timeout(shared.config.command_timeout, read_frame(&mut rd, &mut buf, HELLO_MAX_FRAME)).await;
+        let next = tokio::time::timeout_at(deadline, read_frame(&mut rd, &mut buf, HELLO_MAX_FRAME)).await;
         match next {
             Ok(result) => result?,
             Err(_) => return Err(MasterError::Protocol("the opening did not finish within the command timeout".into())),
@@ -193,6 +213,15 @@ async fn handle_conn(shared: Arc<Shared>, stream: TcpStream) -> Result<(), Maste
     match role {
         Role::Store => store_conn::serve_store(shared, rd, wr, buf).await,
         role => client_conn::serve_client(shared, role, peer, rd, wr, buf).await,
+    }
+}
+
+/// One connection counted against `max_connections` until dropped (also if its task panics).
+struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -397,3 +397,35 @@ async fn bad_input_never_hurts_other_connections() {
     assert!(matches!(next_msg(&mut client).await, Msg::Reply { id: 43, status: Status::BadRequest, .. }));
     assert!(status(&mut client).await.stores.is_empty());
 }
+
+#[tokio::test]
+async fn connections_over_the_limit_are_refused_at_their_hello_and_slots_free_on_close() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(serve(listener, MasterConfig { listen: addr, dir: master_dir(), max_connections: 2, ..Default::default() }));
+    let first = connect(addr, Role::Client).await;
+    let _second = connect(addr, Role::Admin).await;
+    let mut third = TcpStream::connect(addr).await.expect("connect");
+    let mut out = Vec::new();
+    FrameEncoder::new().hello(&mut out, Role::Client, 0, &[0; 16]);
+    third.write_all(&out).await.expect("hello");
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, read_frame(&mut third, &mut buf, DEFAULT_MAX_FRAME)).await.expect("in time").expect("reply");
+    let reply = parse_frame(&buf).expect("parse").body_as_hello_reply().expect("hello reply");
+    assert_eq!(reply.status(), Status::Unavailable);
+    assert!(reply.message().unwrap_or_default().contains("at most 2 connections"));
+    drop(first);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        let mut out = Vec::new();
+        FrameEncoder::new().hello(&mut out, Role::Client, 0, &[0; 16]);
+        s.write_all(&out).await.expect("hello");
+        tokio::time::timeout(WAIT, read_frame(&mut s, &mut buf, DEFAULT_MAX_FRAME)).await.expect("in time").expect("reply");
+        if parse_frame(&buf).expect("parse").body_as_hello_reply().expect("hello reply").status() == Status::Ok {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the closed connection's slot was never freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
