@@ -87,8 +87,12 @@ async fn a_replace_interrupted_while_draining_is_finished_by_the_restarted_maste
         }
     }
     assert!(failed.iter().all(|(t, _)| *t < Duration::from_secs(5)), "writes failed outside the failover window: {failed:?}");
-    let log = std::fs::read_to_string(cluster.dir.path().join("store-0.log")).unwrap();
-    assert!(log.lines().filter(|l| l.contains("opened shard")).any(|l| l.contains("frozen=true")), "the restarted store is still frozen");
+    // The restarted store may still be opening its shards on a loaded machine: wait for the line.
+    let log_path = cluster.dir.path().join("store-0.log");
+    wait_for("the restarted store to open its shard, still frozen", Duration::from_secs(30), || {
+        let log = std::fs::read_to_string(&log_path).ok()?;
+        log.lines().filter(|l| l.contains("opened shard")).any(|l| l.contains("frozen=true")).then_some(())
+    });
     cluster.set_master_flags(&[]);
     cluster.start_master();
     cluster.wait_stores_up(4);

@@ -13,7 +13,7 @@
 //! *stray*: listed in the routing table as an extra, catching-up replica, so that its data
 //! reaches the others, until `reconcile` drains it into them and drops it.
 use crate::catalog::{Entry, EntryState, Known};
-use crate::state::{valid_name, Keyspace, State, MAX_REPLICAS, MAX_SHARDS};
+use crate::state::{valid_name, Keyspace, State};
 use vasto_wire::ShardInfo;
 
 /// Whether a reported replica could exist: a valid name, counts within the limits, its shard
@@ -21,13 +21,14 @@ use vasto_wire::ShardInfo;
 /// rebuilds, so an absurd one must never be kept (the fuzz test found one report asking for
 /// 100 GB, and one whose shard number overflowed the reconcile arithmetic).
 pub(crate) fn sane_report(store: &str, info: &ShardInfo) -> bool {
-    let counts_ok = [info.shards, info.committed].iter().all(|n| (1..=MAX_SHARDS).contains(n));
-    let replicas_ok = (1..=MAX_REPLICAS).contains(&info.replicas) && info.replica < info.replicas;
-    let sane = valid_name(&info.keyspace) && counts_ok && replicas_ok && info.shard < info.shards.max(info.committed);
-    if !sane {
-        tracing::warn!(store, ?info, "ignoring an invalid shard report");
+    let checked = if valid_name(&info.keyspace) { info.check_counts() } else { Err("invalid keyspace name".into()) };
+    match checked {
+        Ok(()) => true,
+        Err(why) => {
+            tracing::warn!(store, ?info, %why, "ignoring an invalid shard report");
+            false
+        }
     }
-    sane
 }
 
 impl State {

@@ -9,10 +9,7 @@ use crate::catalog::{Catalog, Entry, EntryState};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use vasto_wire::{ReplicaLag, ReplicaRoute, RoutingTable, ShardInfo, Status};
 
-/// Largest shard count a keyspace may have.
-pub const MAX_SHARDS: u32 = 4096;
-/// Largest replica count a keyspace may have (each replica is on its own store).
-pub const MAX_REPLICAS: u32 = 16;
+pub use vasto_wire::{MAX_REPLICAS, MAX_SHARDS};
 
 /// A position in a replica's change log: incarnation and sequence number (a drain waits for
 /// every follower of a frozen or re-laid-out replica to report one at or past its final head).

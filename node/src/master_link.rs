@@ -202,6 +202,13 @@ fn execute(cmd: fb::ShardCommand<'_>, registry: &Registry) -> (Status, String, L
         return (Status::BadRequest, "shard command without a shard".into(), none);
     };
     let place = format!("{}/{}", info.keyspace, info.shard);
+    // A create or commit carries a layout the replica adopts; a drop or freeze only names it
+    // (a leftover shard beyond every layout is dropped this way).
+    let lays_out = matches!(cmd.kind(), fb::ShardCommandKind::Create | fb::ShardCommandKind::Commit);
+    if let Err(why) = if lays_out { info.check_counts() } else { Ok(()) } {
+        tracing::warn!(shard = %place, kind = ?cmd.kind(), %why, "refused an impossible shard command");
+        return (Status::BadRequest, format!("{place}: {why}"), none);
+    }
     let outcome = match cmd.kind() {
         fb::ShardCommandKind::Create => registry.create(&info).inspect(|mark| {
             tracing::info!(keyspace = %info.keyspace, shard = info.shard, replica = info.replica, serving = info.shards, committed = info.committed, head = mark.seq, "created shard (or took the layout)");

@@ -31,7 +31,29 @@ pub struct ShardInfo {
     pub created_at_ms: u64,
 }
 
+/// Largest shard count a keyspace may have.
+pub const MAX_SHARDS: u32 = 4096;
+/// Largest replica count a keyspace may have (each replica is on its own store).
+pub const MAX_REPLICAS: u32 = 16;
+
 impl ShardInfo {
+    /// Checks the counts and numbers against each other and the protocol's bounds (not the
+    /// keyspace name: that is the engine's rule). Every node checks what it receives before
+    /// acting on it, since sizes are allocated from these numbers.
+    pub fn check_counts(&self) -> Result<(), String> {
+        let counts_ok = [self.shards, self.committed].iter().all(|n| (1..=MAX_SHARDS).contains(n));
+        if !counts_ok {
+            return Err(format!("shard counts {} and {} must be in 1..={MAX_SHARDS}", self.shards, self.committed));
+        }
+        if !(1..=MAX_REPLICAS).contains(&self.replicas) || self.replica >= self.replicas {
+            return Err(format!("replica {} of {} is not within 1..={MAX_REPLICAS} replicas", self.replica, self.replicas));
+        }
+        if self.shard >= self.shards.max(self.committed) {
+            return Err(format!("shard {} is beyond {} shards", self.shard, self.shards.max(self.committed)));
+        }
+        Ok(())
+    }
+
     /// Copies a verified view into an owned value (missing strings become empty).
     pub fn from_fb(v: fb::ShardInfo<'_>) -> Self {
         let committed = if v.committed() == 0 { v.shards() } else { v.committed() };

@@ -122,3 +122,20 @@ fn a_declared_frame_is_buffered_only_as_its_bytes_arrive() {
     read_frame_blocking(&mut &out[..], &mut buf, DEFAULT_MAX_FRAME).expect("frame");
     assert_eq!(parse_frame(&buf).expect("parse").body_as_put().expect("put").value(), Some(&value[..]));
 }
+
+#[test]
+fn shard_reports_and_commands_are_bounded() {
+    let ok = ShardInfo { keyspace: "ks".into(), shard: 3, shards: 2, committed: 4, replica: 1, replicas: 2, ..Default::default() };
+    assert!(ok.check_counts().is_ok(), "a retiring shard of a shrink: beyond the serving count, within the committed one");
+    for bad in [
+        ShardInfo { replicas: u32::MAX, ..ok.clone() },
+        ShardInfo { replicas: MAX_REPLICAS + 1, ..ok.clone() },
+        ShardInfo { replica: 2, ..ok.clone() },
+        ShardInfo { shards: MAX_SHARDS + 1, ..ok.clone() },
+        ShardInfo { committed: 0, ..ok.clone() },
+        ShardInfo { shard: 4, ..ok.clone() },
+        ShardInfo { shard: u32::MAX, ..ok.clone() },
+    ] {
+        assert!(bad.check_counts().is_err(), "{bad:?}");
+    }
+}
