@@ -205,3 +205,28 @@ fn nodes_without_a_token_refuse_to_listen_beyond_loopback() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("at least 16"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_store_must_advertise_a_reachable_address() {
+    // Listening on every interface without --advertise: refused before anything is bound.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token = write_token(&dir.path().join("token"));
+    let store_dir = dir.path().join("s").display().to_string();
+    let listen = format!("0.0.0.0:{}", free_port());
+    let out = run_bounded(
+        Command::new(vasto()).args(["store", "--listen", &listen, "--dir", &store_dir, "--master", "127.0.0.1:1", "--token-file"]).arg(&token),
+        Duration::from_secs(30),
+    );
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--advertise ADDR is required"), "{}", text(&out.stderr));
+    // An advertised address nothing listens on: the master says so when the store registers.
+    let mut cluster = Cluster::start(0);
+    cluster.store_addrs.push(format!("127.0.0.1:{}", free_port()));
+    cluster.stores.push(None);
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    cluster.start_store_with(0, &["--advertise", &nowhere]);
+    let log = cluster.dir.path().join("master.log");
+    wait_for("the master to warn about the unreachable address", Duration::from_secs(30), || {
+        std::fs::read_to_string(&log).ok().filter(|l| l.contains("cannot reach the address this store advertises")).map(drop)
+    });
+}

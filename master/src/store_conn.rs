@@ -34,6 +34,21 @@ impl Registration {
     }
 }
 
+/// Warns when the address a store advertises cannot be dialled from the master: clients and
+/// peers would fail to reach it too (a wrong `--advertise`, a firewall).
+async fn check_reachable(store: String, address: String) {
+    let dial = tokio::time::timeout(std::time::Duration::from_secs(3), tokio::net::TcpStream::connect(&address)).await;
+    match dial {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(%store, %address, error = %e, "the master cannot reach the address this store advertises; clients and peers will not either")
+        }
+        Err(_) => {
+            tracing::warn!(%store, %address, "the master cannot reach the address this store advertises (no answer in 3 s); clients and peers will not either")
+        }
+    }
+}
+
 /// Reads one frame, failing if none arrives within the heartbeat timeout.
 async fn read_timed(shared: &Shared, rd: &mut OwnedReadHalf, buf: &mut Vec<u8>, store: &str) -> Result<(), MasterError> {
     let timeout = shared.config.heartbeat_timeout;
@@ -50,6 +65,7 @@ pub(crate) async fn serve_store(shared: Arc<Shared>, mut rd: OwnedReadHalf, wr: 
     let reg = frame.body_as_register().ok_or_else(|| MasterError::Protocol("a store must register right after its hello".into()))?;
     let reg = Registration::from_fb(reg)?;
     let store = reg.store_id.clone();
+    tokio::spawn(check_reachable(store.clone(), reg.address.clone()));
 
     let (outbox, rx) = mpsc::unbounded_channel::<Frame>();
     let writer = tokio::spawn(write_loop(wr, rx));

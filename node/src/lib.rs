@@ -60,6 +60,9 @@ pub enum NodeError {
     /// can reach.
     #[error("{0}")]
     Open(String),
+    /// The configuration cannot work (for example no address to announce).
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Everything a store needs to start.
@@ -153,6 +156,12 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             )));
         }
         tracing::warn!("no cluster token: the store is open to anyone who can reach {} (loopback only)", config.listen);
+    }
+    if config.listen.ip().is_unspecified() && config.advertise.is_none() {
+        return Err(NodeError::Config(format!(
+            "--advertise ADDR is required with --listen {}: clients and peers must be told an address of this host they can reach",
+            config.listen
+        )));
     }
     std::fs::create_dir_all(&config.dir)?;
     let store_id = identity::load_or_create_store_id(&config.dir)?;
