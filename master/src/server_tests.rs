@@ -299,10 +299,20 @@ async fn create_push_store_down_and_delete() {
     let mut admin = connect(addr, Role::Admin).await;
     assert!(status(&mut admin).await.keyspaces.is_empty(), "a deleted keyspace never comes back");
 
-    let mut out = Vec::new();
-    enc.delete_keyspace(&mut out, 11, "ks");
-    request(&mut client, out).await;
-    assert_eq!(reply_to(&mut client, 11, Vec::new()).await.0, Status::UnknownKeyspace);
+    // The reconcile that dropped them may hold the name a moment longer (busy): retry then.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    for id in 11.. {
+        let mut out = Vec::new();
+        enc.delete_keyspace(&mut out, id, "ks");
+        request(&mut client, out).await;
+        let (status, message) = reply_to(&mut client, id, Vec::new()).await;
+        if status == Status::BadRequest && message.contains("in progress") && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        assert_eq!(status, Status::UnknownKeyspace, "{message}");
+        break;
+    }
     store.kill();
 }
 
