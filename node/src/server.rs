@@ -70,6 +70,15 @@ pub fn spawn_cores(
     limits: Limits,
     token: Option<ClusterToken>,
 ) -> Result<(SocketAddr, Vec<JoinHandle<()>>), NodeError> {
+    // The cores share the port with SO_REUSEPORT, which would just as well let a second store
+    // (a typo, a stale process, a port handed out twice) bind it and silently take half of the
+    // connections. A plain bind first fails if anything already holds the port.
+    if listen.port() != 0 {
+        std::net::TcpListener::bind(listen).map_err(|e| NodeError::Bind {
+            addr: listen.to_string(),
+            source: std::io::Error::new(e.kind(), format!("{e} (is another store running on this address?)")),
+        })?;
+    }
     let mut handles = Vec::with_capacity(threads);
     let mut addr = listen;
     let connections = Arc::new(AtomicUsize::new(0));

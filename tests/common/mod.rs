@@ -15,9 +15,19 @@ pub fn vasto() -> std::path::PathBuf {
     std::env::var_os("VASTO_BIN").map(Into::into).unwrap_or_else(|| env!("CARGO_BIN_EXE_vasto").into())
 }
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago and that this test process has not handed out before (the
+/// kernel may offer a port again once it is released, and two stores given the same port would
+/// each hold only part of the cluster: the soak found this, seed 9033).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port");
+        let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+        if !handed.contains(&port) {
+            handed.push(port);
+            return port;
+        }
+    }
 }
 
 /// A child process killed (SIGKILL) and reaped on drop.
