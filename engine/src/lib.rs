@@ -291,7 +291,16 @@ impl Engine {
             std::fs::File::create(&marker).and_then(|f| f.sync_all()).map_err(io(&marker))?;
             sync_dir(dir.parent().unwrap_or(&dir)).map_err(io(&dir))?;
         }
-        let shard = Shard::open(&dir, &self.db_opts, Some(meta), self.tuning, self.cache.clone(), false)?;
+        let shard = match Shard::open(&dir, &self.db_opts, Some(meta), self.tuning, self.cache.clone(), false) {
+            Ok(shard) => shard,
+            Err(e) => {
+                // A replica this call began holds nothing yet: leave no half-made directory.
+                if fresh {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                return Err(e);
+            }
+        };
         if fresh || marker.exists() {
             std::fs::remove_file(&marker).map_err(io(&marker))?;
             sync_dir(&dir).map_err(io(&dir))?;

@@ -463,15 +463,38 @@ pub fn only_owned_keys_now(cluster: &Cluster, keyspace: &str, shards: u32) -> Op
                 continue;
             }
             // A directory being compacted or dropped may fail to open for a moment: look again later.
-            let census = engine.census(&entry.path()).ok()?;
+            let census = match engine.census(&entry.path()) {
+                Ok(c) => c,
+                Err(e) => return unsettled(&format!("{}: {e}", entry.path().display())),
+            };
             let settled = census.meta.shard < shards && census.layout.serving == shards && census.layout.committed == shards && census.not_owned == 0;
             if !settled {
-                return None;
+                let why = format!(
+                    "{}: shard {}, serving {}, committed {}, {} keys it does not own",
+                    entry.path().display(),
+                    census.meta.shard,
+                    census.layout.serving,
+                    census.layout.committed,
+                    census.not_owned
+                );
+                return unsettled(&why);
             }
             seen.push((entry.path().display().to_string(), census.entries));
         }
     }
     Some(seen)
+}
+
+/// Prints why a replica directory is not settled yet, once per distinct reason (the check is
+/// polled), so a timeout says which directory held it up.
+fn unsettled<T>(why: &str) -> Option<T> {
+    static LAST: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    if *last != why {
+        eprintln!("not settled yet: {why}");
+        *last = why.to_owned();
+    }
+    None
 }
 
 /// Splits the acknowledged writes of `expected` that shard `shard` of `shards` owns into keys and
