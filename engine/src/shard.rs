@@ -4,6 +4,9 @@ use crate::cache::{new_owner, Probe, ValueCache};
 use crate::changelog::{synced, ChangeLog, LogPosition};
 use crate::header::{self, encode_value, expiry_for, Header};
 use crate::layout::{Layout, LayoutRecord, LAYOUT_KEY, MAX_LAYOUT_SHARDS};
+
+/// Present in a replica's metadata from a layout change until the full compaction after it.
+const COMPACTION_OWED_KEY: &[u8] = b"compaction-owed";
 use crate::meta::META_KEY;
 use crate::{now_ns, EngineError, ShardMeta, ShardTuning, SyncMode};
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
@@ -234,7 +237,13 @@ impl Shard {
         }
         let _change = self.layout_change.lock().unwrap_or_else(|p| p.into_inner());
         self.log.quiesced(|| {
-            self.db.put_cf_opt(self.meta_cf()?, LAYOUT_KEY, record.encode(), &synced())?;
+            // The new layout may leave keys the replica no longer keeps: a compaction is owed
+            // until `compact` has run, even if the store is killed first.
+            let meta = self.meta_cf()?;
+            let mut batch = WriteBatch::default();
+            batch.put_cf(meta, LAYOUT_KEY, record.encode());
+            batch.put_cf(meta, COMPACTION_OWED_KEY, b"");
+            self.db.write_opt(batch, &synced())?;
             self.layout.set(self.meta.shard, record.serving, record.committed);
             self.committed_at_ms.store(record.committed_at_ms, Ordering::Release);
             Ok(())
@@ -445,7 +454,15 @@ impl Shard {
         for _ in 0..2 {
             self.db.compact_range(None::<&[u8]>, None::<&[u8]>);
         }
+        self.db.delete_cf_opt(self.meta_cf()?, COMPACTION_OWED_KEY, &synced())?;
         Ok(())
+    }
+
+    /// True when a layout change was not yet followed by a full [`Shard::compact`] (a store
+    /// killed in between must run it after its restart, or the keys the layout no longer keeps
+    /// stay on disk).
+    pub fn compaction_owed(&self) -> Result<bool, EngineError> {
+        Ok(self.db.get_cf(self.meta_cf()?, COMPACTION_OWED_KEY)?.is_some())
     }
 
     /// Counts the raw entries RocksDB holds, tombstones and expired values included (tests and status).

@@ -426,3 +426,21 @@ fn a_replica_whose_creation_a_crash_interrupted_is_removed_at_the_next_start() {
     // A completed create leaves no marker behind.
     assert!(!dir.path().join("ks").join("0").join(CREATING_MARKER).exists());
 }
+
+#[test]
+fn a_compaction_owed_after_a_layout_change_survives_a_restart_until_it_runs() {
+    // Found by the soak (seed 9073): a store killed between a resize's commit and the compaction
+    // after it kept the keys that moved away for good.
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let s = e.create_shard(&meta("ks", 0)).unwrap();
+    s.compact().unwrap();
+    assert!(!s.compaction_owed().unwrap());
+    s.set_layout(crate::layout::LayoutRecord { serving: 2, committed: 2, committed_at_ms: 5 }).unwrap();
+    drop(s);
+    let s = e.open_all(false).unwrap().pop().unwrap();
+    assert!(s.compaction_owed().unwrap(), "still owed after the restart");
+    s.compact().unwrap();
+    drop(s);
+    assert!(!e.open_all(false).unwrap().pop().unwrap().compaction_owed().unwrap(), "paid once it ran");
+}

@@ -106,7 +106,13 @@ impl Registry {
             let meta = shard.meta().clone();
             let mark = shard.log_mark();
             tracing::info!(keyspace = %meta.keyspace, shard = meta.shard, replica = meta.replica, log_incarnation = %format!("{:x}", mark.incarnation), head = mark.seq, frozen = shard.frozen(), "opened shard");
-            map.entry(meta.keyspace).or_default().insert(meta.shard, Arc::new(Replica::new(shard)));
+            let owed = shard.compaction_owed()?;
+            let replica = Arc::new(Replica::new(shard));
+            if owed {
+                // Killed after a layout change and before the compaction that followed it.
+                compact_in_background(Arc::clone(&replica), format!("{}/{}", meta.keyspace, meta.shard), "finished the compaction a restart interrupted")?;
+            }
+            map.entry(meta.keyspace).or_default().insert(meta.shard, replica);
         }
         Ok(Self { engine, shards: RwLock::new(map), closing: Mutex::new(HashMap::new()), cluster_id: AtomicU64::new(cluster_id) })
     }
