@@ -192,7 +192,7 @@ async fn handle_conn(shared: Arc<Shared>, stream: TcpStream) -> Result<(), Maste
     // The whole opening must fit in the command timeout, however the peer dribbles its bytes.
     let deadline = tokio::time::Instant::now() + shared.config.command_timeout;
     let role = loop {
-        let next = tokio::time::timeout_at(deadline, read_frame(&mut rd, &mut buf, HELLO_MAX_FRAME)).await;
+        let next = tokio::time::timeout_at(deadline, read_frame(&mut rd, &mut buf, vasto_wire::OPENING_MAX_FRAME)).await;
         match next {
             Ok(result) => result?,
             Err(_) => return Err(MasterError::Protocol("the opening did not finish within the command timeout".into())),
@@ -225,8 +225,6 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// Largest frame accepted before a peer is admitted: a hello or a proof is a few dozen bytes.
-const HELLO_MAX_FRAME: usize = 4096;
 /// Largest frame from a client, admin or importer: subscriptions and admin commands are small.
 const CLIENT_MAX_FRAME: usize = 1 << 20;
 /// Largest frame from a store: a registration lists every replica it holds (~100 bytes each).

@@ -128,8 +128,9 @@ impl Handler {
             self.enc.status(out, id, Status::BadRequest, "unexpected message on a data connection", 0);
             return Next::Continue;
         };
-        let role = self.door.admitted().unwrap_or(Role::Client);
-        if !self.admitted() || !request.permitted(role) {
+        let admitted = self.door.admitted();
+        if !admitted.is_some_and(|role| request.permitted(role)) {
+            let role = admitted.unwrap_or(Role::Client);
             self.flush_writes(input, out);
             let what = request.name();
             tracing::warn!(peer = %self.peer, ?role, request = what, "refused a request the peer's role may not make");

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use vasto_wire::{frame_len, ClusterToken, FrameEncoder, ShardSelector, Status, WireError, LEN_PREFIX};
+use vasto_wire::{frame_len, ClusterToken, FrameEncoder, ShardSelector, Status, WireError, LEN_PREFIX, OPENING_MAX_FRAME};
 
 const READ_CHUNK: usize = 64 << 10;
 /// Buffers grown past this by a large frame are shrunk back once idle.
@@ -37,8 +37,6 @@ pub struct Limits {
     pub idle_timeout: Duration,
 }
 
-/// Largest frame accepted before a peer is admitted: a hello or a proof is a few dozen bytes.
-const OPENING_MAX_FRAME: usize = 4096;
 /// Answers are written once they pass this many bytes, before more requests are handled: the
 /// output buffer of a connection stays near this (plus one answer) even when a few kilobytes of
 /// pipelined gets ask for gigabytes of values.

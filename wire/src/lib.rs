@@ -43,6 +43,10 @@ pub const MASTER_KEEPALIVE: std::time::Duration = std::time::Duration::from_mill
 /// away without closing it, or the network between is cut) and is dialled again.
 pub const MASTER_SILENCE: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// Largest frame a node reads before it has admitted the peer: a hello or a token proof is a
+/// few dozen bytes, so a stranger cannot make it buffer more.
+pub const OPENING_MAX_FRAME: usize = 4096;
+
 /// Default limit on a frame body (64 MiB); larger frames are refused before they are buffered.
 pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
 
