@@ -82,7 +82,10 @@ async fn wait_for_stores(master: &str, client: &ClientConfig, stores: usize, chi
                 bail!("{name} exited during start-up ({status}); see its log");
             }
         }
-        if let Ok(mut admin) = AdminClient::connect_with(master, &ClientConfig { timeout: Duration::from_secs(2), ..client.clone() }).await {
+        if let Ok(mut admin) =
+            AdminClient::connect_with(master, &ClientConfig { timeout: Duration::from_secs(2), connect_timeout: Duration::from_secs(2), ..client.clone() })
+                .await
+        {
             if let Ok(doc) = admin.status_json().await {
                 let status: ClusterStatus = serde_json::from_str(&doc)?;
                 if status.stores.iter().filter(|s| s.up).count() >= stores {

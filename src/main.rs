@@ -44,6 +44,10 @@ enum Command {
         /// before trusting the replicas' reports that they applied everything.
         #[arg(long, default_value_t = 1200, value_parser = clap::value_parser!(u64).range(1000..=600_000))]
         drain_settle_ms: u64,
+        /// Milliseconds a store taking part in a resize or replace may be down (a network
+        /// blip, a restart) before the operation rolls back; meanwhile the operation waits.
+        #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+        operation_grace_ms: u64,
         /// Connections served at once (stores, clients, admins); one more is refused at its
         /// hello with `Unavailable`.
         #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
@@ -164,7 +168,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Master { listen, dir, cluster_id, heartbeat_timeout_ms, drain_settle_ms, max_connections, token } => {
+        Command::Master { listen, dir, cluster_id, heartbeat_timeout_ms, drain_settle_ms, operation_grace_ms, max_connections, token } => {
             init_logs("info");
             token.load().and_then(|token| {
                 let rt = runtime()?;
@@ -176,6 +180,7 @@ fn main() -> ExitCode {
                     cluster_id,
                     heartbeat_timeout: std::time::Duration::from_millis(heartbeat_timeout_ms),
                     drain_settle: std::time::Duration::from_millis(drain_settle_ms),
+                    operation_grace: std::time::Duration::from_millis(operation_grace_ms),
                     ..Default::default()
                 };
                 Ok(rt.block_on(vasto_master::run(config))?)

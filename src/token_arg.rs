@@ -23,7 +23,7 @@ impl TokenArg {
 
     /// Client settings with the token and `timeout`.
     pub fn client(&self, timeout: std::time::Duration) -> anyhow::Result<ClientConfig> {
-        Ok(ClientConfig { timeout, token: self.load()? })
+        Ok(ClientConfig { timeout, token: self.load()?, ..ClientConfig::default() })
     }
 }
 

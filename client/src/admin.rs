@@ -18,7 +18,7 @@ pub struct AdminClient {
 impl AdminClient {
     /// Connects to the master at `master` (`host:port`) of an open cluster (no token).
     pub async fn connect(master: &str, timeout: Duration) -> Result<Self, ClientError> {
-        Self::connect_with(master, &ClientConfig { timeout, token: None }).await
+        Self::connect_with(master, &ClientConfig { timeout, ..Default::default() }).await
     }
 
     /// Connects to the master with explicit settings (the token among them).

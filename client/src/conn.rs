@@ -328,7 +328,7 @@ mod tests {
     #[tokio::test]
     async fn an_unanswered_request_times_out_and_frees_its_slot() {
         let (addr, store) = silent_store().await;
-        let config = crate::ClientConfig { timeout: Duration::from_secs(5), token: None };
+        let config = crate::ClientConfig { connect_timeout: Duration::from_secs(5), ..Default::default() };
         let conn = Conn::connect(&addr, &config).await.unwrap();
         let started = Instant::now();
         let timeout = Duration::from_millis(120);

@@ -16,7 +16,7 @@ pub(crate) enum DialError {
 
 /// Connects to `addr` and opens the connection as `role`, proving the configured token.
 pub(crate) async fn dial(addr: &str, role: Role, config: &ClientConfig) -> Result<TcpStream, DialError> {
-    let timeout = config.timeout;
+    let timeout = config.connect_timeout;
     let io = |e: std::io::Error| DialError::Unreachable(e.to_string());
     let mut stream =
         tokio::time::timeout(timeout, TcpStream::connect(addr)).await.map_err(|_| DialError::Unreachable("connect timed out".into()))?.map_err(io)?;

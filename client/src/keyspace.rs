@@ -266,7 +266,11 @@ impl Keyspace {
                     continue;
                 }
             };
-            match conn.call(self.inner.config.timeout, value, |enc, out, id| encode(enc, out, id, shard)).await {
+            // One attempt may not take the whole budget: a replica that went silent (no FIN, no
+            // answer) costs one attempt timeout, then the next replica is tried.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let attempt = self.inner.config.attempt_timeout.min(left);
+            match conn.call(attempt, value, |enc, out, id| encode(enc, out, id, shard)).await {
                 Ok(reply) if matches!(reply.status, Status::WrongShard | Status::UnknownKeyspace) => {
                     // Not a failure of the replica: the table is behind. Bounded by the deadline.
                     last_err = Some(ClientError::Server { status: reply.status, message: reply.message });

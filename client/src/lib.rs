@@ -80,20 +80,29 @@ pub async fn connect_store(addr: &str, role: Role, config: &ClientConfig) -> Res
     dial::dial(addr, role, config).await.map_err(|e| e.store_error(addr))
 }
 
-/// Client tunables.
+/// Client tunables. The defaults fit a data-centre network: a store that stops answering
+/// without closing its connections (a partition, a hung host) costs a request one attempt
+/// timeout before it goes to the next replica, and the master's table stops routing there
+/// within its heartbeat timeout (1 s by default).
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// Connect and request timeout.
+    /// A request's whole budget, every attempt and wait for a newer table included (and how
+    /// long `Client::keyspace` waits for the first table).
     pub timeout: Duration,
+    /// How long one attempt at one replica may take before the request goes to the next
+    /// replica (a write is resent with its event time, so a repeat is a no-op).
+    pub attempt_timeout: Duration,
+    /// TCP connect plus the opening (hello and token proof) of one connection.
+    pub connect_timeout: Duration,
     /// The cluster token, proven on every connection; `None` for an open cluster. A client
     /// with a token refuses nodes that cannot prove it.
     pub token: Option<ClusterToken>,
 }
 
 impl Default for ClientConfig {
-    /// A 10 s timeout and no token.
+    /// A 10 s request budget, 2 s per attempt, 3 s to connect, and no token.
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(10), token: None }
+        Self { timeout: Duration::from_secs(10), attempt_timeout: Duration::from_secs(2), connect_timeout: Duration::from_secs(3), token: None }
     }
 }
 

@@ -22,7 +22,7 @@ pub(crate) struct Upload {
     pub shards: u32,
     pub address: String,
     pub files: Vec<PathBuf>,
-    /// The connection settings (timeout replaced by [`CONNECT_TIMEOUT`]) and token.
+    /// The connection settings (connect timeout replaced by [`CONNECT_TIMEOUT`]) and token.
     pub client: vasto_client::ClientConfig,
 }
 
@@ -33,7 +33,7 @@ impl Upload {
 
     /// Streams the files and waits for the store's answer.
     pub(crate) async fn run(self, progress: &Progress) -> Result<(), ImportError> {
-        let config = vasto_client::ClientConfig { timeout: CONNECT_TIMEOUT, ..self.client.clone() };
+        let config = vasto_client::ClientConfig { connect_timeout: CONNECT_TIMEOUT, ..self.client.clone() };
         let mut stream = vasto_client::connect_store(&self.address, vasto_client::Role::Importer, &config).await.map_err(|e| match e {
             e @ vasto_client::ClientError::Unauthenticated(_) => ImportError::Client(e),
             e => self.fail(e.to_string()),

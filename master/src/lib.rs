@@ -19,6 +19,7 @@ mod client_conn;
 mod command;
 mod hub;
 mod lag;
+mod participants;
 mod progress;
 mod reconcile;
 mod replace;
@@ -63,6 +64,9 @@ pub struct MasterConfig {
     /// replicas' reports that they applied everything: long enough for a keep-alive (500 ms)
     /// and a heartbeat (250 ms) to pass through every replica.
     pub drain_settle: Duration,
+    /// How long a store taking part in a resize or replace may be down (a network blip, a
+    /// restart) before the operation rolls back; while it is down the operation waits.
+    pub operation_grace: Duration,
     /// The cluster token every peer must prove; `None` runs open, allowed on loopback only.
     pub token: Option<ClusterToken>,
     /// Connections served at once (stores, clients, admins); one more is refused at its hello.
@@ -71,7 +75,8 @@ pub struct MasterConfig {
 
 impl Default for MasterConfig {
     /// Listens on `127.0.0.1:8278` with its files in `./vasto-master`, 1 s heartbeat timeout,
-    /// 10 s command timeout, 1.2 s drain settle, no token, 10,000 connections.
+    /// 10 s command timeout, 1.2 s drain settle, 5 s operation grace, no token, 10,000
+    /// connections.
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8278)),
@@ -80,6 +85,7 @@ impl Default for MasterConfig {
             heartbeat_timeout: Duration::from_secs(1),
             command_timeout: Duration::from_secs(10),
             drain_settle: Duration::from_millis(1200),
+            operation_grace: Duration::from_secs(5),
             token: None,
             max_connections: 10_000,
         }

@@ -17,6 +17,7 @@
 //! listed as extra replicas, and `reconcile` retires them later.
 use crate::admin::{phase, poll_until, run_commands, Done, COPY_TIMEOUT, DRAIN_TIMEOUT};
 use crate::hub::Shared;
+use crate::participants::{Participants, Presence};
 use crate::replace::ReplacePlan;
 use crate::retire::freeze_and_drain;
 use crate::state::{unix_ms, LogMark, Reject};
@@ -88,11 +89,14 @@ impl Move<'_> {
         phase(self.shared, self.name, &self.kind, "copying");
         run_commands(self.shared, ShardCommandKind::Create, &self.creates, "creating").await?;
         let (name, to) = (self.name, self.to.as_str());
-        poll_until(self.shared, name, "replace", COPY_TIMEOUT, true, |state| {
-            if !state.stores.get(to).is_some_and(|s| s.up) {
-                return Err(Reject::new(Status::Unavailable, format!("store {to} went down while joining {name}")));
-            }
-            Ok(state.join_caught_up(name, to))
+        let slots = self.creates.iter().map(|(store, info)| (store.clone(), info.shard)).collect();
+        let participants = Participants::of_slots(&self.shared.lock().state, name, slots);
+        let grace = self.shared.config.operation_grace;
+        poll_until(self.shared, name, "replace", COPY_TIMEOUT, true, |state| match participants.check(state, unix_ms(), grace)? {
+            // The new store may drop off for a moment (see `participants`); it is not counted
+            // as caught up until it is back.
+            Presence::AllUp => Ok(state.join_caught_up(name, to)),
+            Presence::Waiting => Ok(false),
         })
         .await
     }

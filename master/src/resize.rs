@@ -105,13 +105,6 @@ impl State {
         self.keyspaces.get(name).map_or(now_ms, |ks| now_ms.max(ks.committed_at_ms + 1))
     }
 
-    /// A store holding a replica of a shard taking part in the resize of `name` that is down.
-    pub fn resize_store_down(&self, name: &str) -> Option<String> {
-        let (ks, (targets, sources)) = (self.keyspaces.get(name)?, self.resize_ranges(name)?);
-        let mut stores = targets.chain(sources).filter_map(|shard| ks.placement.get(shard as usize)).flatten();
-        stores.find(|s| !self.stores.get(s.as_str()).is_some_and(|r| r.up)).cloned()
-    }
-
     /// Switches the keyspace to its new shard count (in force since `committed_at_ms`) and
     /// bumps the version.
     pub fn commit_resize(&mut self, name: &str, committed_at_ms: u64, now_ms: u64) {

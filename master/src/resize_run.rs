@@ -10,10 +10,11 @@
 //! 3. **Commit.** Every replica of the new shards is told the new count is in force (then
 //!    compacts away the keys it no longer owns), the table is pushed, retired shards dropped.
 //!
-//! A failure, a timeout, a participating store going down or a cancel before the commit rolls
-//! back: nothing was compacted away yet, so restoring the old layouts loses nothing.
+//! A failure, a timeout, a participating store down for longer than the operation grace (or back
+//! without its replica) or a cancel before the commit rolls back: nothing was compacted away yet, so restoring the old layouts loses nothing.
 use crate::admin::{phase, poll_until, run_commands, Done, COPY_TIMEOUT, DRAIN_TIMEOUT};
 use crate::hub::Shared;
+use crate::participants::{Participants, Presence};
 use crate::state::{unix_ms, Reject};
 use vasto_wire::fb::ShardCommandKind;
 use vasto_wire::{ShardInfo, Status};
@@ -104,15 +105,24 @@ impl<'a> Plan<'a> {
         self.wait(DRAIN_TIMEOUT, |state, name| state.resize_drained(name, &switched)).await
     }
 
-    /// Waits until `done` holds, rolling back if a participating store goes down.
+    /// Waits until `done` holds. A participating store that goes down pauses the wait for up to
+    /// the operation grace (see `participants`); longer, or back without its replica, rolls back.
     async fn wait(&self, timeout: std::time::Duration, done: impl Fn(&crate::state::State, &str) -> bool) -> Result<(), Reject> {
         let name = self.name;
+        let participants = {
+            let hub = self.shared.lock();
+            let Some((targets, sources)) = hub.state.resize_ranges(name) else {
+                return Err(Reject::new(Status::Internal, format!("the resize of {name} vanished")));
+            };
+            Participants::of_shards(&hub.state, name, targets.chain(sources))
+        };
+        let grace = self.shared.config.operation_grace;
         poll_until(self.shared, name, "resize", timeout, true, |state| {
-            // A replica that misses part of the copy could not be trusted afterwards: roll back.
-            if let Some(store) = state.resize_store_down(name) {
-                return Err(Reject::new(Status::Unavailable, format!("store {store} holding a replica of {name} went down during the resize")));
+            // A replica that misses part of the copy while down must not be counted as copied.
+            match participants.check(state, unix_ms(), grace)? {
+                Presence::AllUp => Ok(done(state, name)),
+                Presence::Waiting => Ok(false),
             }
-            Ok(done(state, name))
         })
         .await
     }

@@ -62,7 +62,7 @@ impl FakeStore {
         let (mut rd, mut wr) = s.into_split();
         let mut out = Vec::new();
         let held: Vec<ShardInfo> = shards.lock().expect("lock").iter().cloned().collect();
-        FrameEncoder::new().register(&mut out, id, &format!("{id}.example:7000"), 1 << 30, &held);
+        FrameEncoder::new().register(&mut out, id, &format!("{id}.example:7000"), 1 << 30, &held, 1);
         wr.write_all(&out).await.expect("register");
         let wr = Arc::new(tokio::sync::Mutex::new(wr));
         let lags = Arc::new(Mutex::new(Vec::new()));

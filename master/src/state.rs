@@ -51,6 +51,10 @@ pub(crate) struct StoreRecord {
     pub heard: bool,
     /// The shard replicas it reported last (registration, and again after each shard command).
     pub reports: Vec<ShardInfo>,
+    /// When it was last marked down (unix ms; meaningful while `up` is false).
+    pub down_since_ms: u64,
+    /// The id of the store process's current start (`Register.boot_id`; 0 until told).
+    pub boot_id: u64,
 }
 
 /// One keyspace; `placement[shard][replica]` is a store id, "" while unknown (after a restart).
@@ -174,8 +178,17 @@ impl State {
         self.generations += 1;
         let generation = self.generations;
         let before = self.catching_all();
-        let record =
-            StoreRecord { address: address.to_owned(), capacity_bytes, up: true, generation, lags: Vec::new(), heard: false, reports: shards.to_vec() };
+        let record = StoreRecord {
+            address: address.to_owned(),
+            capacity_bytes,
+            up: true,
+            generation,
+            lags: Vec::new(),
+            heard: false,
+            reports: shards.to_vec(),
+            down_since_ms: 0,
+            boot_id: 0,
+        };
         let old = self.stores.get(id).map(|r| r.reports.clone()).unwrap_or_default();
         let members = self.members_of(&changed_reports(&old, shards));
         self.stores.insert(id.to_owned(), record);
@@ -185,6 +198,13 @@ impl State {
         // Peers following this store may start (or stop) catching up now that it is back.
         affected.extend(self.catching_changes(&before));
         (generation, self.bump_all(affected, now_ms))
+    }
+
+    /// Records the boot id a store's registration carried.
+    pub fn note_boot(&mut self, id: &str, boot_id: u64) {
+        if let Some(record) = self.stores.get_mut(id) {
+            record.boot_id = boot_id;
+        }
     }
 
     /// A registration repeated on a live connection: re-syncs address, capacity and shard list.
@@ -224,6 +244,7 @@ impl State {
             record.up = false;
             record.lags.clear();
             record.heard = false;
+            record.down_since_ms = now_ms;
         }
         let mut affected = self.keyspaces_on(id);
         affected.extend(self.catching_changes(&before));

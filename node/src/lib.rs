@@ -192,6 +192,8 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         address: config.advertise.clone().unwrap_or_else(|| addr.to_string()),
         dir: config.dir.clone(),
         token: config.token.clone(),
+        // The start time in nanoseconds: no two starts of one store share it.
+        boot_id: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
     };
     tracing::info!(%addr, threads, store_id = %store_id, dir = %config.dir.display(), sync = config.engine.sync.name(), "store listening");
     let replication = replication::Replication::start(Arc::clone(&registry), store_id.clone(), config.token.clone())?;

@@ -34,6 +34,9 @@ pub struct Identity {
     pub dir: PathBuf,
     /// The cluster token proven to the master, if the cluster has one.
     pub token: Option<ClusterToken>,
+    /// Chosen at each start of the process (see `Register.boot_id`): the master tells a
+    /// reconnection of the same process from a restart by it.
+    pub boot_id: u64,
 }
 
 /// Runs the master link on its own thread until the process ends.
@@ -90,7 +93,7 @@ fn session(mut stream: TcpStream, identity: &Identity, registry: &Registry, repl
 
     join_cluster(registry, &identity.dir, master_cluster)?;
     let infos = registry.infos();
-    enc.register(&mut out, &identity.store_id, &identity.address, capacity_bytes(&identity.dir), &infos);
+    enc.register(&mut out, &identity.store_id, &identity.address, capacity_bytes(&identity.dir), &infos, identity.boot_id);
     // Subscribe to the routing table of every keyspace held: replication needs the peers.
     let mut keyspaces: Vec<&str> = infos.iter().map(|i| i.keyspace.as_str()).collect();
     keyspaces.dedup();
@@ -183,7 +186,7 @@ fn command_loop(
                         }
                     }
                     // The master keeps what each store reports; tell it the shard set as it is now.
-                    enc.register(&mut out, &identity.store_id, &identity.address, capacity_bytes(&identity.dir), &registry.infos());
+                    enc.register(&mut out, &identity.store_id, &identity.address, capacity_bytes(&identity.dir), &registry.infos(), identity.boot_id);
                 }
             }
             None => {

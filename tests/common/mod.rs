@@ -2,6 +2,8 @@
 //! Every process is killed by PID when its handle is dropped, so a failing test leaves nothing.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -39,8 +41,22 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, args: &[&str], log: &Path) -> Proc {
+        Self::spawn_in(None, name, args, log)
+    }
+
+    /// Like [`Proc::spawn`], inside network namespace `ns` if given (`ip netns exec` execs
+    /// `vasto` in place, so the PID is still that of `vasto`).
+    pub fn spawn_in(ns: Option<&str>, name: &str, args: &[&str], log: &Path) -> Proc {
         let file = std::fs::File::create(log).expect("log file");
-        let child = Command::new(vasto())
+        let mut command = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(vasto());
+                c
+            }
+            None => Command::new(vasto()),
+        };
+        let child = command
             .args(args)
             .env("RUST_LOG", std::env::var("VASTO_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
@@ -95,6 +111,9 @@ pub struct Cluster {
     master_flags: Vec<String>,
     /// The cluster token file every process started here (and every CLI run) is given, if any.
     pub token_file: Option<PathBuf>,
+    /// The hosts when the cluster runs in network namespaces: the master on host 0, store `i`
+    /// on host `i + 1` (dropped last, after the processes).
+    pub net: Option<netns::Net>,
 }
 
 /// A store that stalls this long on a loaded 2-core machine is not dead: tests that kill a
@@ -118,16 +137,37 @@ impl Cluster {
         Self::start_full(stores, &[], true)
     }
 
+    /// Like [`Cluster::start_secured`], with the master and each store on its own host (network
+    /// namespace, see `netns`), and the master's heartbeat timeout at `heartbeat_ms`; `Err` says
+    /// why namespaces cannot be made here (the caller skips).
+    pub fn start_on_hosts(stores: usize, heartbeat_ms: u64, flags: &[&str]) -> Result<Cluster, String> {
+        let net = netns::Net::create(stores + 1)?;
+        let mut all = vec!["--heartbeat-timeout-ms".to_owned(), heartbeat_ms.to_string()];
+        all.extend(flags.iter().map(|f| (*f).to_owned()));
+        Ok(Self::start_with(stores, all, true, Some(net)))
+    }
+
     fn start_full(stores: usize, flags: &[&str], secured: bool) -> Cluster {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let master_addr = format!("127.0.0.1:{}", free_port());
         let mut master_flags = vec!["--heartbeat-timeout-ms".to_owned(), TEST_HEARTBEAT_TIMEOUT_MS.to_owned()];
         master_flags.extend(flags.iter().map(|f| (*f).to_owned()));
+        Self::start_with(stores, master_flags, secured, None)
+    }
+
+    fn start_with(stores: usize, master_flags: Vec<String>, secured: bool, net: Option<netns::Net>) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let master_addr = match &net {
+            Some(net) => format!("{}:7000", net.hosts[0].ip),
+            None => format!("127.0.0.1:{}", free_port()),
+        };
         let token_file = secured.then(|| write_token(&dir.path().join("token")));
-        let mut c = Cluster { dir, master_addr, master: None, store_addrs: Vec::new(), stores: Vec::new(), master_flags, token_file };
+        let mut c = Cluster { dir, master_addr, master: None, store_addrs: Vec::new(), stores: Vec::new(), master_flags, token_file, net };
         c.start_master();
-        for _ in 0..stores {
-            c.store_addrs.push(format!("127.0.0.1:{}", free_port()));
+        for i in 0..stores {
+            let addr = match &c.net {
+                Some(net) => format!("{}:7100", net.hosts[i + 1].ip),
+                None => format!("127.0.0.1:{}", free_port()),
+            };
+            c.store_addrs.push(addr);
             c.stores.push(None);
         }
         for i in 0..stores {
@@ -144,11 +184,13 @@ impl Cluster {
         args.extend(self.master_flags.iter().map(String::as_str));
         let token = self.token_args();
         args.extend(token.iter().map(String::as_str));
-        self.master = Some(Proc::spawn("master", &args, &log));
+        let ns = self.net.as_ref().map(|n| n.hosts[0].ns.clone());
+        self.master = Some(Proc::spawn_in(ns.as_deref(), "master", &args, &log));
     }
 
     /// Replaces the extra flags of the master's next starts.
     pub fn set_master_flags(&mut self, flags: &[&str]) {
+        assert!(self.net.is_none(), "the master of a cluster on hosts keeps its flags");
         self.master_flags = vec!["--heartbeat-timeout-ms".to_owned(), TEST_HEARTBEAT_TIMEOUT_MS.to_owned()];
         self.master_flags.extend(flags.iter().map(|f| (*f).to_owned()));
     }
@@ -184,12 +226,14 @@ impl Cluster {
         let token = self.token_args();
         args.extend(token.iter().map(String::as_str));
         args.extend_from_slice(extra);
-        self.stores[i] = Some(Proc::spawn(&format!("store-{i}"), &args, &log));
+        let ns = self.net.as_ref().map(|n| n.hosts[i + 1].ns.clone());
+        self.stores[i] = Some(Proc::spawn_in(ns.as_deref(), &format!("store-{i}"), &args, &log));
     }
 
     /// Starts one more store (on a new port and directory) and waits until the cluster has
     /// `up` stores; returns its index.
     pub fn add_store(&mut self, up: usize) -> usize {
+        assert!(self.net.is_none(), "a cluster on hosts has a fixed number of them");
         self.store_addrs.push(format!("127.0.0.1:{}", free_port()));
         self.stores.push(None);
         let i = self.stores.len() - 1;
@@ -505,8 +549,15 @@ pub fn shard_writes(expected: &[(Vec<u8>, Vec<u8>)], shards: u32, shard: u32) ->
 
 /// Reads `keys` from one replica and describes how it differs from `values`: `None` when every
 /// key holds its expected value, otherwise how many differ and the first that does.
-pub fn replica_differs(addr: &str, keyspace: &str, shard: u32, keys: &[Vec<u8>], values: &[Vec<u8>]) -> Option<String> {
-    let got = Raw::connect(addr).get_many(keyspace, shard, keys);
+pub fn replica_differs(
+    addr: &str,
+    token: Option<&vasto_wire::ClusterToken>,
+    keyspace: &str,
+    shard: u32,
+    keys: &[Vec<u8>],
+    values: &[Vec<u8>],
+) -> Option<String> {
+    let got = Raw::connect_as(addr, Role::Client, token).expect("open the connection").get_many(keyspace, shard, keys);
     let differ = |(g, v): &(&Option<Vec<u8>>, &Vec<u8>)| g.as_deref() != Some(v.as_slice());
     let bad = got.iter().zip(values).filter(differ).count();
     let (i, (g, v)) = got.iter().zip(values).enumerate().find(|(_, pair)| differ(pair))?;
@@ -521,11 +572,12 @@ pub fn replica_differs(addr: &str, keyspace: &str, shard: u32, keys: &[Vec<u8>],
 /// Waits until every replica of every shard holds exactly `expected` for each key.
 pub fn assert_all_replicas_hold(cluster: &Cluster, keyspace: &str, expected: &[(Vec<u8>, Vec<u8>)]) {
     let (shards, replicas) = cluster.routes(keyspace);
+    let token = cluster.token();
     for (shard, addrs) in replicas.iter().enumerate() {
         let (keys, values) = shard_writes(expected, shards, shard as u32);
         for addr in addrs {
             wait_for(&format!("replica {addr} of shard {shard} to hold all {} acknowledged writes", keys.len()), Duration::from_secs(30), || {
-                match replica_differs(addr, keyspace, shard as u32, &keys, &values) {
+                match replica_differs(addr, token.as_ref(), keyspace, shard as u32, &keys, &values) {
                     Some(why) => {
                         eprintln!("{why}");
                         None

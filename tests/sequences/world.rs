@@ -191,7 +191,7 @@ impl World {
                 || {
                     let mut counts = Vec::new();
                     for addr in addrs {
-                        if let Some(why) = crate::common::replica_differs(addr, NAME, shard as u32, &keys, &values) {
+                        if let Some(why) = crate::common::replica_differs(addr, None, NAME, shard as u32, &keys, &values) {
                             eprintln!("{why}");
                             return None;
                         }

@@ -111,7 +111,7 @@ pub fn frame() -> impl Strategy<Value = Vec<u8>> {
     let control = prop_oneof![
         (any::<u8>(), big(), bytes()).prop_map(|(r, c, n)| encode(|e, o| e.hello(o, Role(r), c, &n))),
         bytes().prop_map(|p| encode(|e, o| e.auth(o, &p))),
-        (text(), text(), big(), vec(shard_info(), 0..8)).prop_map(|(id, a, c, s)| encode(|e, o| e.register(o, &id, &a, c, &s))),
+        (text(), text(), big(), vec(shard_info(), 0..8), big()).prop_map(|(id, a, c, s, b)| encode(|e, o| e.register(o, &id, &a, c, &s, b))),
         (text(), vec(lag(), 0..8)).prop_map(|(id, l)| encode(|e, o| e.heartbeat(o, &id, &l))),
         (any::<u64>(), any::<u8>(), shard_info()).prop_map(|(id, k, s)| encode(|e, o| e.shard_command(o, id, ShardCommandKind(k), &s))),
         (any::<u64>(), any::<u8>(), text(), big(), big()).prop_map(|(id, s, m, h, i)| encode(|e, o| e.shard_command_ack(o, id, Status(s), &m, h, i))),
