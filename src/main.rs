@@ -116,6 +116,10 @@ enum Command {
         /// dial again when they need it).
         #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86_400))]
         idle_timeout_secs: u64,
+        /// Milliseconds one attempt to connect to the master may take (a master that drops
+        /// packets instead of refusing them is tried again after this).
+        #[arg(long, default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+        master_connect_timeout_ms: u64,
         #[command(flatten)]
         token: token_arg::TokenArg,
     },
@@ -202,6 +206,7 @@ fn main() -> ExitCode {
             max_connections,
             read_timeout_ms,
             idle_timeout_secs,
+            master_connect_timeout_ms,
             token,
         } => {
             init_logs("info");
@@ -225,6 +230,7 @@ fn main() -> ExitCode {
                     max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
                     read_timeout: std::time::Duration::from_millis(read_timeout_ms),
                     idle_timeout: std::time::Duration::from_secs(idle_timeout_secs),
+                    master_connect_timeout: std::time::Duration::from_millis(master_connect_timeout_ms),
                 };
                 let node = vasto_node::start(config)?;
                 Ok(node.run_until_stopped()?)

@@ -3,7 +3,7 @@
 //! A store that drops off for a moment (a network blip longer than the heartbeat timeout) does
 //! not end the operation: the wait pauses until it is back, for up to the operation grace
 //! (`MasterConfig::operation_grace`). Past the grace, or when it comes back as another start of
-//! the process (its boot id changed: whatever the copy held in memory is gone) or without a
+//! the process (its start id changed: whatever the copy held in memory is gone) or without a
 //! replica the operation needs, the operation rolls back. Pausing is safe because the same
 //! process kept its state, and every condition the waits check (caught up, drained past a head)
 //! is read from reports the store sends after it is back.
@@ -26,7 +26,7 @@ pub(crate) struct Participants {
     keyspace: String,
     /// (store, shard) of every replica taking part.
     slots: Vec<(String, u32)>,
-    /// The generation of each participating store's connection and its boot id when the wait
+    /// The generation of each participating store's connection and its start id when the wait
     /// began; a store with another generation has registered again since.
     generations: BTreeMap<String, (u64, u64)>,
     /// The store the last look waited for, to log when a wait for a store begins and ends.
@@ -46,7 +46,7 @@ impl Participants {
 
     /// Watches the given (store, shard) replicas of `keyspace` from this moment on.
     pub fn of_slots(state: &State, keyspace: &str, slots: Vec<(String, u32)>) -> Self {
-        let generations = slots.iter().filter_map(|(s, _)| state.stores.get(s).map(|r| (s.clone(), (r.generation, r.boot_id)))).collect();
+        let generations = slots.iter().filter_map(|(s, _)| state.stores.get(s).map(|r| (s.clone(), (r.generation, r.start_id)))).collect();
         Self { keyspace: keyspace.to_owned(), slots, generations, waiting_for: std::sync::Mutex::new(None) }
     }
 
@@ -67,8 +67,8 @@ impl Participants {
                 waiting.get_or_insert_with(|| store.clone());
                 continue;
             }
-            let Some(&(generation, boot_id)) = self.generations.get(store) else { return gone("was not registered when the wait began".into()) };
-            if record.boot_id != boot_id {
+            let Some(&(generation, start_id)) = self.generations.get(store) else { return gone("was not registered when the wait began".into()) };
+            if record.start_id != start_id {
                 return gone("restarted".into());
             }
             if record.generation != generation && !record.reports.iter().any(|r| r.keyspace == self.keyspace && r.shard == *shard) {
@@ -99,7 +99,7 @@ mod tests {
         let mut s = State::default();
         for id in ids {
             s.register(id, &format!("{id}:1"), 100, &[], 1);
-            s.note_boot(id, 7);
+            s.note_start(id, 7);
         }
         let Ok(CreatePlan::New(placement)) = s.plan_create(ks, shards, replicas) else { panic!("plan") };
         s.commit_create(ks, 1, shards, replicas, placement, 1);
@@ -141,7 +141,7 @@ mod tests {
         let p = Participants::of_shards(&s, "ks", [0]);
         s.store_down("b", gens["b"], 1_000);
         s.register("b", "b:1", 1, &[info("ks", 0, 1)], 2_000);
-        s.note_boot("b", 7);
+        s.note_start("b", 7);
         assert_eq!(p.check(&s, 2_100, GRACE).unwrap(), Presence::AllUp);
     }
 
@@ -151,7 +151,7 @@ mod tests {
         let p = Participants::of_shards(&s, "ks", [0]);
         s.store_down("b", gens["b"], 1_000);
         s.register("b", "b:1", 1, &[info("ks", 0, 1)], 2_000);
-        s.note_boot("b", 8);
+        s.note_start("b", 8);
         let err = p.check(&s, 2_100, GRACE).unwrap_err();
         assert!(err.message.contains("restarted"), "{}", err.message);
     }
@@ -162,7 +162,7 @@ mod tests {
         let p = Participants::of_shards(&s, "ks", [0]);
         s.store_down("b", gens["b"], 1_000);
         s.register("b", "b:1", 1, &[], 1_200);
-        s.note_boot("b", 7);
+        s.note_start("b", 7);
         let err = p.check(&s, 1_300, GRACE).unwrap_err();
         assert!(err.message.contains("came back without its replica"), "{}", err.message);
     }

@@ -53,8 +53,8 @@ pub(crate) struct StoreRecord {
     pub reports: Vec<ShardInfo>,
     /// When it was last marked down (unix ms; meaningful while `up` is false).
     pub down_since_ms: u64,
-    /// The id of the store process's current start (`Register.boot_id`; 0 until told).
-    pub boot_id: u64,
+    /// The id of the store process's current start (`Register.start_id`; 0 until told).
+    pub start_id: u64,
 }
 
 /// One keyspace; `placement[shard][replica]` is a store id, "" while unknown (after a restart).
@@ -187,7 +187,7 @@ impl State {
             heard: false,
             reports: shards.to_vec(),
             down_since_ms: 0,
-            boot_id: 0,
+            start_id: 0,
         };
         let old = self.stores.get(id).map(|r| r.reports.clone()).unwrap_or_default();
         let members = self.members_of(&changed_reports(&old, shards));
@@ -200,10 +200,10 @@ impl State {
         (generation, self.bump_all(affected, now_ms))
     }
 
-    /// Records the boot id a store's registration carried.
-    pub fn note_boot(&mut self, id: &str, boot_id: u64) {
+    /// Records the process start id a store's registration carried.
+    pub fn note_start(&mut self, id: &str, start_id: u64) {
         if let Some(record) = self.stores.get_mut(id) {
-            record.boot_id = boot_id;
+            record.start_id = start_id;
         }
     }
 

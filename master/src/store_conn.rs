@@ -17,7 +17,7 @@ struct Registration {
     address: String,
     capacity_bytes: u64,
     shards: Vec<ShardInfo>,
-    boot_id: u64,
+    start_id: u64,
 }
 
 impl Registration {
@@ -31,7 +31,7 @@ impl Registration {
             address: reg.address().unwrap_or_default().to_owned(),
             capacity_bytes: reg.capacity_bytes(),
             shards: reg.shards().iter().flat_map(|v| v.iter()).map(ShardInfo::from_fb).collect(),
-            boot_id: reg.boot_id(),
+            start_id: reg.start_id(),
         })
     }
 }
@@ -77,7 +77,7 @@ pub(crate) async fn serve_store(shared: Arc<Shared>, mut rd: OwnedReadHalf, wr: 
     let generation = {
         let mut hub = shared.lock();
         let (generation, affected) = hub.state.register(&store, &reg.address, reg.capacity_bytes, &reg.shards, unix_ms());
-        hub.state.note_boot(&store, reg.boot_id);
+        hub.state.note_start(&store, reg.start_id);
         let _ = shared.persist(&mut hub);
         hub.attach_link(&store, StoreLink { generation, outbox: outbox.clone(), pending: Arc::clone(&pending) });
         hub.push(&affected);

@@ -101,6 +101,8 @@ pub struct NodeConfig {
     pub read_timeout: std::time::Duration,
     /// A data connection with no request for this long is closed.
     pub idle_timeout: std::time::Duration,
+    /// How long one attempt to connect to the master may take (it is retried every 250 ms).
+    pub master_connect_timeout: std::time::Duration,
 }
 
 /// A started store: its bound address and threads.
@@ -193,7 +195,7 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         dir: config.dir.clone(),
         token: config.token.clone(),
         // The start time in nanoseconds: no two starts of one store share it.
-        boot_id: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+        start_id: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
     };
     tracing::info!(%addr, threads, store_id = %store_id, dir = %config.dir.display(), sync = config.engine.sync.name(), "store listening");
     let replication = replication::Replication::start(Arc::clone(&registry), store_id.clone(), config.token.clone())?;
@@ -201,7 +203,7 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     if config.engine.sync == SyncMode::EverySec {
         spawn_wal_syncer(Arc::clone(&registry))?;
     }
-    master_link::spawn(config.master.clone(), identity, Arc::clone(&registry), replication)?;
+    master_link::spawn(config.master.clone(), config.master_connect_timeout, identity, Arc::clone(&registry), replication)?;
     Ok(RunningNode { addr, store_id, registry, dir: config.dir })
 }
 

@@ -20,8 +20,6 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(250);
 const RECONNECT_DELAY: Duration = Duration::from_millis(250);
 /// How long the master may take to answer each frame of the opening.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a connection attempt to the master may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Who this store is, as told to the master.
 #[derive(Debug, Clone)]
@@ -34,17 +32,24 @@ pub struct Identity {
     pub dir: PathBuf,
     /// The cluster token proven to the master, if the cluster has one.
     pub token: Option<ClusterToken>,
-    /// Chosen at each start of the process (see `Register.boot_id`): the master tells a
+    /// Chosen at each start of the process (see `Register.start_id`): the master tells a
     /// reconnection of the same process from a restart by it.
-    pub boot_id: u64,
+    pub start_id: u64,
 }
 
-/// Runs the master link on its own thread until the process ends.
-pub fn spawn(master: String, identity: Identity, registry: Arc<Registry>, replication: Replication) -> std::io::Result<std::thread::JoinHandle<()>> {
+/// Runs the master link on its own thread until the process ends; each attempt to reach the
+/// master connects within `connect_timeout`.
+pub fn spawn(
+    master: String,
+    connect_timeout: Duration,
+    identity: Identity,
+    registry: Arc<Registry>,
+    replication: Replication,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("vasto-master-link".into()).spawn(move || {
         let mut failures = 0u32;
         loop {
-            match connect(&master).and_then(|s| session(s, &identity, &registry, &replication)) {
+            match connect(&master, connect_timeout).and_then(|s| session(s, &identity, &registry, &replication)) {
                 Ok(()) => failures = 0,
                 Err(e) => {
                     // Log the first failure and then every 40th (~10 s) to keep the log readable.
@@ -60,11 +65,11 @@ pub fn spawn(master: String, identity: Identity, registry: Arc<Registry>, replic
 }
 
 /// Connects to `master` (`host:port`), trying each address it resolves to for at most
-/// [`CONNECT_TIMEOUT`].
-fn connect(master: &str) -> Result<TcpStream, NodeError> {
+/// `timeout`.
+fn connect(master: &str, timeout: Duration) -> Result<TcpStream, NodeError> {
     let mut last = None;
     for addr in master.to_socket_addrs()? {
-        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+        match TcpStream::connect_timeout(&addr, timeout) {
             Ok(s) => return Ok(s),
             Err(e) => last = Some(e),
         }
@@ -93,7 +98,7 @@ fn session(mut stream: TcpStream, identity: &Identity, registry: &Registry, repl
 
     join_cluster(registry, &identity.dir, master_cluster)?;
     let infos = registry.infos();
-    enc.register(&mut out, &identity.store_id, &identity.address, capacity_bytes(&identity.dir), &infos, identity.boot_id);
+    enc.register(&mut out, &identity.store_id, &identity.address, capacity_bytes(&identity.dir), &infos, identity.start_id);
     // Subscribe to the routing table of every keyspace held: replication needs the peers.
     let mut keyspaces: Vec<&str> = infos.iter().map(|i| i.keyspace.as_str()).collect();
     keyspaces.dedup();
@@ -186,7 +191,7 @@ fn command_loop(
                         }
                     }
                     // The master keeps what each store reports; tell it the shard set as it is now.
-                    enc.register(&mut out, &identity.store_id, &identity.address, capacity_bytes(&identity.dir), &registry.infos(), identity.boot_id);
+                    enc.register(&mut out, &identity.store_id, &identity.address, capacity_bytes(&identity.dir), &registry.infos(), identity.start_id);
                 }
             }
             None => {

@@ -3354,7 +3354,7 @@ pub enum RegisterOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
 /// Store -> master, first frame after hello and again whenever its shard set changes.
-/// `boot_id` is chosen at each start of the store process (0: not told): a store whose boot id
+/// `start_id` is chosen at each start of the store process (0: not told): a store whose start id
 /// changed restarted, and lost whatever it held only in memory.
 pub struct Register<'a> {
   pub _tab: flatbuffers::Table<'a>,
@@ -3373,7 +3373,7 @@ impl<'a> Register<'a> {
   pub const VT_ADDRESS: flatbuffers::VOffsetT = 6;
   pub const VT_CAPACITY_BYTES: flatbuffers::VOffsetT = 8;
   pub const VT_SHARDS: flatbuffers::VOffsetT = 10;
-  pub const VT_BOOT_ID: flatbuffers::VOffsetT = 12;
+  pub const VT_START_ID: flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -3385,7 +3385,7 @@ impl<'a> Register<'a> {
     args: &'args RegisterArgs<'args>
   ) -> flatbuffers::WIPOffset<Register<'bldr>> {
     let mut builder = RegisterBuilder::new(_fbb);
-    builder.add_boot_id(args.boot_id);
+    builder.add_start_id(args.start_id);
     builder.add_capacity_bytes(args.capacity_bytes);
     if let Some(x) = args.shards { builder.add_shards(x); }
     if let Some(x) = args.address { builder.add_address(x); }
@@ -3411,8 +3411,8 @@ impl<'a> Register<'a> {
     self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<ShardInfo>>>>(Register::VT_SHARDS, None)
   }
   #[inline]
-  pub fn boot_id(&self) -> u64 {
-    self._tab.get::<u64>(Register::VT_BOOT_ID, Some(0)).unwrap()
+  pub fn start_id(&self) -> u64 {
+    self._tab.get::<u64>(Register::VT_START_ID, Some(0)).unwrap()
   }
 }
 
@@ -3427,7 +3427,7 @@ impl flatbuffers::Verifiable for Register<'_> {
      .visit_field::<flatbuffers::ForwardsUOffset<&str>>("address", Self::VT_ADDRESS, false)?
      .visit_field::<u64>("capacity_bytes", Self::VT_CAPACITY_BYTES, false)?
      .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<ShardInfo>>>>("shards", Self::VT_SHARDS, false)?
-     .visit_field::<u64>("boot_id", Self::VT_BOOT_ID, false)?
+     .visit_field::<u64>("start_id", Self::VT_START_ID, false)?
      .finish();
     Ok(())
   }
@@ -3437,7 +3437,7 @@ pub struct RegisterArgs<'a> {
     pub address: Option<flatbuffers::WIPOffset<&'a str>>,
     pub capacity_bytes: u64,
     pub shards: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<ShardInfo<'a>>>>>,
-    pub boot_id: u64,
+    pub start_id: u64,
 }
 impl<'a> Default for RegisterArgs<'a> {
   #[inline]
@@ -3447,7 +3447,7 @@ impl<'a> Default for RegisterArgs<'a> {
       address: None,
       capacity_bytes: 0,
       shards: None,
-      boot_id: 0,
+      start_id: 0,
     }
   }
 }
@@ -3474,8 +3474,8 @@ impl<'a: 'b, 'b> RegisterBuilder<'a, 'b> {
     self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(Register::VT_SHARDS, shards);
   }
   #[inline]
-  pub fn add_boot_id(&mut self, boot_id: u64) {
-    self.fbb_.push_slot::<u64>(Register::VT_BOOT_ID, boot_id, 0);
+  pub fn add_start_id(&mut self, start_id: u64) {
+    self.fbb_.push_slot::<u64>(Register::VT_START_ID, start_id, 0);
   }
   #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> RegisterBuilder<'a, 'b> {
@@ -3499,7 +3499,7 @@ impl core::fmt::Debug for Register<'_> {
       ds.field("address", &self.address());
       ds.field("capacity_bytes", &self.capacity_bytes());
       ds.field("shards", &self.shards());
-      ds.field("boot_id", &self.boot_id());
+      ds.field("start_id", &self.start_id());
       ds.finish()
   }
 }

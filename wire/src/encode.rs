@@ -212,12 +212,12 @@ impl FrameEncoder {
 
     /// Store -> master registration with every shard replica the store holds, and the id of
     /// this start of the store process.
-    pub fn register(&mut self, out: &mut Vec<u8>, store_id: &str, address: &str, capacity_bytes: u64, shards: &[ShardInfo], boot_id: u64) {
+    pub fn register(&mut self, out: &mut Vec<u8>, store_id: &str, address: &str, capacity_bytes: u64, shards: &[ShardInfo], start_id: u64) {
         let infos: Vec<_> = shards.iter().map(|s| self.shard_info(s)).collect();
         let shards = self.fbb.create_vector(&infos);
         let store_id = self.fbb.create_string(store_id);
         let address = self.fbb.create_string(address);
-        let args = fb::RegisterArgs { store_id: Some(store_id), address: Some(address), capacity_bytes, shards: Some(shards), boot_id };
+        let args = fb::RegisterArgs { store_id: Some(store_id), address: Some(address), capacity_bytes, shards: Some(shards), start_id };
         let b = fb::Register::create(&mut self.fbb, &args);
         self.finish(out, 0, Body::Register, b.as_union_value());
     }
