@@ -82,3 +82,34 @@ fn a_second_store_on_the_same_address_refuses_to_start() {
     let s = cluster.status().expect("status");
     assert_eq!(s["stores"].as_array().map(Vec::len), Some(1), "only the first store registered: {s}");
 }
+
+/// A full snapshot is a whole export: one follower gets three of a replica in a row, then one
+/// per 10 s; one more is refused with `Unavailable` (the follower backs off), and clients are
+/// served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_requests_are_rate_limited_while_clients_are_served() {
+    let cluster = Cluster::start(1);
+    cluster.create_keyspace("snap", 1, 1);
+    let ks = Client::connect(&cluster.master_addr).await.unwrap().keyspace("snap").await.unwrap();
+    ks.put(b"k", b"v").await.unwrap();
+    let store = cluster.store_addrs[0].clone();
+    let ask = |follower: &str| -> (Status, String) {
+        let mut raw = Raw::connect_as(&store, Role::Store, None).expect("admitted as a store");
+        let mut out = Vec::new();
+        raw.enc.snapshot_request(&mut out, "snap", 0, follower, None);
+        raw.stream.write_all(&out).expect("send the request");
+        let frame = vasto_wire::parse_frame(raw.read_frame()).expect("a frame");
+        let chunk = frame.body_as_snapshot_chunk().expect("a snapshot chunk");
+        (chunk.status(), chunk.message().unwrap_or_default().to_owned())
+    };
+    for n in 1..=3 {
+        let (status, message) = tokio::task::block_in_place(|| ask("follower-a"));
+        assert_eq!(status, Status::Ok, "snapshot {n} is sent: {message}");
+    }
+    let (status, message) = tokio::task::block_in_place(|| ask("follower-a"));
+    assert_eq!(status, Status::Unavailable, "{message}");
+    assert!(message.contains("try again in"), "the refusal says when: {message}");
+    assert_eq!(ks.get(b"k").await.unwrap().as_deref(), Some(&b"v"[..]), "clients are served meanwhile");
+    let other = tokio::task::block_in_place(|| ask("follower-b"));
+    assert_eq!(other.0, Status::Ok, "another follower is not held up: {}", other.1);
+}

@@ -23,6 +23,42 @@ const RETRY: Duration = Duration::from_millis(250);
 const SILENCE: Duration = Duration::from_secs(3);
 /// How long a follower waits for the next piece of a snapshot (the first one waits for the export).
 const SNAPSHOT_SILENCE: Duration = Duration::from_secs(600);
+/// The wait before the next snapshot after one failed (doubling with each failure in a row).
+const SNAPSHOT_BACKOFF: Duration = Duration::from_millis(500);
+/// The longest wait between snapshot attempts.
+const SNAPSHOT_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Spaces out one follower's snapshot attempts: a snapshot is a whole export for the peer, so
+/// one that keeps failing (the peer refuses, the ingestion fails) is asked for less and less often.
+#[derive(Default)]
+struct Backoff {
+    failures: u32,
+    not_before: Option<Instant>,
+}
+
+impl Backoff {
+    /// Waits until the next attempt is due.
+    async fn turn(&self) {
+        if let Some(at) = self.not_before {
+            tokio::time::sleep_until(at.into()).await;
+        }
+    }
+
+    /// Records the outcome of an attempt.
+    fn record<T, E>(&mut self, result: &Result<T, E>) {
+        if result.is_ok() {
+            *self = Self::default();
+            return;
+        }
+        self.failures = self.failures.saturating_add(1);
+        self.not_before = Some(Instant::now() + Self::wait_after(self.failures));
+    }
+
+    /// The wait after `failures` failed attempts in a row (at least one).
+    fn wait_after(failures: u32) -> Duration {
+        SNAPSHOT_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(SNAPSHOT_BACKOFF_MAX)
+    }
+}
 
 /// Replication state of one (keyspace, shard, peer) follower, as reported in heartbeats.
 #[derive(Debug, Clone, Default)]
@@ -83,8 +119,9 @@ pub(crate) async fn follow(ctx: FollowCtx) {
             }
         }
     }
+    let mut backoff = Backoff::default();
     loop {
-        if let Err(e) = follow_once(&ctx).await {
+        if let Err(e) = follow_once(&ctx, &mut backoff).await {
             tracing::debug!(keyspace = %ctx.key.0, shard = ctx.key.1, peer = %ctx.key.2, error = %e, "tail ended; reconnecting");
         }
         // Whatever ended the session, nothing says this replica still holds the peer's head.
@@ -110,12 +147,12 @@ async fn connect_peer(ctx: &FollowCtx, request: &[u8]) -> Result<BufReader<TcpSt
 }
 
 /// One tail session: connect, ask for changes after the saved position, apply until it breaks.
-async fn follow_once(ctx: &FollowCtx) -> Result<(), String> {
+async fn follow_once(ctx: &FollowCtx, backoff: &mut Backoff) -> Result<(), String> {
     let (keyspace, shard, peer) = &ctx.key;
     let replica = ctx.registry.get(keyspace, *shard).ok_or("replica no longer held")?;
     let Some(after) = replica.peer_position(peer).map_err(|e| e.to_string())? else {
         // Never copied from this peer: its log only has its own writes, so start from a snapshot.
-        return bootstrap(ctx, &replica).await;
+        return bootstrap(ctx, &replica, backoff).await;
     };
     ctx.update(|s| s.position = after);
     let epoch = replica.recopy_epoch();
@@ -156,7 +193,7 @@ async fn follow_once(ctx: &FollowCtx) -> Result<(), String> {
                     tracing::warn!(keyspace = %keyspace, shard, peer = %peer, "a peer's change log changed incarnation; copying every peer again");
                     replica.recopy_from_every_peer().map_err(|e| e.to_string())?;
                 }
-                return bootstrap(ctx, &replica).await;
+                return bootstrap(ctx, &replica, backoff).await;
             }
             other => return Err(format!("peer refused the tail: {}", vasto_wire::status_name(other))),
         }
@@ -220,8 +257,15 @@ impl LagSamples {
 
 /// Fetches a full snapshot of the peer's replica, ingests it (last-writer-wins against what is
 /// here), and records the position (with the peer's log incarnation) to tail from. The caller
-/// then resumes tailing.
-async fn bootstrap(ctx: &FollowCtx, replica: &Replica) -> Result<(), String> {
+/// then resumes tailing. Attempts in a row that fail are spaced out by `backoff`.
+async fn bootstrap(ctx: &FollowCtx, replica: &Replica, backoff: &mut Backoff) -> Result<(), String> {
+    backoff.turn().await;
+    let result = bootstrap_once(ctx, replica).await;
+    backoff.record(&result);
+    result
+}
+
+async fn bootstrap_once(ctx: &FollowCtx, replica: &Replica) -> Result<(), String> {
     let (keyspace, shard, peer) = &ctx.key;
     let epoch = replica.recopy_epoch();
     let mut request = Vec::new();
@@ -292,5 +336,25 @@ async fn receive_snapshot(
         }
         let file = current.as_mut().ok_or("snapshot pieces out of order")?;
         file.write_all(chunk.data().unwrap_or_default()).map_err(|e| e.to_string())?;
+    }
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_attempts_that_fail_are_spaced_out_more_and_more_and_a_success_resets() {
+        let waits: Vec<Duration> = (1..=8).map(Backoff::wait_after).collect();
+        assert_eq!(waits[..3], [SNAPSHOT_BACKOFF, SNAPSHOT_BACKOFF * 2, SNAPSHOT_BACKOFF * 4]);
+        assert!(waits.windows(2).all(|w| w[1] >= w[0]) && waits[7] == SNAPSHOT_BACKOFF_MAX, "{waits:?}");
+        assert_eq!(Backoff::wait_after(u32::MAX), SNAPSHOT_BACKOFF_MAX);
+        let mut b = Backoff::default();
+        assert!(b.not_before.is_none(), "the first attempt is at once");
+        b.record(&Err::<(), ()>(()));
+        b.record(&Err::<(), ()>(()));
+        assert!(b.failures == 2 && b.not_before.is_some_and(|at| at > Instant::now()));
+        b.record(&Ok::<(), ()>(()));
+        assert!(b.not_before.is_none() && b.failures == 0, "a success resets");
     }
 }

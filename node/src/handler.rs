@@ -50,7 +50,7 @@ pub enum Next {
     /// The peer is a follower: from now on stream this replica's changes after the position.
     Tail(Arc<Replica>, LogPosition, Option<ShardSelector>),
     /// The peer is a follower too far behind: send it a full snapshot of this replica.
-    Snapshot(Arc<Replica>, Option<ShardSelector>),
+    Snapshot(Arc<Replica>, Option<ShardSelector>, Option<crate::snapshot_gate::SnapshotPermit>),
     /// The importer sent its last piece: ingest the files, answer request `id`, close.
     Ingest(IngestSession, u64),
 }
@@ -167,8 +167,25 @@ impl Handler {
                 };
             }
             Request::Snapshot(req) => {
-                return match self.shard(req.keyspace(), req.shard()) {
-                    Ok(replica) => Next::Snapshot(replica, only_selector(req.only_shard(), req.only_shards())),
+                let only = only_selector(req.only_shard(), req.only_shards());
+                let admitted = self.shard(req.keyspace(), req.shard()).and_then(|replica| {
+                    // A full snapshot is a whole export: rate-limited. Resize copies share one.
+                    let permit = match only {
+                        Some(_) => None,
+                        None => {
+                            let name = format!("{}/{}", req.keyspace().unwrap_or_default(), req.shard());
+                            let follower = req.follower().unwrap_or_default();
+                            let permit = self.registry.snapshots.admit(&name, follower, std::time::Instant::now()).map_err(|why| {
+                                tracing::info!(follower, replica = %name, %why, "refused a snapshot");
+                                Reject(Status::Unavailable, why.into())
+                            })?;
+                            Some(permit)
+                        }
+                    };
+                    Ok((replica, permit))
+                });
+                return match admitted {
+                    Ok((replica, permit)) => Next::Snapshot(replica, only, permit),
                     Err(Reject(status, msg)) => {
                         self.enc.snapshot_chunk(out, status, &msg, 0, b"", true, 0, 0);
                         Next::Close

@@ -23,6 +23,7 @@ mod registry;
 mod replication;
 mod request;
 mod server;
+mod snapshot_gate;
 mod split;
 mod tail;
 

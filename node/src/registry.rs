@@ -90,6 +90,8 @@ pub struct Registry {
     closing: Mutex<HashMap<ShardKey, Arc<Closing>>>,
     /// The cluster this store belongs to (0 until it first registered with a master).
     cluster_id: AtomicU64,
+    /// Admission of full snapshots for followers (see `snapshot_gate`).
+    pub snapshots: crate::snapshot_gate::SnapshotGate,
 }
 
 impl Registry {
@@ -114,7 +116,13 @@ impl Registry {
             }
             map.entry(meta.keyspace).or_default().insert(meta.shard, replica);
         }
-        Ok(Self { engine, shards: RwLock::new(map), closing: Mutex::new(HashMap::new()), cluster_id: AtomicU64::new(cluster_id) })
+        Ok(Self {
+            engine,
+            shards: RwLock::new(map),
+            closing: Mutex::new(HashMap::new()),
+            cluster_id: AtomicU64::new(cluster_id),
+            snapshots: Default::default(),
+        })
     }
 
     /// The cluster id this store belongs to (0: not known yet).

@@ -245,7 +245,10 @@ async fn send_and_go_on(mut stream: TcpStream, mut out: Vec<u8>, after: After, l
         After::Read => return Some((stream, out)),
         After::Close => {}
         After::Tail(replica, position, only) => crate::tail::stream_changes(stream, replica, position, only, limits.move_bytes_per_sec).await,
-        After::Snapshot(replica, only) => crate::tail::stream_snapshot(stream, replica, only, limits.move_bytes_per_sec).await,
+        After::Snapshot(replica, only, permit) => {
+            crate::tail::stream_snapshot(stream, replica, only, limits.move_bytes_per_sec).await;
+            drop(permit);
+        }
         After::Ingest(session, id) => crate::ingest::finish(stream, session, id).await,
     }
     None
@@ -266,7 +269,7 @@ pub(crate) enum After {
     /// only the keys selected if any (a resize copy).
     Tail(Arc<Replica>, vasto_engine::LogPosition, Option<ShardSelector>),
     /// Send a snapshot of this replica (only the keys selected, if any), then close.
-    Snapshot(Arc<Replica>, Option<ShardSelector>),
+    Snapshot(Arc<Replica>, Option<ShardSelector>, Option<crate::snapshot_gate::SnapshotPermit>),
     /// Ingest an import's files, answer request `id`, then close.
     Ingest(crate::ingest::IngestSession, u64),
 }
@@ -289,7 +292,7 @@ pub(crate) fn process(handler: &mut Handler, input: &[u8], out: &mut Vec<u8>, ma
                     Ok(Next::Continue) => {}
                     Ok(Next::Close) => return (consumed, After::Close),
                     Ok(Next::Tail(replica, position, only)) => return (consumed, After::Tail(replica, position, only)),
-                    Ok(Next::Snapshot(replica, only)) => return (consumed, After::Snapshot(replica, only)),
+                    Ok(Next::Snapshot(replica, only, permit)) => return (consumed, After::Snapshot(replica, only, permit)),
                     Ok(Next::Ingest(session, id)) => return (consumed, After::Ingest(session, id)),
                     Err(_) => {
                         // A bug in one request must not take the node down: answer and go on.
