@@ -100,9 +100,9 @@ pub struct ClientConfig {
 }
 
 impl Default for ClientConfig {
-    /// A 10 s request budget, 2 s per attempt, 3 s to connect, and no token.
+    /// A 10 s request budget, 5 s per attempt, 3 s to connect, and no token.
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(10), attempt_timeout: Duration::from_secs(2), connect_timeout: Duration::from_secs(3), token: None }
+        Self { timeout: Duration::from_secs(10), attempt_timeout: Duration::from_secs(5), connect_timeout: Duration::from_secs(3), token: None }
     }
 }
 
