@@ -152,24 +152,46 @@ fn wait_recovered(cluster: &Cluster, stores: usize) {
     });
 }
 
+/// Runs a writer and a reader (keys `{tag}:i`); 2 s in, applies `fault`; 8 s later lets
+/// `while_cut` look at the cluster, heals host `host`, and waits until every store is up and
+/// every replica has caught up. Returns what the writer and the reader saw.
+async fn fault_then_heal(
+    cluster: &Cluster,
+    ks: &Keyspace,
+    tag: &'static str,
+    host: usize,
+    fault: impl FnOnce(&common::netns::Net),
+    while_cut: impl FnOnce(&Cluster),
+) -> Seen {
+    let load = Load::start(ks.clone(), tag);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let net = cluster.net.as_ref().expect("hosts");
+    fault(net);
+    // Longer than the heartbeat timeout and every silence timeout (3 s), so the master, the
+    // stores and the client give up on their connections and keep dialling.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    tokio::task::block_in_place(|| while_cut(cluster));
+    net.heal(host);
+    eprintln!("healed");
+    tokio::task::block_in_place(|| wait_recovered(cluster, 3));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    load.finish().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_cut_off_from_everyone_without_a_fin_fails_over_and_catches_up_when_healed() {
     let Some((cluster, _client, ks)) = three_stores("partition from everyone", 2000, &[]).await else { return };
     let victim = primary_of_shard_0(&cluster);
-    let load = Load::start(ks.clone(), "all");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let net = cluster.net.as_ref().expect("hosts");
-    net.isolate(victim + 1);
-    eprintln!("store {victim} cut off from everyone");
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let status = tokio::task::block_in_place(|| cluster.status()).expect("status");
-    let down = status["stores"].as_array().expect("stores").iter().filter(|s| s["up"] == false).count();
-    assert_eq!(down, 1, "the master marked the silent store down: {status}");
-    net.heal(victim + 1);
-    eprintln!("healed");
-    tokio::task::block_in_place(|| wait_recovered(&cluster, 3));
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let seen = load.finish().await;
+    let cut = |net: &common::netns::Net| {
+        net.isolate(victim + 1);
+        eprintln!("store {victim} cut off from everyone");
+    };
+    let marked_down = |cluster: &Cluster| {
+        let status = cluster.status().expect("status");
+        let down = status["stores"].as_array().expect("stores").iter().filter(|s| s["up"] == false).count();
+        assert_eq!(down, 1, "the master marked the silent store down: {status}");
+    };
+    let seen = fault_then_heal(&cluster, &ks, "all", victim + 1, cut, marked_down).await;
     check(&cluster, &ks, &seen, "a partition of one store").await;
 }
 
@@ -177,39 +199,26 @@ async fn a_store_cut_off_from_everyone_without_a_fin_fails_over_and_catches_up_w
 async fn a_store_cut_off_from_the_master_only_keeps_its_data_and_rejoins() {
     let Some((cluster, _client, ks)) = three_stores("partition from the master", 2000, &[]).await else { return };
     let victim = primary_of_shard_0(&cluster);
-    let load = Load::start(ks.clone(), "master-only");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let net = cluster.net.as_ref().expect("hosts");
-    net.cut(0, victim + 1);
-    eprintln!("store {victim} cut off from the master");
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    net.heal(victim + 1);
-    eprintln!("healed");
-    tokio::task::block_in_place(|| wait_recovered(&cluster, 3));
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let seen = load.finish().await;
+    let cut = |net: &common::netns::Net| {
+        net.cut(0, victim + 1);
+        eprintln!("store {victim} cut off from the master");
+    };
+    let seen = fault_then_heal(&cluster, &ks, "master-only", victim + 1, cut, |_| {}).await;
     check(&cluster, &ks, &seen, "a partition between a store and the master").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_master_leaves_clients_working_and_everyone_reconnects_when_it_is_back() {
     let Some((cluster, client, ks)) = three_stores("silent master", 2000, &[]).await else { return };
-    let load = Load::start(ks.clone(), "masterless");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let net = cluster.net.as_ref().expect("hosts");
-    net.isolate(0);
-    eprintln!("master cut off from everyone");
-    // Longer than every silence timeout (3 s), so stores and the client give up on their
-    // connections and keep dialling a master that does not answer.
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    net.heal(0);
-    eprintln!("healed");
-    tokio::task::block_in_place(|| wait_recovered(&cluster, 3));
+    let cut = |net: &common::netns::Net| {
+        net.isolate(0);
+        eprintln!("master cut off from everyone");
+    };
+    let seen = fault_then_heal(&cluster, &ks, "masterless", 0, cut, |_| {}).await;
     // Not stuck: the master takes an operation, and the same client sees its result.
     cluster.create_keyspace("after", 2, 2);
     let after = tokio::time::timeout(Duration::from_secs(30), client.keyspace("after")).await.expect("the client's master link is back").expect("keyspace");
     after.put(b"k", b"v").await.expect("a write to the new keyspace");
-    let seen = load.finish().await;
     check(&cluster, &ks, &seen, "a silent master").await;
 }
 
