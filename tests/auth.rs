@@ -219,6 +219,15 @@ fn a_store_must_advertise_a_reachable_address() {
     );
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("--advertise ADDR is required"), "{}", text(&out.stderr));
+    // Listening on loopback while the master is on another host: the derived address would
+    // reach only this machine, so the store refuses to start.
+    let loopback = format!("127.0.0.1:{}", free_port());
+    let out = run_bounded(
+        Command::new(vasto()).args(["store", "--listen", &loopback, "--dir", &store_dir, "--master", "192.0.2.1:7000", "--token-file"]).arg(&token),
+        Duration::from_secs(30),
+    );
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("only this machine can reach"), "{}", text(&out.stderr));
     // An advertised address nothing listens on: the master says so when the store registers.
     let mut cluster = Cluster::start(0);
     cluster.store_addrs.push(format!("127.0.0.1:{}", free_port()));

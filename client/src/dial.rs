@@ -24,7 +24,7 @@ pub(crate) async fn dial(addr: &str, role: Role, config: &ClientConfig) -> Resul
     // Clients do not claim a cluster (0): stores and masters check the cluster id of stores;
     // authenticating clients is the cluster token's job.
     let greeter = Greeter::new(role, 0, config.token.as_ref());
-    match greet(&mut stream, &greeter, timeout).await {
+    match greet(&mut stream, greeter, timeout).await {
         Ok(_) => Ok(stream),
         Err(HandshakeError::Refused { status, message }) => Err(DialError::Refused(status, message)),
         Err(HandshakeError::AuthenticationFailed(why)) => Err(DialError::Unauthenticated(why)),

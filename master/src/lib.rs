@@ -39,12 +39,12 @@ pub use status::{ClusterStatus, KeyspaceStatus, LagStatus, RouteStatus, StoreSta
 use hub::Shared;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use vasto_wire::{read_frame, Admission, ClusterToken, Doorman, FrameEncoder, Role, Status, WireError};
+use vasto_wire::{read_frame, Admission, ClusterToken, ConnectionSlot, Doorman, FrameEncoder, Role, Status, WireError};
 
 /// How the master listens and how patient it is.
 #[derive(Debug, Clone)]
@@ -158,8 +158,7 @@ pub async fn serve(listener: TcpListener, config: MasterConfig) -> Result<(), Ma
     loop {
         match listener.accept().await {
             Ok((mut stream, peer)) => {
-                let taken = connections.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max_connections).then_some(n + 1));
-                if taken.is_err() {
+                let Some(slot) = ConnectionSlot::take(&connections, max_connections) else {
                     tracing::warn!(%peer, max_connections, "refused a connection: too many connections");
                     let mut out = Vec::new();
                     let message = format!("this master serves at most {max_connections} connections");
@@ -168,8 +167,8 @@ pub async fn serve(listener: TcpListener, config: MasterConfig) -> Result<(), Ma
                         let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
                     });
                     continue;
-                }
-                let (shared, slot) = (Arc::clone(&shared), ConnectionSlot(Arc::clone(&connections)));
+                };
+                let shared = Arc::clone(&shared);
                 tokio::spawn(async move {
                     let _slot = slot;
                     if let Err(e) = handle_conn(shared, stream).await {
@@ -219,15 +218,6 @@ async fn handle_conn(shared: Arc<Shared>, stream: TcpStream) -> Result<(), Maste
     match role {
         Role::Store => store_conn::serve_store(shared, rd, wr, buf).await,
         role => client_conn::serve_client(shared, role, peer, rd, wr, buf).await,
-    }
-}
-
-/// One connection counted against `max_connections` until dropped (also if its task panics).
-struct ConnectionSlot(Arc<AtomicUsize>);
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -141,7 +141,7 @@ async fn connect_peer(ctx: &FollowCtx, request: &[u8]) -> Result<BufReader<TcpSt
         tokio::time::timeout(SILENCE, TcpStream::connect(address)).await.map_err(|_| "connect timed out".to_string())?.map_err(|e| e.to_string())?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let greeter = Greeter::new(Role::Store, ctx.registry.cluster_id(), ctx.token.as_ref());
-    greet(&mut stream, &greeter, SILENCE).await.map_err(|e| format!("peer refused: {e}"))?;
+    greet(&mut stream, greeter, SILENCE).await.map_err(|e| format!("peer refused: {e}"))?;
     stream.write_all(request).await.map_err(|e| e.to_string())?;
     Ok(BufReader::with_capacity(256 << 10, stream))
 }

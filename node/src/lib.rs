@@ -148,6 +148,35 @@ impl RunningNode {
     }
 }
 
+/// Refuses a configuration whose announced address others could not reach: without
+/// `--advertise` the store announces its listen address, which is no address at all for
+/// 0.0.0.0 and only this machine's for loopback when the master is elsewhere.
+fn check_announceable(config: &NodeConfig) -> Result<(), NodeError> {
+    if config.advertise.is_some() {
+        return Ok(());
+    }
+    if config.listen.ip().is_unspecified() {
+        return Err(NodeError::Config(format!(
+            "--advertise ADDR is required with --listen {}: clients and peers must be told an address of this host they can reach",
+            config.listen
+        )));
+    }
+    if config.listen.ip().is_loopback() {
+        use std::net::ToSocketAddrs;
+        // A master name that does not resolve now is retried later; only a master known to be
+        // elsewhere makes a loopback address wrong.
+        let master_elsewhere = config.master.to_socket_addrs().is_ok_and(|mut a| a.any(|a| !a.ip().is_loopback()));
+        if master_elsewhere {
+            return Err(NodeError::Config(format!(
+                "the master {} is not on this machine, but this store would announce {}, which only this machine can reach: \
+                 listen on an address of this host, or give --advertise ADDR",
+                config.master, config.listen
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Opens the shards under `dir`, binds the data port on every core and connects to the master.
 pub fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     if config.token.is_none() {
@@ -160,12 +189,7 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         }
         tracing::warn!("no cluster token: the store is open to anyone who can reach {} (loopback only)", config.listen);
     }
-    if config.listen.ip().is_unspecified() && config.advertise.is_none() {
-        return Err(NodeError::Config(format!(
-            "--advertise ADDR is required with --listen {}: clients and peers must be told an address of this host they can reach",
-            config.listen
-        )));
-    }
+    check_announceable(&config)?;
     std::fs::create_dir_all(&config.dir)?;
     let store_id = identity::load_or_create_store_id(&config.dir)?;
     let cluster_id = identity::load_cluster_id(&config.dir)?.unwrap_or(0);

@@ -88,7 +88,7 @@ fn session(mut stream: TcpStream, identity: &Identity, registry: &Registry, repl
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(HELLO_TIMEOUT))?;
     let greeter = Greeter::new(Role::Store, registry.cluster_id(), identity.token.as_ref());
-    let master_cluster = greet_blocking(&mut stream, &greeter).map_err(|e| NodeError::Master(format!("master refused the store: {e}")))?;
+    let master_cluster = greet_blocking(&mut stream, greeter).map_err(|e| NodeError::Master(format!("master refused the store: {e}")))?;
     // The master sends a keep-alive every 500 ms: a longer silence means it is gone.
     stream.set_read_timeout(Some(MASTER_SILENCE))?;
     let mut reader = stream.try_clone()?;

@@ -8,11 +8,11 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use vasto_wire::{frame_len, ClusterToken, FrameEncoder, ShardSelector, Status, WireError, LEN_PREFIX, OPENING_MAX_FRAME};
+use vasto_wire::{frame_len, ClusterToken, ConnectionSlot, FrameEncoder, ShardSelector, Status, WireError, LEN_PREFIX, OPENING_MAX_FRAME};
 
 const READ_CHUNK: usize = 64 << 10;
 /// Buffers grown past this by a large frame are shrunk back once idle.
@@ -41,22 +41,6 @@ pub struct Limits {
 /// output buffer of a connection stays near this (plus one answer) even when a few kilobytes of
 /// pipelined gets ask for gigabytes of values.
 pub(crate) const OUTPUT_BOUND: usize = 8 << 20;
-
-/// One connection counted against [`Limits::max_connections`] until dropped.
-struct ConnectionSlot(Arc<AtomicUsize>);
-
-impl ConnectionSlot {
-    /// Takes a slot, or `None` when `max` connections are already served.
-    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
-        count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok().map(|_| Self(Arc::clone(count)))
-    }
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 /// Starts `threads` core threads serving `listen`. Returns the bound address (useful with port 0)
 /// and the thread handles; fails if any core cannot bind.

@@ -2,6 +2,7 @@
 //! Every process is killed by PID when its handle is dropped, so a failing test leaves nothing.
 #![allow(dead_code)]
 
+pub mod impair;
 pub mod netns;
 
 use std::io::Write;
@@ -391,7 +392,7 @@ impl Raw {
     pub fn connect_as(addr: &str, role: Role, token: Option<&vasto_wire::ClusterToken>) -> Result<Raw, vasto_wire::HandshakeError> {
         let mut stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
-        vasto_wire::greet_blocking(&mut stream, &vasto_wire::Greeter::new(role, 0, token))?;
+        vasto_wire::greet_blocking(&mut stream, vasto_wire::Greeter::new(role, 0, token))?;
         Ok(Raw { stream, enc: FrameEncoder::new(), buf: Vec::new() })
     }
 

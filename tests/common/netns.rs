@@ -6,11 +6,13 @@
 //! tables get a permanent entry for the other side with a hardware address nobody has, so
 //! frames leave and vanish on the bridge. (Filtering with `tc` needs classifier modules this
 //! kernel may lack, and iptables may not be installed; the neighbour table is always there.)
-//! Delay and loss use `tc netem` where the kernel has it.
+//! Delay and loss use `tc netem` where the kernel has it, and otherwise a userspace shaper in
+//! the test process (`common::impair`).
 //!
 //! Creating namespaces needs root; [`Net::create`] says why it cannot, and the tests skip with
 //! that message. Everything is removed on drop, and namespaces a killed test run left behind are
 //! removed by the next one.
+use super::impair::{Impairment, Shaper};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -23,6 +25,8 @@ pub struct Host {
     pub ns: String,
     /// Its IPv4 address on the bridge.
     pub ip: String,
+    /// The bridge-side end of its veth pair.
+    outside: String,
 }
 
 /// A bridge with hosts on it; the test process itself reaches them through the bridge's own
@@ -32,10 +36,12 @@ pub struct Net {
     /// The address of the test process on the bridge.
     pub local_ip: String,
     pub hosts: Vec<Host>,
+    /// Userspace impairments in place, by host.
+    shapers: std::sync::Mutex<Vec<(usize, Shaper)>>,
 }
 
 /// Runs `ip ARGS` (or another program) and fails with its stderr.
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
+pub(super) fn run(program: &str, args: &[&str]) -> Result<(), String> {
     let out = Command::new(program).args(args).output().map_err(|e| format!("{program}: {e}"))?;
     if out.status.success() {
         Ok(())
@@ -90,7 +96,7 @@ impl Net {
         let subnet = format!("10.213.{}", (pid.wrapping_mul(7).wrapping_add(n)) % 250);
         let bridge = format!("vb{pid:x}n{n:x}");
         let local_ip = format!("{subnet}.1");
-        let mut net = Net { bridge: bridge.clone(), local_ip: local_ip.clone(), hosts: Vec::new() };
+        let mut net = Net { bridge: bridge.clone(), local_ip: local_ip.clone(), hosts: Vec::new(), shapers: Default::default() };
         run("ip", &["link", "add", &bridge, "type", "bridge"])?;
         run("ip", &["addr", "add", &format!("{local_ip}/24"), "dev", &bridge])?;
         run("ip", &["link", "set", &bridge, "up"])?;
@@ -99,7 +105,7 @@ impl Net {
             let ip = format!("{subnet}.{}", 10 + i);
             let (outside, inside) = (format!("vh{pid:x}n{n:x}i{i:x}"), format!("vi{pid:x}n{n:x}i{i:x}"));
             run("ip", &["netns", "add", &ns])?;
-            net.hosts.push(Host { ns: ns.clone(), ip: ip.clone() });
+            net.hosts.push(Host { ns: ns.clone(), ip: ip.clone(), outside: outside.clone() });
             run("ip", &["link", "add", &outside, "type", "veth", "peer", "name", &inside])?;
             run("ip", &["link", "set", &inside, "netns", &ns])?;
             run("ip", &["link", "set", &outside, "master", &bridge])?;
@@ -142,17 +148,32 @@ impl Net {
         ip_in(&self.hosts[from].ns, &["neigh", "replace", ip, "lladdr", NOWHERE, "dev", "eth0", "nud", "permanent"]).expect("cut a host off");
     }
 
-    /// Adds `tc netem` impairment (e.g. `delay 200ms 50ms loss 5%`) to everything host `a`
-    /// sends, or says why the kernel cannot.
-    pub fn impair(&self, a: usize, netem: &str) -> Result<(), String> {
-        let mut args = vec!["netns", "exec", &self.hosts[a].ns, "tc", "qdisc", "replace", "dev", "eth0", "root", "netem"];
-        args.extend(netem.split_whitespace());
-        run("ip", &args)
+    /// Impairs everything host `a` sends: with `tc netem` where the kernel has it, otherwise
+    /// with a userspace shaper (`seed` picks its losses and delays). Returns which was used.
+    pub fn impair(&self, a: usize, impairment: Impairment, seed: u64) -> Result<&'static str, String> {
+        let ms = |d: std::time::Duration| format!("{}ms", d.as_millis());
+        let (delay, jitter, loss) = (ms(impairment.delay), ms(impairment.jitter), format!("{}%", impairment.loss * 100.0));
+        let netem = ["netns", "exec", &self.hosts[a].ns, "tc", "qdisc", "replace", "dev", "eth0", "root", "netem", "delay", &delay, &jitter, "loss", &loss];
+        if run("ip", &netem).is_ok() {
+            return Ok("tc netem");
+        }
+        let tap = format!("{}t", self.hosts[a].outside);
+        let shaper = Shaper::start(&self.bridge, &self.hosts[a].outside, &tap, impairment, seed)?;
+        self.shapers.lock().unwrap_or_else(|p| p.into_inner()).push((a, shaper));
+        Ok("a userspace shaper (no netem in this kernel)")
     }
 
-    /// Removes host `a`'s impairment.
-    pub fn unimpair(&self, a: usize) {
+    /// Removes host `a`'s impairment. Returns the frames the shaper forwarded from the host,
+    /// dropped, and forwarded to it (zeros under netem).
+    pub fn unimpair(&self, a: usize) -> [u64; 3] {
         let _ = run("ip", &["netns", "exec", &self.hosts[a].ns, "tc", "qdisc", "del", "dev", "eth0", "root"]);
+        let mut shapers = self.shapers.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(at) = shapers.iter().position(|(host, _)| *host == a) else { return [0; 3] };
+        let counts = shapers.swap_remove(at).1.stop();
+        let outside = &self.hosts[a].outside;
+        let _ = run("ip", &["link", "set", outside, "arp", "on"]);
+        let _ = run("ip", &["link", "set", outside, "master", &self.bridge]);
+        counts
     }
 }
 

@@ -39,44 +39,65 @@ impl HandshakeError {
     }
 }
 
-/// What the connecting side needs to do next.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Greeted {
-    /// The node admitted us; it belongs to cluster `cluster_id` (0: it does not know yet).
-    Done {
-        /// The node's cluster id.
-        cluster_id: u64,
-    },
-    /// An `Auth` frame was appended to the output: send it and pass the answer to
-    /// [`Greeter::on_auth_reply`].
-    SendAuth {
-        /// The node's cluster id.
-        cluster_id: u64,
-    },
+/// What the connecting side waits for.
+#[derive(Debug, Clone, Copy)]
+enum Awaiting {
+    /// The answer to the `Hello`.
+    HelloReply,
+    /// The answer to the `Auth` sent after the node's challenge, from cluster `cluster_id`.
+    AuthReply { cluster_id: u64 },
 }
 
-/// The connecting side of the opening.
+/// The connecting side of the opening. Drive it with [`Greeter::hello`], then feed every
+/// answer of the node to [`Greeter::on_answer`] until it says the peer is admitted.
 pub struct Greeter<'t> {
     role: Role,
     cluster_id: u64,
     token: Option<&'t ClusterToken>,
     nonce: [u8; NONCE_LEN],
+    awaiting: Awaiting,
 }
 
 impl<'t> Greeter<'t> {
     /// A greeter for a peer of `role`, claiming `cluster_id` (0: none), proving `token` if any.
     pub fn new(role: Role, cluster_id: u64, token: Option<&'t ClusterToken>) -> Self {
-        Self { role, cluster_id, token, nonce: nonce() }
+        Self { role, cluster_id, token, nonce: nonce(), awaiting: Awaiting::HelloReply }
     }
 
-    /// Appends the `Hello` frame.
-    pub fn hello(&self, enc: &mut FrameEncoder, out: &mut Vec<u8>) {
+    /// Appends the `Hello` frame: the first thing to send.
+    pub fn hello(&mut self, enc: &mut FrameEncoder, out: &mut Vec<u8>) {
+        self.awaiting = Awaiting::HelloReply;
         enc.hello(out, self.role, self.cluster_id, &self.nonce);
     }
 
-    /// Checks the node's `HelloReply` (the frame body in `reply`); when challenged, appends the
-    /// `Auth` frame to `out`.
-    pub fn on_hello_reply(&self, reply: &[u8], enc: &mut FrameEncoder, out: &mut Vec<u8>) -> Result<Greeted, HandshakeError> {
+    /// Checks the node's answer (the frame body in `reply`) to the last frame sent. `Some` is
+    /// the node's cluster id (0: it does not know yet) once the peer is admitted; `None` means
+    /// a frame was appended to `out`: send it and pass its answer here too.
+    pub fn on_answer(&mut self, reply: &[u8], enc: &mut FrameEncoder, out: &mut Vec<u8>) -> Result<Option<u64>, HandshakeError> {
+        match self.awaiting {
+            Awaiting::HelloReply => {
+                let (cluster_id, challenged) = self.on_hello_reply(reply, enc, out)?;
+                if !challenged {
+                    return Ok(Some(cluster_id));
+                }
+                self.awaiting = Awaiting::AuthReply { cluster_id };
+                Ok(None)
+            }
+            Awaiting::AuthReply { cluster_id } => self.on_auth_reply(reply).map(|()| Some(cluster_id)),
+        }
+    }
+
+    /// What the greeter waits for, for messages about a node that does not answer.
+    pub fn awaited(&self) -> &'static str {
+        match self.awaiting {
+            Awaiting::HelloReply => "the answer to the hello",
+            Awaiting::AuthReply { .. } => "the answer to the token proof",
+        }
+    }
+
+    /// Checks the node's `HelloReply`: its cluster id, and whether it challenged us (then the
+    /// `Auth` frame was appended to `out`).
+    fn on_hello_reply(&self, reply: &[u8], enc: &mut FrameEncoder, out: &mut Vec<u8>) -> Result<(u64, bool), HandshakeError> {
         let reply =
             parse_frame(reply).ok().and_then(|f| f.body_as_hello_reply()).ok_or_else(|| HandshakeError::Broken("the peer is not a vasto node".into()))?;
         if reply.status() != Status::Ok {
@@ -89,7 +110,7 @@ impl<'t> Greeter<'t> {
         let cluster_id = reply.cluster_id();
         let theirs = reply.nonce().unwrap_or_default();
         match (self.token, theirs.is_empty()) {
-            (None, true) => Ok(Greeted::Done { cluster_id }),
+            (None, true) => Ok((cluster_id, false)),
             (None, false) => Err(HandshakeError::AuthenticationFailed("the cluster requires a token (--token-file or VASTO_TOKEN_FILE)".into())),
             (Some(_), true) => {
                 Err(HandshakeError::AuthenticationFailed("the node runs without a cluster token, but this side has one; refusing to talk to it".into()))
@@ -100,13 +121,13 @@ impl<'t> Greeter<'t> {
                     return Err(HandshakeError::AuthenticationFailed("the node does not hold this cluster's token".into()));
                 }
                 enc.auth(out, &token.peer_proof(self.role.0, &self.nonce, theirs));
-                Ok(Greeted::SendAuth { cluster_id })
+                Ok((cluster_id, true))
             }
         }
     }
 
     /// Checks the node's `AuthReply`.
-    pub fn on_auth_reply(&self, reply: &[u8]) -> Result<(), HandshakeError> {
+    fn on_auth_reply(&self, reply: &[u8]) -> Result<(), HandshakeError> {
         let reply = parse_frame(reply)
             .ok()
             .and_then(|f| f.body_as_auth_reply())
@@ -222,21 +243,35 @@ impl Doorman {
     }
 }
 
+/// One connection counted against a node's connection limit until dropped (also when the
+/// task serving it panics).
+pub struct ConnectionSlot(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl ConnectionSlot {
+    /// Takes one of `max` slots counted in `count`, or `None` when all are taken.
+    pub fn take(count: &std::sync::Arc<std::sync::atomic::AtomicUsize>, max: usize) -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok().map(|_| Self(std::sync::Arc::clone(count)))
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// Runs the connecting side of the opening on a blocking stream; returns the node's cluster id.
-pub fn greet_blocking<S: std::io::Read + std::io::Write>(stream: &mut S, greeter: &Greeter<'_>) -> Result<u64, HandshakeError> {
+pub fn greet_blocking<S: std::io::Read + std::io::Write>(stream: &mut S, mut greeter: Greeter<'_>) -> Result<u64, HandshakeError> {
     let broken = |e: &dyn std::fmt::Display| HandshakeError::Broken(e.to_string());
     let (mut enc, mut out, mut buf) = (FrameEncoder::new(), Vec::new(), Vec::new());
     greeter.hello(&mut enc, &mut out);
-    stream.write_all(&out).map_err(|e| broken(&e))?;
-    crate::read_frame_blocking(stream, &mut buf, crate::DEFAULT_MAX_FRAME).map_err(|e| broken(&e))?;
-    out.clear();
-    match greeter.on_hello_reply(&buf, &mut enc, &mut out)? {
-        Greeted::Done { cluster_id } => Ok(cluster_id),
-        Greeted::SendAuth { cluster_id } => {
-            stream.write_all(&out).map_err(|e| broken(&e))?;
-            crate::read_frame_blocking(stream, &mut buf, crate::DEFAULT_MAX_FRAME).map_err(|e| broken(&e))?;
-            greeter.on_auth_reply(&buf)?;
-            Ok(cluster_id)
+    loop {
+        stream.write_all(&out).map_err(|e| broken(&e))?;
+        crate::read_frame_blocking(stream, &mut buf, crate::DEFAULT_MAX_FRAME).map_err(|e| broken(&e))?;
+        out.clear();
+        if let Some(cluster_id) = greeter.on_answer(&buf, &mut enc, &mut out)? {
+            return Ok(cluster_id);
         }
     }
 }

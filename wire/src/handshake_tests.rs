@@ -8,23 +8,18 @@ fn token(s: &str) -> ClusterToken {
 
 /// Runs a whole opening in memory; returns the peer's and the node's outcome.
 fn open(peer_token: Option<&ClusterToken>, node_token: Option<ClusterToken>, role: Role) -> (Result<u64, HandshakeError>, Admission) {
-    let greeter = Greeter::new(role, 0, peer_token);
+    let mut greeter = Greeter::new(role, 0, peer_token);
     let mut door = Doorman::new("store", node_token);
     let (mut enc, mut to_node, mut to_peer) = (FrameEncoder::new(), Vec::new(), Vec::new());
     greeter.hello(&mut enc, &mut to_node);
-    let verdict = door.on_frame(&to_node[LEN_PREFIX..], 7, &mut enc, &mut to_peer);
-    to_node.clear();
-    let greeted = match greeter.on_hello_reply(&to_peer[LEN_PREFIX..], &mut enc, &mut to_node) {
-        Ok(g) => g,
-        Err(e) => return (Err(e), verdict),
-    };
-    match greeted {
-        Greeted::Done { cluster_id } => (Ok(cluster_id), verdict),
-        Greeted::SendAuth { cluster_id } => {
-            assert_eq!(verdict, Admission::Wait);
-            to_peer.clear();
-            let verdict = door.on_frame(&to_node[LEN_PREFIX..], 7, &mut enc, &mut to_peer);
-            (greeter.on_auth_reply(&to_peer[LEN_PREFIX..]).map(|()| cluster_id), verdict)
+    loop {
+        to_peer.clear();
+        let verdict = door.on_frame(&to_node[LEN_PREFIX..], 7, &mut enc, &mut to_peer);
+        to_node.clear();
+        match greeter.on_answer(&to_peer[LEN_PREFIX..], &mut enc, &mut to_node) {
+            Ok(Some(cluster_id)) => return (Ok(cluster_id), verdict),
+            Ok(None) => assert_eq!(verdict, Admission::Wait, "the node waits for the token proof it asked for"),
+            Err(e) => return (Err(e), verdict),
         }
     }
 }

@@ -22,7 +22,7 @@ pub use control::{resize_ranges, ReplicaLag, ReplicaRoute, RoutingTable, ShardIn
 pub use encode::{BatchOpRef, EntriesBuilder, FrameEncoder};
 pub use error::WireError;
 pub use frame::{frame_len, parse_frame, read_frame_blocking, write_len_prefix, LEN_PREFIX};
-pub use handshake::{greet_blocking, Admission, Doorman, Greeted, Greeter, HandshakeError};
+pub use handshake::{greet_blocking, Admission, ConnectionSlot, Doorman, Greeter, HandshakeError};
 pub use token::{ClusterToken, TokenError, MIN_TOKEN_BYTES};
 #[cfg(feature = "tokio")]
 pub use tokio_io::{greet, read_frame};

@@ -37,29 +37,22 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut Vec<u8>,
 
 /// Runs the connecting side of the opening (see [`crate::Greeter`]) on a tokio stream, each
 /// read bounded by `timeout`; returns the node's cluster id.
-pub async fn greet<S>(stream: &mut S, greeter: &crate::Greeter<'_>, timeout: std::time::Duration) -> Result<u64, crate::HandshakeError>
+pub async fn greet<S>(stream: &mut S, mut greeter: crate::Greeter<'_>, timeout: std::time::Duration) -> Result<u64, crate::HandshakeError>
 where
     S: AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    use crate::{Greeted, HandshakeError};
+    use crate::HandshakeError;
     use tokio::io::AsyncWriteExt;
     let broken = |e: &dyn std::fmt::Display| HandshakeError::Broken(e.to_string());
     let (mut enc, mut out, mut buf) = (crate::FrameEncoder::new(), Vec::new(), Vec::new());
     greeter.hello(&mut enc, &mut out);
-    stream.write_all(&out).await.map_err(|e| broken(&e))?;
-    let answer = |what: &'static str| move |_| HandshakeError::Broken(format!("no answer to the {what}"));
-    tokio::time::timeout(timeout, read_frame(stream, &mut buf, crate::DEFAULT_MAX_FRAME)).await.map_err(answer("hello"))?.map_err(|e| broken(&e))?;
-    out.clear();
-    match greeter.on_hello_reply(&buf, &mut enc, &mut out)? {
-        Greeted::Done { cluster_id } => Ok(cluster_id),
-        Greeted::SendAuth { cluster_id } => {
-            stream.write_all(&out).await.map_err(|e| broken(&e))?;
-            tokio::time::timeout(timeout, read_frame(stream, &mut buf, crate::DEFAULT_MAX_FRAME))
-                .await
-                .map_err(answer("token proof"))?
-                .map_err(|e| broken(&e))?;
-            greeter.on_auth_reply(&buf)?;
-            Ok(cluster_id)
+    loop {
+        stream.write_all(&out).await.map_err(|e| broken(&e))?;
+        let answer = tokio::time::timeout(timeout, read_frame(stream, &mut buf, crate::DEFAULT_MAX_FRAME)).await;
+        answer.map_err(|_| HandshakeError::Broken(format!("no {} within {timeout:?}", greeter.awaited())))?.map_err(|e| broken(&e))?;
+        out.clear();
+        if let Some(cluster_id) = greeter.on_answer(&buf, &mut enc, &mut out)? {
+            return Ok(cluster_id);
         }
     }
 }
