@@ -85,6 +85,7 @@ fn hostile_frames_never_crash_the_opening_or_the_command_decoder() {
         let (mut runner, seed, cases) = hostile::runner(2000);
         eprintln!("master frame fuzz: seed {seed}, {cases} cases (re-run with VASTO_FUZZ_SEED={seed} VASTO_FUZZ_CASES={cases})");
         let token = ClusterToken::from_bytes(b"fuzzing-token-0123456789").expect("token");
+        let started = Instant::now();
         let result = runner.run(&(any::<bool>(), vec(hostile::frame_or_mutation(), 1..5)), |(secured, frames)| {
             let mut door = Doorman::new("master", secured.then(|| token.clone()));
             let (mut enc, mut out) = (FrameEncoder::new(), Vec::new());
@@ -110,6 +111,8 @@ fn hostile_frames_never_crash_the_opening_or_the_command_decoder() {
             prop_assert!(!secured || role.is_none(), "admitted without proving the token: {role:?}");
             Ok(())
         });
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!("master frame fuzz: {cases} cases in {secs:.1} s ({:.0} cases/s)", f64::from(cases) / secs.max(1e-9));
         if let Err(e) = result {
             panic!("seed {seed}: {e}");
         }
