@@ -208,26 +208,23 @@ fn nodes_without_a_token_refuse_to_listen_beyond_loopback() {
 
 #[test]
 fn a_store_must_advertise_a_reachable_address() {
-    // Listening on every interface without --advertise: refused before anything is bound.
     let dir = tempfile::tempdir().expect("temp dir");
     let token = write_token(&dir.path().join("token"));
     let store_dir = dir.path().join("s").display().to_string();
-    let listen = format!("0.0.0.0:{}", free_port());
-    let out = run_bounded(
-        Command::new(vasto()).args(["store", "--listen", &listen, "--dir", &store_dir, "--master", "127.0.0.1:1", "--token-file"]).arg(&token),
-        Duration::from_secs(30),
-    );
-    assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("--advertise ADDR is required"), "{}", text(&out.stderr));
+    // A store that must refuse to start, before anything is bound, saying `why`.
+    let refused = |listen: &str, master: &str, why: &str| {
+        let out = run_bounded(
+            Command::new(vasto()).args(["store", "--listen", listen, "--dir", &store_dir, "--master", master, "--token-file"]).arg(&token),
+            Duration::from_secs(30),
+        );
+        assert!(!out.status.success());
+        assert!(text(&out.stderr).contains(why), "{}", text(&out.stderr));
+    };
+    // Listening on every interface without --advertise.
+    refused(&format!("0.0.0.0:{}", free_port()), "127.0.0.1:1", "--advertise ADDR is required");
     // Listening on loopback while the master is on another host: the derived address would
-    // reach only this machine, so the store refuses to start.
-    let loopback = format!("127.0.0.1:{}", free_port());
-    let out = run_bounded(
-        Command::new(vasto()).args(["store", "--listen", &loopback, "--dir", &store_dir, "--master", "192.0.2.1:7000", "--token-file"]).arg(&token),
-        Duration::from_secs(30),
-    );
-    assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("only this machine can reach"), "{}", text(&out.stderr));
+    // reach only this machine.
+    refused(&format!("127.0.0.1:{}", free_port()), "192.0.2.1:7000", "only this machine can reach");
     // An advertised address nothing listens on: the master says so when the store registers.
     let mut cluster = Cluster::start(0);
     cluster.store_addrs.push(format!("127.0.0.1:{}", free_port()));

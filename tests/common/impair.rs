@@ -25,8 +25,10 @@ pub struct Impairment {
     pub loss: f64,
 }
 
-/// A running impairment; dropping it restores the direct path.
+/// A running impairment; stopping or dropping it restores the direct path.
 pub struct Shaper {
+    bridge: String,
+    outside: String,
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
     /// What it did: frames forwarded from the host, dropped, and forwarded to the host.
@@ -141,7 +143,7 @@ impl Shaper {
         let packet_fd = match open_packet_socket(outside) {
             Ok(fd) => fd,
             Err(e) => {
-                let _ = super::netns::run("ip", &["link", "set", outside, "master", bridge]);
+                reattach(bridge, outside);
                 return Err(e);
             }
         };
@@ -197,24 +199,38 @@ impl Shaper {
                 }
             })
         });
-        Ok(Shaper { stop, threads, counts })
+        Ok(Shaper { bridge: bridge.to_owned(), outside: outside.to_owned(), stop, threads, counts })
     }
 
-    /// Stops forwarding; the caller puts the veth end back on the bridge.
+    /// Stops forwarding and puts the veth end back on the bridge; returns the frames forwarded
+    /// from the host, dropped, and forwarded to it.
     pub fn stop(mut self) -> [u64; 3] {
+        self.halt();
+        [0, 1, 2].map(|i| self.counts[i].load(Ordering::Relaxed))
+    }
+
+    /// Ends the threads (the TAP goes with its descriptor) and restores the direct path; the
+    /// second call finds nothing to do.
+    fn halt(&mut self) {
+        if self.threads.is_empty() {
+            return;
+        }
         self.stop.store(true, Ordering::Relaxed);
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
-        [0, 1, 2].map(|i| self.counts[i].load(Ordering::Relaxed))
+        reattach(&self.bridge, &self.outside);
     }
+}
+
+/// Puts veth end `outside` back on `bridge`, answering ARP again.
+fn reattach(bridge: &str, outside: &str) {
+    let _ = super::netns::run("ip", &["link", "set", outside, "arp", "on"]);
+    let _ = super::netns::run("ip", &["link", "set", outside, "master", bridge]);
 }
 
 impl Drop for Shaper {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
+        self.halt();
     }
 }

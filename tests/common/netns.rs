@@ -169,11 +169,7 @@ impl Net {
         let _ = run("ip", &["netns", "exec", &self.hosts[a].ns, "tc", "qdisc", "del", "dev", "eth0", "root"]);
         let mut shapers = self.shapers.lock().unwrap_or_else(|p| p.into_inner());
         let Some(at) = shapers.iter().position(|(host, _)| *host == a) else { return [0; 3] };
-        let counts = shapers.swap_remove(at).1.stop();
-        let outside = &self.hosts[a].outside;
-        let _ = run("ip", &["link", "set", outside, "arp", "on"]);
-        let _ = run("ip", &["link", "set", outside, "master", &self.bridge]);
-        counts
+        shapers.swap_remove(at).1.stop()
     }
 }
 
