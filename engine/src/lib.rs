@@ -19,6 +19,7 @@ mod meta;
 mod pace;
 mod shard;
 mod snapshot;
+mod unkept;
 
 pub use cache::{CacheStats, ValueCache};
 pub use census::ShardCensus;

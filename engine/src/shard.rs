@@ -6,7 +6,7 @@ use crate::header::{self, encode_value, expiry_for, Header};
 use crate::layout::{Layout, LayoutRecord, LAYOUT_KEY, MAX_LAYOUT_SHARDS};
 
 /// Present in a replica's metadata from a layout change until the full compaction after it.
-const COMPACTION_OWED_KEY: &[u8] = b"compaction-owed";
+pub(crate) const COMPACTION_OWED_KEY: &[u8] = b"compaction-owed";
 use crate::meta::META_KEY;
 use crate::{now_ns, EngineError, ShardMeta, ShardTuning, SyncMode};
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
@@ -100,6 +100,8 @@ pub struct Shard {
     /// The store's value cache, if it has one, and this shard's current owner id in it.
     cache: Option<Arc<ValueCache>>,
     cache_owner: AtomicU64,
+    /// When keys the layout does not keep last came from a same-shard peer (see `unkept`).
+    unkept_at_ms: AtomicU64,
 }
 
 impl Shard {
@@ -176,6 +178,7 @@ impl Shard {
             closing: Mutex::new(None),
             cache,
             cache_owner: AtomicU64::new(new_owner()),
+            unkept_at_ms: AtomicU64::new(0),
         })
     }
 
@@ -185,6 +188,12 @@ impl Shard {
 
     pub(crate) fn log(&self) -> &ChangeLog {
         &self.log
+    }
+
+    /// When keys the layout does not keep last arrived from a peer (ms since the Unix epoch,
+    /// 0: none since the compaction that followed the last arrival).
+    pub(crate) fn unkept_at_ms(&self) -> &AtomicU64 {
+        &self.unkept_at_ms
     }
 
     pub(crate) fn db(&self) -> &DB {
@@ -220,6 +229,12 @@ impl Shard {
     #[inline]
     pub fn owns(&self, key: &[u8]) -> bool {
         self.layout.owns(key)
+    }
+
+    /// True when compactions keep `key`: owned under the serving or the committed count.
+    #[inline]
+    pub fn keeps(&self, key: &[u8]) -> bool {
+        self.layout.keeps(key)
     }
 
     /// Changes (and persists, synced) the layout. From now on writes of keys that do not hash

@@ -2,7 +2,8 @@
 //! from them.
 //!
 //! A replica route is catching up when its store is up and that store's latest heartbeat reports,
-//! for that (keyspace, shard), a lag that has not caught up towards a peer store that is up. The
+//! for that (keyspace, shard), a lag that has not caught up towards a peer store that is up, or
+//! no lag at all towards a live peer placed on the shard (it is not following that peer yet). The
 //! flag depends on the store's own lags and on its peers being up, so heartbeats, stores going
 //! down and stores (re)registering can all flip it; each of them bumps and pushes the keyspaces
 //! whose flags changed, and nothing else.
@@ -20,18 +21,26 @@ impl State {
     /// A store that has not sent a heartbeat since it registered has not said how far behind it
     /// is: each of its replicas with a live peer counts as catching up until it does (a store
     /// coming back after a crash would otherwise serve reads before it has caught up).
+    ///
+    /// A heartbeat that reports no lag at all towards a live peer placed on the shard says
+    /// nothing about that peer either: the store sent it before its replication had the routing
+    /// table naming the peer (a store's first heartbeat goes out right after it registers), so
+    /// the replica counts as catching up until a heartbeat reports following that peer.
     pub fn catching_up(&self, id: &str, keyspace: &str, shard: u32) -> bool {
         match self.stores.get(id).filter(|s| s.up) {
-            Some(record) if !record.heard => self.has_live_peer(id, keyspace, shard),
-            Some(_) => self.lags_of(id, keyspace, shard).any(|l| self.is_lagging(l)),
+            Some(record) if !record.heard => self.live_peers(id, keyspace, shard).next().is_some(),
+            Some(_) => {
+                self.lags_of(id, keyspace, shard).any(|l| self.is_lagging(l))
+                    || self.live_peers(id, keyspace, shard).any(|peer| !self.lags_of(id, keyspace, shard).any(|l| l.peer == peer))
+            }
             None => false,
         }
     }
 
-    /// True when another store placed on `shard` of `keyspace` than `id` is up.
-    fn has_live_peer(&self, id: &str, keyspace: &str, shard: u32) -> bool {
+    /// The stores other than `id` placed on `shard` of `keyspace` that are up.
+    fn live_peers<'a>(&'a self, id: &'a str, keyspace: &str, shard: u32) -> impl Iterator<Item = &'a str> + 'a {
         let row = self.keyspaces.get(keyspace).and_then(|ks| ks.placement.get(shard as usize));
-        row.is_some_and(|row| row.iter().any(|s| s != id && self.stores.get(s).is_some_and(|r| r.up)))
+        row.into_iter().flatten().map(String::as_str).filter(move |s| *s != id && self.stores.get(*s).is_some_and(|r| r.up))
     }
 
     /// True when store `id` last reported its copy of `shard` of `keyspace` from `peer` (a store
@@ -88,26 +97,17 @@ impl State {
         before.symmetric_difference(&after).map(|(ks, _, _)| ks.clone()).collect()
     }
 
-    /// The (keyspace, shard) routes of store `id` that are catching up. Only lags of replicas
-    /// the routing tables place on `id` count: nothing else is visible to clients.
+    /// The (keyspace, shard) routes of store `id` that are catching up. Only replicas the
+    /// routing tables place on `id` count: nothing else is visible to clients.
     fn catching_of(&self, id: &str) -> BTreeSet<(String, u32)> {
-        let Some(record) = self.stores.get(id).filter(|s| s.up) else { return BTreeSet::new() };
-        if !record.heard {
-            let placed = self.keyspaces.iter().flat_map(|(name, ks)| {
-                ks.placement.iter().enumerate().filter(|(_, row)| row.iter().any(|s| s == id)).map(move |(shard, _)| (name.clone(), shard as u32))
-            });
-            return placed.filter(|(name, shard)| self.has_live_peer(id, name, *shard)).collect();
-        }
-        record.lags.iter().filter(|l| self.is_lagging(l) && self.is_placed(id, &l.keyspace, l.shard)).map(|l| (l.keyspace.clone(), l.shard)).collect()
+        let placed = self.keyspaces.iter().flat_map(|(name, ks)| {
+            ks.placement.iter().enumerate().filter(|(_, row)| row.iter().any(|s| s == id)).map(move |(shard, _)| (name.clone(), shard as u32))
+        });
+        placed.filter(|(name, shard)| self.catching_up(id, name, *shard)).collect()
     }
 
     /// A lag that keeps its replica catching up: not caught up, towards a peer that is up.
     fn is_lagging(&self, lag: &ReplicaLag) -> bool {
         !lag.caught_up && self.stores.get(&lag.peer).is_some_and(|p| p.up)
-    }
-
-    /// True when the routing table of `keyspace` places a replica of `shard` on store `id`.
-    fn is_placed(&self, id: &str, keyspace: &str, shard: u32) -> bool {
-        self.keyspaces.get(keyspace).and_then(|ks| ks.placement.get(shard as usize)).is_some_and(|row| row.iter().any(|s| s == id))
     }
 }

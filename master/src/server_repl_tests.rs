@@ -52,7 +52,11 @@ async fn catching_up_follows_the_heartbeats() {
     let mut s2 = FakeStore::start(addr, "s2", held(1)).await;
     let mut client = connect(addr, Role::Client).await;
     subscribe(&mut client, "ks").await;
-    // Each store counts as catching up until its first heartbeat.
+    // Each store counts as catching up until a heartbeat reports it caught up with its peer
+    // (heartbeats without lags, as the fake stores have sent so far, do not).
+    table_where(&mut client, |t| t.exists && t.routes[0].iter().all(|r| r.up && r.catching_up)).await;
+    s1.set_lags(vec![lag("s2", true)]).await;
+    s2.set_lags(vec![lag("s1", true)]).await;
     let (t0, _) = table_where(&mut client, |t| t.exists && t.routes[0].iter().all(|r| r.up && !r.catching_up)).await;
     s2.subscribe("ks").await;
 

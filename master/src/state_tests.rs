@@ -218,15 +218,15 @@ fn lag(ks: &str, shard: u32, peer: &str, caught_up: bool) -> ReplicaLag {
 }
 
 /// `ks` with one shard whose replicas are on b and c; store a holds nothing of it. b and c
-/// have sent a first heartbeat without lags.
+/// have each reported being caught up with the other.
 fn b_and_c_with_peer_a() -> State {
     let mut st = State::default();
     st.register("a", "a:1", 1, &[], 1);
     st.register("b", "b:1", 1, &[info("ks", 0, 1, 0, 2)], 1);
     st.register("c", "c:1", 1, &[info("ks", 0, 1, 1, 2)], 1);
-    for id in ["b", "c"] {
+    for (id, peer) in [("b", "c"), ("c", "b")] {
         let g = st.stores[id].generation;
-        st.heartbeat(id, g, Vec::new(), 1);
+        st.heartbeat(id, g, vec![lag("ks", 0, peer, true)], 1);
     }
     st
 }
@@ -239,9 +239,30 @@ fn a_store_counts_as_catching_up_until_its_first_heartbeat() {
     let (gen_c, affected) = st.register("c", "c:1", 1, &[info("ks", 0, 1, 1, 2)], 2);
     assert_eq!(affected, vec!["ks".to_string()]);
     assert!(st.table("ks").routes[0].iter().all(|r| r.catching_up), "neither has said how far behind it is");
-    assert_eq!(st.heartbeat("c", gen_c, Vec::new(), 3), Some(vec!["ks".to_string()]));
+    assert_eq!(st.heartbeat("c", gen_c, vec![lag("ks", 0, "b", true)], 3), Some(vec!["ks".to_string()]));
     let routes = &st.table("ks").routes[0];
     assert!(routes[0].catching_up && !routes[1].catching_up, "c has; b has not");
+}
+
+/// Found in CI: a store's first heartbeat went out before its replication had the routing
+/// table, so it reported no lag at all; the master took that for caught up and routed reads to
+/// a replica that had not copied its peer yet.
+#[test]
+fn a_heartbeat_that_does_not_mention_a_live_peer_is_still_catching_up() {
+    let mut st = State::default();
+    st.register("b", "b:1", 1, &[info("ks", 0, 1, 0, 2)], 1);
+    let (gen_c, _) = st.register("c", "c:1", 1, &[info("ks", 0, 1, 1, 2)], 2);
+    assert_eq!(st.heartbeat("c", gen_c, Vec::new(), 3), Some(Vec::new()), "no follower of b yet: still catching up");
+    assert!(st.table("ks").routes[0][1].catching_up);
+    assert_eq!(st.heartbeat("c", gen_c, vec![lag("ks", 0, "elsewhere", true)], 4), Some(Vec::new()), "a lag towards another store says nothing of b");
+    assert!(st.table("ks").routes[0][1].catching_up);
+    assert_eq!(st.heartbeat("c", gen_c, vec![lag("ks", 0, "b", true)], 5), Some(vec!["ks".to_string()]));
+    assert!(!st.table("ks").routes[0][1].catching_up);
+    // b goes down: c has no live peer to catch up with, whatever it reports.
+    let gen_b = st.stores["b"].generation;
+    st.store_down("b", gen_b, 6);
+    assert_eq!(st.heartbeat("c", gen_c, Vec::new(), 7), Some(Vec::new()));
+    assert!(!st.table("ks").routes[0][1].catching_up);
 }
 
 #[test]
@@ -265,7 +286,7 @@ fn catching_up_needs_a_lag_towards_a_live_peer() {
         route.lags[0],
         LagStatus { peer: "a".into(), entries: 7, lag_ms: 40, caught_up: false, incarnation: format!("{:016x}", 0), ..Default::default() }
     );
-    assert!(status.keyspaces[0].routes[0][0].lags.is_empty());
+    assert!(matches!(&status.keyspaces[0].routes[0][0].lags[..], [l] if l.peer == "c" && l.caught_up), "b's own report");
 
     // The peer goes down: c is no longer catching up, though a holds nothing of ks.
     let gen_a = st.stores["a"].generation;
@@ -280,7 +301,7 @@ fn catching_up_needs_a_lag_towards_a_live_peer() {
 
     // Caught up: the flag clears and the version moves.
     let v2 = st.version("ks");
-    assert_eq!(st.heartbeat("c", gen_c, vec![lag("ks", 0, "a", true)], 13), Some(vec!["ks".to_string()]));
+    assert_eq!(st.heartbeat("c", gen_c, vec![lag("ks", 0, "a", true), lag("ks", 0, "b", true)], 13), Some(vec!["ks".to_string()]));
     assert!(st.version("ks") > v2);
     assert!(!st.table("ks").routes[0][1].catching_up);
 }
@@ -290,8 +311,10 @@ fn lags_that_change_nothing_do_not_bump_the_version() {
     let mut st = b_and_c_with_peer_a();
     let gen_c = st.stores["c"].generation;
     let v0 = st.version("ks");
-    // Caught up, towards an unknown peer, or for a shard c does not hold: nothing changes.
-    for lags in [vec![lag("ks", 0, "a", true)], vec![lag("ks", 0, "nobody", false)], vec![lag("ks", 3, "a", false), lag("other", 0, "a", false)], Vec::new()] {
+    // Caught up with b, and besides: caught up, towards an unknown peer, or for a shard c does
+    // not hold: nothing changes.
+    for extra in [vec![lag("ks", 0, "a", true)], vec![lag("ks", 0, "nobody", false)], vec![lag("ks", 3, "a", false), lag("other", 0, "a", false)], Vec::new()] {
+        let lags = [vec![lag("ks", 0, "b", true)], extra].concat();
         assert_eq!(st.heartbeat("c", gen_c, lags, 100), Some(Vec::new()));
     }
     assert_eq!(st.version("ks"), v0);
@@ -317,7 +340,7 @@ fn lags_are_forgotten_when_the_store_goes_down_or_re_registers() {
     let (gen_c, _) = st.register("c", "c:1", 1, &[info("ks", 0, 1, 1, 2)], 11);
     assert!(st.stores["c"].lags.is_empty());
     assert!(st.table("ks").routes[0][1].catching_up);
-    assert_eq!(st.heartbeat("c", gen_c, Vec::new(), 11), Some(vec!["ks".to_string()]));
+    assert_eq!(st.heartbeat("c", gen_c, vec![lag("ks", 0, "b", true)], 11), Some(vec!["ks".to_string()]));
     assert!(!st.table("ks").routes[0][1].catching_up);
     st.heartbeat("c", gen_c, vec![lag("ks", 0, "a", false)], 12);
     st.store_down("c", gen_c, 13);

@@ -212,6 +212,10 @@ async fn follow_once(ctx: &FollowCtx, backoff: &mut Backoff) -> Result<(), Strin
         if position.seq > saved.seq {
             saved = position;
             replica.apply_replicated(peer, pairs.clone(), position).map_err(|e| e.to_string())?;
+            if only.is_none() && pairs.clone().any(|(k, _)| !replica.keeps(k)) {
+                // The peer took these before a resize moved them away from this shard.
+                replica.note_unkept_keys().map_err(|e| e.to_string())?;
+            }
             let mut lag = ctx.lag.lock().unwrap_or_else(|p| p.into_inner());
             for (_, v) in pairs {
                 if let Some((h, _)) = Header::split(v) {

@@ -225,6 +225,7 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     tracing::info!(%addr, threads, store_id = %store_id, dir = %config.dir.display(), sync = config.engine.sync.name(), "store listening");
     let replication = replication::Replication::start(Arc::clone(&registry), store_id.clone(), config.token.clone())?;
     spawn_cache_report(Arc::clone(&registry))?;
+    spawn_unkept_sweeper(Arc::clone(&registry))?;
     if config.engine.sync == SyncMode::EverySec {
         spawn_wal_syncer(Arc::clone(&registry))?;
     }
@@ -251,6 +252,19 @@ fn spawn_wal_syncer(registry: Arc<registry::Registry>) -> Result<(), NodeError> 
     std::thread::Builder::new().name("vasto-wal-sync".into()).spawn(move || loop {
         std::thread::sleep(WAL_SYNC_EVERY);
         registry.sync_all();
+    })?;
+    Ok(())
+}
+
+/// How long no key a replica's layout does not keep must have arrived before it is compacted
+/// again: a follower catching up after a resize delivers its backlog of them in a burst.
+const UNKEPT_QUIET: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Compacts replicas that received keys their layout does not keep, once those stop arriving.
+fn spawn_unkept_sweeper(registry: Arc<registry::Registry>) -> Result<(), NodeError> {
+    std::thread::Builder::new().name("vasto-unkept".into()).spawn(move || loop {
+        std::thread::sleep(UNKEPT_QUIET / 2);
+        registry.compact_where_unkept_keys_arrived(UNKEPT_QUIET);
     })?;
     Ok(())
 }

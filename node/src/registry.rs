@@ -293,6 +293,18 @@ impl Registry {
         Ok(())
     }
 
+    /// Compacts, in the background, every replica that received keys its layout does not keep
+    /// (from a peer that was ahead of it through a resize) and none for `quiet`, so they do not
+    /// linger on disk until RocksDB happens to compact them.
+    pub fn compact_where_unkept_keys_arrived(&self, quiet: std::time::Duration) {
+        for replica in self.all().into_iter().filter(|r| r.take_unkept_keys_after(quiet)) {
+            let name = format!("{}/{}", replica.meta().keyspace, replica.meta().shard);
+            if let Err(e) = compact_in_background(replica, name.clone(), "compacted away keys a peer sent after the resize that moved them") {
+                tracing::warn!(shard = %name, error = %e, "could not start a compaction; background compactions will drop the keys");
+            }
+        }
+    }
+
     /// Syncs every replica's WAL (`--sync everysec` does it once a second).
     pub fn sync_all(&self) {
         for replica in self.all() {

@@ -71,10 +71,12 @@ fn remove_leftovers() {
             let _ = run("ip", &["netns", "del", name]);
         }
     }
-    let links =
-        Command::new("ip").args(["-o", "link", "show", "type", "bridge"]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
-    for name in links.lines().filter_map(|l| l.split(": ").nth(1)) {
-        let pid = name.strip_prefix("vb").and_then(|r| r.split('n').next()).and_then(|p| u32::from_str_radix(p, 16).ok());
+    // Bridges (`vb<pid>n<n>`) and the host-side veth ends (`vh<pid>n<n>i<i>`, shown as
+    // `name@peer`) of dead test processes: a veth end whose namespace went first stays behind.
+    let links = Command::new("ip").args(["-o", "link", "show"]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    for name in links.lines().filter_map(|l| l.split(": ").nth(1)).map(|n| n.split('@').next().unwrap_or(n)) {
+        let owner = name.strip_prefix("vb").or_else(|| name.strip_prefix("vh"));
+        let pid = owner.and_then(|r| r.split('n').next()).and_then(|p| u32::from_str_radix(p, 16).ok());
         if pid.is_some_and(|p| !alive(p)) {
             let _ = run("ip", &["link", "del", name]);
         }
