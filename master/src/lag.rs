@@ -18,23 +18,16 @@ impl State {
     /// True when store `id` is up and its latest heartbeat reports, for `shard` of `keyspace`, a
     /// lag with `caught_up == false` towards a peer store that is up.
     ///
-    /// A store that has not sent a heartbeat since it registered has not said how far behind it
-    /// is: each of its replicas with a live peer counts as catching up until it does (a store
-    /// coming back after a crash would otherwise serve reads before it has caught up).
-    ///
-    /// A heartbeat that reports no lag at all towards a live peer placed on the shard says
-    /// nothing about that peer either: the store sent it before its replication had the routing
-    /// table naming the peer (a store's first heartbeat goes out right after it registers), so
-    /// the replica counts as catching up until a heartbeat reports following that peer.
+    /// A replica whose store reports no lag at all towards a live peer placed on the shard has
+    /// not said how far behind that peer it is, so it counts as catching up too: a store that
+    /// has not sent a heartbeat since it registered (it would otherwise serve reads before it
+    /// has caught up after a crash), and one whose heartbeat went out before its replication
+    /// had the routing table naming the peer (a store's first heartbeat goes out right after
+    /// it registers).
     pub fn catching_up(&self, id: &str, keyspace: &str, shard: u32) -> bool {
-        match self.stores.get(id).filter(|s| s.up) {
-            Some(record) if !record.heard => self.live_peers(id, keyspace, shard).next().is_some(),
-            Some(_) => {
-                self.lags_of(id, keyspace, shard).any(|l| self.is_lagging(l))
-                    || self.live_peers(id, keyspace, shard).any(|peer| !self.lags_of(id, keyspace, shard).any(|l| l.peer == peer))
-            }
-            None => false,
-        }
+        self.stores.get(id).is_some_and(|s| s.up)
+            && (self.lags_of(id, keyspace, shard).any(|l| self.is_lagging(l))
+                || self.live_peers(id, keyspace, shard).any(|peer| !self.lags_of(id, keyspace, shard).any(|l| l.peer == peer)))
     }
 
     /// The stores other than `id` placed on `shard` of `keyspace` that are up.
@@ -70,9 +63,7 @@ impl State {
             return None;
         }
         let before = self.catching_of(id);
-        let record = self.stores.get_mut(id)?;
-        record.lags = lags;
-        record.heard = true;
+        self.stores.get_mut(id)?.lags = lags;
         let after = self.catching_of(id);
         let changed: BTreeSet<String> = before.symmetric_difference(&after).map(|(ks, _)| ks.clone()).collect();
         if !changed.is_empty() {

@@ -46,9 +46,6 @@ pub(crate) struct StoreRecord {
     pub generation: u64,
     /// Replication lags of the latest heartbeat (empty until one arrives and while down).
     pub lags: Vec<ReplicaLag>,
-    /// A heartbeat arrived since the store registered (until then its replicas count as
-    /// catching up).
-    pub heard: bool,
     /// The shard replicas it reported last (registration, and again after each shard command).
     pub reports: Vec<ShardInfo>,
     /// When it was last marked down (unix ms; meaningful while `up` is false).
@@ -184,7 +181,6 @@ impl State {
             up: true,
             generation,
             lags: Vec::new(),
-            heard: false,
             reports: shards.to_vec(),
             down_since_ms: 0,
             start_id: 0,
@@ -243,7 +239,6 @@ impl State {
         if let Some(record) = self.stores.get_mut(id) {
             record.up = false;
             record.lags.clear();
-            record.heard = false;
             record.down_since_ms = now_ms;
         }
         let mut affected = self.keyspaces_on(id);
