@@ -84,4 +84,20 @@ impl Keyspace {
     pub fn scan_prefix(&self, prefix: &[u8], start_after: &[u8], limit: u32) -> Result<ScanPage, ClientError> {
         self.rt.block_on(self.inner.scan_prefix(prefix, start_after, limit))
     }
+    /// See [`crate::Keyspace::with_write_to`].
+    pub fn with_write_to(&self, write_to: crate::WriteTo) -> Keyspace {
+        Keyspace { rt: Arc::clone(&self.rt), inner: self.inner.with_write_to(write_to) }
+    }
+    /// See [`crate::Keyspace::set`].
+    pub fn set(&self, key: &[u8], value: &[u8], opts: crate::SetOptions) -> Result<crate::SetOutcome, ClientError> {
+        self.rt.block_on(self.inner.set(key, value, opts))
+    }
+    /// See [`crate::Keyspace::incr_by`].
+    pub fn incr_by(&self, key: &[u8], delta: i64) -> Result<i64, ClientError> {
+        self.rt.block_on(self.inner.incr_by(key, delta))
+    }
+    /// See [`crate::Keyspace::incr_by_float`].
+    pub fn incr_by_float(&self, key: &[u8], delta: f64) -> Result<f64, ClientError> {
+        self.rt.block_on(self.inner.incr_by_float(key, delta))
+    }
 }

@@ -36,6 +36,12 @@ pub(crate) struct Reply {
     pub has_value: bool,
     pub entries: Vec<(Vec<u8>, Vec<u8>)>,
     pub more: bool,
+    /// A get with expiry: the value's expiry (0 = never).
+    pub expires_at_ns: u64,
+    /// An update: whether it wrote, and its integer and float results.
+    pub applied: bool,
+    pub number: i64,
+    pub float_number: f64,
 }
 
 /// One waiting request. `generation` changes every time the slot is reused, so a late reply
@@ -191,6 +197,10 @@ impl Future for Waiting<'_> {
                 has_value: reply.has_value,
                 entries: std::mem::take(&mut reply.entries),
                 more: reply.more,
+                expires_at_ns: reply.expires_at_ns,
+                applied: reply.applied,
+                number: reply.number,
+                float_number: reply.float_number,
             })
         } else if this.conn.is_closed() {
             Err(ClientError::ConnectionLost)
@@ -290,6 +300,10 @@ async fn reader(conn: Arc<Conn>, read: OwnedReadHalf) {
                 reply.entries.extend(entries.iter().map(|kv| (kv.key().unwrap_or_default().to_vec(), kv.value().unwrap_or_default().to_vec())));
             }
             reply.more = resp.more();
+            reply.expires_at_ns = resp.expires_at_ns();
+            reply.applied = resp.applied();
+            reply.number = resp.number();
+            reply.float_number = resp.float_number();
             slot.done = true;
             slot.waker.take()
         };

@@ -4,7 +4,7 @@ use crate::conn::Reply;
 use crate::routing::TableWatch;
 use crate::{ClientError, Inner};
 use futures_util::future::join_all;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use vasto_wire::{BatchOpRef, FrameEncoder, OpKind, ReplicaRoute, RoutingTable, Status};
@@ -49,18 +49,29 @@ pub struct Keyspace {
     pub(crate) name: Arc<str>,
     pub(crate) table: TableWatch,
     pub(crate) read_from: ReadFrom,
+    pub(crate) write_to: WriteTo,
     pub(crate) next_replica: Arc<AtomicUsize>,
 }
 
-/// Nanoseconds since the Unix epoch by this machine's clock: the default event time.
+/// Nanoseconds since the Unix epoch by this machine's clock, strictly increasing within the
+/// process (two writes of one key made one after the other are ordered even within one
+/// nanosecond, or across a small step back of the clock): the default event time.
 pub fn now_ns() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let clock = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let previous = LAST.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some(clock.max(last + 1))).unwrap_or(clock);
+    clock.max(previous + 1)
 }
 
 impl Keyspace {
     /// A handle on the same keyspace that reads from `read_from` (writes are unaffected).
     pub fn with_read_from(&self, read_from: ReadFrom) -> Keyspace {
         Keyspace { read_from, ..self.clone() }
+    }
+
+    /// A handle on the same keyspace that writes to `write_to` (reads are unaffected).
+    pub fn with_write_to(&self, write_to: WriteTo) -> Keyspace {
+        Keyspace { write_to, ..self.clone() }
     }
 
     /// The keyspace name.
@@ -229,15 +240,20 @@ impl Keyspace {
     /// wrong-shard for the keys that move until its commit, however many tables are pushed
     /// meanwhile. Writes are safe to resend: the event time is fixed before the first attempt,
     /// so a repeat is a no-op under LWW.
+    /// An [`Op::Update`] is not idempotent, so it is resent only when it surely was not applied
+    /// (no connection, or a refusal): after a timeout or a lost connection it fails.
     /// A value in the reply is put in `value` (see [`crate::conn::Conn::call`]).
-    async fn route(
+    pub(crate) async fn route(
         &self,
         target: Target<'_>,
         op: Op,
         value: &mut Vec<u8>,
         encode: impl Fn(&mut FrameEncoder, &mut Vec<u8>, u64, u32),
     ) -> Result<Reply, ClientError> {
-        let spread = op == Op::Read && self.read_from == ReadFrom::AnyReplica;
+        let spread = match op {
+            Op::Read => self.read_from == ReadFrom::AnyReplica,
+            Op::Write | Op::Update => self.write_to == WriteTo::AnyReplica,
+        };
         let start = if spread { self.next_replica.fetch_add(1, Ordering::Relaxed) } else { 0 };
         // Built only on a failure: a request that succeeds first time allocates nothing.
         let mut last_err = None;
@@ -282,6 +298,7 @@ impl Keyspace {
                     failures += 1;
                 }
                 Ok(reply) => return Ok(reply),
+                Err(e @ (ClientError::ConnectionLost | ClientError::Timeout)) if op == Op::Update => return Err(e),
                 Err(e @ (ClientError::ConnectionLost | ClientError::Timeout)) => {
                     last_err = Some(e);
                     skip += 1;
@@ -324,19 +341,33 @@ pub enum ReadFrom {
     AnyReplica,
 }
 
+/// Which replica takes writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriteTo {
+    /// The primary (replica 0) while it is up and caught up, else the next live replica.
+    #[default]
+    Primary,
+    /// Any live, caught-up replica, rotating (replication is active-active: every replica
+    /// takes writes and they converge): spreads write load.
+    AnyReplica,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Op {
+pub(crate) enum Op {
     Read,
+    /// Idempotent: a resend with the same event time is a no-op under last-writer-wins.
     Write,
+    /// A read-modify-write: not idempotent.
+    Update,
 }
 
 #[derive(Clone, Copy)]
-enum Target<'a> {
+pub(crate) enum Target<'a> {
     Key(&'a [u8]),
     Shard(u32),
 }
 
-fn ok(reply: Reply) -> Result<(), ClientError> {
+pub(crate) fn ok(reply: Reply) -> Result<(), ClientError> {
     match reply.status {
         Status::Ok => Ok(()),
         status => Err(ClientError::Server { status, message: reply.message }),

@@ -33,9 +33,11 @@ mod dial;
 mod keyspace;
 mod pool;
 mod routing;
+mod update;
 
 pub use admin::AdminClient;
-pub use keyspace::{now_ns, BatchOp, Keyspace, PutOptions, ReadFrom, ScanPage};
+pub use keyspace::{now_ns, BatchOp, Keyspace, PutOptions, ReadFrom, ScanPage, WriteTo};
+pub use update::{Condition, ExpireCondition, ExpiryChange, SetExpiry, SetOptions, SetOutcome};
 pub use vasto_wire::{ClusterToken, ReplicaRoute, Role, RoutingTable, Status, TokenError};
 
 use std::sync::Arc;
@@ -139,6 +141,7 @@ impl Client {
             name: Arc::from(name),
             table: self.inner.routing.watch(name),
             read_from: ReadFrom::Primary,
+            write_to: WriteTo::Primary,
             next_replica: Default::default(),
         };
         ks.routing_table_ready().await?;

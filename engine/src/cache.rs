@@ -143,16 +143,19 @@ impl ValueCache {
 
     /// Records that `stored` was committed for `key` of shard `owner`: refuses fills that
     /// started before, and merges it into a cached value (last writer wins; a winning tombstone,
-    /// or a value too big to cache, drops the entry).
+    /// a value too big to cache, or a counter on either side drops the entry).
     pub(crate) fn written(&self, owner: u64, key: &[u8], stored: &[u8]) {
         let hash = xxh3_64_with_seed(key, owner);
         let mut stripe = self.stripe(hash);
         stripe.generation += 1;
         let Some(at) = stripe.ring.find(hash, owner, key) else { return };
-        if !header::newer(stored, stripe.ring.stored(at)) {
+        let cached = stripe.ring.stored(at);
+        // A counter joins rather than replaces: the next read takes the joined value from RocksDB.
+        let counters = crate::counter::is_counter(stored) || crate::counter::is_counter(cached);
+        if !counters && !header::newer(stored, cached) {
             return;
         }
-        if self.cacheable(key, stored) {
+        if !counters && self.cacheable(key, stored) {
             stripe.ring.replace(at, hash, owner, key, stored);
         } else {
             stripe.ring.remove(at);
@@ -180,7 +183,7 @@ mod tests {
 
     fn stored(t: u64, tombstone: bool, user: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();
-        encode_value(&mut v, Header { event_time_ns: t, expires_at_ns: 0, tombstone }, user);
+        encode_value(&mut v, Header { event_time_ns: t, expires_at_ns: 0, tombstone, counter: false }, user);
         v
     }
 

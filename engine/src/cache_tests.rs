@@ -66,7 +66,7 @@ fn apply(s: &Shard, op: &Op, scratch: &Path, n: usize) {
         Op::Delete { key: k, t } => s.delete(&key(k), t).unwrap(),
         Op::Replicated { key: k, t, value: v, tombstone } => {
             let (mut stored, user) = (Vec::new(), if tombstone { Vec::new() } else { value(v) });
-            encode_value(&mut stored, Header { event_time_ns: t, expires_at_ns: 0, tombstone }, &user);
+            encode_value(&mut stored, Header { event_time_ns: t, expires_at_ns: 0, tombstone, counter: false }, &user);
             s.apply_replicated("peer", [(key(k).as_slice(), stored.as_slice())], crate::LogPosition { incarnation: 1, seq: n as u64 }).unwrap();
         }
         Op::Import { key: k, t, value: v } => {

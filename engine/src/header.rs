@@ -1,13 +1,15 @@
 //! The stored value format and the last-writer-wins order.
 //!
 //! Stored value = 17-byte header + user bytes. Header: event time (u64 LE, ns since the Unix
-//! epoch), expiry (u64 LE, ns since the epoch, 0 = never), flags (u8, bit 0 = tombstone).
+//! epoch), expiry (u64 LE, ns since the epoch, 0 = never), flags (u8, bit 0 = tombstone, bit 1 =
+//! counter: the user bytes are a counter, see `counter`).
 
 /// Length of the header in front of every stored value.
 pub const HEADER_LEN: usize = 17;
 const TOMBSTONE: u8 = 1;
+const COUNTER: u8 = 2;
 /// The decoded header of a stored value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Header {
     /// Writer's event time, ns since the Unix epoch.
     pub event_time_ns: u64,
@@ -15,6 +17,8 @@ pub struct Header {
     pub expires_at_ns: u64,
     /// True for a delete.
     pub tombstone: bool,
+    /// True for a counter (see `counter`): the user bytes are its state, not what a read shows.
+    pub counter: bool,
 }
 
 impl Header {
@@ -23,7 +27,13 @@ impl Header {
     pub fn write(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.event_time_ns.to_le_bytes());
         out.extend_from_slice(&self.expires_at_ns.to_le_bytes());
-        out.push(if self.tombstone { TOMBSTONE } else { 0 });
+        out.push(if self.tombstone { TOMBSTONE } else { 0 } | if self.counter { COUNTER } else { 0 });
+    }
+
+    /// Whether a flags byte marks a counter.
+    #[inline]
+    pub(crate) fn flags_counter(flags: u8) -> bool {
+        flags & COUNTER != 0
     }
 
     /// Splits a stored value into header and user bytes; `None` if it is too short to be one.
@@ -32,7 +42,7 @@ impl Header {
         let (h, user) = stored.split_at_checked(HEADER_LEN)?;
         let event_time_ns = u64::from_le_bytes(h[0..8].try_into().ok()?);
         let expires_at_ns = u64::from_le_bytes(h[8..16].try_into().ok()?);
-        Some((Header { event_time_ns, expires_at_ns, tombstone: h[16] & TOMBSTONE != 0 }, user))
+        Some((Header { event_time_ns, expires_at_ns, tombstone: h[16] & TOMBSTONE != 0, counter: h[16] & COUNTER != 0 }, user))
     }
 
     /// True when the value has an expiry at or before `now_ns`.
@@ -95,7 +105,7 @@ mod tests {
 
     fn value(t: u64, tomb: bool, user: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();
-        encode_value(&mut v, Header { event_time_ns: t, expires_at_ns: 0, tombstone: tomb }, user);
+        encode_value(&mut v, Header { event_time_ns: t, expires_at_ns: 0, tombstone: tomb, counter: false }, user);
         v
     }
 
@@ -121,7 +131,7 @@ mod tests {
     fn expiry_saturates() {
         assert_eq!(expiry_for(10, 0), 0);
         assert_eq!(expiry_for(u64::MAX - 1, 5), u64::MAX);
-        assert!(Header { event_time_ns: 0, expires_at_ns: 5, tombstone: false }.expired(5));
+        assert!(Header { event_time_ns: 0, expires_at_ns: 5, ..Header::default() }.expired(5));
     }
 
     proptest! {

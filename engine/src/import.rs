@@ -36,7 +36,7 @@ impl ImportWriter {
         }
         let mut writer = SstFileWriter::create(&self.opts);
         writer.open(path)?;
-        let header = Header { event_time_ns, expires_at_ns: 0, tombstone: false };
+        let header = Header { event_time_ns, expires_at_ns: 0, tombstone: false, counter: false };
         for (key, value) in pairs {
             encode_value(&mut self.scratch, header, value);
             writer.merge(key, &self.scratch)?;

@@ -11,6 +11,7 @@ mod cache;
 mod census;
 mod changelog;
 mod changes;
+pub mod counter;
 mod filter;
 pub mod header;
 mod import;
@@ -20,6 +21,7 @@ mod pace;
 mod shard;
 mod snapshot;
 mod unkept;
+mod update;
 
 pub use cache::{CacheStats, ValueCache};
 pub use census::ShardCensus;
@@ -31,6 +33,7 @@ pub use meta::{valid_keyspace_name, ShardMeta};
 pub use pace::Pacer;
 pub use shard::{Closing, Shard, Write, WritesHeld};
 pub use snapshot::{SnapshotFiles, SplitFiles};
+pub use update::{ExpireCondition, ExpiryChange, SetCondition, UpdateOp, Updated};
 
 use rocksdb::{BlockBasedOptions, Cache, Options};
 use std::path::{Path, PathBuf};
@@ -70,6 +73,10 @@ pub enum EngineError {
     /// The replica is being dropped: the export or read was abandoned.
     #[error("the replica is being dropped")]
     Retired,
+    /// A read-modify-write does not apply to the stored value (an increment of a value that is
+    /// not a number, or one that would overflow); the text is Redis's.
+    #[error("{0}")]
+    Refused(&'static str),
     /// A keyspace name that cannot be used as a directory name.
     #[error("invalid keyspace name {0:?}: use 1-64 characters from [A-Za-z0-9_.-], not starting with '.'")]
     InvalidKeyspace(String),
@@ -330,5 +337,7 @@ fn is_leftover(name: &str) -> bool {
 
 #[cfg(test)]
 mod cache_tests;
+#[cfg(test)]
+mod counter_shard_tests;
 #[cfg(test)]
 mod tests;

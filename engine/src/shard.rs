@@ -2,6 +2,7 @@
 //! metadata and replication positions (`meta`), and its change log (`log`, see `changelog`).
 use crate::cache::{new_owner, Probe, ValueCache};
 use crate::changelog::{synced, ChangeLog, LogPosition};
+use crate::counter;
 use crate::header::{self, encode_value, expiry_for, Header};
 use crate::layout::{Layout, LayoutRecord, LAYOUT_KEY, MAX_LAYOUT_SHARDS};
 
@@ -26,16 +27,18 @@ thread_local! {
     /// Per-thread scratch for encoding stored values and log entries, and for the writes of a
     /// batch kept for the value cache until the batch is committed, so writes do not allocate
     /// on the Rust side once warm.
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    pub(crate) static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
     /// Per-thread buffer a cached value is copied into for a get.
     static CACHED: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(4096));
+    /// Per-thread buffer a counter's total is rendered into for a get.
+    static RENDERED: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(64));
 }
 
 #[derive(Default)]
-struct Scratch {
-    value: Vec<u8>,
-    entry: Vec<u8>,
-    written: Vec<u8>,
+pub(crate) struct Scratch {
+    pub(crate) value: Vec<u8>,
+    pub(crate) entry: Vec<u8>,
+    pub(crate) written: Vec<u8>,
 }
 
 /// A write inside a batch.
@@ -87,7 +90,7 @@ pub struct Shard {
     dir: PathBuf,
     write_opts: WriteOptions,
     opts: Options,
-    layout: Arc<Layout>,
+    pub(crate) layout: Arc<Layout>,
     committed_at_ms: AtomicU64,
     /// Held while the layout changes, and by an ingest that must see one layout throughout.
     layout_change: Mutex<()>,
@@ -299,25 +302,36 @@ impl Shard {
         &self.dir
     }
 
-    /// Reads `key` and calls `f` with the live user value (`None` when missing, deleted or
-    /// expired). The slice is the value cache's copy (a per-thread buffer) or RocksDB's pinned
-    /// buffer: nothing is allocated.
+    /// Reads `key` and calls `f` with the value a read shows (`None` when missing, deleted or
+    /// expired; a counter's total in decimal). The slice is the value cache's copy (a per-thread
+    /// buffer), RocksDB's pinned buffer or, for a counter, a per-thread rendering: nothing is
+    /// allocated once warm.
     pub fn get<R>(&self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R, EngineError> {
+        self.get_with_expiry(key, |v| f(v.map(|(value, _)| value)))
+    }
+
+    /// Like [`Shard::get`], with the value's expiry (ns since the Unix epoch, 0 = never).
+    pub fn get_with_expiry<R>(&self, key: &[u8], f: impl FnOnce(Option<(&[u8], u64)>) -> R) -> Result<R, EngineError> {
+        self.get_stored(key, |stored| shown(stored, f))
+    }
+
+    /// Calls `f` with the stored value of `key` (header and user bytes), through the value cache.
+    fn get_stored<R>(&self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R, EngineError> {
         let Some(cache) = &self.cache else {
             let pinned = self.db.get_pinned(key)?;
-            return Ok(f(live(pinned.as_deref())));
+            return Ok(f(pinned.as_deref()));
         };
         let owner = self.cache_owner.load(Ordering::Acquire);
         CACHED.with(|buf| {
             let buf = &mut *buf.borrow_mut();
             match cache.get(owner, key, buf) {
-                Probe::Hit => Ok(f(live(Some(buf)))),
+                Probe::Hit => Ok(f(Some(buf))),
                 Probe::Miss(ticket) => {
                     let pinned = self.db.get_pinned(key)?;
                     if let Some(stored) = pinned.as_deref() {
                         cache.fill(ticket, owner, key, stored);
                     }
-                    Ok(f(live(pinned.as_deref())))
+                    Ok(f(pinned.as_deref()))
                 }
             }
         })
@@ -355,13 +369,13 @@ impl Shard {
 
     /// Writes `value` under `key` unless a write with a later event time is already stored.
     pub fn put(&self, key: &[u8], value: &[u8], event_time_ns: u64, ttl_ns: u64) -> Result<(), EngineError> {
-        let header = Header { event_time_ns, expires_at_ns: expiry_for(event_time_ns, ttl_ns), tombstone: false };
+        let header = Header { event_time_ns, expires_at_ns: expiry_for(event_time_ns, ttl_ns), tombstone: false, counter: false };
         self.merge(key, header, value)
     }
 
     /// Records a tombstone for `key` at `event_time_ns`; older puts can never resurrect it.
     pub fn delete(&self, key: &[u8], event_time_ns: u64) -> Result<(), EngineError> {
-        self.merge(key, Header { event_time_ns, expires_at_ns: 0, tombstone: true }, b"")
+        self.merge(key, Header { event_time_ns, expires_at_ns: 0, tombstone: true, counter: false }, b"")
     }
 
     fn merge(&self, key: &[u8], header: Header, user: &[u8]) -> Result<(), EngineError> {
@@ -372,9 +386,9 @@ impl Shard {
     pub fn write_batch<'a>(&self, writes: impl IntoIterator<Item = Write<'a>>) -> Result<(), EngineError> {
         self.write_local(writes.into_iter().map(|w| match w {
             Write::Put { key, value, event_time_ns, ttl_ns } => {
-                (key, Header { event_time_ns, expires_at_ns: expiry_for(event_time_ns, ttl_ns), tombstone: false }, value)
+                (key, Header { event_time_ns, expires_at_ns: expiry_for(event_time_ns, ttl_ns), tombstone: false, counter: false }, value)
             }
-            Write::Delete { key, event_time_ns } => (key, Header { event_time_ns, expires_at_ns: 0, tombstone: true }, &b""[..]),
+            Write::Delete { key, event_time_ns } => (key, Header { event_time_ns, expires_at_ns: 0, tombstone: true, counter: false }, &b""[..]),
         }))
     }
 
@@ -397,10 +411,7 @@ impl Shard {
                 }
                 seq += 1;
                 encode_value(value, header, user);
-                batch.merge(key, value.as_slice());
-                crate::changes::encode_entry(entry, key, value);
-                batch.put_cf(log_cf, seq.to_be_bytes(), entry.as_slice());
-                self.keep_written(written, key, value);
+                self.add_local(&mut batch, log_cf, seq, key, value, entry, written);
             }
             append.commit(&self.db, &self.write_opts, batch, seq)?;
             self.note_written(written);
@@ -408,6 +419,25 @@ impl Shard {
             Ok::<_, EngineError>(())
         })?;
         self.log.trim(&self.db, log_cf, &self.write_opts)
+    }
+
+    /// Adds one local write to `batch`: the stored value merged into the data and its change-log
+    /// entry at `seq` (encoded in `entry`), and notes it in `written` for the value cache.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn add_local(
+        &self,
+        batch: &mut WriteBatch,
+        log_cf: &rocksdb::ColumnFamily,
+        seq: u64,
+        key: &[u8],
+        stored: &[u8],
+        entry: &mut Vec<u8>,
+        written: &mut Vec<u8>,
+    ) {
+        batch.merge(key, stored);
+        crate::changes::encode_entry(entry, key, stored);
+        batch.put_cf(log_cf, seq.to_be_bytes(), entry.as_slice());
+        self.keep_written(written, key, stored);
     }
 
     /// Makes every write acknowledged so far durable (an fsync of the WAL): what
@@ -438,13 +468,19 @@ impl Shard {
         }
         let now = now_ns();
         let (mut emitted, mut bytes) = (0usize, 0usize);
+        let mut rendered = Vec::new();
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
             if !k.starts_with(prefix) {
                 break;
             }
-            if let Some((h, user)) = Header::split(v) {
+            if let Some((h, mut user)) = Header::split(v) {
                 // Keys copied in by a resize snapshot that belong elsewhere are never served.
                 if !h.tombstone && !h.expired(now) && self.layout.owns(k) {
+                    if h.counter {
+                        rendered.clear();
+                        crate::update::shown(h, user, &mut rendered);
+                        user = &rendered;
+                    }
                     let size = k.len() + user.len();
                     if emitted == limit || (emitted > 0 && bytes + size > max_bytes) {
                         return Ok(true);
@@ -558,8 +594,23 @@ impl Drop for Shard {
 
 /// The user bytes of a stored value that is neither a tombstone nor expired (the clock is read
 /// only for values with an expiry).
-fn live(stored: Option<&[u8]>) -> Option<&[u8]> {
-    stored.and_then(Header::split).and_then(|(h, user)| (!h.tombstone && (h.expires_at_ns == 0 || !h.expired(now_ns()))).then_some(user))
+fn live(stored: Option<&[u8]>) -> Option<(Header, &[u8])> {
+    stored.and_then(Header::split).filter(|(h, _)| !h.tombstone && (h.expires_at_ns == 0 || !h.expired(now_ns())))
+}
+
+/// Calls `f` with what a read of `stored` shows and its expiry: a live plain value's bytes, a
+/// live counter's total (rendered into a per-thread buffer), or `None`.
+fn shown<R>(stored: Option<&[u8]>, f: impl FnOnce(Option<(&[u8], u64)>) -> R) -> R {
+    match live(stored) {
+        Some((h, user)) if h.counter => RENDERED.with(|buf| {
+            let buf = &mut *buf.borrow_mut();
+            buf.clear();
+            crate::update::shown(h, user, buf);
+            f(Some((buf, h.expires_at_ns)))
+        }),
+        Some((h, user)) => f(Some((user, h.expires_at_ns))),
+        None => f(None),
+    }
 }
 
 /// Scratch buffers grown past this by a large batch are released after it.
@@ -574,7 +625,18 @@ pub(crate) fn reset_scratch(buf: &mut Vec<u8>) {
     }
 }
 
-/// The merge operator: keeps the last writer's value.
+/// The merge operator: keeps the last writer's value, and joins counters (see `counter`).
 pub(crate) fn lww_merge(_key: &[u8], existing: Option<&[u8]>, operands: &rocksdb::MergeOperands) -> Option<Vec<u8>> {
-    header::winner(existing, operands.iter()).map(<[u8]>::to_vec)
+    let counters = existing.is_some_and(counter::is_counter) || operands.iter().any(counter::is_counter);
+    if !counters {
+        return header::winner(existing, operands.iter()).map(<[u8]>::to_vec);
+    }
+    let mut values = existing.into_iter().chain(operands.iter());
+    let mut joined = values.next()?.to_vec();
+    let mut scratch = Vec::with_capacity(joined.len());
+    for value in values {
+        counter::join(&joined, value, &mut scratch);
+        std::mem::swap(&mut joined, &mut scratch);
+    }
+    Some(joined)
 }

@@ -10,12 +10,14 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
 use vasto_engine::{EngineError, LogPosition, Shard, Write};
-use vasto_wire::{fb, only_selector, parse_frame, Admission, ClusterToken, Doorman, FrameEncoder, OpKind, Role, ShardSelector, Status};
+use vasto_wire::{fb, only_selector, parse_frame, Admission, ClusterToken, Doorman, FrameEncoder, OpKind, Role, ShardSelector, Status, UpdateOutcome};
 
 /// Largest accepted value, in bytes.
 pub const MAX_VALUE_BYTES: usize = 32 << 20;
 /// Largest accepted key, in bytes.
 pub const MAX_KEY_BYTES: usize = 64 << 10;
+/// A returned value's buffer grown past this by a large value is released after the answer.
+const KEEP_RETURNED: usize = 1 << 20;
 /// Largest page a scan returns, whatever the client asks.
 pub const MAX_SCAN_LIMIT: u32 = 10_000;
 /// Keys and values a scan page carries at most (a page always has at least one entry, so one
@@ -39,6 +41,8 @@ pub struct Handler {
     group: WriteGroup,
     /// Where the answers of the last flush end in the output, if `handle` flushed; else 0.
     flushed_to: usize,
+    /// The value an update returns, reused across requests.
+    returned: Vec<u8>,
 }
 
 /// What the connection loop should do after a frame.
@@ -68,7 +72,7 @@ impl Handler {
     /// the clocks caught up).
     pub fn new(registry: Arc<Registry>, token: Option<ClusterToken>, peer: SocketAddr, max_skew_ns: u64) -> Self {
         let door = Doorman::new("store", token);
-        Self { registry, enc: FrameEncoder::new(), door, peer, max_skew_ns, ingest: None, group: WriteGroup::default(), flushed_to: 0 }
+        Self { registry, enc: FrameEncoder::new(), door, peer, max_skew_ns, ingest: None, group: WriteGroup::default(), flushed_to: 0, returned: Vec::new() }
     }
 
     /// A new handler on the same registry and the same admitted peer, with nothing held (used to
@@ -196,6 +200,7 @@ impl Handler {
             Request::Get(r) => self.get(out, id, r),
             Request::Batch(r) => self.batch(r),
             Request::Scan(r) => self.scan(out, id, r),
+            Request::Update(r) => self.update(out, id, r),
             Request::Put(_) | Request::Delete(_) => Err(reject(Status::Internal, "a write reached the unheld path")),
         };
         match result {
@@ -245,12 +250,37 @@ impl Handler {
         let shard = self.shard(r.keyspace(), r.shard())?;
         let key = checked_key(&shard, r.key())?;
         let enc = &mut self.enc;
-        shard
-            .get(key, |v| match v {
+        if r.with_expiry() {
+            shard.get_with_expiry(key, |v| match v {
+                Some((v, expires_at_ns)) => enc.value_expiring(out, id, v, expires_at_ns),
+                None => enc.status(out, id, Status::NotFound, "", 0),
+            })
+        } else {
+            shard.get(key, |v| match v {
                 Some(v) => enc.value(out, id, v),
                 None => enc.status(out, id, Status::NotFound, "", 0),
             })
-            .map_err(engine_error)?;
+        }
+        .map_err(engine_error)?;
+        Ok(Responded::Yes)
+    }
+
+    /// A read-modify-write, run under the replica's change-log lock (see `vasto_engine::UpdateOp`).
+    fn update(&mut self, out: &mut Vec<u8>, id: u64, r: fb::Update<'_>) -> Result<Responded, Reject> {
+        let replica = self.writable(r.keyspace(), r.shard())?;
+        let key = checked_key(&replica, r.key())?;
+        let value = checked_value(r.value())?;
+        let event_time_ns = self.checked_time(r.event_time_ns())?;
+        let op = crate::update::operation(&r, value).map_err(|why| reject(Status::BadRequest, why))?;
+        let done = replica.update(key, event_time_ns, &op, &mut self.returned).map_err(engine_error)?;
+        // Wakes the tails if it wrote (a spurious wake-up finds nothing new).
+        replica.appended();
+        let value = done.returned.then_some(self.returned.as_slice());
+        let outcome = UpdateOutcome { applied: done.applied, value, number: done.number, float_number: done.float_number };
+        self.enc.update_outcome(out, id, &outcome);
+        if self.returned.capacity() > KEEP_RETURNED {
+            self.returned = Vec::new();
+        }
         Ok(Responded::Yes)
     }
 
@@ -399,6 +429,7 @@ pub(crate) fn engine_status(e: &EngineError) -> (Status, Cow<'static, str>) {
     match e {
         EngineError::Frozen => (Status::Unavailable, Cow::Borrowed(FROZEN_MESSAGE)),
         EngineError::NotOwned => (Status::WrongShard, Cow::Borrowed(NOT_OWNED_MESSAGE)),
+        EngineError::Refused(why) => (Status::Refused, Cow::Borrowed(why)),
         e => {
             tracing::error!(error = %e, "storage error");
             (Status::Internal, Cow::Owned(format!("storage error: {e}")))

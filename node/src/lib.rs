@@ -26,6 +26,7 @@ mod server;
 mod snapshot_gate;
 mod split;
 mod tail;
+mod update;
 
 pub use handler::{MAX_KEY_BYTES, MAX_SCAN_BYTES, MAX_SCAN_LIMIT, MAX_VALUE_BYTES};
 pub use identity::default_boot_id_path;

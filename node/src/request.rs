@@ -14,6 +14,8 @@ pub(crate) enum Request<'a> {
     Batch(fb::Batch<'a>),
     /// One page of keys in order.
     Scan(fb::Scan<'a>),
+    /// A read-modify-write of one key.
+    Update(fb::Update<'a>),
     /// A follower asks for the change stream of a replica.
     Tail(fb::Tail<'a>),
     /// A follower asks for a full copy of a replica.
@@ -31,6 +33,7 @@ impl<'a> Request<'a> {
             Body::Delete => frame.body_as_delete().map(Request::Delete),
             Body::Batch => frame.body_as_batch().map(Request::Batch),
             Body::Scan => frame.body_as_scan().map(Request::Scan),
+            Body::Update => frame.body_as_update().map(Request::Update),
             Body::Tail => frame.body_as_tail().map(Request::Tail),
             Body::SnapshotRequest => frame.body_as_snapshot_request().map(Request::Snapshot),
             Body::Ingest => frame.body_as_ingest().map(Request::Ingest),
@@ -45,7 +48,7 @@ impl<'a> Request<'a> {
         match self {
             Request::Tail(_) | Request::Snapshot(_) => role == Role::Store,
             Request::Ingest(_) => role == Role::Importer,
-            Request::Get(_) | Request::Put(_) | Request::Delete(_) | Request::Batch(_) | Request::Scan(_) => true,
+            Request::Get(_) | Request::Put(_) | Request::Delete(_) | Request::Batch(_) | Request::Scan(_) | Request::Update(_) => true,
         }
     }
 
@@ -57,6 +60,7 @@ impl<'a> Request<'a> {
             Request::Delete(_) => "delete",
             Request::Batch(_) => "batch",
             Request::Scan(_) => "scan",
+            Request::Update(_) => "update",
             Request::Tail(_) => "tail",
             Request::Snapshot(_) => "snapshot request",
             Request::Ingest(_) => "ingest",

@@ -29,10 +29,10 @@ pub mod fb {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_STATUS: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_STATUS: u8 = 12;
+pub const ENUM_MAX_STATUS: u8 = 13;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_STATUS: [Status; 13] = [
+pub const ENUM_VALUES_STATUS: [Status; 14] = [
   Status::Ok,
   Status::NotFound,
   Status::WrongShard,
@@ -46,6 +46,7 @@ pub const ENUM_VALUES_STATUS: [Status; 13] = [
   Status::Diverged,
   Status::WrongCluster,
   Status::Unauthorized,
+  Status::Refused,
 ];
 
 /// Outcome of a request. Unknown values must be treated as `Internal` by readers.
@@ -74,9 +75,12 @@ impl Status {
   pub const WrongCluster: Self = Self(11);
   /// The peer did not prove the cluster token, or its role may not make this request.
   pub const Unauthorized: Self = Self(12);
+  /// The operation does not apply to the stored value (an increment of a value that is not a
+  /// number, or one that would overflow); `message` says why in Redis's words.
+  pub const Refused: Self = Self(13);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 12;
+  pub const ENUM_MAX: u8 = 13;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Ok,
     Self::NotFound,
@@ -91,6 +95,7 @@ impl Status {
     Self::Diverged,
     Self::WrongCluster,
     Self::Unauthorized,
+    Self::Refused,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -108,6 +113,7 @@ impl Status {
       Self::Diverged => Some("Diverged"),
       Self::WrongCluster => Some("WrongCluster"),
       Self::Unauthorized => Some("Unauthorized"),
+      Self::Refused => Some("Refused"),
       _ => None,
     }
   }
@@ -349,6 +355,409 @@ impl<'a> flatbuffers::Verifiable for OpKind {
 
 impl flatbuffers::SimpleToVerifyInSlice for OpKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_UPDATE_KIND: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_UPDATE_KIND: u8 = 6;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_UPDATE_KIND: [UpdateKind; 7] = [
+  UpdateKind::Set,
+  UpdateKind::Delete,
+  UpdateKind::Append,
+  UpdateKind::Expire,
+  UpdateKind::GetExpire,
+  UpdateKind::IncrInt,
+  UpdateKind::IncrFloat,
+];
+
+/// What an `Update` does; every kind reads the key and writes (if it writes) under the replica's
+/// change-log lock, so no other local write of the replica comes between the read and the write.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct UpdateKind(pub u8);
+#[allow(non_upper_case_globals)]
+impl UpdateKind {
+  /// Store `value`, if `condition` holds; the expiry follows `expiry`/`expires_at_ns` (`Keep`:
+  /// the current one). `return_old`: the response carries the value it replaced.
+  pub const Set: Self = Self(0);
+  /// Delete the key; `applied` says whether it existed; `return_old` returns its value.
+  pub const Delete: Self = Self(1);
+  /// Append `value` to the current value (created if missing), keeping its expiry; `number` is
+  /// the new length.
+  pub const Append: Self = Self(2);
+  /// Change the expiry of an existing key (`expiry` `At` with `expires_at_ns`, or `Clear`), if
+  /// `expire_condition` holds; `applied` says whether it changed. An expiry not after the
+  /// store's clock deletes the key.
+  pub const Expire: Self = Self(3);
+  /// Return the value and, unless `expiry` is `Keep`, change its expiry as `Expire` does.
+  pub const GetExpire: Self = Self(4);
+  /// Add `delta` to the integer counter; `number` is the new total.
+  pub const IncrInt: Self = Self(5);
+  /// Add `delta_float` to the counter; `float_number` is the new total.
+  pub const IncrFloat: Self = Self(6);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 6;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Set,
+    Self::Delete,
+    Self::Append,
+    Self::Expire,
+    Self::GetExpire,
+    Self::IncrInt,
+    Self::IncrFloat,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Set => Some("Set"),
+      Self::Delete => Some("Delete"),
+      Self::Append => Some("Append"),
+      Self::Expire => Some("Expire"),
+      Self::GetExpire => Some("GetExpire"),
+      Self::IncrInt => Some("IncrInt"),
+      Self::IncrFloat => Some("IncrFloat"),
+      _ => None,
+    }
+  }
+}
+impl core::fmt::Debug for UpdateKind {
+  fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> flatbuffers::Follow<'a> for UpdateKind {
+  type Inner = Self;
+  #[inline]
+  fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe {
+      flatbuffers::read_scalar_at::<u8>(buf, loc)
+    };
+    Self(b)
+  }
+}
+
+impl flatbuffers::Push for UpdateKind {
+    type Output = UpdateKind;
+    #[inline]
+    fn push(&self, dst: &mut [u8], _rest: &[u8]) {
+        unsafe { flatbuffers::emplace_scalar::<u8>(dst, self.0); }
+    }
+}
+
+impl flatbuffers::EndianScalar for UpdateKind {
+  #[inline]
+  fn to_little_endian(self) -> Self {
+    let b = u8::to_le(self.0);
+    Self(b)
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(self) -> Self {
+    let b = u8::from_le(self.0);
+    Self(b)
+  }
+}
+
+impl<'a> flatbuffers::Verifiable for UpdateKind {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl flatbuffers::SimpleToVerifyInSlice for UpdateKind {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_CONDITION: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_CONDITION: u8 = 2;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_CONDITION: [Condition; 3] = [
+  Condition::Always,
+  Condition::IfAbsent,
+  Condition::IfPresent,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct Condition(pub u8);
+#[allow(non_upper_case_globals)]
+impl Condition {
+  pub const Always: Self = Self(0);
+  pub const IfAbsent: Self = Self(1);
+  pub const IfPresent: Self = Self(2);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Always,
+    Self::IfAbsent,
+    Self::IfPresent,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Always => Some("Always"),
+      Self::IfAbsent => Some("IfAbsent"),
+      Self::IfPresent => Some("IfPresent"),
+      _ => None,
+    }
+  }
+}
+impl core::fmt::Debug for Condition {
+  fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> flatbuffers::Follow<'a> for Condition {
+  type Inner = Self;
+  #[inline]
+  fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe {
+      flatbuffers::read_scalar_at::<u8>(buf, loc)
+    };
+    Self(b)
+  }
+}
+
+impl flatbuffers::Push for Condition {
+    type Output = Condition;
+    #[inline]
+    fn push(&self, dst: &mut [u8], _rest: &[u8]) {
+        unsafe { flatbuffers::emplace_scalar::<u8>(dst, self.0); }
+    }
+}
+
+impl flatbuffers::EndianScalar for Condition {
+  #[inline]
+  fn to_little_endian(self) -> Self {
+    let b = u8::to_le(self.0);
+    Self(b)
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(self) -> Self {
+    let b = u8::from_le(self.0);
+    Self(b)
+  }
+}
+
+impl<'a> flatbuffers::Verifiable for Condition {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl flatbuffers::SimpleToVerifyInSlice for Condition {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_EXPIRY_MODE: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_EXPIRY_MODE: u8 = 2;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_EXPIRY_MODE: [ExpiryMode; 3] = [
+  ExpiryMode::Clear,
+  ExpiryMode::At,
+  ExpiryMode::Keep,
+];
+
+/// `Clear`: no expiry; `At`: expire at `expires_at_ns`; `Keep`: leave the current one.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct ExpiryMode(pub u8);
+#[allow(non_upper_case_globals)]
+impl ExpiryMode {
+  pub const Clear: Self = Self(0);
+  pub const At: Self = Self(1);
+  pub const Keep: Self = Self(2);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Clear,
+    Self::At,
+    Self::Keep,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Clear => Some("Clear"),
+      Self::At => Some("At"),
+      Self::Keep => Some("Keep"),
+      _ => None,
+    }
+  }
+}
+impl core::fmt::Debug for ExpiryMode {
+  fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> flatbuffers::Follow<'a> for ExpiryMode {
+  type Inner = Self;
+  #[inline]
+  fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe {
+      flatbuffers::read_scalar_at::<u8>(buf, loc)
+    };
+    Self(b)
+  }
+}
+
+impl flatbuffers::Push for ExpiryMode {
+    type Output = ExpiryMode;
+    #[inline]
+    fn push(&self, dst: &mut [u8], _rest: &[u8]) {
+        unsafe { flatbuffers::emplace_scalar::<u8>(dst, self.0); }
+    }
+}
+
+impl flatbuffers::EndianScalar for ExpiryMode {
+  #[inline]
+  fn to_little_endian(self) -> Self {
+    let b = u8::to_le(self.0);
+    Self(b)
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(self) -> Self {
+    let b = u8::from_le(self.0);
+    Self(b)
+  }
+}
+
+impl<'a> flatbuffers::Verifiable for ExpiryMode {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl flatbuffers::SimpleToVerifyInSlice for ExpiryMode {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_EXPIRE_CONDITION: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_EXPIRE_CONDITION: u8 = 4;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_EXPIRE_CONDITION: [ExpireCondition; 5] = [
+  ExpireCondition::Always,
+  ExpireCondition::IfNoExpiry,
+  ExpireCondition::IfExpiry,
+  ExpireCondition::IfLater,
+  ExpireCondition::IfEarlier,
+];
+
+/// Redis's EXPIRE options: NX, XX, GT, LT (a key without expiry counts as expiring never).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct ExpireCondition(pub u8);
+#[allow(non_upper_case_globals)]
+impl ExpireCondition {
+  pub const Always: Self = Self(0);
+  pub const IfNoExpiry: Self = Self(1);
+  pub const IfExpiry: Self = Self(2);
+  pub const IfLater: Self = Self(3);
+  pub const IfEarlier: Self = Self(4);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 4;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Always,
+    Self::IfNoExpiry,
+    Self::IfExpiry,
+    Self::IfLater,
+    Self::IfEarlier,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Always => Some("Always"),
+      Self::IfNoExpiry => Some("IfNoExpiry"),
+      Self::IfExpiry => Some("IfExpiry"),
+      Self::IfLater => Some("IfLater"),
+      Self::IfEarlier => Some("IfEarlier"),
+      _ => None,
+    }
+  }
+}
+impl core::fmt::Debug for ExpireCondition {
+  fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> flatbuffers::Follow<'a> for ExpireCondition {
+  type Inner = Self;
+  #[inline]
+  fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe {
+      flatbuffers::read_scalar_at::<u8>(buf, loc)
+    };
+    Self(b)
+  }
+}
+
+impl flatbuffers::Push for ExpireCondition {
+    type Output = ExpireCondition;
+    #[inline]
+    fn push(&self, dst: &mut [u8], _rest: &[u8]) {
+        unsafe { flatbuffers::emplace_scalar::<u8>(dst, self.0); }
+    }
+}
+
+impl flatbuffers::EndianScalar for ExpireCondition {
+  #[inline]
+  fn to_little_endian(self) -> Self {
+    let b = u8::to_le(self.0);
+    Self(b)
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(self) -> Self {
+    let b = u8::from_le(self.0);
+    Self(b)
+  }
+}
+
+impl<'a> flatbuffers::Verifiable for ExpireCondition {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl flatbuffers::SimpleToVerifyInSlice for ExpireCondition {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_SHARD_COMMAND_KIND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MAX_SHARD_COMMAND_KIND: u8 = 3;
@@ -450,10 +859,10 @@ impl flatbuffers::SimpleToVerifyInSlice for ShardCommandKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 30;
+pub const ENUM_MAX_BODY: u8 = 31;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 31] = [
+pub const ENUM_VALUES_BODY: [Body; 32] = [
   Body::NONE,
   Body::Hello,
   Body::HelloReply,
@@ -485,6 +894,7 @@ pub const ENUM_VALUES_BODY: [Body; 31] = [
   Body::EndImport,
   Body::Auth,
   Body::AuthReply,
+  Body::Update,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -523,9 +933,10 @@ impl Body {
   pub const EndImport: Self = Self(28);
   pub const Auth: Self = Self(29);
   pub const AuthReply: Self = Self(30);
+  pub const Update: Self = Self(31);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 30;
+  pub const ENUM_MAX: u8 = 31;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -558,6 +969,7 @@ impl Body {
     Self::EndImport,
     Self::Auth,
     Self::AuthReply,
+    Self::Update,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -593,6 +1005,7 @@ impl Body {
       Self::EndImport => Some("EndImport"),
       Self::Auth => Some("Auth"),
       Self::AuthReply => Some("AuthReply"),
+      Self::Update => Some("Update"),
       _ => None,
     }
   }
@@ -1168,6 +1581,7 @@ impl core::fmt::Debug for AuthReply<'_> {
 pub enum GetOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
+/// `with_expiry`: the response carries the value's absolute expiry in `expires_at_ns`.
 pub struct Get<'a> {
   pub _tab: flatbuffers::Table<'a>,
 }
@@ -1184,6 +1598,7 @@ impl<'a> Get<'a> {
   pub const VT_KEYSPACE: flatbuffers::VOffsetT = 4;
   pub const VT_SHARD: flatbuffers::VOffsetT = 6;
   pub const VT_KEY: flatbuffers::VOffsetT = 8;
+  pub const VT_WITH_EXPIRY: flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -1198,6 +1613,7 @@ impl<'a> Get<'a> {
     if let Some(x) = args.key { builder.add_key(x); }
     builder.add_shard(args.shard);
     if let Some(x) = args.keyspace { builder.add_keyspace(x); }
+    builder.add_with_expiry(args.with_expiry);
     builder.finish()
   }
 
@@ -1214,6 +1630,10 @@ impl<'a> Get<'a> {
   pub fn key(&self) -> Option<&'a [u8]> {
     self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, u8>>>(Get::VT_KEY, None).map(|v| v.safe_slice())
   }
+  #[inline]
+  pub fn with_expiry(&self) -> bool {
+    self._tab.get::<bool>(Get::VT_WITH_EXPIRY, Some(false)).unwrap()
+  }
 }
 
 impl flatbuffers::Verifiable for Get<'_> {
@@ -1226,6 +1646,7 @@ impl flatbuffers::Verifiable for Get<'_> {
      .visit_field::<flatbuffers::ForwardsUOffset<&str>>("keyspace", Self::VT_KEYSPACE, false)?
      .visit_field::<u32>("shard", Self::VT_SHARD, false)?
      .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u8>>>("key", Self::VT_KEY, false)?
+     .visit_field::<bool>("with_expiry", Self::VT_WITH_EXPIRY, false)?
      .finish();
     Ok(())
   }
@@ -1234,6 +1655,7 @@ pub struct GetArgs<'a> {
     pub keyspace: Option<flatbuffers::WIPOffset<&'a str>>,
     pub shard: u32,
     pub key: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u8>>>,
+    pub with_expiry: bool,
 }
 impl<'a> Default for GetArgs<'a> {
   #[inline]
@@ -1242,6 +1664,7 @@ impl<'a> Default for GetArgs<'a> {
       keyspace: None,
       shard: 0,
       key: None,
+      with_expiry: false,
     }
   }
 }
@@ -1264,6 +1687,10 @@ impl<'a: 'b, 'b> GetBuilder<'a, 'b> {
     self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(Get::VT_KEY, key);
   }
   #[inline]
+  pub fn add_with_expiry(&mut self, with_expiry: bool) {
+    self.fbb_.push_slot::<bool>(Get::VT_WITH_EXPIRY, with_expiry, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> GetBuilder<'a, 'b> {
     let start = _fbb.start_table();
     GetBuilder {
@@ -1284,6 +1711,7 @@ impl core::fmt::Debug for Get<'_> {
       ds.field("keyspace", &self.keyspace());
       ds.field("shard", &self.shard());
       ds.field("key", &self.key());
+      ds.field("with_expiry", &self.with_expiry());
       ds.finish()
   }
 }
@@ -2009,6 +2437,271 @@ impl core::fmt::Debug for Scan<'_> {
       ds.field("prefix", &self.prefix());
       ds.field("start_after", &self.start_after());
       ds.field("limit", &self.limit());
+      ds.finish()
+  }
+}
+pub enum UpdateOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A read-modify-write of one key, run atomically on the replica that takes it (see
+/// `UpdateKind`). Not idempotent: a client must not resend it after an attempt whose outcome it
+/// does not know. The write it makes is replicated like any other.
+pub struct Update<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for Update<'a> {
+  type Inner = Update<'a>;
+  #[inline]
+  fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table { buf, loc } }
+  }
+}
+
+impl<'a> Update<'a> {
+  pub const VT_KEYSPACE: flatbuffers::VOffsetT = 4;
+  pub const VT_SHARD: flatbuffers::VOffsetT = 6;
+  pub const VT_KEY: flatbuffers::VOffsetT = 8;
+  pub const VT_KIND: flatbuffers::VOffsetT = 10;
+  pub const VT_EVENT_TIME_NS: flatbuffers::VOffsetT = 12;
+  pub const VT_VALUE: flatbuffers::VOffsetT = 14;
+  pub const VT_CONDITION: flatbuffers::VOffsetT = 16;
+  pub const VT_EXPIRY: flatbuffers::VOffsetT = 18;
+  pub const VT_EXPIRES_AT_NS: flatbuffers::VOffsetT = 20;
+  pub const VT_EXPIRE_CONDITION: flatbuffers::VOffsetT = 22;
+  pub const VT_RETURN_OLD: flatbuffers::VOffsetT = 24;
+  pub const VT_DELTA: flatbuffers::VOffsetT = 26;
+  pub const VT_DELTA_FLOAT: flatbuffers::VOffsetT = 28;
+
+  #[inline]
+  pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    Update { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args UpdateArgs<'args>
+  ) -> flatbuffers::WIPOffset<Update<'bldr>> {
+    let mut builder = UpdateBuilder::new(_fbb);
+    builder.add_delta_float(args.delta_float);
+    builder.add_delta(args.delta);
+    builder.add_expires_at_ns(args.expires_at_ns);
+    builder.add_event_time_ns(args.event_time_ns);
+    if let Some(x) = args.value { builder.add_value(x); }
+    if let Some(x) = args.key { builder.add_key(x); }
+    builder.add_shard(args.shard);
+    if let Some(x) = args.keyspace { builder.add_keyspace(x); }
+    builder.add_return_old(args.return_old);
+    builder.add_expire_condition(args.expire_condition);
+    builder.add_expiry(args.expiry);
+    builder.add_condition(args.condition);
+    builder.add_kind(args.kind);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn keyspace(&self) -> Option<&'a str> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(Update::VT_KEYSPACE, None)
+  }
+  #[inline]
+  pub fn shard(&self) -> u32 {
+    self._tab.get::<u32>(Update::VT_SHARD, Some(0)).unwrap()
+  }
+  #[inline]
+  pub fn key(&self) -> Option<&'a [u8]> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, u8>>>(Update::VT_KEY, None).map(|v| v.safe_slice())
+  }
+  #[inline]
+  pub fn kind(&self) -> UpdateKind {
+    self._tab.get::<UpdateKind>(Update::VT_KIND, Some(UpdateKind::Set)).unwrap()
+  }
+  #[inline]
+  pub fn event_time_ns(&self) -> u64 {
+    self._tab.get::<u64>(Update::VT_EVENT_TIME_NS, Some(0)).unwrap()
+  }
+  #[inline]
+  pub fn value(&self) -> Option<&'a [u8]> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, u8>>>(Update::VT_VALUE, None).map(|v| v.safe_slice())
+  }
+  #[inline]
+  pub fn condition(&self) -> Condition {
+    self._tab.get::<Condition>(Update::VT_CONDITION, Some(Condition::Always)).unwrap()
+  }
+  #[inline]
+  pub fn expiry(&self) -> ExpiryMode {
+    self._tab.get::<ExpiryMode>(Update::VT_EXPIRY, Some(ExpiryMode::Clear)).unwrap()
+  }
+  #[inline]
+  pub fn expires_at_ns(&self) -> u64 {
+    self._tab.get::<u64>(Update::VT_EXPIRES_AT_NS, Some(0)).unwrap()
+  }
+  #[inline]
+  pub fn expire_condition(&self) -> ExpireCondition {
+    self._tab.get::<ExpireCondition>(Update::VT_EXPIRE_CONDITION, Some(ExpireCondition::Always)).unwrap()
+  }
+  #[inline]
+  pub fn return_old(&self) -> bool {
+    self._tab.get::<bool>(Update::VT_RETURN_OLD, Some(false)).unwrap()
+  }
+  #[inline]
+  pub fn delta(&self) -> i64 {
+    self._tab.get::<i64>(Update::VT_DELTA, Some(0)).unwrap()
+  }
+  #[inline]
+  pub fn delta_float(&self) -> f64 {
+    self._tab.get::<f64>(Update::VT_DELTA_FLOAT, Some(0.0)).unwrap()
+  }
+}
+
+impl flatbuffers::Verifiable for Update<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("keyspace", Self::VT_KEYSPACE, false)?
+     .visit_field::<u32>("shard", Self::VT_SHARD, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u8>>>("key", Self::VT_KEY, false)?
+     .visit_field::<UpdateKind>("kind", Self::VT_KIND, false)?
+     .visit_field::<u64>("event_time_ns", Self::VT_EVENT_TIME_NS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u8>>>("value", Self::VT_VALUE, false)?
+     .visit_field::<Condition>("condition", Self::VT_CONDITION, false)?
+     .visit_field::<ExpiryMode>("expiry", Self::VT_EXPIRY, false)?
+     .visit_field::<u64>("expires_at_ns", Self::VT_EXPIRES_AT_NS, false)?
+     .visit_field::<ExpireCondition>("expire_condition", Self::VT_EXPIRE_CONDITION, false)?
+     .visit_field::<bool>("return_old", Self::VT_RETURN_OLD, false)?
+     .visit_field::<i64>("delta", Self::VT_DELTA, false)?
+     .visit_field::<f64>("delta_float", Self::VT_DELTA_FLOAT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UpdateArgs<'a> {
+    pub keyspace: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub shard: u32,
+    pub key: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u8>>>,
+    pub kind: UpdateKind,
+    pub event_time_ns: u64,
+    pub value: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u8>>>,
+    pub condition: Condition,
+    pub expiry: ExpiryMode,
+    pub expires_at_ns: u64,
+    pub expire_condition: ExpireCondition,
+    pub return_old: bool,
+    pub delta: i64,
+    pub delta_float: f64,
+}
+impl<'a> Default for UpdateArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    UpdateArgs {
+      keyspace: None,
+      shard: 0,
+      key: None,
+      kind: UpdateKind::Set,
+      event_time_ns: 0,
+      value: None,
+      condition: Condition::Always,
+      expiry: ExpiryMode::Clear,
+      expires_at_ns: 0,
+      expire_condition: ExpireCondition::Always,
+      return_old: false,
+      delta: 0,
+      delta_float: 0.0,
+    }
+  }
+}
+
+pub struct UpdateBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> UpdateBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_keyspace(&mut self, keyspace: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(Update::VT_KEYSPACE, keyspace);
+  }
+  #[inline]
+  pub fn add_shard(&mut self, shard: u32) {
+    self.fbb_.push_slot::<u32>(Update::VT_SHARD, shard, 0);
+  }
+  #[inline]
+  pub fn add_key(&mut self, key: flatbuffers::WIPOffset<flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(Update::VT_KEY, key);
+  }
+  #[inline]
+  pub fn add_kind(&mut self, kind: UpdateKind) {
+    self.fbb_.push_slot::<UpdateKind>(Update::VT_KIND, kind, UpdateKind::Set);
+  }
+  #[inline]
+  pub fn add_event_time_ns(&mut self, event_time_ns: u64) {
+    self.fbb_.push_slot::<u64>(Update::VT_EVENT_TIME_NS, event_time_ns, 0);
+  }
+  #[inline]
+  pub fn add_value(&mut self, value: flatbuffers::WIPOffset<flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(Update::VT_VALUE, value);
+  }
+  #[inline]
+  pub fn add_condition(&mut self, condition: Condition) {
+    self.fbb_.push_slot::<Condition>(Update::VT_CONDITION, condition, Condition::Always);
+  }
+  #[inline]
+  pub fn add_expiry(&mut self, expiry: ExpiryMode) {
+    self.fbb_.push_slot::<ExpiryMode>(Update::VT_EXPIRY, expiry, ExpiryMode::Clear);
+  }
+  #[inline]
+  pub fn add_expires_at_ns(&mut self, expires_at_ns: u64) {
+    self.fbb_.push_slot::<u64>(Update::VT_EXPIRES_AT_NS, expires_at_ns, 0);
+  }
+  #[inline]
+  pub fn add_expire_condition(&mut self, expire_condition: ExpireCondition) {
+    self.fbb_.push_slot::<ExpireCondition>(Update::VT_EXPIRE_CONDITION, expire_condition, ExpireCondition::Always);
+  }
+  #[inline]
+  pub fn add_return_old(&mut self, return_old: bool) {
+    self.fbb_.push_slot::<bool>(Update::VT_RETURN_OLD, return_old, false);
+  }
+  #[inline]
+  pub fn add_delta(&mut self, delta: i64) {
+    self.fbb_.push_slot::<i64>(Update::VT_DELTA, delta, 0);
+  }
+  #[inline]
+  pub fn add_delta_float(&mut self, delta_float: f64) {
+    self.fbb_.push_slot::<f64>(Update::VT_DELTA_FLOAT, delta_float, 0.0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> UpdateBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    UpdateBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<Update<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for Update<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("Update");
+      ds.field("keyspace", &self.keyspace());
+      ds.field("shard", &self.shard());
+      ds.field("key", &self.key());
+      ds.field("kind", &self.kind());
+      ds.field("event_time_ns", &self.event_time_ns());
+      ds.field("value", &self.value());
+      ds.field("condition", &self.condition());
+      ds.field("expiry", &self.expiry());
+      ds.field("expires_at_ns", &self.expires_at_ns());
+      ds.field("expire_condition", &self.expire_condition());
+      ds.field("return_old", &self.return_old());
+      ds.field("delta", &self.delta());
+      ds.field("delta_float", &self.delta_float());
       ds.finish()
   }
 }
@@ -2980,6 +3673,10 @@ impl<'a> Response<'a> {
   pub const VT_ENTRIES: flatbuffers::VOffsetT = 10;
   pub const VT_MORE: flatbuffers::VOffsetT = 12;
   pub const VT_ROUTING_VERSION: flatbuffers::VOffsetT = 14;
+  pub const VT_EXPIRES_AT_NS: flatbuffers::VOffsetT = 16;
+  pub const VT_APPLIED: flatbuffers::VOffsetT = 18;
+  pub const VT_NUMBER: flatbuffers::VOffsetT = 20;
+  pub const VT_FLOAT_NUMBER: flatbuffers::VOffsetT = 22;
 
   #[inline]
   pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -2991,10 +3688,14 @@ impl<'a> Response<'a> {
     args: &'args ResponseArgs<'args>
   ) -> flatbuffers::WIPOffset<Response<'bldr>> {
     let mut builder = ResponseBuilder::new(_fbb);
+    builder.add_float_number(args.float_number);
+    builder.add_number(args.number);
+    builder.add_expires_at_ns(args.expires_at_ns);
     builder.add_routing_version(args.routing_version);
     if let Some(x) = args.entries { builder.add_entries(x); }
     if let Some(x) = args.value { builder.add_value(x); }
     if let Some(x) = args.message { builder.add_message(x); }
+    builder.add_applied(args.applied);
     builder.add_more(args.more);
     builder.add_status(args.status);
     builder.finish()
@@ -3025,6 +3726,26 @@ impl<'a> Response<'a> {
   pub fn routing_version(&self) -> u64 {
     self._tab.get::<u64>(Response::VT_ROUTING_VERSION, Some(0)).unwrap()
   }
+  /// A get `with_expiry`: the value's expiry (ns since the Unix epoch, 0 = never).
+  #[inline]
+  pub fn expires_at_ns(&self) -> u64 {
+    self._tab.get::<u64>(Response::VT_EXPIRES_AT_NS, Some(0)).unwrap()
+  }
+  /// An update: whether it wrote (a condition held, a key existed).
+  #[inline]
+  pub fn applied(&self) -> bool {
+    self._tab.get::<bool>(Response::VT_APPLIED, Some(false)).unwrap()
+  }
+  /// An update: the new total of an integer counter, or the new length after an append.
+  #[inline]
+  pub fn number(&self) -> i64 {
+    self._tab.get::<i64>(Response::VT_NUMBER, Some(0)).unwrap()
+  }
+  /// An update: the new total of a float counter.
+  #[inline]
+  pub fn float_number(&self) -> f64 {
+    self._tab.get::<f64>(Response::VT_FLOAT_NUMBER, Some(0.0)).unwrap()
+  }
 }
 
 impl flatbuffers::Verifiable for Response<'_> {
@@ -3040,6 +3761,10 @@ impl flatbuffers::Verifiable for Response<'_> {
      .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<KeyValue>>>>("entries", Self::VT_ENTRIES, false)?
      .visit_field::<bool>("more", Self::VT_MORE, false)?
      .visit_field::<u64>("routing_version", Self::VT_ROUTING_VERSION, false)?
+     .visit_field::<u64>("expires_at_ns", Self::VT_EXPIRES_AT_NS, false)?
+     .visit_field::<bool>("applied", Self::VT_APPLIED, false)?
+     .visit_field::<i64>("number", Self::VT_NUMBER, false)?
+     .visit_field::<f64>("float_number", Self::VT_FLOAT_NUMBER, false)?
      .finish();
     Ok(())
   }
@@ -3051,6 +3776,10 @@ pub struct ResponseArgs<'a> {
     pub entries: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<KeyValue<'a>>>>>,
     pub more: bool,
     pub routing_version: u64,
+    pub expires_at_ns: u64,
+    pub applied: bool,
+    pub number: i64,
+    pub float_number: f64,
 }
 impl<'a> Default for ResponseArgs<'a> {
   #[inline]
@@ -3062,6 +3791,10 @@ impl<'a> Default for ResponseArgs<'a> {
       entries: None,
       more: false,
       routing_version: 0,
+      expires_at_ns: 0,
+      applied: false,
+      number: 0,
+      float_number: 0.0,
     }
   }
 }
@@ -3096,6 +3829,22 @@ impl<'a: 'b, 'b> ResponseBuilder<'a, 'b> {
     self.fbb_.push_slot::<u64>(Response::VT_ROUTING_VERSION, routing_version, 0);
   }
   #[inline]
+  pub fn add_expires_at_ns(&mut self, expires_at_ns: u64) {
+    self.fbb_.push_slot::<u64>(Response::VT_EXPIRES_AT_NS, expires_at_ns, 0);
+  }
+  #[inline]
+  pub fn add_applied(&mut self, applied: bool) {
+    self.fbb_.push_slot::<bool>(Response::VT_APPLIED, applied, false);
+  }
+  #[inline]
+  pub fn add_number(&mut self, number: i64) {
+    self.fbb_.push_slot::<i64>(Response::VT_NUMBER, number, 0);
+  }
+  #[inline]
+  pub fn add_float_number(&mut self, float_number: f64) {
+    self.fbb_.push_slot::<f64>(Response::VT_FLOAT_NUMBER, float_number, 0.0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ResponseBuilder<'a, 'b> {
     let start = _fbb.start_table();
     ResponseBuilder {
@@ -3119,6 +3868,10 @@ impl core::fmt::Debug for Response<'_> {
       ds.field("entries", &self.entries());
       ds.field("more", &self.more());
       ds.field("routing_version", &self.routing_version());
+      ds.field("expires_at_ns", &self.expires_at_ns());
+      ds.field("applied", &self.applied());
+      ds.field("number", &self.number());
+      ds.field("float_number", &self.float_number());
       ds.finish()
   }
 }
@@ -5871,6 +6624,16 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_update(&self) -> Option<Update<'a>> {
+    if self.body_type() == Body::Update {
+      self.body().map(Update::init_from_table)
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Frame<'_> {
@@ -5913,6 +6676,7 @@ impl flatbuffers::Verifiable for Frame<'_> {
           Body::EndImport => v.verify_union_variant::<flatbuffers::ForwardsUOffset<EndImport>>("Body::EndImport", pos),
           Body::Auth => v.verify_union_variant::<flatbuffers::ForwardsUOffset<Auth>>("Body::Auth", pos),
           Body::AuthReply => v.verify_union_variant::<flatbuffers::ForwardsUOffset<AuthReply>>("Body::AuthReply", pos),
+          Body::Update => v.verify_union_variant::<flatbuffers::ForwardsUOffset<Update>>("Body::Update", pos),
           _ => Ok(()),
         }
      })?
@@ -6179,6 +6943,13 @@ impl core::fmt::Debug for Frame<'_> {
         },
         Body::AuthReply => {
           if let Some(x) = self.body_as_auth_reply() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::Update => {
+          if let Some(x) = self.body_as_update() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -24,7 +24,7 @@ pub struct BatchOpRef<'a> {
 /// The builder is reset after every frame and keeps its capacity, so encoding on a warmed-up
 /// connection does not allocate. Each method appends exactly one frame to `out`.
 pub struct FrameEncoder {
-    fbb: FlatBufferBuilder<'static>,
+    pub(crate) fbb: FlatBufferBuilder<'static>,
     entries: Vec<WIPOffset<fb::KeyValue<'static>>>,
 }
 
@@ -40,7 +40,7 @@ impl FrameEncoder {
         Self { fbb: FlatBufferBuilder::with_capacity(4096), entries: Vec::new() }
     }
 
-    fn finish(&mut self, out: &mut Vec<u8>, id: u64, body_type: Body, body: WIPOffset<UnionWIPOffset>) {
+    pub(crate) fn finish(&mut self, out: &mut Vec<u8>, id: u64, body_type: Body, body: WIPOffset<UnionWIPOffset>) {
         let frame = fb::Frame::create(&mut self.fbb, &fb::FrameArgs { id, body_type, body: Some(body) });
         self.fbb.finish(frame, None);
         let data = self.fbb.finished_data();
@@ -49,7 +49,7 @@ impl FrameEncoder {
         self.fbb.reset();
     }
 
-    fn bytes(&mut self, b: &[u8]) -> WIPOffset<flatbuffers::Vector<'static, u8>> {
+    pub(crate) fn bytes(&mut self, b: &[u8]) -> WIPOffset<flatbuffers::Vector<'static, u8>> {
         self.fbb.create_vector_direct(b)
     }
 
@@ -106,9 +106,14 @@ impl FrameEncoder {
 
     /// A get of `key` on shard `shard` of `keyspace`.
     pub fn get(&mut self, out: &mut Vec<u8>, id: u64, keyspace: &str, shard: u32, key: &[u8]) {
+        self.get_with(out, id, keyspace, shard, key, false);
+    }
+
+    /// A get whose answer also carries the value's expiry when `with_expiry` is set.
+    pub fn get_with(&mut self, out: &mut Vec<u8>, id: u64, keyspace: &str, shard: u32, key: &[u8], with_expiry: bool) {
         let keyspace = self.fbb.create_string(keyspace);
         let key = self.bytes(key);
-        let b = fb::Get::create(&mut self.fbb, &fb::GetArgs { keyspace: Some(keyspace), shard, key: Some(key) });
+        let b = fb::Get::create(&mut self.fbb, &fb::GetArgs { keyspace: Some(keyspace), shard, key: Some(key), with_expiry });
         self.finish(out, id, Body::Get, b.as_union_value());
     }
 
@@ -167,8 +172,14 @@ impl FrameEncoder {
 
     /// A found value (possibly empty).
     pub fn value(&mut self, out: &mut Vec<u8>, id: u64, value: &[u8]) {
+        self.value_expiring(out, id, value, 0);
+    }
+
+    /// A found value and its expiry (ns since the Unix epoch, 0 = never).
+    pub fn value_expiring(&mut self, out: &mut Vec<u8>, id: u64, value: &[u8], expires_at_ns: u64) {
         let value = self.bytes(value);
-        let b = fb::Response::create(&mut self.fbb, &fb::ResponseArgs { status: Status::Ok, value: Some(value), ..Default::default() });
+        let args = fb::ResponseArgs { status: Status::Ok, value: Some(value), expires_at_ns, ..Default::default() };
+        let b = fb::Response::create(&mut self.fbb, &args);
         self.finish(out, id, Body::Response, b.as_union_value());
     }
 

@@ -2,8 +2,8 @@
 //! hostile field values, and mutations of them. Random bytes almost never pass the FlatBuffers
 //! verifier, so this is how the request paths behind it are reached.
 use crate::control::{ReplicaLag, ReplicaRoute, RoutingTable, ShardInfo};
-use crate::fb::{OpKind, Role, ShardCommandKind, Status};
-use crate::{BatchOpRef, FrameEncoder, ShardSelector};
+use crate::fb::{Condition, ExpireCondition, ExpiryMode, OpKind, Role, ShardCommandKind, Status, UpdateKind};
+use crate::{BatchOpRef, FrameEncoder, ShardSelector, UpdateRequest};
 use proptest::collection::vec;
 use proptest::prelude::*;
 
@@ -100,6 +100,19 @@ pub fn frame() -> impl Strategy<Value = Vec<u8>> {
             e.batch(o, id, &ks, s, &ops)
         })),
         (any::<u64>(), keyspace(), number(), bytes(), bytes(), any::<u32>()).prop_map(|(id, ks, s, p, a, l)| encode(|e, o| e.scan(o, id, &ks, s, &p, &a, l))),
+        (any::<u64>(), keyspace(), number(), bytes(), any::<bool>()).prop_map(|(id, ks, s, k, x)| encode(|e, o| e.get_with(o, id, &ks, s, &k, x))),
+        (any::<u64>(), keyspace(), number(), bytes(), bytes(), big(), any::<[u8; 5]>(), big(), any::<i64>(), any::<f64>()).prop_map(
+            |(id, ks, s, k, v, t, kinds, at, delta, delta_float)| encode(|e, o| {
+                let mut r = UpdateRequest::new(UpdateKind(kinds[0] % 9), &k, t);
+                r.value = &v;
+                r.condition = Condition(kinds[1] % 4);
+                r.expiry = ExpiryMode(kinds[2] % 4);
+                r.expire_condition = ExpireCondition(kinds[3] % 6);
+                r.return_old = kinds[4] & 1 == 1;
+                (r.expires_at_ns, r.delta, r.delta_float) = (at, delta, delta_float);
+                e.update(o, id, &ks, s, &r)
+            })
+        ),
     ];
     let streams = prop_oneof![
         (keyspace(), number(), big(), big(), text(), selector())

@@ -17,6 +17,7 @@ pub mod hostile;
 mod token;
 #[cfg(feature = "tokio")]
 mod tokio_io;
+mod update;
 
 pub use control::{resize_ranges, ReplicaLag, ReplicaRoute, RoutingTable, ShardInfo, MAX_REPLICAS, MAX_SHARDS};
 pub use encode::{BatchOpRef, EntriesBuilder, FrameEncoder};
@@ -26,15 +27,17 @@ pub use handshake::{greet_blocking, Admission, ConnectionSlot, Doorman, Greeter,
 pub use token::{ClusterToken, TokenError, MIN_TOKEN_BYTES};
 #[cfg(feature = "tokio")]
 pub use tokio_io::{greet, read_frame};
+pub use update::{UpdateOutcome, UpdateRequest};
 pub use vasto_hash::ShardSelector;
 pub use vasto_schema::fb;
-pub use vasto_schema::fb::{Body, OpKind, Role, Status};
+pub use vasto_schema::fb::{Body, Condition, ExpireCondition, ExpiryMode, OpKind, Role, Status, UpdateKind};
 
 /// Protocol version carried in every hello; peers with another version are refused.
 /// Version 2: cluster ids in hellos, change-log incarnations in tails, keyspace incarnations in
 /// shard reports, shard command acks with log heads, import leases.
 /// Version 3: cluster-token challenge-response in the opening (`Auth`), the `Importer` role.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// Version 4: `Update` (read-modify-writes and counters), gets with expiry, status `Refused`.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// How often the master sends a keep-alive (an empty `Heartbeat`) on a connection it has
 /// nothing else to send on, so its peers can tell a silent master from an idle one.
