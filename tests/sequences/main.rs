@@ -1,14 +1,16 @@
 //! Randomized sequences of topology operations on one keyspace, on real processes.
 //!
 //! Each sequence starts 5 stores and a master, creates a keyspace of 1-4 shards x 2 replicas,
-//! and runs a writer and a reader throughout. It then draws 8-15 steps from: grow, shrink,
+//! and runs a writer, a reader and an incrementer of counters (through any replica) throughout. It then draws 8-15 steps from: grow, shrink,
 //! replace a live store, replace a dead store (which then comes back), kill -9 and restart a
 //! store, kill -9 and restart the master, import a file, cancel a running operation, and kill
 //! the master or a store in the middle of an operation. After every step it waits for the
 //! cluster to settle and checks that every request that failed did so while a process was down
 //! (plus the failover slack), that every acknowledged write reads back through the client and
-//! from every replica of its shard, and that the replicas of each shard hold the same keys; at
-//! the end, that every replica directory on disk holds only the keys its shard owns.
+//! from every replica of its shard, that the replicas of each shard hold the same keys, and that
+//! every counter shows on every replica at least its acknowledged increments and at most those
+//! plus the increments of unknown outcome; at the end, that every replica directory on disk
+//! holds only the keys its shard owns.
 //!
 //! Seeds are printed. `VASTO_SEQ_SEEDS=1,2,3` picks seeds (default: the fixed CI seeds),
 //! `VASTO_SEQ_STEPS=N` the number of steps (default: 8-15 drawn from the seed). The soak script

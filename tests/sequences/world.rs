@@ -7,7 +7,7 @@ use rand_xorshift::XorShiftRng;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use vasto_client::{Client, Keyspace};
+use vasto_client::{Client, ClientError, Keyspace, WriteTo};
 
 /// The keyspace every sequence works on.
 pub const NAME: &str = "seq";
@@ -20,6 +20,20 @@ pub const STORES: usize = 5;
 pub const FAILOVER_SLACK: Duration = Duration::from_secs(5);
 /// How long the cluster may take to settle after a step.
 const SETTLE: Duration = Duration::from_secs(180);
+/// Counters incremented throughout, through any replica.
+const COUNTERS: usize = 8;
+
+fn counter_key(i: usize) -> Vec<u8> {
+    format!("c:{i}").into_bytes()
+}
+
+/// Per counter: the increments acknowledged, and those of unknown outcome (a timeout or a lost
+/// connection: applied or not).
+#[derive(Default, Clone, Copy)]
+struct Counts {
+    acked: [i64; COUNTERS],
+    unknown: [i64; COUNTERS],
+}
 
 /// What the writer and reader share with the checks.
 #[derive(Default)]
@@ -35,6 +49,10 @@ struct Record {
     paused: AtomicBool,
     /// Set by the writer while a write is in flight.
     writing: AtomicBool,
+    /// What the incrementer did.
+    counts: Mutex<Counts>,
+    /// Set by the incrementer while an increment is in flight.
+    counting: AtomicBool,
     stop: AtomicBool,
 }
 
@@ -63,7 +81,11 @@ impl World {
         cluster.create_keyspace(NAME, shards, REPLICAS);
         let ks = Client::connect(&cluster.master_addr).await.expect("client").keyspace(NAME).await.expect("keyspace");
         let record = Arc::new(Record::default());
-        let tasks = vec![tokio::spawn(write_loop(ks.clone(), Arc::clone(&record))), tokio::spawn(read_loop(ks.clone(), Arc::clone(&record), seed))];
+        let tasks = vec![
+            tokio::spawn(write_loop(ks.clone(), Arc::clone(&record))),
+            tokio::spawn(read_loop(ks.clone(), Arc::clone(&record), seed)),
+            tokio::spawn(increment_loop(ks.with_write_to(WriteTo::AnyReplica), Arc::clone(&record), seed)),
+        ];
         World { cluster, ks, rng, seed, record, tasks, windows: Vec::new(), judged: 0, imports: 0 }
     }
 
@@ -164,11 +186,32 @@ impl World {
         }
         // Compare the replicas with the writer holding off, so they can all be caught up at once.
         self.record.paused.store(true, Ordering::Release);
-        while self.record.writing.load(Ordering::Acquire) {
+        while self.record.writing.load(Ordering::Acquire) || self.record.counting.load(Ordering::Acquire) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let acked = self.record.acked.lock().unwrap().clone();
-        tokio::task::block_in_place(|| self.check_replicas(step, &acked));
+        let counts = *self.record.counts.lock().unwrap();
+        tokio::task::block_in_place(|| {
+            self.check_replicas(step, &acked);
+            self.check_counters(step, &counts);
+        });
+        for (i, total) in self
+            .ks
+            .get_many(&(0..COUNTERS).map(counter_key).collect::<Vec<_>>().iter().map(Vec::as_slice).collect::<Vec<_>>())
+            .await
+            .expect("read counters")
+            .into_iter()
+            .enumerate()
+        {
+            let total = total.map_or(0, |t| String::from_utf8_lossy(&t).parse::<i64>().expect("a counter shows an integer"));
+            assert!(
+                total >= counts.acked[i] && total <= counts.acked[i] + counts.unknown[i],
+                "seed {}: after step {step}: counter {i} reads {total} through the client, {} acknowledged (+ up to {} unknown)",
+                self.seed,
+                counts.acked[i],
+                counts.unknown[i]
+            );
+        }
         self.record.paused.store(false, Ordering::Release);
         let stale = *self.record.stale_reads.lock().unwrap();
         eprintln!(
@@ -207,6 +250,38 @@ impl World {
         }
     }
 
+    /// Every replica of each counter's shard shows the same total, at least the acknowledged
+    /// increments and at most those plus the ones of unknown outcome.
+    fn check_counters(&self, step: &str, counts: &Counts) {
+        let (shards, table) = self.cluster.routes(NAME);
+        for i in 0..COUNTERS {
+            let key = counter_key(i);
+            let shard = vasto_hash::shard_of(&key, shards);
+            let (acked, unknown) = (counts.acked[i], counts.unknown[i]);
+            let read = |addr: &String| {
+                let got = Raw::connect(addr).get_many(NAME, shard, std::slice::from_ref(&key)).remove(0);
+                got.map_or(0, |t| String::from_utf8_lossy(&t).parse::<i64>().expect("a counter shows an integer"))
+            };
+            let total = wait_for(
+                &format!("seed {}: after step {step}: the replicas of shard {shard} to agree on counter {i}", self.seed),
+                Duration::from_secs(60),
+                || {
+                    let totals: Vec<i64> = table[shard as usize].iter().map(read).collect();
+                    if totals.windows(2).any(|w| w[0] != w[1]) {
+                        eprintln!("counter {i}: replicas show {totals:?}");
+                        return None;
+                    }
+                    Some(totals[0])
+                },
+            );
+            assert!(
+                total >= acked && total <= acked + unknown,
+                "seed {}: after step {step}: counter {i} is {total} on every replica, {acked} increments acknowledged (+ up to {unknown} unknown)",
+                self.seed
+            );
+        }
+    }
+
     /// Stops the load and checks once more, then checks on disk that every replica directory
     /// holds only its own keys, the same number as its peers.
     pub async fn finish(mut self, steps: usize) {
@@ -223,17 +298,26 @@ impl World {
     }
 }
 
+/// Waits out a pause of the load, then marks `in_flight`; false when the loop should look
+/// again (it was paused, or got paused meanwhile).
+async fn start_request(record: &Record, in_flight: &AtomicBool) -> bool {
+    if record.paused.load(Ordering::Acquire) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        return false;
+    }
+    in_flight.store(true, Ordering::Release);
+    if record.paused.load(Ordering::Acquire) {
+        in_flight.store(false, Ordering::Release);
+        return false;
+    }
+    true
+}
+
 /// Writes `w:N` keys one after another until stopped, recording what was acknowledged.
 async fn write_loop(ks: Keyspace, record: Arc<Record>) {
     let mut n = 0u64;
     while !record.stop.load(Ordering::Acquire) {
-        if record.paused.load(Ordering::Acquire) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
-        }
-        record.writing.store(true, Ordering::Release);
-        if record.paused.load(Ordering::Acquire) {
-            record.writing.store(false, Ordering::Release);
+        if !start_request(&record, &record.writing).await {
             continue;
         }
         let (k, v) = (format!("w:{n:08}").into_bytes(), format!("v{n}").into_bytes());
@@ -244,6 +328,32 @@ async fn write_loop(ks: Keyspace, record: Arc<Record>) {
             Err(e) => record.failures.lock().unwrap().push((Instant::now(), format!("write of w:{n:08}: {e}"))),
         }
         n += 1;
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+}
+
+/// Increments random counters by one through any replica until stopped, recording what was
+/// acknowledged and what failed.
+async fn increment_loop(ks: Keyspace, record: Arc<Record>, seed: u64) {
+    let mut rng = XorShiftRng::seed_from_u64(seed ^ 0xc0_417e);
+    while !record.stop.load(Ordering::Acquire) {
+        if !start_request(&record, &record.counting).await {
+            continue;
+        }
+        let i = rng.random_range(0..COUNTERS);
+        let result = ks.incr_by(&counter_key(i), 1).await;
+        {
+            let mut counts = record.counts.lock().unwrap();
+            match &result {
+                Ok(_) => counts.acked[i] += 1,
+                Err(ClientError::Timeout | ClientError::ConnectionLost) => counts.unknown[i] += 1,
+                Err(_) => {}
+            }
+        }
+        record.counting.store(false, Ordering::Release);
+        if let Err(e) = result {
+            record.failures.lock().unwrap().push((Instant::now(), format!("increment of c:{i}: {e}")));
+        }
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
 }
