@@ -32,6 +32,19 @@ enum Op {
     Get {
         key: u8,
     },
+    /// An increment taken by the shard (a counter, or refused on a value that is not a number).
+    Increment {
+        key: u8,
+        t: u64,
+        delta: i8,
+    },
+    /// A peer's counter operand for the key, applied through the merge.
+    PeerIncrement {
+        key: u8,
+        t: u64,
+        delta: i8,
+        origin: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -41,9 +54,11 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (key.clone(), t.clone(), any::<u8>()).prop_map(|(key, t, value)| Op::Put { key, t, value }),
         1 => (key.clone(), t.clone()).prop_map(|(key, t)| Op::Delete { key, t }),
         2 => (key.clone(), t.clone(), any::<u8>(), any::<bool>()).prop_map(|(key, t, value, tombstone)| Op::Replicated { key, t, value, tombstone }),
-        1 => (key.clone(), t, any::<u8>()).prop_map(|(key, t, value)| Op::Import { key, t, value }),
+        1 => (key.clone(), t.clone(), any::<u8>()).prop_map(|(key, t, value)| Op::Import { key, t, value }),
         1 => Just(Op::Compact),
-        6 => key.prop_map(|key| Op::Get { key }),
+        6 => key.clone().prop_map(|key| Op::Get { key }),
+        2 => (key.clone(), t.clone(), any::<i8>()).prop_map(|(key, t, delta)| Op::Increment { key, t, delta }),
+        1 => (key, t, any::<i8>(), 0u8..3).prop_map(|(key, t, delta, origin)| Op::PeerIncrement { key, t, delta, origin }),
     ]
 }
 
@@ -76,6 +91,14 @@ fn apply(s: &Shard, op: &Op, scratch: &Path, n: usize) {
         }
         Op::Compact => s.compact().unwrap(),
         Op::Get { .. } => {}
+        Op::Increment { key: k, t, delta } => {
+            let _ = s.update(&key(k), t, &crate::UpdateOp::Increment(crate::counter::Delta::Int(delta.into())), &mut Vec::new());
+        }
+        Op::PeerIncrement { key: k, t, delta, origin } => {
+            let mut operand = Vec::new();
+            crate::counter::increment(None, u64::from(origin), crate::counter::Delta::Int(delta.into()), t, now_ns(), &mut operand).unwrap();
+            s.apply_replicated("peer", [(key(k).as_slice(), operand.as_slice())], crate::LogPosition { incarnation: 1, seq: n as u64 }).unwrap();
+        }
     }
 }
 
