@@ -7,6 +7,8 @@
 #   (appendonly yes, appendfsync everysec) driven by redis-benchmark: put/get at concurrency 1
 #   and 64, pipeline 1 and 16, VALUE-byte values over KEYS keys;
 # * bulk import (`vasto import`) against loading the same records with puts;
+# * the RESP gateway (`vasto gateway`, 1 store): redis-benchmark against it and against
+#   redis-server (the same client for both), and its cost over the native client (loadgen);
 # * replication (1 vs 2 replicas, lag) and online resize (benches/resize.sh, uncapped and capped).
 # Usage: benches/run.sh [SECONDS_PER_RUN] (default 10). KEYS (default 1000000), VALUE (100).
 set -euo pipefail
@@ -64,10 +66,12 @@ vasto_row() { # op concurrency pipeline [seconds] -> ops p50 p99 p999
     --concurrency "$2" --pipeline "$3" --duration "${4:-$SECS}s" --json "$out" >/dev/null 2>"$WORK/loadgen.err" || { cat "$WORK/loadgen.err" >&2; exit 1; }
   echo "$(json_field "$out" ops_per_sec) $(json_field "$out" p50_us) $(json_field "$out" p99_us) $(json_field "$out" p999_us)"
 }
-redis_row() { # set|get concurrency pipeline [requests] -> ops p50 p99 - (redis-benchmark reports ms, no p99.9)
-  local n=${4:-$(( SECS * ($2 > 1 ? 100000 : 15000) * ($3 > 1 ? 8 : 1) ))}
-  redis-benchmark -p "$RPORT" -c "$2" -P "$3" -d "$VALUE" -r "$KEYS" -n "$n" -t "$1" --csv 2>/dev/null \
+bench_row() { # port set|get|incr concurrency pipeline requests -> ops p50 p99 - (redis-benchmark reports ms, no p99.9)
+  redis-benchmark -p "$1" -c "$3" -P "$4" -d "$VALUE" -r "$KEYS" -n "$5" -t "$2" --csv 2>/dev/null \
     | awk -F'","' 'NR==2 { printf "%.0f %.0f %.0f -\n", $2, $5*1000, $7*1000 }'
+}
+redis_row() { # set|get|incr concurrency pipeline [requests] -> ops p50 p99 -
+  bench_row "$RPORT" "$1" "$2" "$3" "${4:-$(( SECS * ($2 > 1 ? 100000 : 15000) * ($3 > 1 ? 8 : 1) ))}"
 }
 
 declare -A ROW
@@ -128,6 +132,28 @@ for r in $(seq "$ROUNDS"); do
 done
 median() { printf '%s\n' "$@" | awk '{ print $1 }' | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
+# The RESP gateway in front of the same 1-store cluster and keyspace (redis-benchmark's
+# `key:__rand_int__` with -r KEYS names the keys loadgen uses). Each gateway row follows, back
+# to back, the native client's row of the same op and shape (loadgen, ~SECS/2 s), and runs
+# about as many requests as the native client did in SECS s, so the two see the machine in the
+# same state; INCR has no loadgen workload, its row follows the get pair.
+GPORT=$(port)
+$VASTO gateway --master 127.0.0.1:$MPORT --listen 127.0.0.1:$GPORT --keyspace bench >"$WORK/gateway.log" 2>&1 & GATEWAY=$!; PIDS+=($!)
+for _ in $(seq 50); do redis-cli -p "$GPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+gateway_rows() {
+  local op c p native n
+  for op in set get incr; do for c in 1 64; do for p in 1 16; do
+    if [ "$op" != incr ]; then
+      ROW["native $op $c $p"]=$(vasto_row "$([ $op = set ] && echo put || echo get)" "$c" "$p" "$(( (SECS + 1) / 2 ))")
+    fi
+    read -r native _ <<<"${ROW["native $([ $op = incr ] && echo get || echo $op) $c $p"]}"
+    n=$(awk -v o="$native" -v s="$SECS" 'BEGIN { n = o * s; if (n < 2000) n = 2000; printf "%.0f", n }')
+    ROW["gateway $op $c $p"]=$(bench_row "$GPORT" "$op" "$c" "$p" "$n")
+  done; done; done
+}
+gateway_rows
+kill -9 "$GATEWAY" 2>/dev/null || true
+
 # 1 store without the value cache: every get is a RocksDB point lookup.
 imported_cluster 1 2 --value-cache-mb 0
 # Like the main 1-store rows, the gets follow puts over the same keys (recent writes are merges
@@ -144,6 +170,17 @@ stop_cluster
 for op in put get; do for c in 1 64; do for p in 1 16; do
   ROW["redis $op $c $p"]=$(redis_row "$([ $op = put ] && echo set || echo get)" "$c" "$p")
 done; done; done
+for c in 1 64; do for p in 1 16; do ROW["redis incr $c $p"]=$(redis_row incr "$c" "$p"); done; done
+gateway_row() { # op concurrency pipeline: one row of the gateway table
+  local gops g50 g99 rops r50 nops n50 redis_op
+  redis_op=$([ "$1" = set ] && echo put || echo "$1")
+  read -r gops g50 g99 _ <<<"${ROW["gateway $1 $2 $3"]}"
+  read -r rops r50 _ <<<"${ROW["redis $redis_op $2 $3"]}"
+  read -r nops n50 _ <<<"${ROW["native $1 $2 $3"]:-- -}"
+  [ "$nops" = - ] || nops=$(printf '%.0f' "$nops")
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$2" "$3" "$gops" "$g50" "$g99" "$rops" "$(ratio "$gops" "$rops")" \
+    "$nops" "$(ratio "$gops" "$nops")" "$([ "$n50" = - ] && echo - || ratio "$g50" "$n50")"
+}
 
 {
   echo "# Benchmark results"
@@ -196,6 +233,18 @@ done; done; done
   echo "|---|---|---|"
   for r in $(seq "$ROUNDS"); do echo "| $r | ${RTT_RATIOS[$((r - 1))]} | ${TPUT_RATIOS[$((r - 1))]} |"; done
   echo "| median | $(median "${RTT_RATIOS[@]}") | $(median "${TPUT_RATIOS[@]}") |"
+  echo
+  echo "## RESP gateway (1 store, keyspace of 2 shards)"
+  echo
+  echo "\`vasto gateway\` in front of the 1-store cluster's keyspace, driven by redis-benchmark (-d ${VALUE} -r ${KEYS}), the same client"
+  echo "and options as the redis-server rows; gateway / redis divides their throughputs. The native client (\`vasto loadgen\`, put for SET)"
+  echo "ran the same op and shape on the same keyspace just before each gateway row: gateway / native is the gateway's cost"
+  echo "(an extra hop and RESP on this 2-core machine, where the gateway, the store and the client share the cores); the last"
+  echo "column divides the p50 latencies. INCR has no loadgen workload. Latencies in microseconds (redis-benchmark's)."
+  echo
+  echo "| op | conc | pipeline | gateway ops/s | p50 | p99 | redis ops/s | gateway / redis | native ops/s | gateway / native | p50 gateway / native |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  for op in set get incr; do for c in 1 64; do for p in 1 16; do gateway_row "$op" "$c" "$p"; done; done; done
   echo
   echo "## Bulk import (1 store, keyspace of 2 shards)"
   echo

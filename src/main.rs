@@ -4,6 +4,7 @@
 mod admin_cmd;
 mod data_cmd;
 mod dev;
+mod gateway_cmd;
 mod import_cmd;
 mod token_arg;
 
@@ -147,6 +148,9 @@ enum Command {
     Loadgen(data_cmd::LoadgenArgs),
     /// Bulk-load a TSV, CSV or JSON-lines file into a keyspace as SST files.
     Import(import_cmd::ImportArgs),
+    /// Serve a keyspace over RESP (the Redis protocol) for redis-cli, redis-py,
+    /// redis-benchmark and other Redis clients.
+    Gateway(gateway_cmd::GatewayArgs),
 }
 
 /// Parses a cluster id as `vasto admin status` prints it (hex, non-zero).
@@ -246,6 +250,10 @@ fn main() -> ExitCode {
         Command::Scan(args) => run_data(|rt| rt.block_on(data_cmd::scan(args))),
         Command::Loadgen(args) => run_data(|rt| rt.block_on(data_cmd::loadgen(args))),
         Command::Import(args) => run_data(|rt| rt.block_on(import_cmd::run(args))),
+        Command::Gateway(args) => {
+            init_logs("info");
+            runtime().and_then(|rt| rt.block_on(gateway_cmd::run(args)))
+        }
         Command::Dev(args) => {
             init_logs("info");
             runtime().and_then(|rt| rt.block_on(dev::run(args)))
