@@ -20,6 +20,9 @@ pub struct GatewayArgs {
     /// Redis clients served at once; one more gets "-ERR max number of clients reached".
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_clients: u64,
+    /// Worker threads, each with its own connections to the stores (default: one per core).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    threads: Option<u64>,
     /// The cluster token: the gateway proves it to the cluster, and Redis clients must give its
     /// text (the file's content without surrounding whitespace) as the password of AUTH or
     /// HELLO AUTH (user `default`).
@@ -41,6 +44,9 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     config.client = ClientConfig { token, ..ClientConfig::default() };
     config.password = password;
     config.max_clients = usize::try_from(args.max_clients).unwrap_or(usize::MAX);
+    if let Some(threads) = args.threads {
+        config.threads = usize::try_from(threads).unwrap_or(1);
+    }
     let gateway = vasto_gateway::Gateway::start(config).await?;
     eprintln!("vasto gateway: RESP on {} for keyspace {:?} (master {})", gateway.local_addr(), args.keyspace, args.master);
     Ok(gateway.serve().await?)

@@ -27,6 +27,9 @@ use vasto_wire::{parse_frame, read_frame, FrameEncoder, Status, DEFAULT_MAX_FRAM
 /// tick after its timeout.
 const TICK: Duration = Duration::from_millis(50);
 
+mod many;
+pub(crate) use many::Sent;
+
 /// A decoded response, without its value (which goes to the caller's buffer).
 #[derive(Debug, Default)]
 pub(crate) struct Reply {
@@ -134,6 +137,13 @@ impl Conn {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// The tick after which a request sent now with `timeout` has timed out: whole ticks,
+    /// rounded up, plus the partial tick already running.
+    fn deadline(&self, timeout: Duration) -> u64 {
+        let ticks = timeout.as_nanos().div_ceil(TICK.as_nanos()).min(u128::from(u32::MAX)) as u64 + 1;
+        self.ticks.load(Ordering::Relaxed) + ticks
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -143,9 +153,7 @@ impl Conn {
     /// later reply, so a caller that reuses its buffer causes no allocation); without one,
     /// `value` is left empty.
     pub async fn call(&self, timeout: Duration, value: &mut Vec<u8>, encode: impl FnOnce(&mut FrameEncoder, &mut Vec<u8>, u64)) -> Result<Reply, ClientError> {
-        // Whole ticks, rounded up, plus the partial tick already running.
-        let ticks = timeout.as_nanos().div_ceil(TICK.as_nanos()).min(u128::from(u32::MAX)) as u64 + 1;
-        let deadline = self.ticks.load(Ordering::Relaxed) + ticks;
+        let deadline = self.deadline(timeout);
         let index = {
             let mut st = self.lock();
             if self.is_closed() {
@@ -184,13 +192,24 @@ impl Future for Waiting<'_> {
         let this = self.get_mut();
         let mut st = this.conn.lock();
         let slot = &mut st.slots[this.index as usize];
-        let outcome = if slot.done {
-            if slot.reply.has_value {
-                std::mem::swap(this.value, &mut slot.value);
+        let Poll::Ready(outcome) = slot.outcome(this.conn, this.value, cx) else { return Poll::Pending };
+        st.release(this.index);
+        this.finished = true;
+        Poll::Ready(outcome)
+    }
+}
+
+impl Slot {
+    /// The request's outcome once it has one (its reply, with the value swapped into `value`,
+    /// or why there will be none); until then the task of `cx` is registered to be woken.
+    fn outcome(&mut self, conn: &Conn, value: &mut Vec<u8>, cx: &mut Context<'_>) -> Poll<Result<Reply, ClientError>> {
+        Poll::Ready(if self.done {
+            if self.reply.has_value {
+                std::mem::swap(value, &mut self.value);
             } else {
-                this.value.clear();
+                value.clear();
             }
-            let reply = &mut slot.reply;
+            let reply = &mut self.reply;
             Ok(Reply {
                 status: reply.status,
                 message: std::mem::take(&mut reply.message),
@@ -202,19 +221,16 @@ impl Future for Waiting<'_> {
                 number: reply.number,
                 float_number: reply.float_number,
             })
-        } else if this.conn.is_closed() {
+        } else if conn.is_closed() {
             Err(ClientError::ConnectionLost)
-        } else if slot.timed_out {
+        } else if self.timed_out {
             Err(ClientError::Timeout)
         } else {
-            if !slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                slot.waker = Some(cx.waker().clone());
+            if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                self.waker = Some(cx.waker().clone());
             }
             return Poll::Pending;
-        };
-        st.release(this.index);
-        this.finished = true;
-        Poll::Ready(outcome)
+        })
     }
 }
 

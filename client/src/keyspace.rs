@@ -104,8 +104,12 @@ impl Keyspace {
     }
 
     /// Reads many keys; results come back in request order, missing keys as `None`.
+    /// The first error of any key fails the whole call; [`Keyspace::get_each`] reports each
+    /// key's outcome.
     pub async fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, ClientError> {
-        join_all(keys.iter().map(|k| self.get(k))).await.into_iter().collect()
+        let mut results = Vec::with_capacity(keys.len());
+        self.get_each(keys, &mut results).await;
+        results.into_iter().collect()
     }
 
     /// Stores `value` under `key` with the client's clock as event time and no expiry.
@@ -214,7 +218,7 @@ impl Keyspace {
     }
 
     /// The current table, waiting for the first one; errors if the keyspace does not exist.
-    async fn table(&self) -> Result<Arc<RoutingTable>, ClientError> {
+    pub(crate) async fn table(&self) -> Result<Arc<RoutingTable>, ClientError> {
         let current = self.table.borrow().clone();
         let table = match current {
             Some(t) => Some(t),
@@ -250,6 +254,21 @@ impl Keyspace {
         value: &mut Vec<u8>,
         encode: impl Fn(&mut FrameEncoder, &mut Vec<u8>, u64, u32),
     ) -> Result<Reply, ClientError> {
+        let now = tokio::time::Instant::now();
+        self.route_until(target, op, value, now, now + self.inner.config.timeout, encode).await
+    }
+
+    /// [`Keyspace::route`] with the request's deadline given (`now` is the current time, taken
+    /// by the caller): reading the clock was a twentieth of a busy gateway's profile.
+    pub(crate) async fn route_until(
+        &self,
+        target: Target<'_>,
+        op: Op,
+        value: &mut Vec<u8>,
+        mut now: tokio::time::Instant,
+        deadline: tokio::time::Instant,
+        encode: impl Fn(&mut FrameEncoder, &mut Vec<u8>, u64, u32),
+    ) -> Result<Reply, ClientError> {
         let spread = match op {
             Op::Read => self.read_from == ReadFrom::AnyReplica,
             Op::Write | Op::Update => self.write_to == WriteTo::AnyReplica,
@@ -258,9 +277,15 @@ impl Keyspace {
         // Built only on a failure: a request that succeeds first time allocates nothing.
         let mut last_err = None;
         let mut skip = 0usize;
-        let deadline = tokio::time::Instant::now() + self.inner.config.timeout;
         let mut failures = 0usize;
-        while failures < MAX_ATTEMPTS && tokio::time::Instant::now() < deadline {
+        let mut first = true;
+        loop {
+            if !std::mem::take(&mut first) {
+                now = tokio::time::Instant::now();
+            }
+            if failures >= MAX_ATTEMPTS || now >= deadline {
+                break;
+            }
             let table = self.table().await?;
             let shard = match target {
                 Target::Key(k) => vasto_hash::shard_of(k, table.shards),
@@ -284,7 +309,7 @@ impl Keyspace {
             };
             // One attempt may not take the whole budget: a replica that went silent (no FIN, no
             // answer) costs one attempt timeout, then the next replica is tried.
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let left = deadline.saturating_duration_since(now);
             let attempt = self.inner.config.attempt_timeout.min(left);
             match conn.call(attempt, value, |enc, out, id| encode(enc, out, id, shard)).await {
                 Ok(reply) if matches!(reply.status, Status::WrongShard | Status::UnknownKeyspace) => {
@@ -318,7 +343,7 @@ impl Keyspace {
 
 /// Replica order for one attempt: live replicas that are not catching up first (primary first),
 /// then live ones still catching up. With `spread`, reads rotate over the healthy replicas.
-fn pick(replicas: &[ReplicaRoute], spread: bool, start: usize, skip: usize) -> Option<&str> {
+pub(crate) fn pick(replicas: &[ReplicaRoute], spread: bool, start: usize, skip: usize) -> Option<&str> {
     let live = |r: &&ReplicaRoute| r.up && !r.address.is_empty();
     let healthy = replicas.iter().filter(live).filter(|r| !r.catching_up);
     let catching = replicas.iter().filter(live).filter(|r| r.catching_up);

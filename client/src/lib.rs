@@ -32,11 +32,13 @@ mod conn;
 mod dial;
 mod keyspace;
 mod pool;
+mod read_many;
 mod routing;
 mod update;
 
 pub use admin::AdminClient;
 pub use keyspace::{now_ns, BatchOp, Keyspace, PutOptions, ReadFrom, ScanPage, WriteTo};
+pub use read_many::GetResult;
 pub use update::{Condition, ExpireCondition, ExpiryChange, SetExpiry, SetOptions, SetOutcome};
 pub use vasto_wire::{ClusterToken, ReplicaRoute, Role, RoutingTable, Status, TokenError};
 

@@ -14,12 +14,13 @@ use crate::reply::{errors, Reply};
 use crate::resp::{Limits, ProtocolError, Request, RequestParser, Span};
 use crate::wave::WavePlan;
 use crate::{exec, local, Session, Shared};
-use futures_util::future::{join_all, ready, Either};
+use futures_util::future::{join, join_all};
 use std::future::Future;
 use std::io;
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use vasto_client::GetResult;
 
 /// Bytes the read buffer has room for before each read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -83,6 +84,8 @@ struct Buffers {
     requests: Vec<Request>,
     parser: RequestParser,
     plan: WavePlan,
+    /// Outcomes of a wave's GETs.
+    reads: Vec<GetResult>,
 }
 
 impl Buffers {
@@ -125,7 +128,7 @@ enum Planned<'a> {
 }
 
 async fn run_batch(shared: &Shared, session: &mut Session, state: &mut Buffers, stream: &mut TcpStream) -> io::Result<()> {
-    let Buffers { input, out, spans, requests, plan, .. } = state;
+    let Buffers { input, out, spans, requests, plan, reads, .. } = state;
     let now_ms = (vasto_client::now_ns() / 1_000_000) as i64;
     let args_of = |req: &Request| Args::new(input, spans.get(req.args.clone()).unwrap_or_default());
     if let [only] = requests.as_slice() {
@@ -137,24 +140,34 @@ async fn run_batch(shared: &Shared, session: &mut Session, state: &mut Buffers, 
         emit(shared, &reply, session, out);
         return Ok(());
     }
-    let mut wave = Vec::new();
+    let mut wave = Wave::default();
     plan.clear();
     for req in requests.iter() {
         match plan_one(shared, session, args_of(req), now_ms) {
-            Planned::Ready(reply) if wave.is_empty() => emit(shared, &reply, session, out),
-            Planned::Ready(reply) => wave.push(Either::Left(ready(reply))),
+            Planned::Ready(reply) if wave.order.is_empty() => emit(shared, &reply, session, out),
+            Planned::Ready(reply) => wave.order.push(Part::Ready(reply)),
             Planned::Keyed(cmd, command, access) => {
                 if !plan.admits(access, command.key_count(), command.keys()) {
-                    finish(shared, session, &mut wave, out).await;
+                    wave.finish(shared, session, reads, out).await;
                     plan.clear();
                 }
                 plan.add(access, command.keys());
-                let n = command.event_times();
-                let t = if n > 0 { shared.clock.reserve(n) } else { 0 };
-                wave.push(Either::Right(timed(shared, cmd, command, t)));
+                match command {
+                    // Plain GETs of a wave go to the stores together (see `Keyspace::get_each`).
+                    Command::Get(key) if key.len() <= crate::MAX_KEY => {
+                        wave.gets.push(key);
+                        wave.order.push(Part::Get);
+                    }
+                    command => {
+                        let n = command.event_times();
+                        let t = if n > 0 { shared.clock.reserve(n) } else { 0 };
+                        wave.runs.push(timed(shared, cmd, command, t));
+                        wave.order.push(Part::Run);
+                    }
+                }
             }
             Planned::Alone(cmd, command) => {
-                finish(shared, session, &mut wave, out).await;
+                wave.finish(shared, session, reads, out).await;
                 plan.clear();
                 let reply = alone(shared, session, cmd, &command).await;
                 emit(shared, &reply, session, out);
@@ -166,7 +179,7 @@ async fn run_batch(shared: &Shared, session: &mut Session, state: &mut Buffers, 
             out.clear();
         }
     }
-    finish(shared, session, &mut wave, out).await;
+    wave.finish(shared, session, reads, out).await;
     Ok(())
 }
 
@@ -184,21 +197,76 @@ async fn alone(shared: &Shared, session: &mut Session, cmd: Cmd, command: &Comma
     reply
 }
 
-/// Runs the pending wave to completion and encodes its replies in order.
-async fn finish<F: Future<Output = Reply>>(shared: &Shared, session: &Session, wave: &mut Vec<F>, out: &mut Vec<u8>) {
-    match wave.len() {
-        0 => {}
-        1 => {
-            if let Some(only) = wave.pop() {
-                let reply = only.await;
-                emit(shared, &reply, session, out);
-            }
+/// One position of a wave's replies.
+enum Part {
+    /// Answered when planned.
+    Ready(Reply),
+    /// The next of the wave's running commands.
+    Run,
+    /// The next of the wave's plain GETs.
+    Get,
+}
+
+/// The commands of one wave: their reply positions in request order, the commands that run
+/// as futures of their own, and the keys of the plain GETs, read together.
+struct Wave<'a, F> {
+    order: Vec<Part>,
+    runs: Vec<F>,
+    gets: Vec<&'a [u8]>,
+}
+
+impl<F> Default for Wave<'_, F> {
+    fn default() -> Self {
+        Self { order: Vec::new(), runs: Vec::new(), gets: Vec::new() }
+    }
+}
+
+impl<F: Future<Output = Reply>> Wave<'_, F> {
+    /// Runs the wave to completion and encodes its replies in order; the wave is empty after.
+    /// `reads` is scratch for the GETs' outcomes. A GET's time in INFO's commandstats is the
+    /// time its wave's reads took.
+    async fn finish(&mut self, shared: &Shared, session: &Session, reads: &mut Vec<GetResult>, out: &mut Vec<u8>) {
+        if self.order.is_empty() {
+            return;
         }
-        _ => {
-            for reply in join_all(wave.drain(..)).await {
-                emit(shared, &reply, session, out);
+        let started = Instant::now();
+        let run_all = async {
+            match self.runs.len() {
+                0 => Vec::new(),
+                1 => match self.runs.pop() {
+                    Some(only) => vec![only.await],
+                    None => Vec::new(),
+                },
+                _ => join_all(self.runs.drain(..)).await,
             }
+        };
+        let read_all = async {
+            if self.gets.is_empty() {
+                reads.clear();
+            } else {
+                shared.keyspace.get_each(&self.gets, reads).await;
+            }
+        };
+        let (replies, ()) = join(run_all, read_all).await;
+        let read_usec = started.elapsed().as_micros() as u64;
+        let (mut replies, mut read) = (replies.into_iter(), reads.drain(..));
+        for part in self.order.drain(..) {
+            let reply = match part {
+                Part::Ready(reply) => reply,
+                Part::Run => replies.next().unwrap_or_else(|| Reply::err("internal error: a reply went missing")),
+                Part::Get => {
+                    let reply = match read.next() {
+                        Some(Ok(value)) => Reply::bulk_or_null(value),
+                        Some(Err(e)) => exec::client_error(e),
+                        None => Reply::err("internal error: a reply went missing"),
+                    };
+                    shared.stats.record(Cmd::Get, read_usec, reply.is_error());
+                    reply
+                }
+            };
+            emit(shared, &reply, session, out);
         }
+        self.gets.clear();
     }
 }
 

@@ -19,6 +19,7 @@
 //! * `conn`: the connection loop (read, parse, run in waves, one write);
 //! * `local`: commands answered without the store (HELLO, AUTH, CLIENT, COMMAND, CONFIG, INFO...);
 //! * `exec`: data commands through the native client;
+//! * `worker`: the worker threads (a single-threaded runtime and a native client each);
 //! * `glob`, `cursor`, `clock`, `stats`: SCAN's patterns and cursors, the event-time
 //!   clock, INFO's counters.
 #![warn(missing_docs)]
@@ -36,12 +37,13 @@ mod reply;
 pub mod resp;
 mod stats;
 mod wave;
+mod worker;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use vasto_client::{Client, ClientConfig, ClientError, Keyspace};
+use vasto_client::{ClientConfig, ClientError, Keyspace};
 
 pub use local::REDIS_VERSION;
 
@@ -67,6 +69,18 @@ pub enum GatewayError {
     /// read and write the keyspace.
     #[error("refusing to listen on {0} without a password: anyone who can reach it could read and write the keyspace; give the cluster token (--token-file), or listen on loopback")]
     Open(SocketAddr),
+    /// A worker thread could not start (its runtime could not be built).
+    #[error("starting gateway worker thread {index}: {source}")]
+    Thread {
+        /// Which worker.
+        index: usize,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// A worker thread stopped while the gateway was serving (a bug: workers run until the
+    /// gateway is dropped).
+    #[error("gateway worker thread {0} stopped")]
+    WorkerStopped(usize),
     /// The listen address could not be bound, or accepting failed for good.
     #[error("listen on {addr}: {source}")]
     Listen {
@@ -93,26 +107,31 @@ pub struct GatewayConfig {
     pub password: Option<Vec<u8>>,
     /// Connections served at once; one more gets `-ERR max number of clients reached`.
     pub max_clients: usize,
+    /// Worker threads, each with its own single-threaded runtime and its own native client;
+    /// connections are handed to them in turn (at least 1).
+    pub threads: usize,
 }
 
 impl GatewayConfig {
     /// A gateway for `keyspace` through `master`, listening on `listen`, without a password, at
-    /// most 10,000 clients, default client settings.
+    /// most 10,000 clients, default client settings, a worker thread per core.
     pub fn new(master: &str, listen: SocketAddr, keyspace: &str) -> Self {
-        Self { master: master.into(), listen, keyspace: keyspace.into(), client: ClientConfig::default(), password: None, max_clients: 10_000 }
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        Self { master: master.into(), listen, keyspace: keyspace.into(), client: ClientConfig::default(), password: None, max_clients: 10_000, threads }
     }
 }
 
-/// State shared by every connection of one gateway.
+/// What the connections of one worker thread run against: the worker's own keyspace handle
+/// (its own connections to the stores, so requests of different threads never contend for one
+/// lock) and the gateway-wide counters, cursors and clock, which every worker shares.
 pub(crate) struct Shared {
-    pub config: GatewayConfig,
+    pub config: Arc<GatewayConfig>,
     /// The address actually bound.
     pub listen: SocketAddr,
     pub keyspace: Keyspace,
-    pub stats: stats::Stats,
-    pub cursors: cursor::CursorTable,
-    pub clock: clock::EventClock,
-    next_client_id: AtomicU64,
+    pub stats: Arc<stats::Stats>,
+    pub cursors: Arc<cursor::CursorTable>,
+    pub clock: Arc<clock::EventClock>,
 }
 
 /// Per-connection state that commands change.
@@ -130,46 +149,50 @@ impl Session {
     }
 }
 
-/// A gateway that is connected to its keyspace and bound to its address.
+/// A gateway that is connected to its keyspace and bound to its address. Its worker threads
+/// stop when it is dropped.
 pub struct Gateway {
-    shared: Arc<Shared>,
+    config: Arc<GatewayConfig>,
+    listen: SocketAddr,
     listener: TcpListener,
+    stats: Arc<stats::Stats>,
+    workers: Vec<worker::Handle>,
 }
 
 impl Gateway {
-    /// Connects to the master, waits for the keyspace's routing table (failing if the keyspace
-    /// does not exist) and binds the listen address. Without a password only a loopback
-    /// address is accepted.
+    /// Starts the worker threads, each connected to the master with the keyspace's routing
+    /// table in hand (failing if the keyspace does not exist), and binds the listen address.
+    /// Without a password only a loopback address is accepted.
     pub async fn start(config: GatewayConfig) -> Result<Gateway, GatewayError> {
         if config.password.is_none() && !config.listen.ip().is_loopback() {
             return Err(GatewayError::Open(config.listen));
         }
-        let client_err = |source| GatewayError::Client { master: config.master.clone(), keyspace: config.keyspace.clone(), source };
-        let client = Client::connect_with(&config.master, config.client.clone()).await.map_err(client_err)?;
-        let keyspace = client.keyspace(&config.keyspace).await.map_err(client_err)?;
         let listener = TcpListener::bind(config.listen).await.map_err(|source| GatewayError::Listen { addr: config.listen, source })?;
         let listen = listener.local_addr().map_err(|source| GatewayError::Listen { addr: config.listen, source })?;
-        let shared = Shared {
-            config,
-            listen,
-            keyspace,
-            stats: stats::Stats::default(),
-            cursors: cursor::CursorTable::default(),
-            clock: clock::EventClock::new(),
-            next_client_id: AtomicU64::new(1),
-        };
-        Ok(Gateway { shared: Arc::new(shared), listener })
+        let config = Arc::new(config);
+        let common =
+            worker::Common { config: Arc::clone(&config), listen, stats: Arc::default(), cursors: Arc::default(), clock: Arc::new(clock::EventClock::new()) };
+        let stats = Arc::clone(&common.stats);
+        let starting: Vec<_> = (0..config.threads.max(1)).map(|index| worker::spawn(index, common.clone())).collect::<Result<_, _>>()?;
+        let mut workers = Vec::with_capacity(starting.len());
+        for worker in starting {
+            // An error drops the workers started so far, which stops them.
+            workers.push(worker.ready().await?);
+        }
+        Ok(Gateway { config, listen, listener, stats, workers })
     }
 
     /// The address clients connect to.
     pub fn local_addr(&self) -> SocketAddr {
-        self.shared.listen
+        self.listen
     }
 
-    /// Serves clients, one task per connection, until the process ends.
+    /// Accepts clients and hands them to the worker threads in turn, each connection served by
+    /// one task of its worker, until the process ends or a worker thread stops.
     pub async fn serve(self) -> Result<(), GatewayError> {
-        let Gateway { shared, listener } = self;
-        tracing::info!(listen = %shared.listen, keyspace = %shared.config.keyspace, master = %shared.config.master, "RESP gateway ready");
+        let Gateway { config, listen, listener, stats, workers } = self;
+        tracing::info!(%listen, keyspace = %config.keyspace, master = %config.master, threads = workers.len(), "RESP gateway ready");
+        let mut next_id: u64 = 1;
         loop {
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
@@ -180,8 +203,7 @@ impl Gateway {
                     continue;
                 }
             };
-            let stats = &shared.stats;
-            if stats.connected_clients.load(Relaxed) >= shared.config.max_clients as u64 {
+            if stats.connected_clients.load(Relaxed) >= config.max_clients as u64 {
                 stats.rejected_connections.fetch_add(1, Relaxed);
                 tokio::spawn(async move {
                     let mut stream = stream;
@@ -190,22 +212,31 @@ impl Gateway {
                 continue;
             }
             stats.connections_received.fetch_add(1, Relaxed);
-            stats.connected_clients.fetch_add(1, Relaxed);
-            let shared = Arc::clone(&shared);
-            let id = shared.next_client_id.fetch_add(1, Relaxed);
-            tokio::spawn(async move {
-                let _gauge = Connected(&shared.stats.connected_clients);
-                conn::serve(&shared, stream, id).await;
-            });
+            let gauge = Connected::new(Arc::clone(&stats));
+            let id = next_id;
+            next_id += 1;
+            let index = (id % workers.len() as u64) as usize;
+            let Ok(stream) = stream.into_std() else { continue };
+            if workers[index].hand(stream, id, gauge).is_err() {
+                return Err(GatewayError::WorkerStopped(index));
+            }
         }
     }
 }
 
-/// Decrements the connected-clients gauge when a connection task ends, however it ends.
-struct Connected<'a>(&'a AtomicU64);
+/// One connected client in the connected-clients gauge, from its accept until its connection
+/// ends, however it ends.
+pub(crate) struct Connected(Arc<stats::Stats>);
 
-impl Drop for Connected<'_> {
+impl Connected {
+    fn new(stats: Arc<stats::Stats>) -> Self {
+        stats.connected_clients.fetch_add(1, Relaxed);
+        Self(stats)
+    }
+}
+
+impl Drop for Connected {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
+        self.0.connected_clients.fetch_sub(1, Relaxed);
     }
 }
