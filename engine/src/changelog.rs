@@ -81,8 +81,9 @@ impl Appending<'_> {
         self.log.head.load(Ordering::Acquire) + 1
     }
 
-    /// Writes `batch` (data and log entries up to `last_seq`) and publishes the new head.
-    pub fn commit(self, db: &DB, opts: &WriteOptions, batch: WriteBatch, last_seq: u64) -> Result<(), EngineError> {
+    /// Writes `batch` (data and log entries up to `last_seq`) and publishes the new head; may
+    /// be called again for the next batch while the right is held.
+    pub fn commit(&self, db: &DB, opts: &WriteOptions, batch: WriteBatch, last_seq: u64) -> Result<(), EngineError> {
         db.write_opt(batch, opts)?;
         self.log.head.store(last_seq, Ordering::Release);
         Ok(())

@@ -33,7 +33,7 @@ pub use meta::{valid_keyspace_name, ShardMeta};
 pub use pace::Pacer;
 pub use shard::{Closing, Shard, Write, WritesHeld};
 pub use snapshot::{SnapshotFiles, SplitFiles};
-pub use update::{ExpireCondition, ExpiryChange, SetCondition, UpdateOp, Updated};
+pub use update::{ExpireCondition, ExpiryChange, KeyUpdate, SetCondition, UpdateOp, Updated};
 
 use rocksdb::{BlockBasedOptions, Cache, Options};
 use std::path::{Path, PathBuf};
@@ -80,6 +80,28 @@ pub enum EngineError {
     /// A keyspace name that cannot be used as a directory name.
     #[error("invalid keyspace name {0:?}: use 1-64 characters from [A-Za-z0-9_.-], not starting with '.'")]
     InvalidKeyspace(String),
+}
+
+/// A copy for each of the requests one failure fails (a group commit's writes): the same
+/// variant and text; an I/O error is copied as its kind and message.
+impl Clone for EngineError {
+    fn clone(&self) -> Self {
+        match self {
+            EngineError::Rocks(e) => EngineError::Rocks(e.clone()),
+            EngineError::Io { path, source } => EngineError::Io { path: path.clone(), source: std::io::Error::new(source.kind(), source.to_string()) },
+            EngineError::Corrupt(why) => EngineError::Corrupt(why.clone()),
+            EngineError::Trimmed { after } => EngineError::Trimmed { after: *after },
+            EngineError::Diverged { incarnation, after } => EngineError::Diverged { incarnation: *incarnation, after: *after },
+            EngineError::Frozen => EngineError::Frozen,
+            EngineError::NotOwned => EngineError::NotOwned,
+            EngineError::LayoutChanged { serving, committed, expected } => {
+                EngineError::LayoutChanged { serving: *serving, committed: *committed, expected: *expected }
+            }
+            EngineError::Retired => EngineError::Retired,
+            EngineError::Refused(why) => EngineError::Refused(why),
+            EngineError::InvalidKeyspace(name) => EngineError::InvalidKeyspace(name.clone()),
+        }
+    }
 }
 
 /// When acknowledged writes reach the disk (the WAL's fsync), and so what a power failure of
@@ -341,3 +363,5 @@ mod cache_tests;
 mod counter_shard_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod update_many_tests;

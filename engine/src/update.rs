@@ -3,11 +3,14 @@
 //! write of the replica comes between the read and the write. Replicated writes may: under
 //! active-active replication a condition is checked against this replica only, and a write
 //! made elsewhere at the same time is ordered by last-writer-wins (or, for increments, added).
+use crate::changelog::Appending;
 use crate::counter::{self, Delta, Number};
 use crate::header::{encode_value, Header};
 use crate::shard::{reset_scratch, Scratch, SCRATCH};
 use crate::{now_ns, EngineError, Shard};
 use rocksdb::WriteBatch;
+use std::cell::RefCell;
+use std::collections::HashSet;
 
 /// When a set writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,6 +228,41 @@ fn change_expiry(h: Header, user: &[u8], stored: &[u8], expiry: ExpiryChange, t:
     true
 }
 
+/// One update of [`Shard::update_many`].
+#[derive(Debug, Clone, Copy)]
+pub struct KeyUpdate<'a> {
+    /// The key it reads and writes.
+    pub key: &'a [u8],
+    /// The writer's event time (a write it makes is stamped no earlier than this and after
+    /// the value it read).
+    pub event_time_ns: u64,
+    /// What it does.
+    pub op: UpdateOp<'a>,
+}
+
+/// An update decided, waiting for its part of the group to be committed.
+struct Decided {
+    index: usize,
+    outcome: Updated,
+    wrote: bool,
+    /// Its returned value in [`Grouped::returned`].
+    returned: std::ops::Range<usize>,
+}
+
+/// Per-thread buffers of [`Shard::update_many`], reused so a warm group allocates nothing.
+#[derive(Default)]
+struct Grouped {
+    decided: Vec<Decided>,
+    returned: Vec<u8>,
+    one: Vec<u8>,
+    /// Hashes of the keys of the part being built (a collision only commits early).
+    keys: HashSet<u64>,
+}
+
+thread_local! {
+    static GROUPED: RefCell<Grouped> = RefCell::new(Grouped::default());
+}
+
 impl Shard {
     /// Runs one read-modify-write of `key` (see [`UpdateOp`]) atomically with respect to the
     /// replica's other local writes: read, decided and, if it writes, merged and logged under
@@ -233,30 +271,103 @@ impl Shard {
     /// layout moved away, and [`EngineError::Refused`] when the value does not fit the
     /// operation.
     pub fn update(&self, key: &[u8], event_time_ns: u64, op: &UpdateOp<'_>, returned: &mut Vec<u8>) -> Result<Updated, EngineError> {
-        let log_cf = self.log_cf()?;
-        let append = self.log().begin_append()?;
-        if !self.layout.owns(key) {
-            return Err(EngineError::NotOwned);
-        }
-        let pinned = self.db().get_pinned(key)?;
-        let origin = self.log().mark().incarnation;
-        let outcome = SCRATCH.with(|s| {
-            let Scratch { value, entry, written } = &mut *s.borrow_mut();
-            let decision = decide(pinned.as_deref(), op, event_time_ns, now_ns(), origin, value, returned).map_err(EngineError::Refused)?;
-            if decision.write {
-                written.clear();
-                let mut batch = WriteBatch::default();
-                let seq = append.next_seq();
-                self.add_local(&mut batch, log_cf, seq, key, value, entry, written);
-                append.commit(self.db(), self.write_options(), batch, seq)?;
-                self.note_written(written);
-                reset_scratch(written);
+        let mut result = Err(EngineError::Corrupt("the update was not run".into()));
+        self.update_many([KeyUpdate { key, event_time_ns, op: *op }], |_, outcome, value| {
+            returned.clear();
+            returned.extend_from_slice(value);
+            result = outcome;
+        });
+        result
+    }
+
+    /// Runs `updates` in order, each exactly as [`Shard::update`] runs it after the ones
+    /// before, all under one hold of the change log's lock and with their writes committed
+    /// together in one RocksDB write: a pipeline of updates costs one WAL append, not one per
+    /// update. Where a key comes back, the updates before it are committed first, so it reads
+    /// them. `each(i, outcome, returned)` reports update `i` (with the value it returns): a
+    /// refused one at once, a decided one once its part is committed; a failed commit fails
+    /// every update that wrote in it, and none of their writes is kept.
+    pub fn update_many<'a>(&self, updates: impl IntoIterator<Item = KeyUpdate<'a>>, mut each: impl FnMut(usize, Result<Updated, EngineError>, &[u8])) {
+        let begun = self.log_cf().and_then(|cf| Ok((cf, self.log().begin_append()?)));
+        let (log_cf, append) = match begun {
+            Ok(begun) => begun,
+            Err(e) => {
+                updates.into_iter().enumerate().for_each(|(i, _)| each(i, Err(e.clone()), &[]));
+                return;
             }
-            Ok::<_, EngineError>(decision.outcome)
-        })?;
-        drop(pinned);
-        self.log().trim(self.db(), log_cf, self.write_options())?;
-        Ok(outcome)
+        };
+        let origin = self.log().mark().incarnation;
+        let now = now_ns();
+        GROUPED.with(|g| {
+            SCRATCH.with(|s| {
+                let g = &mut *g.borrow_mut();
+                let Scratch { value, entry, written } = &mut *s.borrow_mut();
+                let mut batch = WriteBatch::default();
+                let mut seq = append.next_seq() - 1;
+                written.clear();
+                for (index, u) in updates.into_iter().enumerate() {
+                    if !g.keys.insert(xxhash_rust::xxh3::xxh3_64(u.key)) {
+                        self.commit_part(&append, &mut batch, seq, g, written, &mut each);
+                        seq = append.next_seq() - 1;
+                        g.keys.insert(xxhash_rust::xxh3::xxh3_64(u.key));
+                    }
+                    if !self.layout.owns(u.key) {
+                        each(index, Err(EngineError::NotOwned), &[]);
+                        continue;
+                    }
+                    let decision = match self.db().get_pinned(u.key) {
+                        Ok(pinned) => decide(pinned.as_deref(), &u.op, u.event_time_ns, now, origin, value, &mut g.one).map_err(EngineError::Refused),
+                        Err(e) => Err(e.into()),
+                    };
+                    match decision {
+                        Ok(d) => {
+                            if d.write {
+                                seq += 1;
+                                self.add_local(&mut batch, log_cf, seq, u.key, value, entry, written);
+                            }
+                            let start = g.returned.len();
+                            g.returned.extend_from_slice(&g.one);
+                            g.decided.push(Decided { index, outcome: d.outcome, wrote: d.write, returned: start..g.returned.len() });
+                        }
+                        Err(e) => each(index, Err(e), &[]),
+                    }
+                }
+                self.commit_part(&append, &mut batch, seq, g, written, &mut each);
+                reset_scratch(written);
+                reset_scratch(&mut g.returned);
+                reset_scratch(&mut g.one);
+            })
+        });
+        drop(append);
+        if let Err(e) = self.log().trim(self.db(), log_cf, self.write_options()) {
+            tracing::warn!("trimming the change log after updates: {e}");
+        }
+    }
+
+    /// Commits the part of a group decided so far (when it wrote anything) and reports its
+    /// updates; the part's buffers are empty after.
+    fn commit_part(
+        &self,
+        append: &Appending<'_>,
+        batch: &mut WriteBatch,
+        last_seq: u64,
+        g: &mut Grouped,
+        written: &mut Vec<u8>,
+        each: &mut impl FnMut(usize, Result<Updated, EngineError>, &[u8]),
+    ) {
+        let committed = if batch.is_empty() { Ok(()) } else { append.commit(self.db(), self.write_options(), std::mem::take(batch), last_seq) };
+        if committed.is_ok() {
+            self.note_written(written);
+        }
+        written.clear();
+        for d in g.decided.drain(..) {
+            match &committed {
+                Err(e) if d.wrote => each(d.index, Err(e.clone()), &[]),
+                _ => each(d.index, Ok(d.outcome), &g.returned[d.returned]),
+            }
+        }
+        g.returned.clear();
+        g.keys.clear();
     }
 }
 

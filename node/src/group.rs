@@ -38,6 +38,11 @@ pub(crate) struct WriteGroup {
 }
 
 impl WriteGroup {
+    /// True when nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
     /// True when the group should be flushed before another write is held.
     pub fn is_full(&self) -> bool {
         self.writes.len() >= MAX_GROUP
@@ -96,7 +101,7 @@ impl WriteGroup {
                     single
                 }
                 Ok(()) => Ok(()),
-                Err(e) => Err(clone_refusal(e)),
+                Err(e) => Err(e.clone()),
             };
             match outcome {
                 Ok(()) => enc.status(out, w.id, Status::Ok, "", 0),
@@ -120,19 +125,9 @@ impl WriteGroup {
     }
 }
 
-/// The refusal a batch got, for each of its writes (storage errors are not `Clone`: their
-/// message is kept).
-fn clone_refusal(e: &EngineError) -> EngineError {
-    match e {
-        EngineError::Frozen => EngineError::Frozen,
-        EngineError::NotOwned => EngineError::NotOwned,
-        other => EngineError::Corrupt(other.to_string()),
-    }
-}
-
 /// The position of `part` inside `whole`; `part` must be a subslice of `whole` or empty (an
 /// absent field reads as a static empty slice).
-fn range_in(whole: &[u8], part: &[u8]) -> Range<usize> {
+pub(crate) fn range_in(whole: &[u8], part: &[u8]) -> Range<usize> {
     if part.is_empty() {
         return 0..0;
     }

@@ -5,19 +5,18 @@ use crate::group::WriteGroup;
 use crate::ingest::IngestSession;
 use crate::registry::{Lookup, Registry, Replica};
 use crate::request::Request;
+use crate::update_group::UpdateGroup;
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
-use vasto_engine::{EngineError, LogPosition, Shard, Write};
-use vasto_wire::{fb, only_selector, parse_frame, Admission, ClusterToken, Doorman, FrameEncoder, OpKind, Role, ShardSelector, Status, UpdateOutcome};
+use vasto_engine::{EngineError, KeyUpdate, LogPosition, Shard, Write};
+use vasto_wire::{fb, only_selector, parse_frame, Admission, ClusterToken, Doorman, FrameEncoder, OpKind, Role, ShardSelector, Status};
 
 /// Largest accepted value, in bytes.
 pub const MAX_VALUE_BYTES: usize = 32 << 20;
 /// Largest accepted key, in bytes.
 pub const MAX_KEY_BYTES: usize = 64 << 10;
-/// A returned value's buffer grown past this by a large value is released after the answer.
-const KEEP_RETURNED: usize = 1 << 20;
 /// Largest page a scan returns, whatever the client asks.
 pub const MAX_SCAN_LIMIT: u32 = 10_000;
 /// Keys and values a scan page carries at most (a page always has at least one entry, so one
@@ -39,10 +38,11 @@ pub struct Handler {
     ingest: Option<IngestSession>,
     /// Puts and deletes held for one group commit (see [`crate::group`]).
     group: WriteGroup,
+    /// Read-modify-writes held for one group commit (see [`crate::update_group`]); only one of
+    /// the two groups holds anything at a time, so answers keep the order of the requests.
+    updates: UpdateGroup,
     /// Where the answers of the last flush end in the output, if `handle` flushed; else 0.
     flushed_to: usize,
-    /// The value an update returns, reused across requests.
-    returned: Vec<u8>,
 }
 
 /// What the connection loop should do after a frame.
@@ -72,7 +72,17 @@ impl Handler {
     /// the clocks caught up).
     pub fn new(registry: Arc<Registry>, token: Option<ClusterToken>, peer: SocketAddr, max_skew_ns: u64) -> Self {
         let door = Doorman::new("store", token);
-        Self { registry, enc: FrameEncoder::new(), door, peer, max_skew_ns, ingest: None, group: WriteGroup::default(), flushed_to: 0, returned: Vec::new() }
+        Self {
+            registry,
+            enc: FrameEncoder::new(),
+            door,
+            peer,
+            max_skew_ns,
+            ingest: None,
+            group: WriteGroup::default(),
+            updates: UpdateGroup::default(),
+            flushed_to: 0,
+        }
     }
 
     /// A new handler on the same registry and the same admitted peer, with nothing held (used to
@@ -109,8 +119,8 @@ impl Handler {
         next
     }
 
-    /// Like [`Handler::request`] for the frame body at `body` in `input`, except that a put or
-    /// delete may be held for a group commit: its answer is appended by the next
+    /// Like [`Handler::request`] for the frame body at `body` in `input`, except that a put,
+    /// delete or update may be held for a group commit: its answer is appended by the next
     /// [`Handler::flush_writes`], which must be called with the same `input` before it changes.
     /// Held writes are committed before any other request is handled, so answers stay in
     /// request order. A request the peer's role may not make is refused and closes the
@@ -144,6 +154,7 @@ impl Handler {
         let held = match request {
             Request::Put(r) => self.hold_put(input, id, r, out),
             Request::Delete(r) => self.hold_delete(input, id, r, out),
+            Request::Update(r) => self.hold_update(input, id, r, out),
             other => {
                 self.flush_writes(input, out);
                 return self.serve(out, id, other);
@@ -200,8 +211,7 @@ impl Handler {
             Request::Get(r) => self.get(out, id, r),
             Request::Batch(r) => self.batch(r),
             Request::Scan(r) => self.scan(out, id, r),
-            Request::Update(r) => self.update(out, id, r),
-            Request::Put(_) | Request::Delete(_) => Err(reject(Status::Internal, "a write reached the unheld path")),
+            Request::Put(_) | Request::Delete(_) | Request::Update(_) => Err(reject(Status::Internal, "a write reached the unheld path")),
         };
         match result {
             Ok(Responded::Yes) => {}
@@ -265,23 +275,19 @@ impl Handler {
         Ok(Responded::Yes)
     }
 
-    /// A read-modify-write, run under the replica's change-log lock (see `vasto_engine::UpdateOp`).
-    fn update(&mut self, out: &mut Vec<u8>, id: u64, r: fb::Update<'_>) -> Result<Responded, Reject> {
+    /// Validates a read-modify-write and holds it for the group commit (run under the
+    /// replica's change-log lock: see `vasto_engine::UpdateOp`).
+    fn hold_update(&mut self, input: &[u8], id: u64, r: fb::Update<'_>, out: &mut Vec<u8>) -> Result<(), Reject> {
         let replica = self.writable(r.keyspace(), r.shard())?;
         let key = checked_key(&replica, r.key())?;
         let value = checked_value(r.value())?;
         let event_time_ns = self.checked_time(r.event_time_ns())?;
         let op = crate::update::operation(&r, value).map_err(|why| reject(Status::BadRequest, why))?;
-        let done = replica.update(key, event_time_ns, &op, &mut self.returned).map_err(engine_error)?;
-        // Wakes the tails if it wrote (a spurious wake-up finds nothing new).
-        replica.appended();
-        let value = done.returned.then_some(self.returned.as_slice());
-        let outcome = UpdateOutcome { applied: done.applied, value, number: done.number, float_number: done.float_number };
-        self.enc.update_outcome(out, id, &outcome);
-        if self.returned.capacity() > KEEP_RETURNED {
-            self.returned = Vec::new();
+        if !self.group.is_empty() || self.updates.is_full() {
+            self.flush_writes(input, out);
         }
-        Ok(Responded::Yes)
+        self.updates.hold(input, id, &replica, KeyUpdate { key, event_time_ns, op });
+        Ok(())
     }
 
     /// The replica for a write: refused with `Unavailable` while it is frozen (checked again,
@@ -328,15 +334,16 @@ impl Handler {
     }
 
     fn hold(&mut self, input: &[u8], out: &mut Vec<u8>, id: u64, replica: &Arc<Replica>, write: Write<'_>) {
-        if self.group.is_full() {
+        if self.group.is_full() || !self.updates.is_empty() {
             self.flush_writes(input, out);
         }
         self.group.hold(input, id, replica, write);
     }
 
-    /// Commits the held writes and appends their answers (see [`Handler::handle`]).
+    /// Commits the held writes or updates and appends their answers (see [`Handler::handle`]).
     pub fn flush_writes(&mut self, input: &[u8], out: &mut Vec<u8>) {
         self.group.flush(input, &mut self.enc, out);
+        self.updates.flush(input, &mut self.enc, out);
         self.flushed_to = out.len();
     }
 
@@ -347,9 +354,10 @@ impl Handler {
         self.flushed_to
     }
 
-    /// Answers every held write `Internal` without writing it (the handler panicked).
+    /// Answers every held write and update `Internal` without running it (the handler panicked).
     pub fn abandon_writes(&mut self, out: &mut Vec<u8>) {
         self.group.abandon(&mut self.enc, out);
+        self.updates.abandon(&mut self.enc, out);
     }
 
     fn batch(&mut self, r: fb::Batch<'_>) -> Result<Responded, Reject> {

@@ -27,6 +27,7 @@ mod snapshot_gate;
 mod split;
 mod tail;
 mod update;
+mod update_group;
 
 pub use handler::{MAX_KEY_BYTES, MAX_SCAN_BYTES, MAX_SCAN_LIMIT, MAX_VALUE_BYTES};
 pub use identity::default_boot_id_path;

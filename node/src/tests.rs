@@ -262,3 +262,50 @@ fn answers_are_sent_in_bounded_batches_whatever_the_requests_ask_for() {
     assert_eq!(answered, 40, "every request answered, in order");
     assert!(rounds >= 4, "the answers went out in bounded batches ({rounds})");
 }
+
+#[test]
+fn pipelined_updates_are_grouped_yet_see_every_request_before_them() {
+    use vasto_wire::{fb::UpdateKind, UpdateRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = admitted(registry(dir.path()));
+    let (mut input, mut enc) = (Vec::new(), FrameEncoder::new());
+    let incr = |key: &'static [u8], delta, t| UpdateRequest { delta, ..UpdateRequest::new(UpdateKind::IncrInt, key, t) };
+    enc.put(&mut input, 1, "ks", 0, b"a", b"x", 10, 0);
+    enc.update(&mut input, 2, "ks", 0, &incr(b"c", 1, 11));
+    enc.update(&mut input, 3, "ks", 0, &incr(b"c", 2, 12));
+    enc.update(&mut input, 4, "ks", 0, &UpdateRequest { value: b" y", ..UpdateRequest::new(UpdateKind::Append, b"a", 13) });
+    enc.update(&mut input, 5, "ks", 0, &incr(b"a", 1, 14));
+    enc.update(&mut input, 6, "ks", 0, &incr(b"c", 3, 15));
+    enc.get(&mut input, 7, "ks", 0, b"a");
+    enc.update(&mut input, 8, "ks", 0, &UpdateRequest { value: b"new", return_old: true, ..UpdateRequest::new(UpdateKind::Set, b"c", 16) });
+    enc.put(&mut input, 9, "ks", 0, b"c", b"last", 17, 0);
+    enc.update(&mut input, 10, "ks", 0, &UpdateRequest { return_old: true, ..UpdateRequest::new(UpdateKind::Delete, b"c", 18) });
+    let mut out = Vec::new();
+    let (consumed, after) = process(&mut h, &input, &mut out, DEFAULT_MAX_FRAME);
+    assert!(matches!(after, After::Read) && consumed == input.len());
+    let mut answers = Vec::new();
+    let mut rest = &out[..];
+    while let Some(n) = frame_len(rest, DEFAULT_MAX_FRAME).unwrap() {
+        let f = parse_frame(&rest[LEN_PREFIX..n]).unwrap();
+        let r = f.body_as_response().unwrap();
+        answers.push((f.id(), r.status(), r.number(), r.value().map(|v| String::from_utf8_lossy(v).into_owned())));
+        rest = &rest[n..];
+    }
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(
+        answers,
+        vec![
+            (1, Status::Ok, 0, None),
+            (2, Status::Ok, 1, None),
+            (3, Status::Ok, 3, None),
+            (4, Status::Ok, 3, None),
+            (5, Status::Refused, 0, None),
+            (6, Status::Ok, 6, None),
+            (7, Status::Ok, 0, s("x y")),
+            (8, Status::Ok, 0, s("6")),
+            (9, Status::Ok, 0, None),
+            (10, Status::Ok, 0, s("last")),
+        ],
+        "answers in request order, each update seeing the requests before it"
+    );
+}

@@ -6,7 +6,7 @@ use vasto_wire::{fb, Condition, ExpiryMode, UpdateKind};
 
 /// The engine operation an `Update` asks for (`value` already checked against the value
 /// limit); `Err` names what is malformed.
-pub(crate) fn operation<'a>(r: &fb::Update<'a>, value: &'a [u8]) -> Result<UpdateOp<'a>, &'static str> {
+pub(crate) fn operation<'v>(r: &fb::Update<'_>, value: &'v [u8]) -> Result<UpdateOp<'v>, &'static str> {
     let expiry = match r.expiry() {
         ExpiryMode::Clear => ExpiryChange::Clear,
         ExpiryMode::At => ExpiryChange::At(r.expires_at_ns()),
