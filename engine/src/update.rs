@@ -301,6 +301,10 @@ impl Shard {
         GROUPED.with(|g| {
             SCRATCH.with(|s| {
                 let g = &mut *g.borrow_mut();
+                // Nothing is left from a group a panic cut short on this thread.
+                g.decided.clear();
+                g.keys.clear();
+                g.returned.clear();
                 let Scratch { value, entry, written } = &mut *s.borrow_mut();
                 let mut batch = WriteBatch::default();
                 let mut seq = append.next_seq() - 1;
