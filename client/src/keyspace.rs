@@ -94,8 +94,20 @@ impl Keyspace {
     /// the key is missing, deleted or expired. Reusing one buffer across calls makes a read
     /// allocate nothing: the buffer is exchanged with the connection's, not copied into.
     pub async fn get_into(&self, key: &[u8], value: &mut Vec<u8>) -> Result<bool, ClientError> {
+        let now = tokio::time::Instant::now();
+        self.get_into_until(key, value, now, now + self.inner.config.timeout).await
+    }
+
+    /// [`Keyspace::get_into`] within `deadline` (`now` is the current time).
+    pub(crate) async fn get_into_until(
+        &self,
+        key: &[u8],
+        value: &mut Vec<u8>,
+        now: tokio::time::Instant,
+        deadline: tokio::time::Instant,
+    ) -> Result<bool, ClientError> {
         let name = &*self.name;
-        let reply = self.route(Target::Key(key), Op::Read, value, |enc, out, id, shard| enc.get(out, id, name, shard, key)).await?;
+        let reply = self.route_until(Target::Key(key), Op::Read, value, now, deadline, |enc, out, id, shard| enc.get(out, id, name, shard, key)).await?;
         match reply.status {
             Status::Ok => Ok(true),
             Status::NotFound => Ok(false),

@@ -3,7 +3,7 @@
 //! per key. A key whose first attempt meets a failover, a stale table or a lost connection is
 //! retried alone under [`Keyspace::get`]'s rules, within the same deadline.
 use crate::conn::Sent;
-use crate::keyspace::{pick, Op, Target};
+use crate::keyspace::pick;
 use crate::{ClientError, Keyspace, ReadFrom};
 use futures_util::future::join_all;
 use std::sync::atomic::Ordering;
@@ -93,12 +93,6 @@ impl Keyspace {
     /// [`Keyspace::get`] within `deadline`.
     async fn get_until(&self, key: &[u8], now: tokio::time::Instant, deadline: tokio::time::Instant) -> GetResult {
         let mut value = Vec::new();
-        let name = &*self.name;
-        let reply = self.route_until(Target::Key(key), Op::Read, &mut value, now, deadline, |enc, out, id, shard| enc.get(out, id, name, shard, key)).await?;
-        match reply.status {
-            Status::Ok => Ok(Some(value)),
-            Status::NotFound => Ok(None),
-            status => Err(ClientError::Server { status, message: reply.message }),
-        }
+        Ok(self.get_into_until(key, &mut value, now, deadline).await?.then_some(value))
     }
 }

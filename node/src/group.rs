@@ -50,13 +50,7 @@ impl WriteGroup {
 
     /// Holds `write`, whose key and value are slices of `input`.
     pub fn hold(&mut self, input: &[u8], id: u64, replica: &Arc<Replica>, write: Write<'_>) {
-        let replica = match self.replicas.iter().position(|r| Arc::ptr_eq(r, replica)) {
-            Some(i) => i,
-            None => {
-                self.replicas.push(Arc::clone(replica));
-                self.replicas.len() - 1
-            }
-        };
+        let replica = replica_index(&mut self.replicas, replica);
         let held = match write {
             Write::Put { key, value, event_time_ns, ttl_ns } => {
                 HeldWrite { id, replica, key: range_in(input, key), value: Some(range_in(input, value)), event_time_ns, ttl_ns }
@@ -122,6 +116,17 @@ impl WriteGroup {
             enc.status(out, w.id, Status::Internal, "internal error while handling the request", 0);
         }
         self.replicas.clear();
+    }
+}
+
+/// The index of `replica` in a group's `replicas`, added at the end when it is not there yet.
+pub(crate) fn replica_index(replicas: &mut Vec<Arc<Replica>>, replica: &Arc<Replica>) -> usize {
+    match replicas.iter().position(|r| Arc::ptr_eq(r, replica)) {
+        Some(i) => i,
+        None => {
+            replicas.push(Arc::clone(replica));
+            replicas.len() - 1
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 //!
 //! Each update is still answered only after its write is committed, and in request order; the
 //! group is run before any other request of the connection is handled.
-use crate::group::{range_in, MAX_GROUP};
+use crate::group::{range_in, replica_index, MAX_GROUP};
 use crate::registry::Replica;
 use std::ops::Range;
 use std::sync::Arc;
@@ -53,13 +53,7 @@ impl UpdateGroup {
     /// Holds `update`, whose key and value (a set's value, an append's suffix) are slices of
     /// `input`.
     pub fn hold(&mut self, input: &[u8], id: u64, replica: &Arc<Replica>, update: KeyUpdate<'_>) {
-        let replica = match self.replicas.iter().position(|r| Arc::ptr_eq(r, replica)) {
-            Some(i) => i,
-            None => {
-                self.replicas.push(Arc::clone(replica));
-                self.replicas.len() - 1
-            }
-        };
+        let replica = replica_index(&mut self.replicas, replica);
         let value = match update.op {
             UpdateOp::Set { value, .. } => value,
             UpdateOp::Append { suffix, .. } => suffix,
