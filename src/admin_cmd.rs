@@ -16,9 +16,19 @@ pub enum AdminAction {
         /// Number of shards.
         #[arg(long)]
         shards: u32,
-        /// Copies of each shard, on distinct stores.
+        /// Copies of each shard, on distinct stores (in distinct zones where stores give them).
         #[arg(long, default_value_t = 1)]
         replicas: u32,
+        /// Refuse the keyspace unless the replicas of every shard can be put in distinct zones
+        /// (without it such a keyspace is created with a warning).
+        #[arg(long)]
+        require_zones: bool,
+    },
+    /// Start a full compaction of every replica of a keyspace (it runs in the stores'
+    /// background: drops overwritten and deleted values, expired keys and old tombstones).
+    Compact {
+        /// Keyspace name.
+        keyspace: String,
     },
     /// Delete a keyspace and all its data.
     DeleteKeyspace {
@@ -64,9 +74,15 @@ pub async fn run(master: &str, token: &crate::token_arg::TokenArg, action: Admin
     let timeout = if long { Duration::from_secs(3600) } else { Duration::from_secs(10) };
     let mut admin = AdminClient::connect_with(master, &token.client(timeout)?).await.context("connecting to the master")?;
     match action {
-        AdminAction::CreateKeyspace { name, shards, replicas } => {
-            admin.create_keyspace(&name, shards, replicas).await?;
+        AdminAction::CreateKeyspace { name, shards, replicas, require_zones } => {
+            let said = admin.create_keyspace_placed(&name, shards, replicas, require_zones).await?;
             println!("keyspace {name}: {shards} shards x {replicas} replicas");
+            if let Some((_, warning)) = said.split_once(vasto_master::ZONE_WARNING) {
+                eprintln!("warning: {warning}");
+            }
+        }
+        AdminAction::Compact { keyspace } => {
+            println!("{}", admin.compact_keyspace(&keyspace).await?);
         }
         AdminAction::DeleteKeyspace { name } => {
             admin.delete_keyspace(&name).await?;
@@ -98,10 +114,14 @@ pub async fn run(master: &str, token: &crate::token_arg::TokenArg, action: Admin
 pub fn render(s: &ClusterStatus) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "STORES ({})", s.stores.len());
-    let _ = writeln!(out, "  {:<22} {:<22} {:<5} {:>9} {:>10}", "ID", "ADDRESS", "STATE", "REPLICAS", "DISK");
+    let _ = writeln!(out, "  {:<22} {:<22} {:<10} {:<5} {:>9} {:>19}", "ID", "ADDRESS", "ZONE", "STATE", "REPLICAS", "DISK FREE/SIZE");
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     for st in &s.stores {
         let state = if st.up { "up" } else { "DOWN" };
-        let _ = writeln!(out, "  {:<22} {:<22} {:<5} {:>9} {:>9.1}G", st.id, st.address, state, st.replicas, st.capacity_bytes as f64 / (1u64 << 30) as f64);
+        let zone = if st.zone.is_empty() { "-" } else { &st.zone };
+        let full = if st.disk_full { "  DISK FULL: takes no new replicas" } else { "" };
+        let disk = format!("{:.1}G/{:.1}G", gib(st.free_bytes), gib(st.capacity_bytes));
+        let _ = writeln!(out, "  {:<22} {:<22} {:<10} {:<5} {:>9} {:>19}{full}", st.id, st.address, zone, state, st.replicas, disk);
     }
     let _ = writeln!(out, "KEYSPACES ({})", s.keyspaces.len());
     for ks in &s.keyspaces {

@@ -134,6 +134,10 @@ pub async fn get(a: KeyArgs) -> anyhow::Result<()> {
         Some(v) => {
             let mut out = std::io::stdout().lock();
             out.write_all(&v)?;
+            // Raw bytes for pipes and files; a terminal also gets the newline its prompt needs.
+            if std::io::IsTerminal::is_terminal(&out) && !v.ends_with(b"\n") {
+                out.write_all(b"\n")?;
+            }
             out.flush()?;
             Ok(())
         }

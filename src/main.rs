@@ -121,6 +121,15 @@ enum Command {
         /// packets instead of refusing them is tried again after this).
         #[arg(long, default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
         master_connect_timeout_ms: u64,
+        /// The failure domain this store runs in (a rack or availability zone): the master puts
+        /// the replicas of a shard in distinct zones first.
+        #[arg(long, default_value = "", value_parser = parse_zone)]
+        zone: String,
+        /// Free space, in MB, below which the data disk counts as full: the store then takes no
+        /// new replicas (it still serves and takes writes until the disk itself refuses them).
+        /// Default: 5% of the filesystem, at most 1024 MB.
+        #[arg(long)]
+        min_free_mb: Option<u64>,
         #[command(flatten)]
         token: token_arg::TokenArg,
     },
@@ -161,6 +170,16 @@ fn parse_cluster_id(text: &str) -> Result<u64, String> {
 /// Parses `--sync`.
 fn parse_sync(text: &str) -> Result<vasto_node::SyncMode, String> {
     vasto_node::SyncMode::from_name(text).ok_or_else(|| format!("{text:?}: use none, everysec or always"))
+}
+
+/// A zone name: up to 64 of [A-Za-z0-9_.-] (it is shown in status and metrics labels).
+fn parse_zone(text: &str) -> Result<String, String> {
+    let ok = text.len() <= 64 && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("{text:?}: use up to 64 of [A-Za-z0-9_.-]"))
+    }
 }
 
 fn init_logs(default: &str) {
@@ -211,6 +230,8 @@ fn main() -> ExitCode {
             read_timeout_ms,
             idle_timeout_secs,
             master_connect_timeout_ms,
+            zone,
+            min_free_mb,
             token,
         } => {
             init_logs("info");
@@ -235,6 +256,8 @@ fn main() -> ExitCode {
                     read_timeout: std::time::Duration::from_millis(read_timeout_ms),
                     idle_timeout: std::time::Duration::from_secs(idle_timeout_secs),
                     master_connect_timeout: std::time::Duration::from_millis(master_connect_timeout_ms),
+                    zone,
+                    min_free_bytes: min_free_mb.map(|mb| mb.saturating_mul(1 << 20)),
                 };
                 let node = vasto_node::start(config)?;
                 Ok(node.run_until_stopped()?)

@@ -99,7 +99,7 @@ fn a_secured_cluster_serves_token_holders_and_refuses_strangers() {
     let mut forged = Vec::new();
     let info =
         ShardInfo { keyspace: "sec".into(), shard: 0, shards: 2, replica: 0, replicas: 2, committed: 2, committed_at_ms: u64::MAX / 2, ..Default::default() };
-    enc.register(&mut forged, &real_id, "127.0.0.1:1", 1, &[info], 1);
+    enc.register(&mut forged, &real_id, "127.0.0.1:1", "", vasto_wire::DiskReport::default(), &[info], 1);
     refused_before_the_proof(unauthenticated(&cluster.master_addr, Role::Store), &forged);
     // A tail and a snapshot request to a store: no change or data leaves it.
     let mut tail = Vec::new();

@@ -45,7 +45,8 @@ impl AdminClient {
             let frame = parse_frame(&self.buf).map_err(|e| lost(e.to_string()))?;
             let Some(reply) = frame.body_as_admin_reply().filter(|_| frame.id() == id) else { continue };
             return match reply.status() {
-                Status::Ok => Ok(reply.json().unwrap_or_default().to_owned()),
+                // A document when the request asked for one, else what the master said it did.
+                Status::Ok => Ok(reply.json().filter(|j| !j.is_empty()).or(reply.message()).unwrap_or_default().to_owned()),
                 status => Err(ClientError::Server { status, message: reply.message().unwrap_or_default().to_owned() }),
             };
         }
@@ -53,7 +54,21 @@ impl AdminClient {
 
     /// Creates a keyspace of `shards` shards with `replicas` copies each (idempotent).
     pub async fn create_keyspace(&mut self, name: &str, shards: u32, replicas: u32) -> Result<(), ClientError> {
-        self.request(|enc, out, id| enc.create_keyspace(out, id, name, shards, replicas)).await.map(drop)
+        self.create_keyspace_placed(name, shards, replicas, false).await.map(drop)
+    }
+
+    /// [`AdminClient::create_keyspace`], returning what the master said: a warning when the
+    /// replicas of some shard could not be spread over distinct zones. With `require_zones`
+    /// such a keyspace is refused instead (`BadRequest`).
+    pub async fn create_keyspace_placed(&mut self, name: &str, shards: u32, replicas: u32, require_zones: bool) -> Result<String, ClientError> {
+        self.request(|enc, out, id| enc.create_keyspace(out, id, name, shards, replicas, require_zones)).await
+    }
+
+    /// Starts a full compaction of every replica of `name` (each runs in its store's
+    /// background); returns once all have started. `Unavailable` if a store holding some of it
+    /// is down.
+    pub async fn compact_keyspace(&mut self, name: &str) -> Result<String, ClientError> {
+        self.request(|enc, out, id| enc.compact_keyspace(out, id, name)).await
     }
 
     /// Deletes a keyspace and all its data.

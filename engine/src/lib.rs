@@ -84,6 +84,18 @@ pub enum EngineError {
 
 /// A copy for each of the requests one failure fails (a group commit's writes): the same
 /// variant and text; an I/O error is copied as its kind and message.
+impl EngineError {
+    /// True when the disk refused the operation (full, or an I/O error): the replica cannot
+    /// take writes now, though it may still serve reads, so a client should use another.
+    pub fn is_disk_failure(&self) -> bool {
+        match self {
+            EngineError::Rocks(e) => e.kind() == rocksdb::ErrorKind::IOError,
+            EngineError::Io { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 impl Clone for EngineError {
     fn clone(&self) -> Self {
         match self {

@@ -108,15 +108,21 @@ impl Drop for BusyGuard<'_> {
 /// disk, before any replica exists), creates every replica on its store, and on success marks it
 /// live and pushes the new table. On failure, drops whatever was created and records the
 /// incarnation as deleted (a replica that missed the drop is dropped when its store reports it).
-pub(crate) async fn create_keyspace(shared: &Shared, name: &str, shards: u32, replicas: u32) -> (Status, String) {
+/// Replicas that cannot all go to distinct zones make it refuse with `require_zones`, and
+/// otherwise answer with a warning after [`crate::ZONE_WARNING`].
+pub(crate) async fn create_keyspace(shared: &Shared, name: &str, shards: u32, replicas: u32, require_zones: bool) -> (Status, String) {
     let incarnation = vasto_hash::random_id();
-    let placement = {
+    let (placement, zone_warning) = {
         let mut hub = shared.lock();
         let placement = match hub.state.plan_create(name, shards, replicas) {
             Ok(CreatePlan::AlreadyExists) => return (Status::Ok, format!("keyspace {name} already exists")),
             Ok(CreatePlan::New(placement)) => placement,
             Err(r) => return (r.status, r.message),
         };
+        let zone_warning = hub.state.zone_clashes(&placement);
+        if let Some(clash) = zone_warning.as_ref().filter(|_| require_zones) {
+            return (Status::BadRequest, format!("keyspace {name} refused (--require-zones): {clash}"));
+        }
         hub.state.begin(name, placement.clone());
         hub.state.begin_create(name, incarnation, shards, replicas, unix_ms());
         if let Err(e) = shared.persist(&mut hub) {
@@ -124,7 +130,7 @@ pub(crate) async fn create_keyspace(shared: &Shared, name: &str, shards: u32, re
             hub.state.end(name);
             return (Status::Internal, format!("cannot record keyspace {name} in the master's catalog: {e}"));
         }
-        placement
+        (placement, zone_warning)
     };
     let _busy = BusyGuard { shared, name };
     let now = unix_ms();
@@ -184,7 +190,13 @@ pub(crate) async fn create_keyspace(shared: &Shared, name: &str, shards: u32, re
         }
     };
     tracing::info!(keyspace = name, shards, replicas, version, incarnation = %format!("{incarnation:x}"), "keyspace created");
-    (Status::Ok, format!("keyspace {name} created"))
+    match zone_warning {
+        Some(clash) => {
+            tracing::warn!(keyspace = name, "{clash}");
+            (Status::Ok, format!("keyspace {name} created{}{clash}", crate::ZONE_WARNING))
+        }
+        None => (Status::Ok, format!("keyspace {name} created")),
+    }
 }
 
 /// Deletes a keyspace: records its incarnation as deleted (on disk), drops every replica on a
@@ -213,6 +225,26 @@ pub(crate) async fn delete_keyspace(shared: &Shared, name: &str) -> (Status, Str
             tracing::warn!(keyspace = name, error = %e.message, "some replicas were not dropped yet; they are dropped when their stores report them");
             (Status::Ok, format!("keyspace {name} deleted; some replicas are dropped later: {}", e.message))
         }
+    }
+}
+
+/// Starts a full compaction of every replica of `name` on the stores that are up (each runs in
+/// the store's background; the answer comes once every one has started). `Unavailable` when a
+/// store holding some of it is down or did not answer: those replicas were not compacted.
+pub(crate) async fn compact_keyspace(shared: &Shared, name: &str) -> (Status, String) {
+    let crate::state::CompactPlan { targets, down } = match shared.lock().state.plan_compact(name) {
+        Ok(plan) => plan,
+        Err(r) => return (r.status, r.message),
+    };
+    if let Err(e) = run_commands(shared, ShardCommandKind::Compact, &targets, "compacting").await {
+        return (e.status, e.message);
+    }
+    tracing::info!(keyspace = name, replicas = targets.len(), "full compaction started");
+    let started = format!("compacting {} replicas of {name} in the background", targets.len());
+    if down.is_empty() {
+        (Status::Ok, started)
+    } else {
+        (Status::Unavailable, format!("{started}; not the ones on {}, which are down", down.join(", ")))
     }
 }
 

@@ -1,5 +1,5 @@
 //! A client or admin connection: subscriptions to routing tables and admin requests.
-use crate::admin::{create_keyspace, delete_keyspace};
+use crate::admin::{compact_keyspace, create_keyspace, delete_keyspace};
 use crate::command::Command;
 use crate::hub::{write_loop, Frame, Outbox, Shared};
 use crate::replace_run::replace_store;
@@ -88,8 +88,9 @@ async fn client_loop(shared: &Arc<Shared>, conn: u64, rd: &mut OwnedReadHalf, bu
         let id = frame.id();
         let Some(command) = Command::of(&frame) else {
             let what = frame.body_type().variant_name().unwrap_or("unknown");
-            let message =
-                format!("unexpected {what} message: the master accepts subscribe, create/delete/resize keyspace, replace store, cancel, import and status");
+            let message = format!(
+                "unexpected {what} message: the master accepts subscribe, create/delete/resize/compact keyspace, replace store, cancel, import and status"
+            );
             reply(&peer.outbox, &mut enc, id, Status::BadRequest, &message, "");
             continue;
         };
@@ -111,7 +112,8 @@ fn serve_command(shared: &Arc<Shared>, conn: u64, peer: &mut Peer<'_>, enc: &mut
         Command::KeepAlive => {}
         Command::Create(req) => {
             let (shared, name, shards, replicas) = (Arc::clone(shared), req.keyspace().unwrap_or_default().to_owned(), req.shards(), req.replicas());
-            reply_later(outbox, id, async move { create_keyspace(&shared, &name, shards, replicas).await });
+            let require_zones = req.require_zones();
+            reply_later(outbox, id, async move { create_keyspace(&shared, &name, shards, replicas, require_zones).await });
         }
         Command::Delete(req) => {
             let (shared, name) = (Arc::clone(shared), req.keyspace().unwrap_or_default().to_owned());
@@ -121,6 +123,10 @@ fn serve_command(shared: &Arc<Shared>, conn: u64, peer: &mut Peer<'_>, enc: &mut
             let (shared, name) = (Arc::clone(shared), req.keyspace().unwrap_or_default().to_owned());
             let (from, to) = (req.from().unwrap_or_default().to_owned(), req.to().unwrap_or_default().to_owned());
             reply_later(outbox, id, async move { replace_store(&shared, &name, &from, &to).await });
+        }
+        Command::Compact(req) => {
+            let (shared, name) = (Arc::clone(shared), req.keyspace().unwrap_or_default().to_owned());
+            reply_later(outbox, id, async move { compact_keyspace(&shared, &name).await });
         }
         Command::Resize(req) => {
             let (shared, name, shards) = (Arc::clone(shared), req.keyspace().unwrap_or_default().to_owned(), req.shards());

@@ -18,6 +18,8 @@ pub(crate) enum Command<'a> {
     Resize(fb::ResizeKeyspace<'a>),
     /// Stop the operation running on a keyspace.
     Cancel(fb::CancelOperation<'a>),
+    /// Compact every replica of a keyspace.
+    Compact(fb::CompactKeyspace<'a>),
     /// Hold a keyspace for a bulk import.
     BeginImport(fb::BeginImport<'a>),
     /// Release the hold of [`Command::BeginImport`].
@@ -37,6 +39,7 @@ impl<'a> Command<'a> {
             Body::ReplaceStore => frame.body_as_replace_store().map(Command::Replace),
             Body::ResizeKeyspace => frame.body_as_resize_keyspace().map(Command::Resize),
             Body::CancelOperation => frame.body_as_cancel_operation().map(Command::Cancel),
+            Body::CompactKeyspace => frame.body_as_compact_keyspace().map(Command::Compact),
             Body::BeginImport => frame.body_as_begin_import().map(Command::BeginImport),
             Body::EndImport => frame.body_as_end_import().map(Command::EndImport),
             Body::StatusRequest => Some(Command::Status),
@@ -50,7 +53,9 @@ impl<'a> Command<'a> {
         match self {
             Command::Subscribe(_) | Command::KeepAlive => true,
             Command::BeginImport(_) | Command::EndImport(_) => role == Role::Admin || role == Role::Importer,
-            Command::Create(_) | Command::Delete(_) | Command::Replace(_) | Command::Resize(_) | Command::Cancel(_) | Command::Status => role == Role::Admin,
+            Command::Create(_) | Command::Delete(_) | Command::Replace(_) | Command::Resize(_) | Command::Cancel(_) | Command::Compact(_) | Command::Status => {
+                role == Role::Admin
+            }
         }
     }
 
@@ -64,6 +69,7 @@ impl<'a> Command<'a> {
             Command::Replace(_) => "replace store",
             Command::Resize(_) => "resize keyspace",
             Command::Cancel(_) => "cancel",
+            Command::Compact(_) => "compact keyspace",
             Command::BeginImport(_) => "begin import",
             Command::EndImport(_) => "end import",
             Command::Status => "status",

@@ -32,8 +32,8 @@ fn apply(st: &mut State, event: Event, now: u64) {
     let id = |s: u8| format!("store-{s}");
     let generation = |st: &State, s: u8| st.stores.get(&id(s)).map_or(0, |r| r.generation);
     match event {
-        Event::Register(s, reports) => drop(st.register(&id(s), &format!("127.0.0.1:{s}"), 1, &reports, now)),
-        Event::Resync(s, reports) => drop(st.resync(&id(s), generation(st, s), &format!("127.0.0.1:{s}"), 1, &reports, now)),
+        Event::Register(s, reports) => drop(st.register(&id(s), &format!("127.0.0.1:{s}"), &reports, now)),
+        Event::Resync(s, reports) => drop(st.resync(&id(s), generation(st, s), &format!("127.0.0.1:{s}"), &reports, now)),
         Event::Heartbeat(s, lags) => drop(st.heartbeat(&id(s), generation(st, s), lags, now)),
         Event::Down(s) => drop(st.store_down(&id(s), generation(st, s), now)),
         Event::Create(name, shards, replicas) => {

@@ -165,7 +165,7 @@ pub(crate) fn fail_pending(pending: &Pending) {
 pub(crate) async fn write_loop(wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Frame>) {
     let mut w = BufWriter::new(wr);
     let mut keepalive = Vec::new();
-    FrameEncoder::new().heartbeat(&mut keepalive, "", &[]);
+    FrameEncoder::new().heartbeat(&mut keepalive, "", &[], vasto_wire::DiskReport::default());
     loop {
         let frame = match tokio::time::timeout(vasto_wire::MASTER_KEEPALIVE, rx.recv()).await {
             Ok(Some(frame)) => frame,

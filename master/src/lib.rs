@@ -20,6 +20,7 @@ mod command;
 mod hub;
 mod lag;
 mod participants;
+mod placement;
 mod progress;
 mod reconcile;
 mod replace;
@@ -32,6 +33,7 @@ mod status;
 mod store_conn;
 
 pub use catalog::CatalogError;
+pub use placement::ZONE_WARNING;
 pub use progress::OperationStatus;
 pub use state::{MAX_REPLICAS, MAX_SHARDS};
 pub use status::{ClusterStatus, KeyspaceStatus, LagStatus, RouteStatus, StoreStatus};

@@ -98,7 +98,7 @@ mod tests {
     fn state_with(ids: &[&str], ks: &str, shards: u32, replicas: u32) -> (State, BTreeMap<String, u64>) {
         let mut s = State::default();
         for id in ids {
-            s.register(id, &format!("{id}:1"), 100, &[], 1);
+            s.register(id, &format!("{id}:1"), &[], 1);
             s.note_start(id, 7);
         }
         let Ok(CreatePlan::New(placement)) = s.plan_create(ks, shards, replicas) else { panic!("plan") };
@@ -140,7 +140,7 @@ mod tests {
         let (mut s, gens) = state_with(&["a", "b"], "ks", 1, 2);
         let p = Participants::of_shards(&s, "ks", [0]);
         s.store_down("b", gens["b"], 1_000);
-        s.register("b", "b:1", 1, &[info("ks", 0, 1)], 2_000);
+        s.register("b", "b:1", &[info("ks", 0, 1)], 2_000);
         s.note_start("b", 7);
         assert_eq!(p.check(&s, 2_100, GRACE).unwrap(), Presence::AllUp);
     }
@@ -150,7 +150,7 @@ mod tests {
         let (mut s, gens) = state_with(&["a", "b"], "ks", 1, 2);
         let p = Participants::of_shards(&s, "ks", [0]);
         s.store_down("b", gens["b"], 1_000);
-        s.register("b", "b:1", 1, &[info("ks", 0, 1)], 2_000);
+        s.register("b", "b:1", &[info("ks", 0, 1)], 2_000);
         s.note_start("b", 8);
         let err = p.check(&s, 2_100, GRACE).unwrap_err();
         assert!(err.message.contains("restarted"), "{}", err.message);
@@ -161,7 +161,7 @@ mod tests {
         let (mut s, gens) = state_with(&["a", "b"], "ks", 1, 2);
         let p = Participants::of_shards(&s, "ks", [0]);
         s.store_down("b", gens["b"], 1_000);
-        s.register("b", "b:1", 1, &[], 1_200);
+        s.register("b", "b:1", &[], 1_200);
         s.note_start("b", 7);
         let err = p.check(&s, 1_300, GRACE).unwrap_err();
         assert!(err.message.contains("came back without its replica"), "{}", err.message);

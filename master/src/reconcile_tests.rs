@@ -16,7 +16,7 @@ fn replica(r: ShardInfo, replica: u32, replicas: u32) -> ShardInfo {
 fn state(reports: &[(&str, ShardInfo)]) -> State {
     let mut s = State::default();
     for (i, (store, info)) in reports.iter().enumerate() {
-        s.register(store, &format!("127.0.0.1:{i}"), 0, std::slice::from_ref(info), 1);
+        s.register(store, &format!("127.0.0.1:{i}"), std::slice::from_ref(info), 1);
     }
     s
 }
@@ -92,9 +92,9 @@ fn replicas_of_a_deleted_incarnation_are_dropped_and_a_new_one_is_not_disturbed(
     let new = Entry { incarnation: INC + 1, state: EntryState::Live, shards: 1, replicas: 1, committed_at_ms: 0, created_at_ms: 3 };
     s.catalog.keyspaces.insert("ks".into(), new);
     s.keyspaces.insert("ks".into(), crate::state::Keyspace::empty(INC + 1, 1, 1, 0));
-    s.register("b", "127.0.0.1:9", 0, &[ShardInfo { keyspace_incarnation: INC + 1, ..report(0, 1, 1, 0) }], 4);
+    s.register("b", "127.0.0.1:9", &[ShardInfo { keyspace_incarnation: INC + 1, ..report(0, 1, 1, 0) }], 4);
     assert_eq!(s.keyspaces["ks"].placement, vec![vec!["b".to_owned()]], "the new incarnation's replica is routed");
-    s.register("a", "127.0.0.1:8", 0, &[report(0, 1, 1, 0)], 5);
+    s.register("a", "127.0.0.1:8", &[report(0, 1, 1, 0)], 5);
     assert_eq!(s.keyspaces["ks"].placement, vec![vec!["b".to_owned()]], "the old one never is");
     assert_eq!(fixes(&s), vec![("a".into(), Action::Drop, 0)]);
 }
@@ -103,7 +103,7 @@ fn replicas_of_a_deleted_incarnation_are_dropped_and_a_new_one_is_not_disturbed(
 fn an_interrupted_create_is_rolled_back() {
     let mut s = State::default();
     s.begin_create("ks", INC, 2, 1, 1);
-    s.register("a", "127.0.0.1:1", 0, &[report(0, 2, 2, 0)], 2);
+    s.register("a", "127.0.0.1:1", &[report(0, 2, 2, 0)], 2);
     assert!(!s.table("ks").exists, "a create that did not finish serves nobody");
     let plan = s.reconcile_plan("ks");
     assert!(plan.forget_create);
@@ -148,7 +148,7 @@ fn a_frozen_replica_alone_in_its_slot_is_unfrozen() {
 fn a_report_that_arrived_during_an_operation_is_adopted_once_it_is_over() {
     let mut s = state(&[("a", report(0, 2, 2, 0))]);
     assert!(s.begin("ks", Vec::new()));
-    s.register("b", "127.0.0.1:7", 0, &[report(1, 2, 2, 0)], 2);
+    s.register("b", "127.0.0.1:7", &[report(1, 2, 2, 0)], 2);
     assert_eq!(s.keyspaces["ks"].placement[1][0], "", "not adopted while busy");
     assert!(!s.readopt("ks"), "still busy");
     s.end("ks");

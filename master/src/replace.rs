@@ -45,6 +45,9 @@ impl State {
         if !self.stores.get(&to_id).is_some_and(|s| s.up) {
             return Err(Reject::bad(format!("store {to} is down")));
         }
+        if self.stores.get(&to_id).is_some_and(|s| s.disk_full) {
+            return Err(Reject::bad(format!("store {to} has a full disk: it takes no new replicas")));
+        }
         let from_id = self.resolve(from).unwrap_or_else(|| from.to_owned());
         let slots: Vec<(u32, u32)> = ks
             .placement
@@ -178,7 +181,7 @@ mod tests {
     fn state() -> State {
         let mut s = State::default();
         for (i, id) in ["a", "b", "c"].iter().enumerate() {
-            s.register(id, &format!("127.0.0.1:{i}"), 0, &[], 1);
+            s.register(id, &format!("127.0.0.1:{i}"), &[], 1);
         }
         let placement = vec![vec!["a".to_owned(), "b".to_owned()], vec!["b".to_owned(), "a".to_owned()]];
         s.commit_create("ks", 1, 2, 2, placement, 2);
@@ -218,7 +221,7 @@ mod tests {
         assert!(s.drained("ks", "a", &finals));
         s.store_down("b", gb, 6);
         assert!(!s.drained("ks", "a", &finals), "a replica that is down cannot confirm");
-        s.register("b", "127.0.0.1:1", 0, &[], 6);
+        s.register("b", "127.0.0.1:1", &[], 6);
         let gb = s.stores["b"].generation;
         s.heartbeat("b", gb, vec![at(0, "a", 5, 11), at(1, "a", 5, 3)], 6);
         s.commit_join("ks", 6);

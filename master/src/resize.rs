@@ -5,7 +5,8 @@
 //! move (wrong-shard), the targets drain what is left, and the shard count switches. Lag reports
 //! of these copies name the source as `store#shard`.
 use crate::admin::Done;
-use crate::state::{place, Reject, State, MAX_SHARDS};
+use crate::placement::place;
+use crate::state::{Reject, State, MAX_SHARDS};
 use vasto_wire::{ShardInfo, Status};
 
 /// The peer name a new shard's replica reports for its copy from `store`'s replica of `shard`.
@@ -38,11 +39,11 @@ impl State {
                 info.shard
             )));
         }
-        let live: Vec<&str> = self.stores.iter().filter(|(_, s)| s.up).map(|(id, _)| id.as_str()).collect();
-        if ks.replicas as usize > live.len() {
-            return Err(Reject::bad(format!("new shards need {} distinct stores but only {} are alive", ks.replicas, live.len())));
+        if shards < ks.shards {
+            return Ok(Some(Vec::new()));
         }
-        Ok(Some(if shards > ks.shards { place(&live, self.load(), shards - ks.shards, ks.replicas) } else { Vec::new() }))
+        let candidates = self.enough_candidates("new shards need", ks.replicas)?;
+        Ok(Some(place(&candidates, self.load(), shards - ks.shards, ks.replicas)))
     }
 
     /// The shards receiving keys in the resize in progress, and the shards giving them:
@@ -144,7 +145,7 @@ mod tests {
     fn grow_lists_new_shards_and_switches_once_copied_and_drained() {
         let mut s = State::default();
         for (i, id) in ["a", "b", "c"].iter().enumerate() {
-            s.register(id, &format!("127.0.0.1:{i}"), 0, &[], 1);
+            s.register(id, &format!("127.0.0.1:{i}"), &[], 1);
         }
         s.commit_create("ks", 9, 2, 1, vec![vec!["a".into()], vec!["b".into()]], 2);
         assert_eq!(s.plan_resize("ks", 2).unwrap(), None);

@@ -62,7 +62,15 @@ impl FakeStore {
         let (mut rd, mut wr) = s.into_split();
         let mut out = Vec::new();
         let held: Vec<ShardInfo> = shards.lock().expect("lock").iter().cloned().collect();
-        FrameEncoder::new().register(&mut out, id, &format!("{id}.example:7000"), 1 << 30, &held, 1);
+        FrameEncoder::new().register(
+            &mut out,
+            id,
+            &format!("{id}.example:7000"),
+            "",
+            vasto_wire::DiskReport { capacity_bytes: 1 << 30, free_bytes: 1 << 29, full: false },
+            &held,
+            1,
+        );
         wr.write_all(&out).await.expect("register");
         let wr = Arc::new(tokio::sync::Mutex::new(wr));
         let lags = Arc::new(Mutex::new(Vec::new()));
@@ -154,7 +162,7 @@ async fn send(wr: &tokio::sync::Mutex<OwnedWriteHalf>, frame: &[u8]) -> std::io:
 async fn heartbeat(wr: &tokio::sync::Mutex<OwnedWriteHalf>, id: &str, lags: &Mutex<Vec<ReplicaLag>>) -> std::io::Result<()> {
     let mut w = wr.lock().await;
     let mut out = Vec::new();
-    FrameEncoder::new().heartbeat(&mut out, id, &lags.lock().expect("lock"));
+    FrameEncoder::new().heartbeat(&mut out, id, &lags.lock().expect("lock"), vasto_wire::DiskReport::default());
     w.write_all(&out).await
 }
 
@@ -252,14 +260,14 @@ async fn create_push_store_down_and_delete() {
 
     // Too many replicas for one store.
     let mut out = Vec::new();
-    enc.create_keyspace(&mut out, 6, "ks", 4, 2);
+    enc.create_keyspace(&mut out, 6, "ks", 4, 2, false);
     request(&mut client, out).await;
     let (st, msg) = reply_to(&mut client, 6, Vec::new()).await;
     assert_eq!(st, Status::BadRequest);
     assert!(msg.contains("needs 2 distinct stores but only 1"), "{msg}");
 
     let mut out = Vec::new();
-    enc.create_keyspace(&mut out, 7, "ks", 4, 1);
+    enc.create_keyspace(&mut out, 7, "ks", 4, 1, false);
     request(&mut client, out).await;
     let (t, seen) = table_where(&mut client, |t| t.exists).await;
     assert_eq!((t.shards, t.replicas, t.routes.len()), (4, 1, 4));
@@ -269,7 +277,7 @@ async fn create_push_store_down_and_delete() {
 
     // Same again: idempotent.
     let mut out = Vec::new();
-    enc.create_keyspace(&mut out, 8, "ks", 4, 1);
+    enc.create_keyspace(&mut out, 8, "ks", 4, 1, false);
     request(&mut client, out).await;
     assert_eq!(reply_to(&mut client, 8, Vec::new()).await.0, Status::Ok);
 
@@ -327,7 +335,7 @@ async fn silent_store_is_marked_down_by_the_heartbeat_timeout() {
     FrameEncoder::new().subscribe(&mut out, "ks");
     request(&mut client, out).await;
     let mut out = Vec::new();
-    FrameEncoder::new().create_keyspace(&mut out, 1, "ks", 2, 1);
+    FrameEncoder::new().create_keyspace(&mut out, 1, "ks", 2, 1, false);
     request(&mut client, out).await;
     table_where(&mut client, |t| t.exists).await;
     // Stop the heartbeats but keep the socket open (a hung process).
@@ -402,7 +410,7 @@ async fn bad_input_never_hurts_other_connections() {
     request(&mut client, out).await;
     assert!(matches!(next_msg(&mut client).await, Msg::Reply { id: 42, status: Status::BadRequest, .. }));
     let mut out = Vec::new();
-    FrameEncoder::new().create_keyspace(&mut out, 43, ".bad", 1, 1);
+    FrameEncoder::new().create_keyspace(&mut out, 43, ".bad", 1, 1, false);
     request(&mut client, out).await;
     assert!(matches!(next_msg(&mut client).await, Msg::Reply { id: 43, status: Status::BadRequest, .. }));
     assert!(status(&mut client).await.stores.is_empty());

@@ -6,6 +6,7 @@
 //! the current time in milliseconds, so the rules are unit-tested without sockets. Adopting the
 //! stores' reports (which replica fills which slot) lives in `adopt`.
 use crate::catalog::{Catalog, Entry, EntryState};
+use crate::placement::place;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use vasto_wire::{ReplicaLag, ReplicaRoute, RoutingTable, ShardInfo, Status};
 
@@ -41,6 +42,12 @@ impl Reject {
 pub(crate) struct StoreRecord {
     pub address: String,
     pub capacity_bytes: u64,
+    /// Free bytes of its data filesystem, as last reported (registration, heartbeat).
+    pub free_bytes: u64,
+    /// Its free space fell below its reserve: it takes no new replicas.
+    pub disk_full: bool,
+    /// Its failure domain (`vasto store --zone`; empty: none).
+    pub zone: String,
     pub up: bool,
     /// Generation of the connection that registered last; only that connection may mark it down.
     pub generation: u64,
@@ -102,6 +109,12 @@ impl Keyspace {
     pub(crate) fn holds(&self, store: &str) -> bool {
         self.placement.iter().flatten().any(|s| s == store) || self.joining.iter().any(|j| j.store == store)
     }
+}
+
+/// What `vasto admin compact` reaches: (store, replica) pairs, and the stores it cannot.
+pub(crate) struct CompactPlan {
+    pub targets: Vec<(String, ShardInfo)>,
+    pub down: Vec<String>,
 }
 
 /// Outcome of planning a create.
@@ -169,15 +182,19 @@ impl State {
     /// Records a store's (re)connection: it is up, owned by a new connection generation, its
     /// previous lags are forgotten, and every shard it reports is adopted. Returns the generation
     /// and the keyspaces whose routing changed (their versions are already bumped).
-    pub fn register(&mut self, id: &str, address: &str, capacity_bytes: u64, shards: &[ShardInfo], now_ms: u64) -> (u64, Vec<String>) {
+    pub fn register(&mut self, id: &str, address: &str, shards: &[ShardInfo], now_ms: u64) -> (u64, Vec<String>) {
         let sane: Vec<ShardInfo> = shards.iter().filter(|i| crate::adopt::sane_report(id, i)).cloned().collect();
         let shards = &sane[..];
         self.generations += 1;
         let generation = self.generations;
         let before = self.catching_all();
+        let host = self.stores.get(id).map(|r| (r.capacity_bytes, r.free_bytes, r.disk_full, r.zone.clone())).unwrap_or_default();
         let record = StoreRecord {
             address: address.to_owned(),
-            capacity_bytes,
+            capacity_bytes: host.0,
+            free_bytes: host.1,
+            disk_full: host.2,
+            zone: host.3,
             up: true,
             generation,
             lags: Vec::new(),
@@ -203,9 +220,9 @@ impl State {
         }
     }
 
-    /// A registration repeated on a live connection: re-syncs address, capacity and shard list.
+    /// A registration repeated on a live connection: re-syncs address and shard list.
     /// Returns `None` when `generation` is no longer the store's current connection.
-    pub fn resync(&mut self, id: &str, generation: u64, address: &str, capacity_bytes: u64, shards: &[ShardInfo], now_ms: u64) -> Option<Vec<String>> {
+    pub fn resync(&mut self, id: &str, generation: u64, address: &str, shards: &[ShardInfo], now_ms: u64) -> Option<Vec<String>> {
         if !self.is_current(id, generation) {
             return None;
         }
@@ -214,7 +231,6 @@ impl State {
         let old = self.stores.get(id)?.reports.clone();
         let members = self.members_of(&changed_reports(&old, shards));
         let record = self.stores.get_mut(id)?;
-        record.capacity_bytes = capacity_bytes;
         record.reports = shards.to_vec();
         let moved = record.address != address;
         record.address = address.to_owned();
@@ -316,11 +332,8 @@ impl State {
                 }
             )));
         }
-        let live: Vec<&str> = self.stores.iter().filter(|(_, s)| s.up).map(|(id, _)| id.as_str()).collect();
-        if replicas as usize > live.len() {
-            return Err(Reject::bad(format!("keyspace needs {replicas} distinct stores but only {} are alive", live.len())));
-        }
-        Ok(CreatePlan::New(place(&live, self.load(), shards, replicas)))
+        let candidates = self.enough_candidates("keyspace needs", replicas)?;
+        Ok(CreatePlan::New(place(&candidates, self.load(), shards, replicas)))
     }
 
     /// Marks `name` busy (reserving `placement` in the load); false if it already is.
@@ -393,6 +406,19 @@ impl State {
             }
         }
         Ok(drops)
+    }
+
+    /// The replicas a compaction of `name` reaches (every one a live store reports of its
+    /// current incarnation), and the stores holding some of its placement that are down.
+    pub fn plan_compact(&self, name: &str) -> Result<CompactPlan, Reject> {
+        let Some(ks) = self.keyspaces.get(name) else {
+            return Err(Reject::new(Status::UnknownKeyspace, format!("keyspace {name} does not exist")));
+        };
+        let targets: Vec<(String, ShardInfo)> = self.reported(name).filter(|(_, i)| i.keyspace_incarnation == ks.incarnation).collect();
+        let mut down: Vec<String> = ks.placement.iter().flatten().filter(|s| !s.is_empty() && !self.stores.get(*s).is_some_and(|r| r.up)).cloned().collect();
+        down.sort();
+        down.dedup();
+        Ok(CompactPlan { targets, down })
     }
 
     /// Every replica of keyspace `name` that a live store reports, whatever its incarnation.
@@ -483,23 +509,6 @@ fn count<'a>(rows: impl Iterator<Item = &'a Vec<String>>) -> HashMap<&'a str, us
         *counts.entry(store.as_str()).or_insert(0) += 1;
     }
     counts
-}
-
-/// Places `replicas` copies of each of `shards` shards on distinct stores of `live`, the least
-/// loaded first (ties by store id). Caller guarantees `replicas <= live.len()`.
-pub(crate) fn place<'a>(live: &[&'a str], mut load: HashMap<&'a str, usize>, shards: u32, replicas: u32) -> Vec<Vec<String>> {
-    let mut placement = Vec::with_capacity(shards as usize);
-    for _ in 0..shards {
-        let mut row: Vec<String> = Vec::with_capacity(replicas as usize);
-        for _ in 0..replicas {
-            let pick = live.iter().copied().filter(|id| !row.iter().any(|r| r == id)).min_by_key(|id| (load.get(id).copied().unwrap_or(0), *id));
-            let Some(pick) = pick else { break };
-            *load.entry(pick).or_insert(0) += 1;
-            row.push(pick.to_owned());
-        }
-        placement.push(row);
-    }
-    placement
 }
 
 #[cfg(test)]

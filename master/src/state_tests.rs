@@ -8,7 +8,7 @@ fn info(ks: &str, shard: u32, shards: u32, replica: u32, replicas: u32) -> Shard
 fn with_stores(ids: &[&str]) -> State {
     let mut st = State::default();
     for id in ids {
-        st.register(id, &format!("{id}:1"), 100, &[], 1);
+        st.register(id, &format!("{id}:1"), &[], 1);
     }
     st
 }
@@ -57,7 +57,7 @@ fn placement_is_distinct_and_least_loaded() {
 fn placement_prefers_the_least_loaded_store() {
     let mut st = with_stores(&["a", "b"]);
     create(&mut st, "one", 3, 1, 1); // a, b, a
-    st.register("c", "c:1", 100, &[], 2);
+    st.register("c", "c:1", &[], 2);
     let p = create(&mut st, "two", 2, 1, 2);
     assert_eq!(p, vec![vec!["c".to_string()], vec!["b".to_string()]]);
 }
@@ -109,7 +109,7 @@ fn version_is_monotonic() {
     let v2 = st.version("ks");
     assert!(v2 > v1);
     // Delete and recreate: the version keeps growing even with a clock that went back.
-    st.register("a", "a:1", 100, &[], 1);
+    st.register("a", "a:1", &[], 1);
     let v3 = st.version("ks");
     assert!(v3 > v2);
     st.remove_keyspace("ks", 1);
@@ -125,12 +125,12 @@ fn version_is_monotonic() {
 #[test]
 fn stale_connection_never_marks_a_newer_one_down() {
     let mut st = State::default();
-    let (old, _) = st.register("a", "a:1", 1, &[info("ks", 0, 1, 0, 1)], 1);
-    let (new, _) = st.register("a", "a:2", 1, &[info("ks", 0, 1, 0, 1)], 2);
+    let (old, _) = st.register("a", "a:1", &[info("ks", 0, 1, 0, 1)], 1);
+    let (new, _) = st.register("a", "a:2", &[info("ks", 0, 1, 0, 1)], 2);
     assert!(new > old);
     assert!(st.store_down("a", old, 3).is_empty());
     assert!(st.stores["a"].up);
-    assert!(st.resync("a", old, "a:3", 1, &[], 3).is_none());
+    assert!(st.resync("a", old, "a:3", &[], 3).is_none());
     assert_eq!(st.store_down("a", new, 4), vec!["ks".to_string()]);
     assert!(!st.stores["a"].up);
     assert!(!st.table("ks").routes[0][0].up);
@@ -140,7 +140,7 @@ fn stale_connection_never_marks_a_newer_one_down() {
 fn rebuild_from_reports() {
     // A fresh master learns a 2-shard, 2-replica keyspace from its stores, one at a time.
     let mut st = State::default();
-    let (_, affected) = st.register("a", "a:1", 10, &[info("ks", 0, 2, 0, 2), info("ks", 1, 2, 1, 2)], 100);
+    let (_, affected) = st.register("a", "a:1", &[info("ks", 0, 2, 0, 2), info("ks", 1, 2, 1, 2)], 100);
     assert_eq!(affected, vec!["ks".to_string()]);
     let t = st.table("ks");
     assert!(t.exists);
@@ -149,7 +149,7 @@ fn rebuild_from_reports() {
     // Not reported yet: unknown store, no address, down.
     assert_eq!(t.routes[0][1], ReplicaRoute { store_id: String::new(), address: String::new(), up: false, catching_up: false });
 
-    let (_, affected) = st.register("b", "b:1", 10, &[info("ks", 0, 2, 1, 2), info("ks", 1, 2, 0, 2)], 100);
+    let (_, affected) = st.register("b", "b:1", &[info("ks", 0, 2, 1, 2), info("ks", 1, 2, 0, 2)], 100);
     assert_eq!(affected, vec!["ks".to_string()]);
     let t = st.table("ks");
     assert_eq!(t.version, 101);
@@ -159,18 +159,18 @@ fn rebuild_from_reports() {
 
     // Conflicting or nonsense reports never change the layout or the placement (a report of
     // the same commit is listed as a stray of its shard, which other replicas follow).
-    st.register("c", "c:1", 10, &[info("ks", 0, 4, 0, 2), info("ks", 5, 2, 0, 2), info(".bad", 0, 1, 0, 1)], 200);
+    st.register("c", "c:1", &[info("ks", 0, 4, 0, 2), info("ks", 5, 2, 0, 2), info(".bad", 0, 1, 0, 1)], 200);
     let t = st.table("ks");
     assert_eq!(t.shards, 2);
     let placed: Vec<Vec<&str>> = t.routes.iter().map(|r| r.iter().take(2).map(|x| x.store_id.as_str()).collect()).collect();
     assert_eq!(placed, vec![vec!["a", "b"], vec!["b", "a"]]);
     assert!(!st.keyspaces.contains_key(".bad"));
     // A live holder keeps its slot; a down holder's slot is taken over.
-    st.register("c", "c:1", 10, &[info("ks", 0, 2, 0, 2)], 200);
+    st.register("c", "c:1", &[info("ks", 0, 2, 0, 2)], 200);
     assert_eq!(st.table("ks").routes[0][0].store_id, "a");
     let g = st.stores["a"].generation;
     st.store_down("a", g, 300);
-    st.register("c", "c:1", 10, &[info("ks", 0, 2, 0, 2)], 300);
+    st.register("c", "c:1", &[info("ks", 0, 2, 0, 2)], 300);
     assert_eq!(st.table("ks").routes[0][0].store_id, "c");
 
     let status = st.status(0);
@@ -191,7 +191,7 @@ fn delete_drops_what_is_live_and_remembers_the_incarnation_for_the_rest() {
     st.remove_keyspace("ks", 3);
     assert_eq!(st.catalog.classify("ks", 1), crate::catalog::Known::Deleted);
     // b comes back with its replicas: they are not adopted, and reconcile drops them.
-    st.register("b", "b:1", 1, &[info("ks", 0, 2, 1, 2), info("ks", 1, 2, 1, 2)].map(|i| ShardInfo { keyspace_incarnation: 1, ..i }), 4);
+    st.register("b", "b:1", &[info("ks", 0, 2, 1, 2), info("ks", 1, 2, 1, 2)].map(|i| ShardInfo { keyspace_incarnation: 1, ..i }), 4);
     assert!(!st.table("ks").exists, "a deleted keyspace never comes back");
     let plan = st.reconcile_plan("ks");
     assert_eq!(plan.fixes.iter().filter(|f| f.store == "b" && f.action == crate::reconcile::Action::Drop).count(), 2);
@@ -206,10 +206,10 @@ fn delete_drops_what_is_live_and_remembers_the_incarnation_for_the_rest() {
 fn busy_keyspace_ignores_reports() {
     let mut st = with_stores(&["a"]);
     assert!(st.begin("ks", Vec::new()));
-    st.register("a", "a:1", 1, &[info("ks", 0, 1, 0, 1)], 5);
+    st.register("a", "a:1", &[info("ks", 0, 1, 0, 1)], 5);
     assert!(!st.table("ks").exists);
     st.end("ks");
-    st.register("a", "a:1", 1, &[info("ks", 0, 1, 0, 1)], 6);
+    st.register("a", "a:1", &[info("ks", 0, 1, 0, 1)], 6);
     assert!(st.table("ks").exists);
 }
 
@@ -221,9 +221,9 @@ fn lag(ks: &str, shard: u32, peer: &str, caught_up: bool) -> ReplicaLag {
 /// have each reported being caught up with the other.
 fn b_and_c_with_peer_a() -> State {
     let mut st = State::default();
-    st.register("a", "a:1", 1, &[], 1);
-    st.register("b", "b:1", 1, &[info("ks", 0, 1, 0, 2)], 1);
-    st.register("c", "c:1", 1, &[info("ks", 0, 1, 1, 2)], 1);
+    st.register("a", "a:1", &[], 1);
+    st.register("b", "b:1", &[info("ks", 0, 1, 0, 2)], 1);
+    st.register("c", "c:1", &[info("ks", 0, 1, 1, 2)], 1);
     for (id, peer) in [("b", "c"), ("c", "b")] {
         let g = st.stores[id].generation;
         st.heartbeat(id, g, vec![lag("ks", 0, peer, true)], 1);
@@ -234,9 +234,9 @@ fn b_and_c_with_peer_a() -> State {
 #[test]
 fn a_store_counts_as_catching_up_until_its_first_heartbeat() {
     let mut st = State::default();
-    st.register("b", "b:1", 1, &[info("ks", 0, 1, 0, 2)], 1);
+    st.register("b", "b:1", &[info("ks", 0, 1, 0, 2)], 1);
     assert!(!st.table("ks").routes[0][0].catching_up, "no live peer to catch up with");
-    let (gen_c, affected) = st.register("c", "c:1", 1, &[info("ks", 0, 1, 1, 2)], 2);
+    let (gen_c, affected) = st.register("c", "c:1", &[info("ks", 0, 1, 1, 2)], 2);
     assert_eq!(affected, vec!["ks".to_string()]);
     assert!(st.table("ks").routes[0].iter().all(|r| r.catching_up), "neither has said how far behind it is");
     assert_eq!(st.heartbeat("c", gen_c, vec![lag("ks", 0, "b", true)], 3), Some(vec!["ks".to_string()]));
@@ -250,8 +250,8 @@ fn a_store_counts_as_catching_up_until_its_first_heartbeat() {
 #[test]
 fn a_heartbeat_that_does_not_mention_a_live_peer_is_still_catching_up() {
     let mut st = State::default();
-    st.register("b", "b:1", 1, &[info("ks", 0, 1, 0, 2)], 1);
-    let (gen_c, _) = st.register("c", "c:1", 1, &[info("ks", 0, 1, 1, 2)], 2);
+    st.register("b", "b:1", &[info("ks", 0, 1, 0, 2)], 1);
+    let (gen_c, _) = st.register("c", "c:1", &[info("ks", 0, 1, 1, 2)], 2);
     assert_eq!(st.heartbeat("c", gen_c, Vec::new(), 3), Some(Vec::new()), "no follower of b yet: still catching up");
     assert!(st.table("ks").routes[0][1].catching_up);
     assert_eq!(st.heartbeat("c", gen_c, vec![lag("ks", 0, "elsewhere", true)], 4), Some(Vec::new()), "a lag towards another store says nothing of b");
@@ -295,7 +295,7 @@ fn catching_up_needs_a_lag_towards_a_live_peer() {
     assert!(st.version("ks") > v1);
     assert!(!st.table("ks").routes[0][1].catching_up);
     // It comes back: c, still reporting the lag, is catching up again.
-    let (_, affected) = st.register("a", "a:1", 1, &[], 12);
+    let (_, affected) = st.register("a", "a:1", &[], 12);
     assert_eq!(affected, vec!["ks".to_string()]);
     assert!(st.table("ks").routes[0][1].catching_up);
 
@@ -337,7 +337,7 @@ fn lags_are_forgotten_when_the_store_goes_down_or_re_registers() {
     st.heartbeat("c", gen_c, vec![lag("ks", 0, "a", false)], 10);
     assert!(st.table("ks").routes[0][1].catching_up);
     // Re-registering (a new connection) forgets the lags: catching up until it reports again.
-    let (gen_c, _) = st.register("c", "c:1", 1, &[info("ks", 0, 1, 1, 2)], 11);
+    let (gen_c, _) = st.register("c", "c:1", &[info("ks", 0, 1, 1, 2)], 11);
     assert!(st.stores["c"].lags.is_empty());
     assert!(st.table("ks").routes[0][1].catching_up);
     assert_eq!(st.heartbeat("c", gen_c, vec![lag("ks", 0, "b", true)], 11), Some(vec!["ks".to_string()]));
@@ -357,13 +357,13 @@ fn a_stray_replica_the_store_drops_leaves_the_table_at_once() {
     // table was never pushed and the other replicas followed the gone copy forever.
     let mut st = b_and_c_with_peer_a();
     let gen_a = st.stores["a"].generation;
-    let affected = st.resync("a", gen_a, "a:1", 1, &[info("ks", 0, 1, 0, 2)], 2).expect("current");
+    let affected = st.resync("a", gen_a, "a:1", &[info("ks", 0, 1, 0, 2)], 2).expect("current");
     assert_eq!(affected, vec!["ks".to_string()]);
     assert!(st.table("ks").routes[0].iter().any(|r| r.store_id == "a"), "the stray is followed");
-    let affected = st.resync("a", gen_a, "a:1", 1, &[], 3).expect("current");
+    let affected = st.resync("a", gen_a, "a:1", &[], 3).expect("current");
     assert_eq!(affected, vec!["ks".to_string()], "dropping the stray changes the table");
     assert!(st.table("ks").routes[0].iter().all(|r| r.store_id != "a"));
-    assert!(st.resync("a", gen_a, "a:1", 1, &[], 4).expect("current").is_empty(), "an unchanged report changes nothing");
+    assert!(st.resync("a", gen_a, "a:1", &[], 4).expect("current").is_empty(), "an unchanged report changes nothing");
 }
 
 #[test]
@@ -372,11 +372,11 @@ fn a_report_with_absurd_counts_is_ignored_without_allocating() {
     // it rebuilds from it (~100 GB) and abort.
     let mut st = State::default();
     let absurd = ShardInfo { replicas: u32::MAX, replica: 7, ..info("ks", 0, 1, 0, 1) };
-    let (_, affected) = st.register("a", "a:1", 1, &[absurd, ShardInfo { replicas: MAX_REPLICAS + 1, ..info("ks", 0, 1, 0, 1) }], 1);
+    let (_, affected) = st.register("a", "a:1", &[absurd, ShardInfo { replicas: MAX_REPLICAS + 1, ..info("ks", 0, 1, 0, 1) }], 1);
     assert!(affected.is_empty() && st.keyspaces.is_empty());
     assert!(st.plan_create("ks", 1, MAX_REPLICAS + 1).is_err(), "a create is bounded the same way");
     // And one whose shard number overflowed the arithmetic of the status's reconcile check.
-    let (_, _) = st.register("b", "b:1", 1, &[info("ks", 0, 1, 0, 2), ShardInfo { shard: u32::MAX, ..info("ks", 0, 1, 1, 2) }], 2);
+    let (_, _) = st.register("b", "b:1", &[info("ks", 0, 1, 0, 2), ShardInfo { shard: u32::MAX, ..info("ks", 0, 1, 1, 2) }], 2);
     let _ = st.status(3);
     assert!(st.stores["b"].reports.iter().all(|r| r.shard != u32::MAX), "an impossible report is not kept");
 }

@@ -27,6 +27,15 @@ pub struct StoreStatus {
     pub up: bool,
     /// Size of the store's data filesystem in bytes.
     pub capacity_bytes: u64,
+    /// Bytes free on it, as last reported.
+    #[serde(default)]
+    pub free_bytes: u64,
+    /// Free space fell below the store's reserve: it takes no new replicas.
+    #[serde(default)]
+    pub disk_full: bool,
+    /// The store's failure domain (empty: none given).
+    #[serde(default)]
+    pub zone: String,
     /// Number of shard replicas placed on this store.
     pub replicas: u64,
 }
@@ -121,6 +130,9 @@ impl State {
                 address: s.address.clone(),
                 up: s.up,
                 capacity_bytes: s.capacity_bytes,
+                free_bytes: s.free_bytes,
+                disk_full: s.disk_full,
+                zone: s.zone.clone(),
                 replicas: placed.get(id.as_str()).copied().unwrap_or(0) as u64,
             })
             .collect();

@@ -9,13 +9,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
-use vasto_wire::{fb, parse_frame, read_frame, FrameEncoder, ReplicaLag, ShardInfo, Status};
+use vasto_wire::{fb, parse_frame, read_frame, DiskReport, FrameEncoder, ReplicaLag, ShardInfo, Status};
 
 /// An owned copy of a `Register` frame.
 struct Registration {
     store_id: String,
     address: String,
-    capacity_bytes: u64,
+    zone: String,
+    disk: DiskReport,
     shards: Vec<ShardInfo>,
     start_id: u64,
 }
@@ -29,7 +30,8 @@ impl Registration {
         Ok(Self {
             store_id,
             address: reg.address().unwrap_or_default().to_owned(),
-            capacity_bytes: reg.capacity_bytes(),
+            zone: reg.zone().unwrap_or_default().to_owned(),
+            disk: DiskReport { capacity_bytes: reg.capacity_bytes(), free_bytes: reg.free_bytes(), full: reg.disk_full() },
             shards: reg.shards().iter().flat_map(|v| v.iter()).map(ShardInfo::from_fb).collect(),
             start_id: reg.start_id(),
         })
@@ -76,8 +78,10 @@ pub(crate) async fn serve_store(shared: Arc<Shared>, mut rd: OwnedReadHalf, wr: 
     let conn = shared.conn_id();
     let generation = {
         let mut hub = shared.lock();
-        let (generation, affected) = hub.state.register(&store, &reg.address, reg.capacity_bytes, &reg.shards, unix_ms());
+        let (generation, affected) = hub.state.register(&store, &reg.address, &reg.shards, unix_ms());
         hub.state.note_start(&store, reg.start_id);
+        hub.state.note_zone(&store, &reg.zone);
+        hub.state.note_disk(&store, reg.disk);
         let _ = shared.persist(&mut hub);
         hub.attach_link(&store, StoreLink { generation, outbox: outbox.clone(), pending: Arc::clone(&pending) });
         hub.push(&affected);
@@ -141,8 +145,10 @@ async fn store_loop(shared: &Shared, rd: &mut OwnedReadHalf, buf: &mut Vec<u8>, 
             }
         } else if let Some(hb) = frame.body_as_heartbeat() {
             let lags: Vec<ReplicaLag> = hb.lags().iter().flat_map(|v| v.iter()).map(ReplicaLag::from_fb).collect();
+            let disk = DiskReport { capacity_bytes: hb.capacity_bytes(), free_bytes: hb.free_bytes(), full: hb.disk_full() };
             let mut hub = shared.lock();
             let Some(affected) = hub.state.heartbeat(store, generation, lags, unix_ms()) else { return Ok(()) };
+            hub.state.note_disk(store, disk);
             hub.push(&affected);
         } else if let Some(sub) = frame.body_as_subscribe() {
             // The store follows the table to find its replication peers, like a client does.
@@ -154,8 +160,10 @@ async fn store_loop(shared: &Shared, rd: &mut OwnedReadHalf, buf: &mut Vec<u8>, 
                 return Err(MasterError::Protocol(format!("store {store} re-registered as {}", reg.store_id)));
             }
             let mut hub = shared.lock();
-            let affected = hub.state.resync(store, generation, &reg.address, reg.capacity_bytes, &reg.shards, unix_ms());
+            let affected = hub.state.resync(store, generation, &reg.address, &reg.shards, unix_ms());
             let Some(affected) = affected else { return Ok(()) };
+            hub.state.note_zone(store, &reg.zone);
+            hub.state.note_disk(store, reg.disk);
             let _ = shared.persist(&mut hub);
             hub.push(&affected);
         } else {

@@ -432,17 +432,36 @@ pub(crate) const FROZEN_MESSAGE: &str = "this replica is being retired; write to
 pub(crate) const NOT_OWNED_MESSAGE: &str = "key does not belong to this shard";
 
 /// The answer to a failed write or read: a refusal the client acts on (`Unavailable`: try another
-/// replica; `WrongShard`: wait for a newer table), or `Internal` for a storage failure.
+/// replica, also when the disk is full or failing; `WrongShard`: wait for a newer table), or
+/// `Internal` for any other storage failure.
 pub(crate) fn engine_status(e: &EngineError) -> (Status, Cow<'static, str>) {
     match e {
         EngineError::Frozen => (Status::Unavailable, Cow::Borrowed(FROZEN_MESSAGE)),
         EngineError::NotOwned => (Status::WrongShard, Cow::Borrowed(NOT_OWNED_MESSAGE)),
         EngineError::Refused(why) => (Status::Refused, Cow::Borrowed(why)),
+        e if e.is_disk_failure() => {
+            if once_a_second() {
+                tracing::error!(error = %e, "the disk refused an operation; clients are sent to other replicas");
+            }
+            (Status::Unavailable, Cow::Owned(format!("this replica's disk refused the operation ({e}); use another replica")))
+        }
         e => {
-            tracing::error!(error = %e, "storage error");
+            if once_a_second() {
+                tracing::error!(error = %e, "storage error");
+            }
             (Status::Internal, Cow::Owned(format!("storage error: {e}")))
         }
     }
+}
+
+/// True at most once a second across the process: a failing disk fails every request, and one
+/// line a second says so as well as thousands would.
+fn once_a_second() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    now != last && LAST.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
 }
 
 fn engine_error(e: EngineError) -> Reject {

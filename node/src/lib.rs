@@ -13,6 +13,7 @@
 //!   side (change streams and snapshots); `split` — the export resize copies share;
 //! * `identity` — store id, cluster id, and whether the last run may have lost writes.
 
+mod disk;
 mod follower;
 mod group;
 mod handler;
@@ -106,6 +107,12 @@ pub struct NodeConfig {
     pub idle_timeout: std::time::Duration,
     /// How long one attempt to connect to the master may take (it is retried every 250 ms).
     pub master_connect_timeout: std::time::Duration,
+    /// The failure domain this store runs in (rack or availability zone; empty: none). The
+    /// master puts the replicas of a shard in distinct zones first.
+    pub zone: String,
+    /// Free bytes on the data filesystem below which the store takes no new replicas (`None`:
+    /// 5% of the filesystem, at most 1 GiB).
+    pub min_free_bytes: Option<u64>,
 }
 
 /// A started store: its bound address and threads.
@@ -220,6 +227,8 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         store_id: store_id.clone(),
         address: config.advertise.clone().unwrap_or_else(|| addr.to_string()),
         dir: config.dir.clone(),
+        zone: config.zone.clone(),
+        disk: disk::DiskWatch::new(&config.dir, config.min_free_bytes),
         token: config.token.clone(),
         // The start time in nanoseconds: no two starts of one store share it.
         start_id: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),

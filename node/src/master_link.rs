@@ -1,5 +1,6 @@
 //! The store's persistent connection to the master: hello, registration with every shard held,
 //! heartbeats every 250 ms, and shard commands executed as they arrive. Reconnects forever.
+use crate::disk::DiskWatch;
 use crate::registry::Registry;
 use crate::replication::Replication;
 use crate::NodeError;
@@ -28,8 +29,12 @@ pub struct Identity {
     pub store_id: String,
     /// Address clients use to reach this store.
     pub address: String,
-    /// Data directory (its filesystem's size is reported as capacity).
+    /// Data directory.
     pub dir: PathBuf,
+    /// The failure domain reported to the master (empty: none).
+    pub zone: String,
+    /// The data filesystem, reported at registration and with every heartbeat.
+    pub disk: DiskWatch,
     /// The cluster token proven to the master, if the cluster has one.
     pub token: Option<ClusterToken>,
     /// Chosen at each start of the process (see `Register.start_id`): the master tells a
@@ -98,7 +103,7 @@ fn session(mut stream: TcpStream, identity: &Identity, registry: &Registry, repl
 
     join_cluster(registry, &identity.dir, master_cluster)?;
     let infos = registry.infos();
-    enc.register(&mut out, &identity.store_id, &identity.address, capacity_bytes(&identity.dir), &infos, identity.start_id);
+    enc.register(&mut out, &identity.store_id, &identity.address, &identity.zone, identity.disk.report(), &infos, identity.start_id);
     // Subscribe to the routing table of every keyspace held: replication needs the peers.
     let mut keyspaces: Vec<&str> = infos.iter().map(|i| i.keyspace.as_str()).collect();
     keyspaces.dedup();
@@ -110,13 +115,14 @@ fn session(mut stream: TcpStream, identity: &Identity, registry: &Registry, repl
 
     let stop = Arc::new(AtomicBool::new(false));
     let heartbeat = {
-        let (writer, stop, id, replication) = (Arc::clone(&writer), Arc::clone(&stop), identity.store_id.clone(), replication.clone());
+        let (writer, stop, id, replication, disk) =
+            (Arc::clone(&writer), Arc::clone(&stop), identity.store_id.clone(), replication.clone(), identity.disk.clone());
         std::thread::Builder::new().name("vasto-heartbeat".into()).spawn(move || {
             let mut enc = FrameEncoder::new();
             let mut out = Vec::new();
             while !stop.load(Ordering::Acquire) {
                 out.clear();
-                enc.heartbeat(&mut out, &id, &replication.lags());
+                enc.heartbeat(&mut out, &id, &replication.lags(), disk.report());
                 if send(&writer, &out).is_err() {
                     break;
                 }
@@ -184,14 +190,15 @@ fn command_loop(
                 }
                 let (status, message, mark) = execute(cmd, registry);
                 enc.shard_command_ack(&mut out, frame.id(), status, &message, mark.seq, mark.incarnation);
-                if status == Status::Ok {
+                // A compaction changes no shard: nothing more to report.
+                if status == Status::Ok && cmd.kind() != fb::ShardCommandKind::Compact {
                     if cmd.kind() == fb::ShardCommandKind::Create {
                         if let Some(keyspace) = cmd.shard().and_then(|s| s.keyspace()) {
                             enc.subscribe(&mut out, keyspace);
                         }
                     }
                     // The master keeps what each store reports; tell it the shard set as it is now.
-                    enc.register(&mut out, &identity.store_id, &identity.address, capacity_bytes(&identity.dir), &registry.infos(), identity.start_id);
+                    enc.register(&mut out, &identity.store_id, &identity.address, &identity.zone, identity.disk.report(), &registry.infos(), identity.start_id);
                 }
             }
             None => {
@@ -227,6 +234,10 @@ fn execute(cmd: fb::ShardCommand<'_>, registry: &Registry) -> (Status, String, L
         fb::ShardCommandKind::Commit => registry.commit(&info).inspect(|_| {
             tracing::info!(keyspace = %info.keyspace, shard = info.shard, shards = info.shards, "resize committed: serving and keeping this shard count only");
         }),
+        fb::ShardCommandKind::Compact => registry.compact_on_request(&info.keyspace, info.shard).map(|started| {
+            tracing::info!(keyspace = %info.keyspace, shard = info.shard, started, "full compaction requested");
+            none
+        }),
         fb::ShardCommandKind::Drop => registry.drop_shard(&info.keyspace, info.shard).map(|()| {
             tracing::info!(keyspace = %info.keyspace, shard = info.shard, "dropped shard: closed and deleted");
             none
@@ -244,16 +255,4 @@ fn execute(cmd: fb::ShardCommand<'_>, registry: &Registry) -> (Status, String, L
             (status, format!("{place}: {e}"), none)
         }
     }
-}
-
-/// Size of the filesystem holding `dir`, in bytes (0 if it cannot be read).
-fn capacity_bytes(dir: &std::path::Path) -> u64 {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return 0 };
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is a valid NUL-terminated string and `stat` a valid out-pointer.
-    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
-        return 0;
-    }
-    (stat.f_blocks as u64).saturating_mul(stat.f_frsize as u64)
 }

@@ -21,11 +21,13 @@ pub struct Replica {
     /// Bumped when every follower of this replica must copy its peer again from a snapshot
     /// (see [`Replica::recopy_from_every_peer`]); a follower's session ends when it changes.
     recopy: std::sync::atomic::AtomicU64,
+    /// An operator's compaction is queued or running (a second request is not queued again).
+    compaction_requested: std::sync::atomic::AtomicBool,
 }
 
 impl Replica {
     fn new(shard: Shard) -> Self {
-        Self { shard, appended: tokio::sync::Notify::new(), split: Default::default(), recopy: Default::default() }
+        Self { shard, appended: tokio::sync::Notify::new(), split: Default::default(), recopy: Default::default(), compaction_requested: Default::default() }
     }
 
     /// Data reached the replica outside its change log (an import, a snapshot): a resize
@@ -251,6 +253,23 @@ impl Registry {
         Ok(mark)
     }
 
+    /// Starts a full compaction of a held replica in the background (`vasto admin compact`);
+    /// a request while one asked for earlier is queued or running starts nothing more.
+    /// Returns whether it started one.
+    pub fn compact_on_request(&self, keyspace: &str, shard: u32) -> Result<bool, NodeError> {
+        use std::sync::atomic::Ordering;
+        let replica = self.get(keyspace, shard).ok_or_else(|| NodeError::Master(format!("no replica of {keyspace}/{shard} here")))?;
+        if replica.compaction_requested.swap(true, Ordering::AcqRel) {
+            return Ok(false);
+        }
+        let name = format!("{keyspace}/{shard}");
+        let started = compact_in_background(Arc::clone(&replica), name, "compacted at an operator's request");
+        if started.is_err() {
+            replica.compaction_requested.store(false, Ordering::Release);
+        }
+        started.map(|()| true)
+    }
+
     /// Drops a shard replica: it leaves the registry at once (new requests get wrong-shard), its
     /// tails, exports and background work are told to stop, and this returns once its RocksDB is
     /// closed and its directory gone (or fails after [`CLOSE_TIMEOUT`]; dropping again waits
@@ -323,12 +342,16 @@ fn compact_in_background(replica: Arc<Replica>, name: String, done: &'static str
         .spawn(move || {
             let _turn = crate::split::heavy_work_turn();
             if replica.retired() {
+                replica.compaction_requested.store(false, std::sync::atomic::Ordering::Release);
                 return;
             }
             let started = std::time::Instant::now();
-            match replica.compact() {
+            let outcome = replica.compact();
+            // Any full compaction that finishes answers the operator's request too.
+            replica.compaction_requested.store(false, std::sync::atomic::Ordering::Release);
+            match outcome {
                 Ok(()) => tracing::info!(shard = %name, took_ms = started.elapsed().as_millis() as u64, "{done}"),
-                Err(e) => tracing::warn!(shard = %name, error = %e, "compaction after a layout change failed; background compactions will drop the keys"),
+                Err(e) => tracing::warn!(shard = %name, error = %e, "full compaction failed; background compactions will catch up"),
             }
         })
         .map(drop)

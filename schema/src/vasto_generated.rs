@@ -760,20 +760,22 @@ impl flatbuffers::SimpleToVerifyInSlice for ExpireCondition {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_SHARD_COMMAND_KIND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_SHARD_COMMAND_KIND: u8 = 3;
+pub const ENUM_MAX_SHARD_COMMAND_KIND: u8 = 4;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_SHARD_COMMAND_KIND: [ShardCommandKind; 4] = [
+pub const ENUM_VALUES_SHARD_COMMAND_KIND: [ShardCommandKind; 5] = [
   ShardCommandKind::Create,
   ShardCommandKind::Drop,
   ShardCommandKind::Freeze,
   ShardCommandKind::Commit,
+  ShardCommandKind::Compact,
 ];
 
 /// Create: create (or re-activate, taking the given layout) a replica. Drop: delete it. Freeze:
 /// stop taking writes (they get `Unavailable`, so clients go to another replica) while its change
 /// log drains to its peers. Commit: a resize is in force; serve and keep only the keys of the
-/// given shard count, and compact away the rest.
+/// given shard count, and compact away the rest. Compact: start a full compaction of the replica
+/// in the background (the ack says it started; one already running is not started twice).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 #[repr(transparent)]
 pub struct ShardCommandKind(pub u8);
@@ -783,14 +785,16 @@ impl ShardCommandKind {
   pub const Drop: Self = Self(1);
   pub const Freeze: Self = Self(2);
   pub const Commit: Self = Self(3);
+  pub const Compact: Self = Self(4);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 3;
+  pub const ENUM_MAX: u8 = 4;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Create,
     Self::Drop,
     Self::Freeze,
     Self::Commit,
+    Self::Compact,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -799,6 +803,7 @@ impl ShardCommandKind {
       Self::Drop => Some("Drop"),
       Self::Freeze => Some("Freeze"),
       Self::Commit => Some("Commit"),
+      Self::Compact => Some("Compact"),
       _ => None,
     }
   }
@@ -859,10 +864,10 @@ impl flatbuffers::SimpleToVerifyInSlice for ShardCommandKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 31;
+pub const ENUM_MAX_BODY: u8 = 32;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 32] = [
+pub const ENUM_VALUES_BODY: [Body; 33] = [
   Body::NONE,
   Body::Hello,
   Body::HelloReply,
@@ -895,6 +900,7 @@ pub const ENUM_VALUES_BODY: [Body; 32] = [
   Body::Auth,
   Body::AuthReply,
   Body::Update,
+  Body::CompactKeyspace,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -934,9 +940,10 @@ impl Body {
   pub const Auth: Self = Self(29);
   pub const AuthReply: Self = Self(30);
   pub const Update: Self = Self(31);
+  pub const CompactKeyspace: Self = Self(32);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 31;
+  pub const ENUM_MAX: u8 = 32;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -970,6 +977,7 @@ impl Body {
     Self::Auth,
     Self::AuthReply,
     Self::Update,
+    Self::CompactKeyspace,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1006,6 +1014,7 @@ impl Body {
       Self::Auth => Some("Auth"),
       Self::AuthReply => Some("AuthReply"),
       Self::Update => Some("Update"),
+      Self::CompactKeyspace => Some("CompactKeyspace"),
       _ => None,
     }
   }
@@ -4108,7 +4117,10 @@ pub enum RegisterOffset {}
 
 /// Store -> master, first frame after hello and again whenever its shard set changes.
 /// `start_id` is chosen at each start of the store process (0: not told): a store whose start id
-/// changed restarted, and lost whatever it held only in memory.
+/// changed restarted, and lost whatever it held only in memory. `capacity_bytes` and
+/// `free_bytes` are the size of the filesystem holding its data and what of it is free to it;
+/// `zone` the failure domain it runs in (a rack or availability zone; empty: none given).
+/// `disk_full`: free space fell below the store's reserve, so it takes no new replicas.
 pub struct Register<'a> {
   pub _tab: flatbuffers::Table<'a>,
 }
@@ -4127,6 +4139,9 @@ impl<'a> Register<'a> {
   pub const VT_CAPACITY_BYTES: flatbuffers::VOffsetT = 8;
   pub const VT_SHARDS: flatbuffers::VOffsetT = 10;
   pub const VT_START_ID: flatbuffers::VOffsetT = 12;
+  pub const VT_ZONE: flatbuffers::VOffsetT = 14;
+  pub const VT_FREE_BYTES: flatbuffers::VOffsetT = 16;
+  pub const VT_DISK_FULL: flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -4138,11 +4153,14 @@ impl<'a> Register<'a> {
     args: &'args RegisterArgs<'args>
   ) -> flatbuffers::WIPOffset<Register<'bldr>> {
     let mut builder = RegisterBuilder::new(_fbb);
+    builder.add_free_bytes(args.free_bytes);
     builder.add_start_id(args.start_id);
     builder.add_capacity_bytes(args.capacity_bytes);
+    if let Some(x) = args.zone { builder.add_zone(x); }
     if let Some(x) = args.shards { builder.add_shards(x); }
     if let Some(x) = args.address { builder.add_address(x); }
     if let Some(x) = args.store_id { builder.add_store_id(x); }
+    builder.add_disk_full(args.disk_full);
     builder.finish()
   }
 
@@ -4167,6 +4185,18 @@ impl<'a> Register<'a> {
   pub fn start_id(&self) -> u64 {
     self._tab.get::<u64>(Register::VT_START_ID, Some(0)).unwrap()
   }
+  #[inline]
+  pub fn zone(&self) -> Option<&'a str> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(Register::VT_ZONE, None)
+  }
+  #[inline]
+  pub fn free_bytes(&self) -> u64 {
+    self._tab.get::<u64>(Register::VT_FREE_BYTES, Some(0)).unwrap()
+  }
+  #[inline]
+  pub fn disk_full(&self) -> bool {
+    self._tab.get::<bool>(Register::VT_DISK_FULL, Some(false)).unwrap()
+  }
 }
 
 impl flatbuffers::Verifiable for Register<'_> {
@@ -4181,6 +4211,9 @@ impl flatbuffers::Verifiable for Register<'_> {
      .visit_field::<u64>("capacity_bytes", Self::VT_CAPACITY_BYTES, false)?
      .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<ShardInfo>>>>("shards", Self::VT_SHARDS, false)?
      .visit_field::<u64>("start_id", Self::VT_START_ID, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("zone", Self::VT_ZONE, false)?
+     .visit_field::<u64>("free_bytes", Self::VT_FREE_BYTES, false)?
+     .visit_field::<bool>("disk_full", Self::VT_DISK_FULL, false)?
      .finish();
     Ok(())
   }
@@ -4191,6 +4224,9 @@ pub struct RegisterArgs<'a> {
     pub capacity_bytes: u64,
     pub shards: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<ShardInfo<'a>>>>>,
     pub start_id: u64,
+    pub zone: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub free_bytes: u64,
+    pub disk_full: bool,
 }
 impl<'a> Default for RegisterArgs<'a> {
   #[inline]
@@ -4201,6 +4237,9 @@ impl<'a> Default for RegisterArgs<'a> {
       capacity_bytes: 0,
       shards: None,
       start_id: 0,
+      zone: None,
+      free_bytes: 0,
+      disk_full: false,
     }
   }
 }
@@ -4231,6 +4270,18 @@ impl<'a: 'b, 'b> RegisterBuilder<'a, 'b> {
     self.fbb_.push_slot::<u64>(Register::VT_START_ID, start_id, 0);
   }
   #[inline]
+  pub fn add_zone(&mut self, zone: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(Register::VT_ZONE, zone);
+  }
+  #[inline]
+  pub fn add_free_bytes(&mut self, free_bytes: u64) {
+    self.fbb_.push_slot::<u64>(Register::VT_FREE_BYTES, free_bytes, 0);
+  }
+  #[inline]
+  pub fn add_disk_full(&mut self, disk_full: bool) {
+    self.fbb_.push_slot::<bool>(Register::VT_DISK_FULL, disk_full, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> RegisterBuilder<'a, 'b> {
     let start = _fbb.start_table();
     RegisterBuilder {
@@ -4253,6 +4304,9 @@ impl core::fmt::Debug for Register<'_> {
       ds.field("capacity_bytes", &self.capacity_bytes());
       ds.field("shards", &self.shards());
       ds.field("start_id", &self.start_id());
+      ds.field("zone", &self.zone());
+      ds.field("free_bytes", &self.free_bytes());
+      ds.field("disk_full", &self.disk_full());
       ds.finish()
   }
 }
@@ -4460,7 +4514,8 @@ impl core::fmt::Debug for ReplicaLag<'_> {
 pub enum HeartbeatOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// Store -> master every heartbeat interval, with the replication state of its replicas.
+/// Store -> master every heartbeat interval, with the replication state of its replicas and its
+/// disk as in `Register` (`capacity_bytes` 0: not told).
 pub struct Heartbeat<'a> {
   pub _tab: flatbuffers::Table<'a>,
 }
@@ -4476,6 +4531,9 @@ impl<'a> flatbuffers::Follow<'a> for Heartbeat<'a> {
 impl<'a> Heartbeat<'a> {
   pub const VT_STORE_ID: flatbuffers::VOffsetT = 4;
   pub const VT_LAGS: flatbuffers::VOffsetT = 6;
+  pub const VT_CAPACITY_BYTES: flatbuffers::VOffsetT = 8;
+  pub const VT_FREE_BYTES: flatbuffers::VOffsetT = 10;
+  pub const VT_DISK_FULL: flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -4487,8 +4545,11 @@ impl<'a> Heartbeat<'a> {
     args: &'args HeartbeatArgs<'args>
   ) -> flatbuffers::WIPOffset<Heartbeat<'bldr>> {
     let mut builder = HeartbeatBuilder::new(_fbb);
+    builder.add_free_bytes(args.free_bytes);
+    builder.add_capacity_bytes(args.capacity_bytes);
     if let Some(x) = args.lags { builder.add_lags(x); }
     if let Some(x) = args.store_id { builder.add_store_id(x); }
+    builder.add_disk_full(args.disk_full);
     builder.finish()
   }
 
@@ -4501,6 +4562,18 @@ impl<'a> Heartbeat<'a> {
   pub fn lags(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<ReplicaLag<'a>>>> {
     self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<ReplicaLag>>>>(Heartbeat::VT_LAGS, None)
   }
+  #[inline]
+  pub fn capacity_bytes(&self) -> u64 {
+    self._tab.get::<u64>(Heartbeat::VT_CAPACITY_BYTES, Some(0)).unwrap()
+  }
+  #[inline]
+  pub fn free_bytes(&self) -> u64 {
+    self._tab.get::<u64>(Heartbeat::VT_FREE_BYTES, Some(0)).unwrap()
+  }
+  #[inline]
+  pub fn disk_full(&self) -> bool {
+    self._tab.get::<bool>(Heartbeat::VT_DISK_FULL, Some(false)).unwrap()
+  }
 }
 
 impl flatbuffers::Verifiable for Heartbeat<'_> {
@@ -4512,6 +4585,9 @@ impl flatbuffers::Verifiable for Heartbeat<'_> {
     v.visit_table(pos)?
      .visit_field::<flatbuffers::ForwardsUOffset<&str>>("store_id", Self::VT_STORE_ID, false)?
      .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<ReplicaLag>>>>("lags", Self::VT_LAGS, false)?
+     .visit_field::<u64>("capacity_bytes", Self::VT_CAPACITY_BYTES, false)?
+     .visit_field::<u64>("free_bytes", Self::VT_FREE_BYTES, false)?
+     .visit_field::<bool>("disk_full", Self::VT_DISK_FULL, false)?
      .finish();
     Ok(())
   }
@@ -4519,6 +4595,9 @@ impl flatbuffers::Verifiable for Heartbeat<'_> {
 pub struct HeartbeatArgs<'a> {
     pub store_id: Option<flatbuffers::WIPOffset<&'a str>>,
     pub lags: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<ReplicaLag<'a>>>>>,
+    pub capacity_bytes: u64,
+    pub free_bytes: u64,
+    pub disk_full: bool,
 }
 impl<'a> Default for HeartbeatArgs<'a> {
   #[inline]
@@ -4526,6 +4605,9 @@ impl<'a> Default for HeartbeatArgs<'a> {
     HeartbeatArgs {
       store_id: None,
       lags: None,
+      capacity_bytes: 0,
+      free_bytes: 0,
+      disk_full: false,
     }
   }
 }
@@ -4542,6 +4624,18 @@ impl<'a: 'b, 'b> HeartbeatBuilder<'a, 'b> {
   #[inline]
   pub fn add_lags(&mut self, lags: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<ReplicaLag<'b >>>>) {
     self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(Heartbeat::VT_LAGS, lags);
+  }
+  #[inline]
+  pub fn add_capacity_bytes(&mut self, capacity_bytes: u64) {
+    self.fbb_.push_slot::<u64>(Heartbeat::VT_CAPACITY_BYTES, capacity_bytes, 0);
+  }
+  #[inline]
+  pub fn add_free_bytes(&mut self, free_bytes: u64) {
+    self.fbb_.push_slot::<u64>(Heartbeat::VT_FREE_BYTES, free_bytes, 0);
+  }
+  #[inline]
+  pub fn add_disk_full(&mut self, disk_full: bool) {
+    self.fbb_.push_slot::<bool>(Heartbeat::VT_DISK_FULL, disk_full, false);
   }
   #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> HeartbeatBuilder<'a, 'b> {
@@ -4563,6 +4657,9 @@ impl core::fmt::Debug for Heartbeat<'_> {
     let mut ds = f.debug_struct("Heartbeat");
       ds.field("store_id", &self.store_id());
       ds.field("lags", &self.lags());
+      ds.field("capacity_bytes", &self.capacity_bytes());
+      ds.field("free_bytes", &self.free_bytes());
+      ds.field("disk_full", &self.disk_full());
       ds.finish()
   }
 }
@@ -5340,6 +5437,8 @@ impl core::fmt::Debug for RoutingTable<'_> {
 pub enum CreateKeyspaceOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
+/// `require_zones`: refuse the keyspace unless the replicas of every shard can be placed in
+/// distinct zones (otherwise it is created with a warning in the reply's message).
 pub struct CreateKeyspace<'a> {
   pub _tab: flatbuffers::Table<'a>,
 }
@@ -5356,6 +5455,7 @@ impl<'a> CreateKeyspace<'a> {
   pub const VT_KEYSPACE: flatbuffers::VOffsetT = 4;
   pub const VT_SHARDS: flatbuffers::VOffsetT = 6;
   pub const VT_REPLICAS: flatbuffers::VOffsetT = 8;
+  pub const VT_REQUIRE_ZONES: flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -5370,6 +5470,7 @@ impl<'a> CreateKeyspace<'a> {
     builder.add_replicas(args.replicas);
     builder.add_shards(args.shards);
     if let Some(x) = args.keyspace { builder.add_keyspace(x); }
+    builder.add_require_zones(args.require_zones);
     builder.finish()
   }
 
@@ -5386,6 +5487,10 @@ impl<'a> CreateKeyspace<'a> {
   pub fn replicas(&self) -> u32 {
     self._tab.get::<u32>(CreateKeyspace::VT_REPLICAS, Some(0)).unwrap()
   }
+  #[inline]
+  pub fn require_zones(&self) -> bool {
+    self._tab.get::<bool>(CreateKeyspace::VT_REQUIRE_ZONES, Some(false)).unwrap()
+  }
 }
 
 impl flatbuffers::Verifiable for CreateKeyspace<'_> {
@@ -5398,6 +5503,7 @@ impl flatbuffers::Verifiable for CreateKeyspace<'_> {
      .visit_field::<flatbuffers::ForwardsUOffset<&str>>("keyspace", Self::VT_KEYSPACE, false)?
      .visit_field::<u32>("shards", Self::VT_SHARDS, false)?
      .visit_field::<u32>("replicas", Self::VT_REPLICAS, false)?
+     .visit_field::<bool>("require_zones", Self::VT_REQUIRE_ZONES, false)?
      .finish();
     Ok(())
   }
@@ -5406,6 +5512,7 @@ pub struct CreateKeyspaceArgs<'a> {
     pub keyspace: Option<flatbuffers::WIPOffset<&'a str>>,
     pub shards: u32,
     pub replicas: u32,
+    pub require_zones: bool,
 }
 impl<'a> Default for CreateKeyspaceArgs<'a> {
   #[inline]
@@ -5414,6 +5521,7 @@ impl<'a> Default for CreateKeyspaceArgs<'a> {
       keyspace: None,
       shards: 0,
       replicas: 0,
+      require_zones: false,
     }
   }
 }
@@ -5436,6 +5544,10 @@ impl<'a: 'b, 'b> CreateKeyspaceBuilder<'a, 'b> {
     self.fbb_.push_slot::<u32>(CreateKeyspace::VT_REPLICAS, replicas, 0);
   }
   #[inline]
+  pub fn add_require_zones(&mut self, require_zones: bool) {
+    self.fbb_.push_slot::<bool>(CreateKeyspace::VT_REQUIRE_ZONES, require_zones, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> CreateKeyspaceBuilder<'a, 'b> {
     let start = _fbb.start_table();
     CreateKeyspaceBuilder {
@@ -5456,6 +5568,102 @@ impl core::fmt::Debug for CreateKeyspace<'_> {
       ds.field("keyspace", &self.keyspace());
       ds.field("shards", &self.shards());
       ds.field("replicas", &self.replicas());
+      ds.field("require_zones", &self.require_zones());
+      ds.finish()
+  }
+}
+pub enum CompactKeyspaceOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Admin -> master: start a full compaction of every replica of `keyspace`.
+pub struct CompactKeyspace<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for CompactKeyspace<'a> {
+  type Inner = CompactKeyspace<'a>;
+  #[inline]
+  fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table { buf, loc } }
+  }
+}
+
+impl<'a> CompactKeyspace<'a> {
+  pub const VT_KEYSPACE: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    CompactKeyspace { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args CompactKeyspaceArgs<'args>
+  ) -> flatbuffers::WIPOffset<CompactKeyspace<'bldr>> {
+    let mut builder = CompactKeyspaceBuilder::new(_fbb);
+    if let Some(x) = args.keyspace { builder.add_keyspace(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn keyspace(&self) -> Option<&'a str> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(CompactKeyspace::VT_KEYSPACE, None)
+  }
+}
+
+impl flatbuffers::Verifiable for CompactKeyspace<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("keyspace", Self::VT_KEYSPACE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CompactKeyspaceArgs<'a> {
+    pub keyspace: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for CompactKeyspaceArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    CompactKeyspaceArgs {
+      keyspace: None,
+    }
+  }
+}
+
+pub struct CompactKeyspaceBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> CompactKeyspaceBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_keyspace(&mut self, keyspace: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(CompactKeyspace::VT_KEYSPACE, keyspace);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> CompactKeyspaceBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    CompactKeyspaceBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<CompactKeyspace<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for CompactKeyspace<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("CompactKeyspace");
+      ds.field("keyspace", &self.keyspace());
       ds.finish()
   }
 }
@@ -6634,6 +6842,16 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_compact_keyspace(&self) -> Option<CompactKeyspace<'a>> {
+    if self.body_type() == Body::CompactKeyspace {
+      self.body().map(CompactKeyspace::init_from_table)
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Frame<'_> {
@@ -6677,6 +6895,7 @@ impl flatbuffers::Verifiable for Frame<'_> {
           Body::Auth => v.verify_union_variant::<flatbuffers::ForwardsUOffset<Auth>>("Body::Auth", pos),
           Body::AuthReply => v.verify_union_variant::<flatbuffers::ForwardsUOffset<AuthReply>>("Body::AuthReply", pos),
           Body::Update => v.verify_union_variant::<flatbuffers::ForwardsUOffset<Update>>("Body::Update", pos),
+          Body::CompactKeyspace => v.verify_union_variant::<flatbuffers::ForwardsUOffset<CompactKeyspace>>("Body::CompactKeyspace", pos),
           _ => Ok(()),
         }
      })?
@@ -6950,6 +7169,13 @@ impl core::fmt::Debug for Frame<'_> {
         },
         Body::Update => {
           if let Some(x) = self.body_as_update() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::CompactKeyspace => {
+          if let Some(x) = self.body_as_compact_keyspace() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

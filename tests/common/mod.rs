@@ -234,11 +234,16 @@ impl Cluster {
     /// Starts one more store (on a new port and directory) and waits until the cluster has
     /// `up` stores; returns its index.
     pub fn add_store(&mut self, up: usize) -> usize {
+        self.add_store_with(up, &[])
+    }
+
+    /// [`Cluster::add_store`] with extra flags for the store's first start.
+    pub fn add_store_with(&mut self, up: usize, extra: &[&str]) -> usize {
         assert!(self.net.is_none(), "a cluster on hosts has a fixed number of them");
         self.store_addrs.push(format!("127.0.0.1:{}", free_port()));
         self.stores.push(None);
         let i = self.stores.len() - 1;
-        self.start_store(i);
+        self.start_store_with(i, extra);
         self.wait_stores_up(up);
         i
     }

@@ -189,3 +189,15 @@ pub fn resize_ranges(shards: u32, resizing_to: u32) -> Option<(std::ops::Range<u
         _ => None,
     }
 }
+
+/// A store's data filesystem as it reports it to the master.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiskReport {
+    /// Size of the filesystem (0: unknown).
+    pub capacity_bytes: u64,
+    /// Bytes free to the store's user.
+    pub free_bytes: u64,
+    /// Free space fell below the store's reserve: it takes no new replicas (and refuses writes
+    /// while it stays there).
+    pub full: bool,
+}

@@ -1,4 +1,4 @@
-use crate::control::{ReplicaLag, RoutingTable, ShardInfo};
+use crate::control::{DiskReport, ReplicaLag, RoutingTable, ShardInfo};
 use crate::fb::{self, Body, OpKind, Role, Status};
 use crate::frame::write_len_prefix;
 use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
@@ -223,18 +223,30 @@ impl FrameEncoder {
 
     /// Store -> master registration with every shard replica the store holds, and the id of
     /// this start of the store process.
-    pub fn register(&mut self, out: &mut Vec<u8>, store_id: &str, address: &str, capacity_bytes: u64, shards: &[ShardInfo], start_id: u64) {
+    #[allow(clippy::too_many_arguments)]
+    pub fn register(&mut self, out: &mut Vec<u8>, store_id: &str, address: &str, zone: &str, disk: DiskReport, shards: &[ShardInfo], start_id: u64) {
         let infos: Vec<_> = shards.iter().map(|s| self.shard_info(s)).collect();
         let shards = self.fbb.create_vector(&infos);
         let store_id = self.fbb.create_string(store_id);
         let address = self.fbb.create_string(address);
-        let args = fb::RegisterArgs { store_id: Some(store_id), address: Some(address), capacity_bytes, shards: Some(shards), start_id };
+        let zone = self.fbb.create_string(zone);
+        let args = fb::RegisterArgs {
+            store_id: Some(store_id),
+            address: Some(address),
+            capacity_bytes: disk.capacity_bytes,
+            shards: Some(shards),
+            start_id,
+            zone: Some(zone),
+            free_bytes: disk.free_bytes,
+            disk_full: disk.full,
+        };
         let b = fb::Register::create(&mut self.fbb, &args);
         self.finish(out, 0, Body::Register, b.as_union_value());
     }
 
-    /// Store -> master liveness signal, with the replication lag of every followed peer.
-    pub fn heartbeat(&mut self, out: &mut Vec<u8>, store_id: &str, lags: &[ReplicaLag]) {
+    /// Store -> master liveness signal, with the replication lag of every followed peer and the
+    /// state of its disk.
+    pub fn heartbeat(&mut self, out: &mut Vec<u8>, store_id: &str, lags: &[ReplicaLag], disk: DiskReport) {
         let mut offsets = Vec::with_capacity(lags.len());
         for l in lags {
             let keyspace = self.fbb.create_string(&l.keyspace);
@@ -253,7 +265,16 @@ impl FrameEncoder {
         }
         let lags = self.fbb.create_vector(&offsets);
         let store_id = self.fbb.create_string(store_id);
-        let b = fb::Heartbeat::create(&mut self.fbb, &fb::HeartbeatArgs { store_id: Some(store_id), lags: Some(lags) });
+        let b = fb::Heartbeat::create(
+            &mut self.fbb,
+            &fb::HeartbeatArgs {
+                store_id: Some(store_id),
+                lags: Some(lags),
+                capacity_bytes: disk.capacity_bytes,
+                free_bytes: disk.free_bytes,
+                disk_full: disk.full,
+            },
+        );
         self.finish(out, 0, Body::Heartbeat, b.as_union_value());
     }
 
@@ -378,10 +399,20 @@ impl FrameEncoder {
     }
 
     /// Admin -> master: create a keyspace.
-    pub fn create_keyspace(&mut self, out: &mut Vec<u8>, id: u64, keyspace: &str, shards: u32, replicas: u32) {
+    /// With `require_zones` the master refuses a placement that puts two replicas of a shard in
+    /// one zone.
+    pub fn create_keyspace(&mut self, out: &mut Vec<u8>, id: u64, keyspace: &str, shards: u32, replicas: u32, require_zones: bool) {
         let keyspace = self.fbb.create_string(keyspace);
-        let b = fb::CreateKeyspace::create(&mut self.fbb, &fb::CreateKeyspaceArgs { keyspace: Some(keyspace), shards, replicas });
+        let args = fb::CreateKeyspaceArgs { keyspace: Some(keyspace), shards, replicas, require_zones };
+        let b = fb::CreateKeyspace::create(&mut self.fbb, &args);
         self.finish(out, id, Body::CreateKeyspace, b.as_union_value());
+    }
+
+    /// Admin -> master: start a full compaction of every replica of `keyspace`.
+    pub fn compact_keyspace(&mut self, out: &mut Vec<u8>, id: u64, keyspace: &str) {
+        let keyspace = self.fbb.create_string(keyspace);
+        let b = fb::CompactKeyspace::create(&mut self.fbb, &fb::CompactKeyspaceArgs { keyspace: Some(keyspace) });
+        self.finish(out, id, Body::CompactKeyspace, b.as_union_value());
     }
 
     /// Admin -> master: delete a keyspace and all its data.

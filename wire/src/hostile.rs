@@ -1,7 +1,7 @@
 //! Structure-aware fuzzing input (feature `hostile`): valid frames of every message type with
 //! hostile field values, and mutations of them. Random bytes almost never pass the FlatBuffers
 //! verifier, so this is how the request paths behind it are reached.
-use crate::control::{ReplicaLag, ReplicaRoute, RoutingTable, ShardInfo};
+use crate::control::{DiskReport, ReplicaLag, ReplicaRoute, RoutingTable, ShardInfo};
 use crate::fb::{Condition, ExpireCondition, ExpiryMode, OpKind, Role, ShardCommandKind, Status, UpdateKind};
 use crate::{BatchOpRef, FrameEncoder, ShardSelector, UpdateRequest};
 use proptest::collection::vec;
@@ -124,19 +124,28 @@ pub fn frame() -> impl Strategy<Value = Vec<u8>> {
     let control = prop_oneof![
         (any::<u8>(), big(), bytes()).prop_map(|(r, c, n)| encode(|e, o| e.hello(o, Role(r), c, &n))),
         bytes().prop_map(|p| encode(|e, o| e.auth(o, &p))),
-        (text(), text(), big(), vec(shard_info(), 0..8), big()).prop_map(|(id, a, c, s, b)| encode(|e, o| e.register(o, &id, &a, c, &s, b))),
-        (text(), vec(lag(), 0..8)).prop_map(|(id, l)| encode(|e, o| e.heartbeat(o, &id, &l))),
+        (text(), text(), big(), vec(shard_info(), 0..8), big()).prop_map(|(id, a, c, s, b)| encode(|e, o| e.register(
+            o,
+            &id,
+            &a,
+            &id,
+            DiskReport { capacity_bytes: c, free_bytes: c / 2, full: c % 2 == 0 },
+            &s,
+            b
+        ))),
+        (text(), vec(lag(), 0..8)).prop_map(|(id, l)| encode(|e, o| e.heartbeat(o, &id, &l, DiskReport::default()))),
         (any::<u64>(), any::<u8>(), shard_info()).prop_map(|(id, k, s)| encode(|e, o| e.shard_command(o, id, ShardCommandKind(k), &s))),
         (any::<u64>(), any::<u8>(), text(), big(), big()).prop_map(|(id, s, m, h, i)| encode(|e, o| e.shard_command_ack(o, id, Status(s), &m, h, i))),
         table().prop_map(|t| encode(|e, o| e.routing_table(o, &t))),
     ];
     let admin = prop_oneof![
         keyspace().prop_map(|ks| encode(|e, o| e.subscribe(o, &ks))),
-        (any::<u64>(), keyspace(), number(), number()).prop_map(|(id, ks, s, r)| encode(|e, o| e.create_keyspace(o, id, &ks, s, r))),
+        (any::<u64>(), keyspace(), number(), number()).prop_map(|(id, ks, s, r)| encode(|e, o| e.create_keyspace(o, id, &ks, s, r, s % 2 == 0))),
         (any::<u64>(), keyspace()).prop_map(|(id, ks)| encode(|e, o| e.delete_keyspace(o, id, &ks))),
         (any::<u64>(), keyspace(), text(), text()).prop_map(|(id, ks, f, t)| encode(|e, o| e.replace_store(o, id, &ks, &f, &t))),
         (any::<u64>(), keyspace(), number()).prop_map(|(id, ks, s)| encode(|e, o| e.resize_keyspace(o, id, &ks, s))),
         (any::<u64>(), keyspace()).prop_map(|(id, ks)| encode(|e, o| e.cancel_operation(o, id, &ks))),
+        (any::<u64>(), keyspace()).prop_map(|(id, ks)| encode(|e, o| e.compact_keyspace(o, id, &ks))),
         (any::<u64>(), keyspace()).prop_map(|(id, ks)| encode(|e, o| e.begin_import(o, id, &ks))),
         (any::<u64>(), keyspace()).prop_map(|(id, ks)| encode(|e, o| e.end_import(o, id, &ks))),
         any::<u64>().prop_map(|id| encode(|e, o| e.status_request(o, id))),

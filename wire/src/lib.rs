@@ -19,7 +19,7 @@ mod token;
 mod tokio_io;
 mod update;
 
-pub use control::{resize_ranges, ReplicaLag, ReplicaRoute, RoutingTable, ShardInfo, MAX_REPLICAS, MAX_SHARDS};
+pub use control::{resize_ranges, DiskReport, ReplicaLag, ReplicaRoute, RoutingTable, ShardInfo, MAX_REPLICAS, MAX_SHARDS};
 pub use encode::{BatchOpRef, EntriesBuilder, FrameEncoder};
 pub use error::WireError;
 pub use frame::{frame_len, parse_frame, read_frame_blocking, write_len_prefix, LEN_PREFIX};

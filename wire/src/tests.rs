@@ -95,7 +95,7 @@ fn routing_table_round_trips() {
 #[test]
 fn blocking_reader_reports_truncation() {
     let mut out = Vec::new();
-    FrameEncoder::new().heartbeat(&mut out, "s1", &[]);
+    FrameEncoder::new().heartbeat(&mut out, "s1", &[], crate::DiskReport::default());
     let mut buf = Vec::new();
     let mut whole = &out[..];
     read_frame_blocking(&mut whole, &mut buf, DEFAULT_MAX_FRAME).unwrap();
