@@ -23,6 +23,9 @@ pub struct GatewayArgs {
     /// Worker threads, each with its own connections to the stores (default: one per core).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
     threads: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
     /// The cluster token: the gateway proves it to the cluster, and Redis clients must give its
     /// text (the file's content without surrounding whitespace) as the password of AUTH or
     /// HELLO AUTH (user `default`).
@@ -44,6 +47,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     config.client = ClientConfig { token, ..ClientConfig::default() };
     config.password = password;
     config.max_clients = usize::try_from(args.max_clients).unwrap_or(usize::MAX);
+    config.metrics_listen = args.metrics_listen;
     if let Some(threads) = args.threads {
         config.threads = usize::try_from(threads).unwrap_or(1);
     }

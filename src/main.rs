@@ -53,6 +53,9 @@ enum Command {
         /// hello with `Unavailable`.
         #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
         max_connections: u64,
+        /// Serve Prometheus metrics at http://ADDR/metrics.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
         #[command(flatten)]
         token: token_arg::TokenArg,
     },
@@ -130,6 +133,9 @@ enum Command {
         /// Default: 5% of the filesystem, at most 1024 MB.
         #[arg(long)]
         min_free_mb: Option<u64>,
+        /// Serve Prometheus metrics at http://ADDR/metrics.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
         #[command(flatten)]
         token: token_arg::TokenArg,
     },
@@ -195,7 +201,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Master { listen, dir, cluster_id, heartbeat_timeout_ms, drain_settle_ms, operation_grace_ms, max_connections, token } => {
+        Command::Master { listen, dir, cluster_id, heartbeat_timeout_ms, drain_settle_ms, operation_grace_ms, max_connections, metrics_listen, token } => {
             init_logs("info");
             token.load().and_then(|token| {
                 let rt = runtime()?;
@@ -208,6 +214,7 @@ fn main() -> ExitCode {
                     heartbeat_timeout: std::time::Duration::from_millis(heartbeat_timeout_ms),
                     drain_settle: std::time::Duration::from_millis(drain_settle_ms),
                     operation_grace: std::time::Duration::from_millis(operation_grace_ms),
+                    metrics_listen,
                     ..Default::default()
                 };
                 Ok(rt.block_on(vasto_master::run(config))?)
@@ -232,6 +239,7 @@ fn main() -> ExitCode {
             master_connect_timeout_ms,
             zone,
             min_free_mb,
+            metrics_listen,
             token,
         } => {
             init_logs("info");
@@ -258,6 +266,7 @@ fn main() -> ExitCode {
                     master_connect_timeout: std::time::Duration::from_millis(master_connect_timeout_ms),
                     zone,
                     min_free_bytes: min_free_mb.map(|mb| mb.saturating_mul(1 << 20)),
+                    metrics_listen,
                 };
                 let node = vasto_node::start(config)?;
                 Ok(node.run_until_stopped()?)

@@ -18,6 +18,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+#[path = "shard_stats.rs"]
+mod shard_stats;
+pub use shard_stats::ShardStats;
+
 pub(crate) const META_CF: &str = "meta";
 pub(crate) const LOG_CF: &str = "log";
 /// Suffix of a dropped replica's directory while it is being deleted (`<shard>.dropped-<ns>`).

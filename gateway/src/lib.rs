@@ -81,6 +81,9 @@ pub enum GatewayError {
     /// gateway is dropped).
     #[error("gateway worker thread {0} stopped")]
     WorkerStopped(usize),
+    /// The metrics endpoint could not start.
+    #[error(transparent)]
+    Metrics(#[from] vasto_metrics::MetricsError),
     /// The listen address could not be bound, or accepting failed for good.
     #[error("listen on {addr}: {source}")]
     Listen {
@@ -110,14 +113,25 @@ pub struct GatewayConfig {
     /// Worker threads, each with its own single-threaded runtime and its own native client;
     /// connections are handed to them in turn (at least 1).
     pub threads: usize,
+    /// Where to serve Prometheus metrics at `/metrics` (`None`: nowhere).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl GatewayConfig {
     /// A gateway for `keyspace` through `master`, listening on `listen`, without a password, at
-    /// most 10,000 clients, default client settings, a worker thread per core.
+    /// most 10,000 clients, default client settings, a worker thread per core, no metrics.
     pub fn new(master: &str, listen: SocketAddr, keyspace: &str) -> Self {
         let threads = std::thread::available_parallelism().map_or(1, usize::from);
-        Self { master: master.into(), listen, keyspace: keyspace.into(), client: ClientConfig::default(), password: None, max_clients: 10_000, threads }
+        Self {
+            master: master.into(),
+            listen,
+            keyspace: keyspace.into(),
+            client: ClientConfig::default(),
+            password: None,
+            max_clients: 10_000,
+            threads,
+            metrics_listen: None,
+        }
     }
 }
 
@@ -178,6 +192,10 @@ impl Gateway {
         for worker in starting {
             // An error drops the workers started so far, which stops them.
             workers.push(worker.ready().await?);
+        }
+        if let Some(addr) = config.metrics_listen {
+            let stats = Arc::clone(&stats);
+            vasto_metrics::serve(addr, move |s| stats.collect(s))?;
         }
         Ok(Gateway { config, listen, listener, stats, workers })
     }

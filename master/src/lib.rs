@@ -19,6 +19,7 @@ mod client_conn;
 mod command;
 mod hub;
 mod lag;
+mod metrics;
 mod participants;
 mod placement;
 mod progress;
@@ -73,12 +74,14 @@ pub struct MasterConfig {
     pub token: Option<ClusterToken>,
     /// Connections served at once (stores, clients, admins); one more is refused at its hello.
     pub max_connections: usize,
+    /// Where to serve Prometheus metrics at `/metrics` (`None`: nowhere).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for MasterConfig {
     /// Listens on `127.0.0.1:8278` with its files in `./vasto-master`, 1 s heartbeat timeout,
     /// 10 s command timeout, 1.2 s drain settle, 5 s operation grace, no token, 10,000
-    /// connections.
+    /// connections, no metrics.
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8278)),
@@ -90,6 +93,7 @@ impl Default for MasterConfig {
             operation_grace: Duration::from_secs(5),
             token: None,
             max_connections: 10_000,
+            metrics_listen: None,
         }
     }
 }
@@ -120,6 +124,9 @@ pub enum MasterError {
     /// The master would accept strangers: no cluster token and a non-loopback listen address.
     #[error("{0}")]
     Open(String),
+    /// The metrics endpoint could not start.
+    #[error(transparent)]
+    Metrics(#[from] vasto_metrics::MetricsError),
     /// A store sent nothing for longer than the heartbeat timeout.
     #[error("no frame from store {store} within {timeout:?}")]
     HeartbeatTimeout {
@@ -157,6 +164,10 @@ pub async fn serve(listener: TcpListener, config: MasterConfig) -> Result<(), Ma
     let shared = Arc::new(Shared::new(config, cluster_id, catalog_dir, catalog));
     tokio::spawn(reconcile::run(Arc::clone(&shared)));
     let connections = Arc::new(AtomicUsize::new(0));
+    if let Some(addr) = shared.config.metrics_listen {
+        let view = metrics::MasterView { shared: Arc::clone(&shared), connections: Arc::clone(&connections) };
+        vasto_metrics::serve(addr, move |s| view.collect(s))?;
+    }
     loop {
         match listener.accept().await {
             Ok((mut stream, peer)) => {

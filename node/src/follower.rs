@@ -339,7 +339,9 @@ async fn receive_snapshot(
             files.push(path);
         }
         let file = current.as_mut().ok_or("snapshot pieces out of order")?;
-        file.write_all(chunk.data().unwrap_or_default()).map_err(|e| e.to_string())?;
+        let data = chunk.data().unwrap_or_default();
+        file.write_all(data).map_err(|e| e.to_string())?;
+        crate::metrics::MOVED.snapshot_received.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -7,6 +7,7 @@
 //! A write is acknowledged only after its batch is committed. The group is written before any
 //! other request of the same connection is handled, so a read sees the writes sent before it and
 //! answers keep the order of the requests.
+use crate::metrics::{Op, Tally};
 use crate::registry::Replica;
 use std::ops::Range;
 use std::sync::Arc;
@@ -65,7 +66,7 @@ impl WriteGroup {
     /// failed batch was written). A batch refused because a key no longer belongs to the shard
     /// (a layout change between the check and the commit) is retried one write at a time, so
     /// only the writes of moved keys are refused. `input` is the buffer they were held from.
-    pub fn flush(&mut self, input: &[u8], enc: &mut FrameEncoder, out: &mut Vec<u8>) {
+    pub fn flush(&mut self, input: &[u8], enc: &mut FrameEncoder, out: &mut Vec<u8>, tally: &mut Tally) {
         if self.writes.is_empty() {
             return;
         }
@@ -97,10 +98,15 @@ impl WriteGroup {
                 Ok(()) => Ok(()),
                 Err(e) => Err(e.clone()),
             };
+            let op = if w.value.is_some() { Op::Put } else { Op::Delete };
             match outcome {
-                Ok(()) => enc.status(out, w.id, Status::Ok, "", 0),
+                Ok(()) => {
+                    tally.count(op, Status::Ok);
+                    enc.status(out, w.id, Status::Ok, "", 0);
+                }
                 Err(e) => {
                     let (status, message) = crate::handler::engine_status(&e);
+                    tally.count(op, status);
                     enc.status(out, w.id, status, &message, 0);
                 }
             }
@@ -111,8 +117,9 @@ impl WriteGroup {
     }
 
     /// Drops the held writes unwritten, answering each `Internal` (after a handler panic).
-    pub fn abandon(&mut self, enc: &mut FrameEncoder, out: &mut Vec<u8>) {
+    pub fn abandon(&mut self, enc: &mut FrameEncoder, out: &mut Vec<u8>, tally: &mut Tally) {
         for w in self.writes.drain(..) {
+            tally.count(if w.value.is_some() { Op::Put } else { Op::Delete }, Status::Internal);
             enc.status(out, w.id, Status::Internal, "internal error while handling the request", 0);
         }
         self.replicas.clear();

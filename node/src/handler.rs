@@ -3,6 +3,7 @@
 //! straight from the read buffer.
 use crate::group::WriteGroup;
 use crate::ingest::IngestSession;
+use crate::metrics::{Op, Tally};
 use crate::registry::{Lookup, Registry, Replica};
 use crate::request::Request;
 use crate::update_group::UpdateGroup;
@@ -43,6 +44,8 @@ pub struct Handler {
     updates: UpdateGroup,
     /// Where the answers of the last flush end in the output, if `handle` flushed; else 0.
     flushed_to: usize,
+    /// The answers given since the connection last added them to the core's metrics.
+    pub(crate) tally: Tally,
 }
 
 /// What the connection loop should do after a frame.
@@ -82,6 +85,7 @@ impl Handler {
             group: WriteGroup::default(),
             updates: UpdateGroup::default(),
             flushed_to: 0,
+            tally: Tally::default(),
         }
     }
 
@@ -89,7 +93,8 @@ impl Handler {
     /// recover from a panic mid-encode).
     pub fn fresh(&mut self) -> Self {
         let door = std::mem::replace(&mut self.door, Doorman::new("store", None));
-        Self { door, ..Self::new(Arc::clone(&self.registry), None, self.peer, self.max_skew_ns) }
+        let tally = std::mem::take(&mut self.tally);
+        Self { door, tally, ..Self::new(Arc::clone(&self.registry), None, self.peer, self.max_skew_ns) }
     }
 
     /// Whether the peer has been admitted (every frame after that is a request).
@@ -132,6 +137,7 @@ impl Handler {
             Err(e) => {
                 // The framing is intact, so the connection can go on; the id is unknowable.
                 self.flush_writes(input, out);
+                self.tally.count(Op::Other, Status::BadRequest);
                 self.enc.status(out, 0, Status::BadRequest, &e.to_string(), 0);
                 return Next::Continue;
             }
@@ -139,6 +145,7 @@ impl Handler {
         let id = frame.id();
         let Some(request) = Request::of(&frame) else {
             self.flush_writes(input, out);
+            self.tally.count(Op::Other, Status::BadRequest);
             self.enc.status(out, id, Status::BadRequest, "unexpected message on a data connection", 0);
             return Next::Continue;
         };
@@ -148,9 +155,11 @@ impl Handler {
             self.flush_writes(input, out);
             let what = request.name();
             tracing::warn!(peer = %self.peer, ?role, request = what, "refused a request the peer's role may not make");
+            self.tally.count(request.op(), Status::Unauthorized);
             self.enc.status(out, id, Status::Unauthorized, &format!("a {role:?} connection may not send a {what}"), 0);
             return Next::Close;
         }
+        let op = request.op();
         let held = match request {
             Request::Put(r) => self.hold_put(input, id, r, out),
             Request::Delete(r) => self.hold_delete(input, id, r, out),
@@ -162,6 +171,7 @@ impl Handler {
         };
         if let Err(Reject(status, msg)) = held {
             self.flush_writes(input, out);
+            self.tally.count(op, status);
             self.enc.status(out, id, status, &msg, 0);
         }
         Next::Continue
@@ -169,6 +179,7 @@ impl Handler {
 
     /// Serves every request but puts and deletes, once the held writes are committed.
     fn serve(&mut self, out: &mut Vec<u8>, id: u64, request: Request<'_>) -> Next {
+        let op = request.op();
         let result = match request {
             Request::Tail(tail) => {
                 let from = LogPosition { incarnation: tail.incarnation(), seq: tail.after() };
@@ -214,9 +225,15 @@ impl Handler {
             Request::Put(_) | Request::Delete(_) | Request::Update(_) => Err(reject(Status::Internal, "a write reached the unheld path")),
         };
         match result {
-            Ok(Responded::Yes) => {}
-            Ok(Responded::No) => self.enc.status(out, id, Status::Ok, "", 0),
-            Err(Reject(status, msg)) => self.enc.status(out, id, status, &msg, 0),
+            Ok(Responded::Yes(status)) => self.tally.count(op, status),
+            Ok(Responded::No) => {
+                self.tally.count(op, Status::Ok);
+                self.enc.status(out, id, Status::Ok, "", 0);
+            }
+            Err(Reject(status, msg)) => {
+                self.tally.count(op, status);
+                self.enc.status(out, id, status, &msg, 0);
+            }
         }
         Next::Continue
     }
@@ -260,19 +277,24 @@ impl Handler {
         let shard = self.shard(r.keyspace(), r.shard())?;
         let key = checked_key(&shard, r.key())?;
         let enc = &mut self.enc;
-        if r.with_expiry() {
+        let answered = if r.with_expiry() {
             shard.get_with_expiry(key, |v| match v {
-                Some((v, expires_at_ns)) => enc.value_expiring(out, id, v, expires_at_ns),
-                None => enc.status(out, id, Status::NotFound, "", 0),
+                Some((v, expires_at_ns)) => {
+                    enc.value_expiring(out, id, v, expires_at_ns);
+                    Status::Ok
+                }
+                None => not_found(enc, out, id),
             })
         } else {
             shard.get(key, |v| match v {
-                Some(v) => enc.value(out, id, v),
-                None => enc.status(out, id, Status::NotFound, "", 0),
+                Some(v) => {
+                    enc.value(out, id, v);
+                    Status::Ok
+                }
+                None => not_found(enc, out, id),
             })
-        }
-        .map_err(engine_error)?;
-        Ok(Responded::Yes)
+        };
+        Ok(Responded::Yes(answered.map_err(engine_error)?))
     }
 
     /// Validates a read-modify-write and holds it for the group commit (run under the
@@ -342,8 +364,8 @@ impl Handler {
 
     /// Commits the held writes or updates and appends their answers (see [`Handler::handle`]).
     pub fn flush_writes(&mut self, input: &[u8], out: &mut Vec<u8>) {
-        self.group.flush(input, &mut self.enc, out);
-        self.updates.flush(input, &mut self.enc, out);
+        self.group.flush(input, &mut self.enc, out, &mut self.tally);
+        self.updates.flush(input, &mut self.enc, out, &mut self.tally);
         self.flushed_to = out.len();
     }
 
@@ -356,8 +378,8 @@ impl Handler {
 
     /// Answers every held write and update `Internal` without running it (the handler panicked).
     pub fn abandon_writes(&mut self, out: &mut Vec<u8>) {
-        self.group.abandon(&mut self.enc, out);
-        self.updates.abandon(&mut self.enc, out);
+        self.group.abandon(&mut self.enc, out, &mut self.tally);
+        self.updates.abandon(&mut self.enc, out, &mut self.tally);
     }
 
     fn batch(&mut self, r: fb::Batch<'_>) -> Result<Responded, Reject> {
@@ -393,13 +415,18 @@ impl Handler {
             .scan(r.prefix().unwrap_or_default(), r.start_after().unwrap_or_default(), limit, MAX_SCAN_BYTES, |k, v| page.push(k, v))
             .map_err(engine_error)?;
         page.finish_scan_page(out, id, more);
-        Ok(Responded::Yes)
+        Ok(Responded::Yes(Status::Ok))
     }
 }
 
+fn not_found(enc: &mut FrameEncoder, out: &mut Vec<u8>, id: u64) -> Status {
+    enc.status(out, id, Status::NotFound, "", 0);
+    Status::NotFound
+}
+
 enum Responded {
-    /// The handler already appended the response.
-    Yes,
+    /// The handler already appended the response, with this status.
+    Yes(Status),
     /// Success without a payload: the caller appends a plain Ok.
     No,
 }

@@ -62,7 +62,9 @@ impl IngestSession {
             return Err(format!("import file {file} arrived out of order (expected {} or {})", self.files.len().saturating_sub(1), self.files.len()));
         }
         let file = self.current.as_mut().ok_or("import pieces out of order")?;
-        file.write_all(data).map_err(|e| format!("writing the import for {}/{}: {e}", self.keyspace, self.shard))
+        file.write_all(data).map_err(|e| format!("writing the import for {}/{}: {e}", self.keyspace, self.shard))?;
+        crate::metrics::MOVED.imported.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     fn close_current(&mut self) -> Result<(), String> {

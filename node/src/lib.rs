@@ -20,6 +20,7 @@ mod handler;
 mod identity;
 mod ingest;
 mod master_link;
+mod metrics;
 mod registry;
 mod replication;
 mod request;
@@ -113,6 +114,8 @@ pub struct NodeConfig {
     /// Free bytes on the data filesystem below which the store takes no new replicas (`None`:
     /// 5% of the filesystem, at most 1 GiB).
     pub min_free_bytes: Option<u64>,
+    /// Where to serve Prometheus metrics at `/metrics` (`None`: nowhere).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// A started store: its bound address and threads.
@@ -222,7 +225,8 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         read_timeout: config.read_timeout,
         idle_timeout: config.idle_timeout,
     };
-    let (addr, _cores) = server::spawn_cores(config.listen, threads, Arc::clone(&registry), limits, config.token.clone())?;
+    let metrics = Arc::new(metrics::StoreMetrics::new(threads));
+    let (addr, _cores) = server::spawn_cores(config.listen, threads, Arc::clone(&registry), limits, config.token.clone(), Arc::clone(&metrics))?;
     let identity = master_link::Identity {
         store_id: store_id.clone(),
         address: config.advertise.clone().unwrap_or_else(|| addr.to_string()),
@@ -235,6 +239,10 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     };
     tracing::info!(%addr, threads, store_id = %store_id, dir = %config.dir.display(), sync = config.engine.sync.name(), "store listening");
     let replication = replication::Replication::start(Arc::clone(&registry), store_id.clone(), config.token.clone())?;
+    if let Some(listen) = config.metrics_listen {
+        let view = metrics::StoreView { metrics, registry: Arc::clone(&registry), replication: replication.clone(), disk: identity.disk.clone() };
+        vasto_metrics::serve(listen, move |s| view.collect(s)).map_err(|e| NodeError::Config(e.to_string()))?;
+    }
     spawn_cache_report(Arc::clone(&registry))?;
     spawn_unkept_sweeper(Arc::clone(&registry))?;
     if config.engine.sync == SyncMode::EverySec {

@@ -52,6 +52,20 @@ impl<'a> Request<'a> {
         }
     }
 
+    /// What the metrics count it as.
+    pub(crate) fn op(&self) -> crate::metrics::Op {
+        use crate::metrics::Op;
+        match self {
+            Request::Get(_) => Op::Get,
+            Request::Put(_) => Op::Put,
+            Request::Delete(_) => Op::Delete,
+            Request::Batch(_) => Op::Batch,
+            Request::Scan(_) => Op::Scan,
+            Request::Update(_) => Op::Update,
+            Request::Tail(_) | Request::Snapshot(_) | Request::Ingest(_) => Op::Other,
+        }
+    }
+
     /// The request's name, for refusals and logs.
     pub(crate) fn name(&self) -> &'static str {
         match self {

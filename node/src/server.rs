@@ -1,6 +1,7 @@
 //! Thread-per-core data server: one monoio runtime (io_uring, epoll fallback) per core, each with
 //! its own SO_REUSEPORT listener on the same address, so the kernel spreads connections.
 use crate::handler::{Handler, Next};
+use crate::metrics::StoreMetrics;
 use crate::registry::{Registry, Replica};
 use crate::NodeError;
 use monoio::buf::IoBufMut;
@@ -8,10 +9,10 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::AtomicUsize;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use std::time::Instant;
 use vasto_wire::{frame_len, ClusterToken, ConnectionSlot, FrameEncoder, ShardSelector, Status, WireError, LEN_PREFIX, OPENING_MAX_FRAME};
 
 const READ_CHUNK: usize = 64 << 10;
@@ -51,6 +52,7 @@ pub fn spawn_cores(
     registry: Arc<Registry>,
     limits: Limits,
     token: Option<ClusterToken>,
+    metrics: Arc<StoreMetrics>,
 ) -> Result<(SocketAddr, Vec<JoinHandle<()>>), NodeError> {
     // The cores share the port with SO_REUSEPORT, which would just as well let a second store
     // (a typo, a stale process, a port handed out twice) bind it and silently take half of the
@@ -63,13 +65,12 @@ pub fn spawn_cores(
     }
     let mut handles = Vec::with_capacity(threads);
     let mut addr = listen;
-    let connections = Arc::new(AtomicUsize::new(0));
     for core in 0..threads.max(1) {
         let (tx, rx) = mpsc::channel();
-        let (registry, token, connections) = (Arc::clone(&registry), token.clone(), Arc::clone(&connections));
+        let (registry, token, metrics) = (Arc::clone(&registry), token.clone(), Arc::clone(&metrics));
         let handle = std::thread::Builder::new()
             .name(format!("vasto-core-{core}"))
-            .spawn(move || core_main(core, addr, CoreShared { registry, limits, token, connections }, tx))?;
+            .spawn(move || core_main(core, addr, CoreShared { registry, limits, token, metrics }, tx))?;
         match rx.recv() {
             Ok(Ok(bound)) => addr = bound,
             Ok(Err(e)) => return Err(NodeError::Bind { addr: addr.to_string(), source: e }),
@@ -85,8 +86,8 @@ struct CoreShared {
     registry: Arc<Registry>,
     limits: Limits,
     token: Option<ClusterToken>,
-    /// Connections served by all cores together.
-    connections: Arc<AtomicUsize>,
+    /// Request counters (one set per core) and the connections served by all cores together.
+    metrics: Arc<StoreMetrics>,
 }
 
 fn core_main(core: usize, addr: SocketAddr, shared: CoreShared, bound: mpsc::Sender<std::io::Result<SocketAddr>>) {
@@ -112,9 +113,11 @@ fn core_main(core: usize, addr: SocketAddr, shared: CoreShared, bound: mpsc::Sen
         tracing::info!(core, io_uring = uring, "core serving");
         loop {
             match listener.accept().await {
-                Ok((stream, peer)) => match ConnectionSlot::take(&shared.connections, shared.limits.max_connections) {
+                Ok((stream, peer)) => match ConnectionSlot::take(&shared.metrics.connections, shared.limits.max_connections) {
                     Some(slot) => {
-                        monoio::spawn(serve_connection(stream, peer, Arc::clone(&shared.registry), shared.limits, shared.token.clone(), slot));
+                        let (registry, metrics) = (Arc::clone(&shared.registry), Arc::clone(&shared.metrics));
+                        let conn = Connection { peer, registry, limits: shared.limits, token: shared.token.clone(), metrics, core, _slot: slot };
+                        monoio::spawn(serve_connection(stream, conn));
                     }
                     None => {
                         monoio::spawn(refuse_connection(stream, peer, shared.limits.max_connections));
@@ -141,14 +144,9 @@ async fn refuse_connection(mut stream: TcpStream, peer: SocketAddr, max: usize) 
 /// Reads frames, answers each in order, and writes all answers of one read in one write.
 /// Closes a connection whose peer stalls in its opening or in the middle of a frame for
 /// longer than the read timeout, or sends nothing for longer than the idle timeout.
-async fn serve_connection(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    registry: Arc<Registry>,
-    limits: Limits,
-    token: Option<ClusterToken>,
-    _slot: ConnectionSlot,
-) {
+async fn serve_connection(mut stream: TcpStream, conn: Connection) {
+    let Connection { peer, registry, limits, token, metrics, core, _slot } = conn;
+    let metrics = metrics.core(core);
     let _ = stream.set_nodelay(true);
     let mut handler = Handler::new(registry, token, peer, limits.max_skew_ns);
     let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK);
@@ -159,9 +157,12 @@ async fn serve_connection(
         // Frames already buffered (left by the output bound) are handled before reading more.
         let limit = if handler.admitted() { limits.max_frame } else { OPENING_MAX_FRAME };
         if !matches!(frame_len(&input, limit), Ok(None)) {
+            let started = Instant::now();
             let (consumed, after) = process(&mut handler, &input, &mut out, limits.max_frame);
             input.drain(..consumed);
-            let Some((s, o)) = send_and_go_on(stream, out, after, limits).await else { return };
+            let sent = send_and_go_on(stream, out, after, limits).await;
+            handler.tally.flush(metrics, elapsed_ns(started));
+            let Some((s, o)) = sent else { return };
             (stream, out) = (s, o);
             continue;
         }
@@ -197,6 +198,7 @@ async fn serve_connection(
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
+        let started = Instant::now();
         let (consumed, after) = process(&mut handler, &input, &mut out, limits.max_frame);
         input.drain(..consumed);
         if let Some(needed) = declared_len(&input) {
@@ -208,9 +210,27 @@ async fn serve_connection(
         } else if input.is_empty() && input.capacity() > KEEP_CAPACITY {
             input = Vec::with_capacity(READ_CHUNK);
         }
-        let Some((s, o)) = send_and_go_on(stream, out, after, limits).await else { return };
+        let sent = send_and_go_on(stream, out, after, limits).await;
+        handler.tally.flush(metrics, elapsed_ns(started));
+        let Some((s, o)) = sent else { return };
         (stream, out) = (s, o);
     }
+}
+
+/// One accepted data connection and what serving it needs.
+struct Connection {
+    peer: SocketAddr,
+    registry: Arc<Registry>,
+    limits: Limits,
+    token: Option<ClusterToken>,
+    metrics: Arc<StoreMetrics>,
+    /// The core serving it (whose counters it adds to).
+    core: usize,
+    _slot: ConnectionSlot,
+}
+
+fn elapsed_ns(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Writes the answers in `out`, then hands the stream and the emptied buffer back to read

@@ -2,10 +2,12 @@
 //! this replica's locally-originated writes as `Changes` frames, pushed as soon as they are
 //! written (the write path wakes this task), with a keep-alive when idle. A resize copy asks for
 //! only the keys that move to it; those streams, and snapshots, are paced by `--max-mbps`.
+use crate::metrics::MOVED;
 use crate::registry::Replica;
 use crate::split::on_helper_thread;
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vasto_engine::{EngineError, LogPosition, Pacer};
@@ -83,6 +85,9 @@ pub async fn stream_changes(mut stream: TcpStream, replica: Arc<Replica>, mut po
                 return;
             }
             last_sent = Instant::now();
+            if only.is_some() {
+                MOVED.resize_sent.fetch_add(out.len() as u64, Relaxed);
+            }
             if let Some(wait) = pacer.after(out.len() as u64) {
                 monoio::time::sleep(wait).await;
             }
@@ -116,7 +121,10 @@ pub async fn stream_snapshot(mut stream: TcpStream, replica: Arc<Replica>, only:
             })
             .await;
             let sent = match exported {
-                Ok(s) => send_snapshot_files(&mut stream, &mut enc, &mut out, &replica, &s.files, s.position, bytes_per_sec).await,
+                Ok(s) => {
+                    send_snapshot_files(&mut stream, &mut enc, &mut out, &replica, &s.files, s.position, Metered::new(bytes_per_sec, &MOVED.snapshot_sent))
+                        .await
+                }
                 Err(e) => refuse(&mut stream, &mut enc, out, e.to_string()).await,
             };
             if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -125,7 +133,18 @@ pub async fn stream_snapshot(mut stream: TcpStream, replica: Arc<Replica>, only:
             sent
         }
         Some(sel) => match replica.split.get(&replica, sel.shards, bytes_per_sec).await {
-            Ok(split) => send_snapshot_files(&mut stream, &mut enc, &mut out, &replica, split.files_for(sel.shard), split.position(), bytes_per_sec).await,
+            Ok(split) => {
+                send_snapshot_files(
+                    &mut stream,
+                    &mut enc,
+                    &mut out,
+                    &replica,
+                    split.files_for(sel.shard),
+                    split.position(),
+                    Metered::new(bytes_per_sec, &MOVED.resize_sent),
+                )
+                .await
+            }
             Err(e) => refuse(&mut stream, &mut enc, out, e).await,
         },
     };
@@ -143,6 +162,18 @@ async fn refuse(stream: &mut TcpStream, enc: &mut FrameEncoder, mut out: Vec<u8>
     Err(why)
 }
 
+/// The pace a snapshot is sent at and the counter its bytes are added to.
+struct Metered<'a> {
+    pacer: Pacer,
+    moved: &'a AtomicU64,
+}
+
+impl<'a> Metered<'a> {
+    fn new(bytes_per_sec: u64, moved: &'a AtomicU64) -> Self {
+        Metered { pacer: Pacer::new(bytes_per_sec), moved }
+    }
+}
+
 async fn send_snapshot_files(
     stream: &mut TcpStream,
     enc: &mut FrameEncoder,
@@ -150,11 +181,10 @@ async fn send_snapshot_files(
     replica: &Replica,
     files: &[std::path::PathBuf],
     position: LogPosition,
-    bytes_per_sec: u64,
+    mut metered: Metered<'_>,
 ) -> Result<(), String> {
     use std::io::Read;
     let mut piece = vec![0u8; SNAPSHOT_CHUNK];
-    let mut pacer = Pacer::new(bytes_per_sec);
     for (index, path) in files.iter().enumerate() {
         let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
         loop {
@@ -170,7 +200,8 @@ async fn send_snapshot_files(
             let (res, buf) = stream.write_all(std::mem::take(out)).await;
             *out = buf;
             res.map_err(|e| e.to_string())?;
-            if let Some(wait) = pacer.after(n as u64) {
+            metered.moved.fetch_add(n as u64, Relaxed);
+            if let Some(wait) = metered.pacer.after(n as u64) {
                 monoio::time::sleep(wait).await;
             }
         }

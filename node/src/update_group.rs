@@ -8,6 +8,7 @@
 //! Each update is still answered only after its write is committed, and in request order; the
 //! group is run before any other request of the connection is handled.
 use crate::group::{range_in, replica_index, MAX_GROUP};
+use crate::metrics::{Op, Tally};
 use crate::registry::Replica;
 use std::ops::Range;
 use std::sync::Arc;
@@ -71,7 +72,7 @@ impl UpdateGroup {
 
     /// Runs the held updates, one `update_many` per replica, and appends each one's answer to
     /// `out` in the order they were held. `input` is the buffer they were held from.
-    pub fn flush(&mut self, input: &[u8], enc: &mut FrameEncoder, out: &mut Vec<u8>) {
+    pub fn flush(&mut self, input: &[u8], enc: &mut FrameEncoder, out: &mut Vec<u8>, tally: &mut Tally) {
         if self.held.is_empty() {
             return;
         }
@@ -95,6 +96,7 @@ impl UpdateGroup {
             replica.appended();
         }
         for (h, (outcome, value)) in held.iter().zip(outcomes.iter()) {
+            tally.count(Op::Update, outcome.as_ref().map_or_else(|e| crate::handler::engine_status(e).0, |_| vasto_wire::Status::Ok));
             match outcome {
                 Ok(done) => {
                     let value = done.returned.then(|| &returned[value.clone()]);
@@ -115,8 +117,9 @@ impl UpdateGroup {
     }
 
     /// Drops the held updates unrun, answering each `Internal` (after a handler panic).
-    pub fn abandon(&mut self, enc: &mut FrameEncoder, out: &mut Vec<u8>) {
+    pub fn abandon(&mut self, enc: &mut FrameEncoder, out: &mut Vec<u8>, tally: &mut Tally) {
         for h in self.held.drain(..) {
+            tally.count(Op::Update, vasto_wire::Status::Internal);
             enc.status(out, h.id, vasto_wire::Status::Internal, "internal error while handling the request", 0);
         }
         self.replicas.clear();

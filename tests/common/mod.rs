@@ -356,6 +356,12 @@ impl Drop for Cluster {
 /// Runs a command to completion, killing it (by PID) if it takes longer than `timeout`.
 pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Output {
     let child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    wait_bounded(child, &format!("{cmd:?}"), timeout)
+}
+
+/// Waits for a spawned child (`what` names it) and collects its output, killing it (by PID)
+/// if it takes longer than `timeout`.
+pub fn wait_bounded(child: std::process::Child, what: &str, timeout: Duration) -> Output {
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -366,7 +372,7 @@ pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Output {
         Err(_) => {
             // SAFETY: kill(2) on the PID of a child we spawned and have not reaped.
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!("command {cmd:?} did not finish within {timeout:?}");
+            panic!("command {what} did not finish within {timeout:?}");
         }
     }
 }
