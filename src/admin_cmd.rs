@@ -2,6 +2,7 @@
 use anyhow::Context;
 use clap::Subcommand;
 use std::fmt::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 use vasto_client::AdminClient;
 use vasto_master::ClusterStatus;
@@ -60,6 +61,21 @@ pub enum AdminAction {
         /// Keyspace name.
         keyspace: String,
     },
+    /// Back up a keyspace: one replica of every shard writes a RocksDB checkpoint (hard links on
+    /// the store's data filesystem, copies otherwise) once it holds every write acknowledged
+    /// before the backup began; then each is read back and a manifest written last. DIR must be
+    /// reachable under the same path by the stores and by this machine (one machine, or a
+    /// shared mount).
+    Backup {
+        /// Keyspace name.
+        keyspace: String,
+        /// The backup directory (created; it must not exist or be empty).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Load a backup into a keyspace of any shard count, on this cluster or another (through
+    /// the import path). A damaged or incomplete backup is refused before anything is loaded.
+    Restore(crate::backup_cmd::RestoreArgs),
     /// Show stores, keyspaces, and where every shard lives.
     Status {
         /// Print the raw JSON document instead of tables.
@@ -72,33 +88,35 @@ pub async fn run(master: &str, token: &crate::token_arg::TokenArg, action: Admin
     // A replace returns only once the new store has copied everything: allow it time.
     let long = matches!(action, AdminAction::ReplaceStore { .. } | AdminAction::Resize { .. });
     let timeout = if long { Duration::from_secs(3600) } else { Duration::from_secs(10) };
-    let mut admin = AdminClient::connect_with(master, &token.client(timeout)?).await.context("connecting to the master")?;
+    let connect = || async move { AdminClient::connect_with(master, &token.client(timeout)?).await.context("connecting to the master") };
     match action {
         AdminAction::CreateKeyspace { name, shards, replicas, require_zones } => {
-            let said = admin.create_keyspace_placed(&name, shards, replicas, require_zones).await?;
+            let said = connect().await?.create_keyspace_placed(&name, shards, replicas, require_zones).await?;
             println!("keyspace {name}: {shards} shards x {replicas} replicas");
             if let Some((_, warning)) = said.split_once(vasto_master::ZONE_WARNING) {
                 eprintln!("warning: {warning}");
             }
         }
         AdminAction::Compact { keyspace } => {
-            println!("{}", admin.compact_keyspace(&keyspace).await?);
+            println!("{}", connect().await?.compact_keyspace(&keyspace).await?);
         }
         AdminAction::DeleteKeyspace { name } => {
-            admin.delete_keyspace(&name).await?;
+            connect().await?.delete_keyspace(&name).await?;
             println!("keyspace {name} deleted");
         }
         AdminAction::ReplaceStore { keyspace, from, to } => {
-            println!("{}", admin.replace_store(&keyspace, &from, &to).await?);
+            println!("{}", connect().await?.replace_store(&keyspace, &from, &to).await?);
         }
         AdminAction::Resize { keyspace, shards } => {
-            println!("{}", admin.resize_keyspace(&keyspace, shards).await?);
+            println!("{}", connect().await?.resize_keyspace(&keyspace, shards).await?);
         }
         AdminAction::Cancel { keyspace } => {
-            println!("{}", admin.cancel(&keyspace).await?);
+            println!("{}", connect().await?.cancel(&keyspace).await?);
         }
+        AdminAction::Backup { keyspace, to } => crate::backup_cmd::backup(master, token, &keyspace, to).await?,
+        AdminAction::Restore(args) => crate::backup_cmd::restore(master, token, args).await?,
         AdminAction::Status { json } => {
-            let doc = admin.status_json().await?;
+            let doc = connect().await?.status_json().await?;
             if json {
                 println!("{doc}");
             } else {

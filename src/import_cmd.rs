@@ -72,7 +72,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     };
     let progress = Arc::new(Progress::default());
     let bar = ProgressBar::new(0);
-    let watcher = tokio::spawn(show_progress(Arc::clone(&progress), bar.clone()));
+    let watcher = tokio::spawn(show_progress(Arc::clone(&progress), bar.clone(), "records"));
     let result = vasto_import::import(&args.master, &args.keyspace, &args.input, &options, Arc::clone(&progress)).await;
     watcher.abort();
     bar.finish_and_clear();
@@ -102,8 +102,9 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Redraws the bar from the import's counters: input bytes while preparing, then bytes sent.
-async fn show_progress(progress: Arc<Progress>, bar: ProgressBar) {
+/// Redraws the bar from the import's counters: input bytes while preparing, then bytes sent;
+/// `unit` names what `records` counts.
+pub(crate) async fn show_progress(progress: Arc<Progress>, bar: ProgressBar, unit: &'static str) {
     let style = |template: &str| ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar());
     bar.set_style(style("{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}"));
     let mut sending = false;
@@ -124,7 +125,7 @@ async fn show_progress(progress: Arc<Progress>, bar: ProgressBar) {
             bar.set_position(progress.input_bytes.load(Ordering::Relaxed));
             let records = progress.records.load(Ordering::Relaxed);
             let elapsed = bar.elapsed().as_secs_f64().max(1e-3);
-            bar.set_message(format!("{records} records ({:.0}/s), {} malformed", records as f64 / elapsed, progress.bad_lines.load(Ordering::Relaxed)));
+            bar.set_message(format!("{records} {unit} ({:.0}/s), {} malformed", records as f64 / elapsed, progress.bad_lines.load(Ordering::Relaxed)));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -2,6 +2,7 @@
 //! cluster and the load generator. Parses flags and calls the crates; no logic of its own beyond
 //! presentation.
 mod admin_cmd;
+mod backup_cmd;
 mod data_cmd;
 mod dev;
 mod gateway_cmd;

@@ -71,6 +71,14 @@ impl AdminClient {
         self.request(|enc, out, id| enc.compact_keyspace(out, id, name)).await
     }
 
+    /// Has one replica of every shard of `name` write a RocksDB checkpoint under `dir` (an
+    /// absolute path each store can write; see `vasto admin backup`), each once it holds every
+    /// write its live peers had logged when the backup began. Returns the master's account of
+    /// the checkpoints (JSON); the caller writes the backup's manifest.
+    pub async fn backup_keyspace(&mut self, name: &str, dir: &str) -> Result<String, ClientError> {
+        self.request(|enc, out, id| enc.backup_keyspace(out, id, name, dir)).await
+    }
+
     /// Deletes a keyspace and all its data.
     pub async fn delete_keyspace(&mut self, name: &str) -> Result<(), ClientError> {
         self.request(|enc, out, id| enc.delete_keyspace(out, id, name)).await.map(drop)

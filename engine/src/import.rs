@@ -30,16 +30,33 @@ impl ImportWriter {
     /// event time `event_time_ns` and no expiry; returns the file's size in bytes. Nothing is
     /// written for an empty iterator (and 0 returned).
     pub fn write<'a>(&mut self, path: &Path, pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>, event_time_ns: u64) -> Result<u64, EngineError> {
+        let header = Header { event_time_ns, expires_at_ns: 0, tombstone: false, counter: false };
+        self.write_with(path, pairs, Some(header))
+    }
+
+    /// Writes `pairs` (keys strictly increasing) whose values are already stored values
+    /// (header included, as [`crate::read_checkpoint`] yields them) to a new SST file at `path`,
+    /// unchanged; returns the file's size in bytes (0, and no file, for an empty iterator).
+    pub fn write_stored<'a>(&mut self, path: &Path, pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Result<u64, EngineError> {
+        self.write_with(path, pairs, None)
+    }
+
+    /// Writes the values with `header` in front, or as they are when `None`.
+    fn write_with<'a>(&mut self, path: &Path, pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>, header: Option<Header>) -> Result<u64, EngineError> {
         let mut pairs = pairs.into_iter().peekable();
         if pairs.peek().is_none() {
             return Ok(0);
         }
         let mut writer = SstFileWriter::create(&self.opts);
         writer.open(path)?;
-        let header = Header { event_time_ns, expires_at_ns: 0, tombstone: false, counter: false };
         for (key, value) in pairs {
-            encode_value(&mut self.scratch, header, value);
-            writer.merge(key, &self.scratch)?;
+            match header {
+                Some(header) => {
+                    encode_value(&mut self.scratch, header, value);
+                    writer.merge(key, &self.scratch)?;
+                }
+                None => writer.merge(key, value)?,
+            }
         }
         writer.finish()?;
         std::fs::metadata(path).map(|m| m.len()).map_err(|source| EngineError::Io { path: path.to_path_buf(), source })

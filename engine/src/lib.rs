@@ -7,6 +7,7 @@
 //! resize moved to other shards.
 //! This crate knows nothing of the network.
 
+mod backup;
 mod cache;
 mod census;
 mod changelog;
@@ -23,6 +24,7 @@ mod snapshot;
 mod unkept;
 mod update;
 
+pub use backup::{read_checkpoint, CheckpointSummary};
 pub use cache::{CacheStats, ValueCache};
 pub use census::ShardCensus;
 pub use changelog::LogPosition;

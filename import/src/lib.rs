@@ -10,11 +10,17 @@
 
 #![warn(missing_docs)]
 
+mod backup;
+pub mod manifest;
 pub mod parse;
 mod partition;
+mod restore;
 mod upload;
 
+pub use backup::{backup, BackupReport};
+pub use manifest::BackupManifest;
 pub use parse::{BadLine, Format};
+pub use restore::{restore, RestoreOptions, RestoreReport};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,6 +96,37 @@ pub enum ImportError {
         /// What went wrong.
         message: String,
     },
+}
+
+/// Why a backup or a restore failed.
+#[derive(Debug, Error)]
+pub enum BackupError {
+    /// The master or the keyspace could not be reached, or the master refused.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// Loading the backup into the keyspace failed (see [`ImportError`]).
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    /// A file or directory of the backup could not be used.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The target cannot take the backup or the restore as asked.
+    #[error("{0}")]
+    Target(String),
+    /// The backup is incomplete (no manifest, a shard or file missing): nothing was restored.
+    #[error("incomplete backup: {0}")]
+    Partial(String),
+    /// The backup is damaged (a file's size or contents do not match): nothing was restored.
+    #[error("corrupt backup: {0}")]
+    Corrupt(String),
+    /// The master's answer was not understood, or a helper task stopped.
+    #[error("{0}")]
+    Master(String),
 }
 
 fn describe(lines: &[BadLine]) -> String {
@@ -168,6 +205,15 @@ const TABLE_WAIT: Duration = Duration::from_secs(10);
 /// (`BeginImport`): no resize or replace of the keyspace can start until the import is over,
 /// and the import is refused while one runs; each store checks the layout again as it ingests.
 pub async fn import(master: &str, keyspace: &str, input: &Path, options: &ImportOptions, progress: Arc<Progress>) -> Result<ImportReport, ImportError> {
+    leased(master, keyspace, options, |shards| import_leased(master, keyspace, shards, input, options, progress)).await
+}
+
+/// Runs `work` with the shard count the master gave while holding the import lease on
+/// `keyspace` (see [`import`]); stops it with [`ImportError::LeaseLost`] if the lease is lost.
+pub(crate) async fn leased<T, F>(master: &str, keyspace: &str, options: &ImportOptions, work: impl FnOnce(u32) -> F) -> Result<T, ImportError>
+where
+    F: std::future::Future<Output = Result<T, ImportError>>,
+{
     let mut lease = vasto_client::AdminClient::connect_with(master, &options.client()).await?;
     let shards = lease.begin_import(keyspace).await.map_err(|e| match e {
         ClientError::Server { status: vasto_wire::Status::Unavailable, message } => ImportError::Busy(message),
@@ -176,7 +222,7 @@ pub async fn import(master: &str, keyspace: &str, input: &Path, options: &Import
     // Uploading without the lease could race a replace started by a restarted master (its new
     // replicas would copy snapshots taken before the ingest): stop if the lease is lost.
     let result = tokio::select! {
-        result = import_leased(master, keyspace, shards, input, options, progress) => result,
+        result = work(shards) => result,
         () = lease.closed() => Err(ImportError::LeaseLost),
     };
     if let Err(e) = lease.end_import(keyspace).await {
@@ -194,6 +240,37 @@ async fn import_leased(
     options: &ImportOptions,
     progress: Arc<Progress>,
 ) -> Result<ImportReport, ImportError> {
+    let table = routing_for(master, keyspace, shards, options).await?;
+    let started = Instant::now();
+    let (runs, prepared) = {
+        let (input, options, progress) = (input.to_path_buf(), options.clone(), Arc::clone(&progress));
+        let shards = table.shards;
+        tokio::task::spawn_blocking(move || prepare(&input, shards, &options, &progress))
+            .await
+            .map_err(|e| ImportError::Input { path: PathBuf::new(), source: std::io::Error::other(e.to_string()) })??
+    };
+    if prepared.bad_lines > 0 && !options.skip_bad {
+        return Err(ImportError::BadInput { count: prepared.bad_lines, first: prepared.first_bad });
+    }
+    let prepare_time = started.elapsed();
+    let uploading = Instant::now();
+    let sst_bytes = send_runs(keyspace, &table, runs, options, &progress).await?;
+    Ok(ImportReport {
+        records: prepared.records,
+        bad_lines: prepared.bad_lines,
+        first_bad: prepared.first_bad,
+        input_bytes: prepared.input_bytes,
+        sst_bytes,
+        shards: table.shards,
+        replicas: table.replicas,
+        prepare: prepare_time,
+        upload: uploading.elapsed(),
+    })
+}
+
+/// The routing table of `keyspace` once it shows the `shards` the master gave the lease for,
+/// with every replica up (each must receive the files).
+pub(crate) async fn routing_for(master: &str, keyspace: &str, shards: u32, options: &ImportOptions) -> Result<Arc<vasto_client::RoutingTable>, ImportError> {
     let client = Client::connect_with(master, options.client()).await?;
     let ks = client.keyspace(keyspace).await?;
     let deadline = Instant::now() + TABLE_WAIT;
@@ -212,27 +289,27 @@ async fn import_leased(
             return Err(ImportError::ReplicaDown { shard: shard as u32, replica });
         }
     }
-    let started = Instant::now();
-    let (runs, prepared) = {
-        let (input, options, progress) = (input.to_path_buf(), options.clone(), Arc::clone(&progress));
-        let shards = table.shards;
-        tokio::task::spawn_blocking(move || prepare(&input, shards, &options, &progress))
-            .await
-            .map_err(|e| ImportError::Input { path: PathBuf::new(), source: std::io::Error::other(e.to_string()) })??
-    };
-    if prepared.bad_lines > 0 && !options.skip_bad {
-        return Err(ImportError::BadInput { count: prepared.bad_lines, first: prepared.first_bad });
-    }
-    let prepare_time = started.elapsed();
-    let replicas = table.replicas;
+    Ok(table)
+}
+
+/// Sends each shard's files to every replica of it (a few at a time) and waits until all have
+/// ingested them; returns the bytes of the files (counted once per shard). The work directory
+/// is removed once every upload is over.
+pub(crate) async fn send_runs(
+    keyspace: &str,
+    table: &vasto_client::RoutingTable,
+    runs: Runs,
+    options: &ImportOptions,
+    progress: &Arc<Progress>,
+) -> Result<u64, ImportError> {
     let sst_bytes: u64 = runs.bytes.iter().sum();
-    progress.upload_total.store(sst_bytes * u64::from(replicas), Ordering::Relaxed);
+    progress.upload_total.store(sst_bytes * u64::from(table.replicas), Ordering::Relaxed);
     let shards = table.shards;
     let uploads: Vec<upload::Upload> = table
         .routes
         .iter()
         .enumerate()
-        .filter(|(shard, _)| !runs.files[*shard].is_empty())
+        .filter(|(shard, _)| runs.files.get(*shard).is_some_and(|f| !f.is_empty()))
         .flat_map(|(shard, replicas)| {
             let files = runs.files[shard].clone();
             replicas.iter().map(move |r| upload::Upload {
@@ -245,12 +322,11 @@ async fn import_leased(
             })
         })
         .collect();
-    let uploading = Instant::now();
     let limit = Arc::new(tokio::sync::Semaphore::new(PARALLEL_UPLOADS));
     // A JoinSet: if the import is abandoned (its lease lost), dropping it aborts every upload.
     let mut tasks = tokio::task::JoinSet::new();
     for u in uploads {
-        let (limit, progress) = (Arc::clone(&limit), Arc::clone(&progress));
+        let (limit, progress) = (Arc::clone(&limit), Arc::clone(progress));
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
             u.run(&progress).await
@@ -264,28 +340,15 @@ async fn import_leased(
         }
     }
     drop(runs.dir);
-    if let Some(e) = first_err {
-        return Err(e);
-    }
-    Ok(ImportReport {
-        records: prepared.records,
-        bad_lines: prepared.bad_lines,
-        first_bad: prepared.first_bad,
-        input_bytes: prepared.input_bytes,
-        sst_bytes,
-        shards: table.shards,
-        replicas,
-        prepare: prepare_time,
-        upload: uploading.elapsed(),
-    })
+    first_err.map_or(Ok(sst_bytes), Err)
 }
 
 /// The SST files of every shard, in a work directory removed when this is dropped.
-struct Runs {
-    dir: tempfile::TempDir,
-    files: Vec<Vec<PathBuf>>,
+pub(crate) struct Runs {
+    pub dir: tempfile::TempDir,
+    pub files: Vec<Vec<PathBuf>>,
     /// Bytes of each shard's files.
-    bytes: Vec<u64>,
+    pub bytes: Vec<u64>,
 }
 
 /// What parsing found.
@@ -294,6 +357,12 @@ struct Prepared {
     bad_lines: u64,
     first_bad: Vec<BadLine>,
     input_bytes: u64,
+}
+
+/// A new work directory for SST files under the options' (or the system's temp) directory.
+pub(crate) fn work_dir(options: &ImportOptions) -> Result<tempfile::TempDir, ImportError> {
+    let base = options.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+    tempfile::Builder::new().prefix("vasto-import-").tempdir_in(&base).map_err(|source| ImportError::WorkDir { path: base.clone(), source })
 }
 
 /// Maps, parses, partitions and writes the SST files (blocking).
@@ -309,8 +378,7 @@ fn prepare(input: &Path, shards: u32, options: &ImportOptions, progress: &Progre
     if let Some(map) = &map {
         let _ = map.advise(memmap2::Advice::Sequential);
     }
-    let base = options.work_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let dir = tempfile::Builder::new().prefix("vasto-import-").tempdir_in(&base).map_err(|source| ImportError::WorkDir { path: base.clone(), source })?;
+    let dir = work_dir(options)?;
     let mut partitioner = partition::Partitioner::new(shards, options.memory_bytes, dir.path(), options.event_time_ns);
     let (records, bad_lines) = (std::cell::Cell::new(0u64), std::cell::Cell::new(0u64));
     let (mut first_bad, mut failed) = (Vec::new(), None);

@@ -35,7 +35,9 @@ pub struct Partitioner {
     bytes: Vec<u64>,
     spills: u64,
     dir: PathBuf,
-    event_time_ns: u64,
+    /// The event time records get; `None`: the values pushed are stored values already (a
+    /// restore), written as they are.
+    event_time_ns: Option<u64>,
     writer: ImportWriter,
 }
 
@@ -43,6 +45,17 @@ impl Partitioner {
     /// Partitions for a keyspace of `shards` shards, spilling into `dir` whenever about
     /// `budget_bytes` of records are buffered; every record gets event time `event_time_ns`.
     pub fn new(shards: u32, budget_bytes: usize, dir: &Path, event_time_ns: u64) -> Self {
+        Self::with_values(shards, budget_bytes, dir, Some(event_time_ns))
+    }
+
+    /// Like [`Partitioner::new`] for stored values (header included, from a backup's
+    /// checkpoints): they are written unchanged, keeping their own event times and expiries. A
+    /// key must be pushed at most once.
+    pub fn for_stored_values(shards: u32, budget_bytes: usize, dir: &Path) -> Self {
+        Self::with_values(shards, budget_bytes, dir, None)
+    }
+
+    fn with_values(shards: u32, budget_bytes: usize, dir: &Path, event_time_ns: Option<u64>) -> Self {
         Self {
             shards,
             budget: budget_bytes.max(1 << 20),
@@ -75,7 +88,7 @@ impl Partitioner {
 
     /// Writes every buffered shard as a sorted run and empties the buffers.
     fn spill(&mut self) -> Result<(), ImportError> {
-        let event_time_ns = self.event_time_ns.saturating_add(self.spills);
+        let event_time_ns = self.event_time_ns.map(|t| t.saturating_add(self.spills));
         self.spills += 1;
         for (shard, buf) in self.buffers.iter_mut().enumerate() {
             if buf.entries.is_empty() {
@@ -86,8 +99,12 @@ impl Partitioner {
             order.sort_by(|&a, &b| buf.entry(a).0.cmp(buf.entry(b).0));
             let last_of_each_key = order.iter().enumerate().filter(|&(i, &e)| order.get(i + 1).is_none_or(|&next| buf.entry(next).0 != buf.entry(e).0));
             let path = self.dir.join(format!("shard{shard:05}-run{:05}.sst", self.runs[shard].len()));
-            self.bytes[shard] +=
-                self.writer.write(&path, last_of_each_key.map(|(_, &e)| buf.entry(e)), event_time_ns).map_err(|e| ImportError::Sst(path.clone(), e))?;
+            let pairs = last_of_each_key.map(|(_, &e)| buf.entry(e));
+            let written = match event_time_ns {
+                Some(t) => self.writer.write(&path, pairs, t),
+                None => self.writer.write_stored(&path, pairs),
+            };
+            self.bytes[shard] += written.map_err(|e| ImportError::Sst(path.clone(), e))?;
             self.runs[shard].push(path);
             buf.arena.clear();
             buf.entries.clear();

@@ -26,8 +26,9 @@ pub(crate) struct Done {
     pub mark: LogMark,
 }
 
-/// Queues one shard command on a store's connection.
-fn send_command(shared: &Shared, store: &str, kind: ShardCommandKind, info: &ShardInfo) -> Result<Sent, Reject> {
+/// Queues one shard command on a store's connection (`dir`: the checkpoint directory of a
+/// `Checkpoint`, empty otherwise).
+fn send_command(shared: &Shared, store: &str, kind: ShardCommandKind, info: &ShardInfo, dir: &str) -> Result<Sent, Reject> {
     let id = shared.frame_id();
     let mut hub = shared.lock();
     let Some(link) = hub.link(store) else {
@@ -37,7 +38,7 @@ fn send_command(shared: &Shared, store: &str, kind: ShardCommandKind, info: &Sha
     let (tx, rx) = oneshot::channel();
     pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
     let mut out = Vec::new();
-    hub.enc.shard_command(&mut out, id, kind, info);
+    hub.enc.shard_command(&mut out, id, kind, info, dir);
     if outbox.send(Arc::new(out)).is_err() {
         pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
         return Err(Reject::new(Status::Unavailable, format!("store {store} is not connected")));
@@ -64,10 +65,22 @@ async fn await_ack(sent: Sent, deadline: Instant, what: &str) -> Result<Done, Re
 /// deadline); returns every ack, or the first failure.
 pub(crate) async fn run_commands(shared: &Shared, kind: ShardCommandKind, targets: &[(String, ShardInfo)], what: &str) -> Result<Vec<Done>, Reject> {
     let deadline = Instant::now() + shared.config.command_timeout;
-    let mut sent = Vec::with_capacity(targets.len());
+    run_commands_until(shared, kind, targets.iter().map(|(store, info)| (store.as_str(), info, "")), deadline, what).await
+}
+
+/// [`run_commands`] with a deadline of the caller's and a directory per command (see
+/// [`send_command`]).
+pub(crate) async fn run_commands_until<'a>(
+    shared: &Shared,
+    kind: ShardCommandKind,
+    targets: impl Iterator<Item = (&'a str, &'a ShardInfo, &'a str)>,
+    deadline: Instant,
+    what: &str,
+) -> Result<Vec<Done>, Reject> {
+    let mut sent = Vec::new();
     let mut first_err = None;
-    for (store, info) in targets {
-        match send_command(shared, store, kind, info) {
+    for (store, info, dir) in targets {
+        match send_command(shared, store, kind, info, dir) {
             Ok(s) => sent.push(s),
             // Keep going: a drop must reach every other store even if one is gone.
             Err(e) => {

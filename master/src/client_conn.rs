@@ -36,10 +36,18 @@ fn reply(outbox: &Outbox, enc: &mut FrameEncoder, id: u64, status: Status, messa
 /// Answers request `id` once `work` is done, without holding up the connection's other
 /// requests (admin operations can take minutes).
 fn reply_later(outbox: &Outbox, id: u64, work: impl std::future::Future<Output = (Status, String)> + Send + 'static) {
+    reply_later_with_json(outbox, id, async move {
+        let (status, message) = work.await;
+        (status, message, String::new())
+    });
+}
+
+/// [`reply_later`] for work that answers with a JSON document too.
+fn reply_later_with_json(outbox: &Outbox, id: u64, work: impl std::future::Future<Output = (Status, String, String)> + Send + 'static) {
     let outbox = outbox.clone();
     tokio::spawn(async move {
-        let (status, message) = work.await;
-        reply(&outbox, &mut FrameEncoder::new(), id, status, &message, "");
+        let (status, message, json) = work.await;
+        reply(&outbox, &mut FrameEncoder::new(), id, status, &message, &json);
     });
 }
 
@@ -89,7 +97,7 @@ async fn client_loop(shared: &Arc<Shared>, conn: u64, rd: &mut OwnedReadHalf, bu
         let Some(command) = Command::of(&frame) else {
             let what = frame.body_type().variant_name().unwrap_or("unknown");
             let message = format!(
-                "unexpected {what} message: the master accepts subscribe, create/delete/resize/compact keyspace, replace store, cancel, import and status"
+                "unexpected {what} message: the master accepts subscribe, create/delete/resize/compact/backup keyspace, replace store, cancel, import and status"
             );
             reply(&peer.outbox, &mut enc, id, Status::BadRequest, &message, "");
             continue;
@@ -127,6 +135,10 @@ fn serve_command(shared: &Arc<Shared>, conn: u64, peer: &mut Peer<'_>, enc: &mut
         Command::Compact(req) => {
             let (shared, name) = (Arc::clone(shared), req.keyspace().unwrap_or_default().to_owned());
             reply_later(outbox, id, async move { compact_keyspace(&shared, &name).await });
+        }
+        Command::Backup(req) => {
+            let (shared, name, dir) = (Arc::clone(shared), req.keyspace().unwrap_or_default().to_owned(), req.dir().unwrap_or_default().to_owned());
+            reply_later_with_json(outbox, id, async move { crate::backup::backup_keyspace(&shared, &name, &dir).await });
         }
         Command::Resize(req) => {
             let (shared, name, shards) = (Arc::clone(shared), req.keyspace().unwrap_or_default().to_owned(), req.shards());

@@ -20,6 +20,8 @@ pub(crate) enum Command<'a> {
     Cancel(fb::CancelOperation<'a>),
     /// Compact every replica of a keyspace.
     Compact(fb::CompactKeyspace<'a>),
+    /// Back up every shard of a keyspace into a directory.
+    Backup(fb::BackupKeyspace<'a>),
     /// Hold a keyspace for a bulk import.
     BeginImport(fb::BeginImport<'a>),
     /// Release the hold of [`Command::BeginImport`].
@@ -40,6 +42,7 @@ impl<'a> Command<'a> {
             Body::ResizeKeyspace => frame.body_as_resize_keyspace().map(Command::Resize),
             Body::CancelOperation => frame.body_as_cancel_operation().map(Command::Cancel),
             Body::CompactKeyspace => frame.body_as_compact_keyspace().map(Command::Compact),
+            Body::BackupKeyspace => frame.body_as_backup_keyspace().map(Command::Backup),
             Body::BeginImport => frame.body_as_begin_import().map(Command::BeginImport),
             Body::EndImport => frame.body_as_end_import().map(Command::EndImport),
             Body::StatusRequest => Some(Command::Status),
@@ -53,9 +56,14 @@ impl<'a> Command<'a> {
         match self {
             Command::Subscribe(_) | Command::KeepAlive => true,
             Command::BeginImport(_) | Command::EndImport(_) => role == Role::Admin || role == Role::Importer,
-            Command::Create(_) | Command::Delete(_) | Command::Replace(_) | Command::Resize(_) | Command::Cancel(_) | Command::Compact(_) | Command::Status => {
-                role == Role::Admin
-            }
+            Command::Create(_)
+            | Command::Delete(_)
+            | Command::Replace(_)
+            | Command::Resize(_)
+            | Command::Cancel(_)
+            | Command::Compact(_)
+            | Command::Backup(_)
+            | Command::Status => role == Role::Admin,
         }
     }
 
@@ -70,6 +78,7 @@ impl<'a> Command<'a> {
             Command::Resize(_) => "resize keyspace",
             Command::Cancel(_) => "cancel",
             Command::Compact(_) => "compact keyspace",
+            Command::Backup(_) => "backup keyspace",
             Command::BeginImport(_) => "begin import",
             Command::EndImport(_) => "end import",
             Command::Status => "status",

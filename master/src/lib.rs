@@ -14,6 +14,7 @@
 
 mod admin;
 mod adopt;
+mod backup;
 mod catalog;
 mod client_conn;
 mod command;

@@ -156,7 +156,7 @@ fn join_cluster(registry: &Registry, dir: &std::path::Path, master_cluster: u64)
 
 fn command_loop(
     reader: &mut TcpStream,
-    writer: &Mutex<TcpStream>,
+    writer: &Arc<Mutex<TcpStream>>,
     registry: &Registry,
     replication: &Replication,
     identity: &Identity,
@@ -181,6 +181,10 @@ fn command_loop(
             continue; // the master's keep-alive
         }
         match frame.body_as_shard_command() {
+            Some(cmd) if cmd.kind() == fb::ShardCommandKind::Checkpoint => {
+                checkpoint_in_background(cmd, frame.id(), registry, writer);
+                continue;
+            }
             Some(cmd) => {
                 if cmd.kind() == fb::ShardCommandKind::Drop {
                     // Stop its followers first: one copying a snapshot holds the replica open.
@@ -190,8 +194,8 @@ fn command_loop(
                 }
                 let (status, message, mark) = execute(cmd, registry);
                 enc.shard_command_ack(&mut out, frame.id(), status, &message, mark.seq, mark.incarnation);
-                // A compaction changes no shard: nothing more to report.
-                if status == Status::Ok && cmd.kind() != fb::ShardCommandKind::Compact {
+                // A compaction or a mark changes no shard: nothing more to report.
+                if status == Status::Ok && !matches!(cmd.kind(), fb::ShardCommandKind::Compact | fb::ShardCommandKind::Mark) {
                     if cmd.kind() == fb::ShardCommandKind::Create {
                         if let Some(keyspace) = cmd.shard().and_then(|s| s.keyspace()) {
                             enc.subscribe(&mut out, keyspace);
@@ -238,6 +242,10 @@ fn execute(cmd: fb::ShardCommand<'_>, registry: &Registry) -> (Status, String, L
             tracing::info!(keyspace = %info.keyspace, shard = info.shard, started, "full compaction requested");
             none
         }),
+        fb::ShardCommandKind::Mark => match registry.get(&info.keyspace, info.shard) {
+            Some(replica) => Ok(replica.log_mark()),
+            None => Err(NodeError::Master(format!("no replica of {place} here"))),
+        },
         fb::ShardCommandKind::Drop => registry.drop_shard(&info.keyspace, info.shard).map(|()| {
             tracing::info!(keyspace = %info.keyspace, shard = info.shard, "dropped shard: closed and deleted");
             none
@@ -254,5 +262,48 @@ fn execute(cmd: fb::ShardCommand<'_>, registry: &Registry) -> (Status, String, L
             };
             (status, format!("{place}: {e}"), none)
         }
+    }
+}
+
+/// Writes a checkpoint of a held replica into the command's directory on a helper thread (it
+/// takes as long as copying the data when the directory is on another filesystem than the
+/// store's, and the master link must keep reading meanwhile), and acks command `id` from there
+/// with the change-log position the checkpoint covers.
+fn checkpoint_in_background(cmd: fb::ShardCommand<'_>, id: u64, registry: &Registry, writer: &Arc<Mutex<TcpStream>>) {
+    let writer = Arc::clone(writer);
+    let ack = move |status: Status, message: &str, mark: LogPosition| {
+        let mut out = Vec::new();
+        FrameEncoder::new().shard_command_ack(&mut out, id, status, message, mark.seq, mark.incarnation);
+        if let Err(e) = send(&writer, &out) {
+            tracing::warn!(error = %e, "could not answer a checkpoint command; the master times it out");
+        }
+    };
+    let Some(info) = cmd.shard().map(ShardInfo::from_fb) else {
+        return ack(Status::BadRequest, "checkpoint command without a shard", LogPosition::default());
+    };
+    let place = format!("{}/{}", info.keyspace, info.shard);
+    let dir = PathBuf::from(cmd.dir().unwrap_or_default());
+    if !dir.is_absolute() {
+        return ack(
+            Status::BadRequest,
+            &format!("{place}: the checkpoint directory must be an absolute path, not {:?}", dir.display()),
+            LogPosition::default(),
+        );
+    }
+    let Some(replica) = registry.get(&info.keyspace, info.shard) else {
+        return ack(Status::Internal, &format!("{place}: no replica of it here"), LogPosition::default());
+    };
+    let spawned = std::thread::Builder::new().name("vasto-checkpoint".into()).spawn(move || match replica.checkpoint_into(&dir) {
+        Ok(mark) => {
+            tracing::info!(shard = %place, dir = %dir.display(), position = mark.seq, "wrote a checkpoint for a backup");
+            ack(Status::Ok, "", mark);
+        }
+        Err(e) => {
+            tracing::warn!(shard = %place, dir = %dir.display(), error = %e, "checkpoint failed");
+            ack(Status::Internal, &format!("{place}: checkpoint into {}: {e}", dir.display()), LogPosition::default());
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start a checkpoint thread; the master times the command out");
     }
 }

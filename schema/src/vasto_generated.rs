@@ -760,15 +760,17 @@ impl flatbuffers::SimpleToVerifyInSlice for ExpireCondition {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_SHARD_COMMAND_KIND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_SHARD_COMMAND_KIND: u8 = 4;
+pub const ENUM_MAX_SHARD_COMMAND_KIND: u8 = 6;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_SHARD_COMMAND_KIND: [ShardCommandKind; 5] = [
+pub const ENUM_VALUES_SHARD_COMMAND_KIND: [ShardCommandKind; 7] = [
   ShardCommandKind::Create,
   ShardCommandKind::Drop,
   ShardCommandKind::Freeze,
   ShardCommandKind::Commit,
   ShardCommandKind::Compact,
+  ShardCommandKind::Mark,
+  ShardCommandKind::Checkpoint,
 ];
 
 /// Create: create (or re-activate, taking the given layout) a replica. Drop: delete it. Freeze:
@@ -776,6 +778,10 @@ pub const ENUM_VALUES_SHARD_COMMAND_KIND: [ShardCommandKind; 5] = [
 /// log drains to its peers. Commit: a resize is in force; serve and keep only the keys of the
 /// given shard count, and compact away the rest. Compact: start a full compaction of the replica
 /// in the background (the ack says it started; one already running is not started twice).
+/// Mark: change nothing; the ack carries the replica's change-log head (a backup waits until the
+/// replica it copies has applied every peer's log up to its mark). Checkpoint: write a RocksDB
+/// checkpoint of the replica into `dir` (an absolute path that must not exist yet); the ack
+/// carries the change-log position it covers.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 #[repr(transparent)]
 pub struct ShardCommandKind(pub u8);
@@ -786,15 +792,19 @@ impl ShardCommandKind {
   pub const Freeze: Self = Self(2);
   pub const Commit: Self = Self(3);
   pub const Compact: Self = Self(4);
+  pub const Mark: Self = Self(5);
+  pub const Checkpoint: Self = Self(6);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 4;
+  pub const ENUM_MAX: u8 = 6;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Create,
     Self::Drop,
     Self::Freeze,
     Self::Commit,
     Self::Compact,
+    Self::Mark,
+    Self::Checkpoint,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -804,6 +814,8 @@ impl ShardCommandKind {
       Self::Freeze => Some("Freeze"),
       Self::Commit => Some("Commit"),
       Self::Compact => Some("Compact"),
+      Self::Mark => Some("Mark"),
+      Self::Checkpoint => Some("Checkpoint"),
       _ => None,
     }
   }
@@ -864,10 +876,10 @@ impl flatbuffers::SimpleToVerifyInSlice for ShardCommandKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 32;
+pub const ENUM_MAX_BODY: u8 = 33;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 33] = [
+pub const ENUM_VALUES_BODY: [Body; 34] = [
   Body::NONE,
   Body::Hello,
   Body::HelloReply,
@@ -901,6 +913,7 @@ pub const ENUM_VALUES_BODY: [Body; 33] = [
   Body::AuthReply,
   Body::Update,
   Body::CompactKeyspace,
+  Body::BackupKeyspace,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -941,9 +954,10 @@ impl Body {
   pub const AuthReply: Self = Self(30);
   pub const Update: Self = Self(31);
   pub const CompactKeyspace: Self = Self(32);
+  pub const BackupKeyspace: Self = Self(33);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 32;
+  pub const ENUM_MAX: u8 = 33;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -978,6 +992,7 @@ impl Body {
     Self::AuthReply,
     Self::Update,
     Self::CompactKeyspace,
+    Self::BackupKeyspace,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1015,6 +1030,7 @@ impl Body {
       Self::AuthReply => Some("AuthReply"),
       Self::Update => Some("Update"),
       Self::CompactKeyspace => Some("CompactKeyspace"),
+      Self::BackupKeyspace => Some("BackupKeyspace"),
       _ => None,
     }
   }
@@ -4666,7 +4682,8 @@ impl core::fmt::Debug for Heartbeat<'_> {
 pub enum ShardCommandOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// Master -> store: create or drop a shard replica. Idempotent.
+/// Master -> store: act on a shard replica (see `ShardCommandKind`). Idempotent except
+/// Checkpoint, which never overwrites an existing directory.
 pub struct ShardCommand<'a> {
   pub _tab: flatbuffers::Table<'a>,
 }
@@ -4682,6 +4699,7 @@ impl<'a> flatbuffers::Follow<'a> for ShardCommand<'a> {
 impl<'a> ShardCommand<'a> {
   pub const VT_KIND: flatbuffers::VOffsetT = 4;
   pub const VT_SHARD: flatbuffers::VOffsetT = 6;
+  pub const VT_DIR: flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -4693,6 +4711,7 @@ impl<'a> ShardCommand<'a> {
     args: &'args ShardCommandArgs<'args>
   ) -> flatbuffers::WIPOffset<ShardCommand<'bldr>> {
     let mut builder = ShardCommandBuilder::new(_fbb);
+    if let Some(x) = args.dir { builder.add_dir(x); }
     if let Some(x) = args.shard { builder.add_shard(x); }
     builder.add_kind(args.kind);
     builder.finish()
@@ -4707,6 +4726,10 @@ impl<'a> ShardCommand<'a> {
   pub fn shard(&self) -> Option<ShardInfo<'a>> {
     self._tab.get::<flatbuffers::ForwardsUOffset<ShardInfo>>(ShardCommand::VT_SHARD, None)
   }
+  #[inline]
+  pub fn dir(&self) -> Option<&'a str> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ShardCommand::VT_DIR, None)
+  }
 }
 
 impl flatbuffers::Verifiable for ShardCommand<'_> {
@@ -4718,6 +4741,7 @@ impl flatbuffers::Verifiable for ShardCommand<'_> {
     v.visit_table(pos)?
      .visit_field::<ShardCommandKind>("kind", Self::VT_KIND, false)?
      .visit_field::<flatbuffers::ForwardsUOffset<ShardInfo>>("shard", Self::VT_SHARD, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("dir", Self::VT_DIR, false)?
      .finish();
     Ok(())
   }
@@ -4725,6 +4749,7 @@ impl flatbuffers::Verifiable for ShardCommand<'_> {
 pub struct ShardCommandArgs<'a> {
     pub kind: ShardCommandKind,
     pub shard: Option<flatbuffers::WIPOffset<ShardInfo<'a>>>,
+    pub dir: Option<flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for ShardCommandArgs<'a> {
   #[inline]
@@ -4732,6 +4757,7 @@ impl<'a> Default for ShardCommandArgs<'a> {
     ShardCommandArgs {
       kind: ShardCommandKind::Create,
       shard: None,
+      dir: None,
     }
   }
 }
@@ -4748,6 +4774,10 @@ impl<'a: 'b, 'b> ShardCommandBuilder<'a, 'b> {
   #[inline]
   pub fn add_shard(&mut self, shard: flatbuffers::WIPOffset<ShardInfo<'b >>) {
     self.fbb_.push_slot_always::<flatbuffers::WIPOffset<ShardInfo>>(ShardCommand::VT_SHARD, shard);
+  }
+  #[inline]
+  pub fn add_dir(&mut self, dir: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ShardCommand::VT_DIR, dir);
   }
   #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ShardCommandBuilder<'a, 'b> {
@@ -4769,6 +4799,7 @@ impl core::fmt::Debug for ShardCommand<'_> {
     let mut ds = f.debug_struct("ShardCommand");
       ds.field("kind", &self.kind());
       ds.field("shard", &self.shard());
+      ds.field("dir", &self.dir());
       ds.finish()
   }
 }
@@ -6359,6 +6390,116 @@ impl core::fmt::Debug for StatusRequest<'_> {
       ds.finish()
   }
 }
+pub enum BackupKeyspaceOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Admin -> master: back up `keyspace` into `dir` (an absolute path every store can write, see
+/// `vasto admin backup`). The reply's `json` lists the checkpoint each shard got.
+pub struct BackupKeyspace<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for BackupKeyspace<'a> {
+  type Inner = BackupKeyspace<'a>;
+  #[inline]
+  fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table { buf, loc } }
+  }
+}
+
+impl<'a> BackupKeyspace<'a> {
+  pub const VT_KEYSPACE: flatbuffers::VOffsetT = 4;
+  pub const VT_DIR: flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    BackupKeyspace { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args BackupKeyspaceArgs<'args>
+  ) -> flatbuffers::WIPOffset<BackupKeyspace<'bldr>> {
+    let mut builder = BackupKeyspaceBuilder::new(_fbb);
+    if let Some(x) = args.dir { builder.add_dir(x); }
+    if let Some(x) = args.keyspace { builder.add_keyspace(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn keyspace(&self) -> Option<&'a str> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(BackupKeyspace::VT_KEYSPACE, None)
+  }
+  #[inline]
+  pub fn dir(&self) -> Option<&'a str> {
+    self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(BackupKeyspace::VT_DIR, None)
+  }
+}
+
+impl flatbuffers::Verifiable for BackupKeyspace<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("keyspace", Self::VT_KEYSPACE, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("dir", Self::VT_DIR, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct BackupKeyspaceArgs<'a> {
+    pub keyspace: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub dir: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for BackupKeyspaceArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    BackupKeyspaceArgs {
+      keyspace: None,
+      dir: None,
+    }
+  }
+}
+
+pub struct BackupKeyspaceBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> BackupKeyspaceBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_keyspace(&mut self, keyspace: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(BackupKeyspace::VT_KEYSPACE, keyspace);
+  }
+  #[inline]
+  pub fn add_dir(&mut self, dir: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(BackupKeyspace::VT_DIR, dir);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> BackupKeyspaceBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    BackupKeyspaceBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<BackupKeyspace<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for BackupKeyspace<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("BackupKeyspace");
+      ds.field("keyspace", &self.keyspace());
+      ds.field("dir", &self.dir());
+      ds.finish()
+  }
+}
 pub enum AdminReplyOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -6852,6 +6993,16 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_backup_keyspace(&self) -> Option<BackupKeyspace<'a>> {
+    if self.body_type() == Body::BackupKeyspace {
+      self.body().map(BackupKeyspace::init_from_table)
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Frame<'_> {
@@ -6896,6 +7047,7 @@ impl flatbuffers::Verifiable for Frame<'_> {
           Body::AuthReply => v.verify_union_variant::<flatbuffers::ForwardsUOffset<AuthReply>>("Body::AuthReply", pos),
           Body::Update => v.verify_union_variant::<flatbuffers::ForwardsUOffset<Update>>("Body::Update", pos),
           Body::CompactKeyspace => v.verify_union_variant::<flatbuffers::ForwardsUOffset<CompactKeyspace>>("Body::CompactKeyspace", pos),
+          Body::BackupKeyspace => v.verify_union_variant::<flatbuffers::ForwardsUOffset<BackupKeyspace>>("Body::BackupKeyspace", pos),
           _ => Ok(()),
         }
      })?
@@ -7176,6 +7328,13 @@ impl core::fmt::Debug for Frame<'_> {
         },
         Body::CompactKeyspace => {
           if let Some(x) = self.body_as_compact_keyspace() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::BackupKeyspace => {
+          if let Some(x) = self.body_as_backup_keyspace() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -332,9 +332,10 @@ impl FrameEncoder {
 
     /// Master -> store: create or drop one shard replica. The store answers with a
     /// `ShardCommandAck`.
-    pub fn shard_command(&mut self, out: &mut Vec<u8>, id: u64, kind: fb::ShardCommandKind, shard: &ShardInfo) {
+    pub fn shard_command(&mut self, out: &mut Vec<u8>, id: u64, kind: fb::ShardCommandKind, shard: &ShardInfo, dir: &str) {
         let shard = self.shard_info(shard);
-        let b = fb::ShardCommand::create(&mut self.fbb, &fb::ShardCommandArgs { kind, shard: Some(shard) });
+        let dir = (!dir.is_empty()).then(|| self.fbb.create_string(dir));
+        let b = fb::ShardCommand::create(&mut self.fbb, &fb::ShardCommandArgs { kind, shard: Some(shard), dir });
         self.finish(out, id, Body::ShardCommand, b.as_union_value());
     }
 
@@ -406,6 +407,15 @@ impl FrameEncoder {
         let args = fb::CreateKeyspaceArgs { keyspace: Some(keyspace), shards, replicas, require_zones };
         let b = fb::CreateKeyspace::create(&mut self.fbb, &args);
         self.finish(out, id, Body::CreateKeyspace, b.as_union_value());
+    }
+
+    /// Admin -> master: back up `keyspace` into the absolute directory `dir` (see
+    /// `vasto admin backup`).
+    pub fn backup_keyspace(&mut self, out: &mut Vec<u8>, id: u64, keyspace: &str, dir: &str) {
+        let keyspace = self.fbb.create_string(keyspace);
+        let dir = self.fbb.create_string(dir);
+        let b = fb::BackupKeyspace::create(&mut self.fbb, &fb::BackupKeyspaceArgs { keyspace: Some(keyspace), dir: Some(dir) });
+        self.finish(out, id, Body::BackupKeyspace, b.as_union_value());
     }
 
     /// Admin -> master: start a full compaction of every replica of `keyspace`.

@@ -134,7 +134,7 @@ pub fn frame() -> impl Strategy<Value = Vec<u8>> {
             b
         ))),
         (text(), vec(lag(), 0..8)).prop_map(|(id, l)| encode(|e, o| e.heartbeat(o, &id, &l, DiskReport::default()))),
-        (any::<u64>(), any::<u8>(), shard_info()).prop_map(|(id, k, s)| encode(|e, o| e.shard_command(o, id, ShardCommandKind(k), &s))),
+        (any::<u64>(), any::<u8>(), shard_info(), keyspace()).prop_map(|(id, k, s, dir)| encode(|e, o| e.shard_command(o, id, ShardCommandKind(k), &s, &dir))),
         (any::<u64>(), any::<u8>(), text(), big(), big()).prop_map(|(id, s, m, h, i)| encode(|e, o| e.shard_command_ack(o, id, Status(s), &m, h, i))),
         table().prop_map(|t| encode(|e, o| e.routing_table(o, &t))),
     ];
@@ -146,6 +146,7 @@ pub fn frame() -> impl Strategy<Value = Vec<u8>> {
         (any::<u64>(), keyspace(), number()).prop_map(|(id, ks, s)| encode(|e, o| e.resize_keyspace(o, id, &ks, s))),
         (any::<u64>(), keyspace()).prop_map(|(id, ks)| encode(|e, o| e.cancel_operation(o, id, &ks))),
         (any::<u64>(), keyspace()).prop_map(|(id, ks)| encode(|e, o| e.compact_keyspace(o, id, &ks))),
+        (any::<u64>(), keyspace(), keyspace()).prop_map(|(id, ks, dir)| encode(|e, o| e.backup_keyspace(o, id, &ks, &dir))),
         (any::<u64>(), keyspace()).prop_map(|(id, ks)| encode(|e, o| e.begin_import(o, id, &ks))),
         (any::<u64>(), keyspace()).prop_map(|(id, ks)| encode(|e, o| e.end_import(o, id, &ks))),
         any::<u64>().prop_map(|id| encode(|e, o| e.status_request(o, id))),
