@@ -156,7 +156,7 @@ type Damage = (&'static str, &'static str, fn(&Path));
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_or_incomplete_backup_is_refused_before_anything_is_loaded() {
     use std::os::unix::fs::MetadataExt;
-    let cluster = Cluster::start(1);
+    let mut cluster = Cluster::start(1);
     cluster.create_keyspace("ks", 2, 1);
     let ks = keyspace(&cluster, "ks").await;
     let value = vec![b'x'; 200];
@@ -172,6 +172,26 @@ async fn a_damaged_or_incomplete_backup_is_refused_before_anything_is_loaded() {
     assert!(err.contains("not empty"), "{err}");
     let err = refused(&tokio::task::block_in_place(|| cluster.admin(&["backup", "nope", "--to", "/tmp/never-written"])), "backup of an unknown keyspace");
     assert!(err.contains("does not exist"), "{err}");
+    // While an import holds the keyspace a backup is refused (one shard count per backup), and
+    // the busy mark is soft state: after a master restart, backups work again.
+    let mut importer = vasto_client::AdminClient::connect_with(&cluster.master_addr, &cluster.client_config()).await.unwrap();
+    importer.begin_import("ks").await.unwrap();
+    let held = cluster.dir.path().join("held");
+    let err = refused(&tokio::task::block_in_place(|| cluster.admin(&["backup", "ks", "--to", &held.display().to_string()])), "backup during an import");
+    assert!(err.contains("busy"), "{err}");
+    importer.end_import("ks").await.unwrap();
+    tokio::task::block_in_place(|| {
+        cluster.kill_master();
+        cluster.start_master_and_wait();
+        cluster.wait_stores_up(1);
+    });
+    let again = cluster.dir.path().join("after-restart");
+    let backed_up = common::wait_for("a backup after the master restart", std::time::Duration::from_secs(30), || {
+        let _ = std::fs::remove_dir_all(&again);
+        let out = cluster.admin(&["backup", "ks", "--to", &again.display().to_string()]);
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    });
+    assert!(backed_up.contains("3000 entries"), "{backed_up}");
 
     let damages: [Damage; 5] = [
         ("no-manifest", "incomplete backup", |d| std::fs::remove_file(d.join("manifest.json")).unwrap()),

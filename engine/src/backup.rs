@@ -66,6 +66,9 @@ pub fn read_checkpoint(dir: &Path, mut visit: impl FnMut(&[u8], &[u8]) -> Result
     ];
     let mut db_opts = data_opts;
     db_opts.set_paranoid_checks(true);
+    // A damaged WAL record fails the open instead of ending the replay early (which would
+    // silently yield older values).
+    db_opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::AbsoluteConsistency);
     let db = DB::open_cf_descriptors_read_only(&db_opts, dir, cfs, false)?;
     let cf = db.cf_handle(META_CF).ok_or_else(|| corrupt("no meta column family".into()))?;
     let meta = ShardMeta::read(&db, cf, dir)?.ok_or_else(|| corrupt("no shard metadata".into()))?;

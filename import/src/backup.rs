@@ -55,16 +55,29 @@ pub struct BackupReport {
 pub async fn backup(master: &str, keyspace: &str, dir: &Path, options: &ImportOptions) -> Result<BackupReport, BackupError> {
     let started = Instant::now();
     let target = prepare_target(dir)?;
+    match take(master, keyspace, &target, options).await {
+        Ok(manifest) => {
+            let bytes = manifest.taken.iter().flat_map(|s| &s.files).map(|f| f.bytes).sum();
+            Ok(BackupReport { manifest, bytes, took: started.elapsed() })
+        }
+        // The directory was empty: leave it so, or say that what is in it now is no backup.
+        Err(e) if std::fs::remove_dir(&target).is_ok() => Err(e),
+        Err(e) => Err(BackupError::Leftover { dir: target, source: Box::new(e) }),
+    }
+}
+
+/// Has the master take the checkpoints into `target`, then reads them back and writes the
+/// manifest.
+async fn take(master: &str, keyspace: &str, target: &Path, options: &ImportOptions) -> Result<BackupManifest, BackupError> {
     let config = vasto_client::ClientConfig { timeout: Duration::from_secs(4 * 3600), ..options.client() };
     let mut admin = vasto_client::AdminClient::connect_with(master, &config).await?;
     let json = admin.backup_keyspace(keyspace, &target.to_string_lossy()).await?;
     let taken: Taken =
         serde_json::from_str(&json).map_err(|e| BackupError::Master(format!("the master's account of the backup is not understood: {e}: {json}")))?;
-    let manifest = tokio::task::spawn_blocking(move || verify_taken(&target, taken))
+    let target = target.to_path_buf();
+    tokio::task::spawn_blocking(move || verify_taken(&target, taken))
         .await
-        .map_err(|e| BackupError::Master(format!("reading the checkpoints back stopped: {e}")))??;
-    let bytes = manifest.taken.iter().flat_map(|s| &s.files).map(|f| f.bytes).sum();
-    Ok(BackupReport { manifest, bytes, took: started.elapsed() })
+        .map_err(|e| BackupError::Master(format!("reading the checkpoints back stopped: {e}")))?
 }
 
 /// Creates `dir` (refusing one that holds anything) and returns its absolute path.
@@ -82,6 +95,14 @@ fn verify_taken(dir: &Path, taken: Taken) -> Result<BackupManifest, BackupError>
     let mut shards = Vec::with_capacity(taken.taken.len());
     for t in taken.taken {
         let at = dir.join(&t.dir);
+        if !at.is_dir() {
+            return Err(BackupError::Target(format!(
+                "store {} wrote the checkpoint of shard {} to {} on its own machine, which this machine does not see: DIR must be the same path on the stores and here (a shared mount); remove that directory on the store",
+                t.store,
+                t.shard,
+                at.display()
+            )));
+        }
         let summary = vasto_engine::read_checkpoint(&at, |_, _| Ok(()))
             .map_err(|e| BackupError::Corrupt(format!("the checkpoint of shard {} in {} cannot be read back: {e}", t.shard, at.display())))?;
         let shard = ShardBackup {

@@ -118,6 +118,14 @@ pub enum BackupError {
     /// The target cannot take the backup or the restore as asked.
     #[error("{0}")]
     Target(String),
+    /// A backup failed after writing into its directory, which therefore holds no backup.
+    #[error("{source} ({dir} holds what the failed backup wrote, which is not a backup: remove it)")]
+    Leftover {
+        /// The backup directory.
+        dir: PathBuf,
+        /// Why the backup failed.
+        source: Box<BackupError>,
+    },
     /// The backup is incomplete (no manifest, a shard or file missing): nothing was restored.
     #[error("incomplete backup: {0}")]
     Partial(String),

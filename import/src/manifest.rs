@@ -101,6 +101,14 @@ impl BackupManifest {
             let listed: Vec<u32> = self.taken.iter().map(|s| s.shard).collect();
             return Err(BackupError::Partial(format!("the manifest lists shards {listed:?} of a keyspace of {} shards", self.shards)));
         }
+        // Names are joined to the backup directory: only the ones a backup writes are accepted,
+        // so a manifest never makes a restore read outside it.
+        let plain = |name: &str| !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\']);
+        for s in &self.taken {
+            if s.dir != shard_dir_name(s.shard) || !s.files.iter().all(|f| plain(&f.name)) {
+                return Err(BackupError::Corrupt(format!("shard {}: the manifest names a directory or file outside the backup ({:?})", s.shard, s.dir)));
+            }
+        }
         Ok(())
     }
 
@@ -134,6 +142,11 @@ impl ShardBackup {
         }
         Ok(())
     }
+}
+
+/// The directory of shard `shard`'s checkpoint inside a backup (as the master names it).
+pub(crate) fn shard_dir_name(shard: u32) -> String {
+    format!("shard-{shard:05}")
 }
 
 /// Files RocksDB may add to a checkpoint when it is opened read-only (its info log), which
@@ -171,4 +184,48 @@ pub(crate) fn check_files(dir: &Path, files: &[BackupFile]) -> Result<(), Backup
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(dir: &str, file: &str) -> BackupManifest {
+        let files = vec![BackupFile { name: file.into(), bytes: 1 }];
+        let shard = ShardBackup {
+            shard: 0,
+            store: "s".into(),
+            replica: 0,
+            dir: dir.into(),
+            log_incarnation: 1,
+            log_position: 1,
+            peers_down: Vec::new(),
+            entries: 0,
+            max_event_time_ns: 0,
+            files,
+        };
+        BackupManifest {
+            format: FORMAT,
+            keyspace: "ks".into(),
+            keyspace_incarnation: "01".into(),
+            shards: 1,
+            replicas: 1,
+            routing_version: 1,
+            started_at_ms: 0,
+            finished_at_ms: 0,
+            taken: vec![shard],
+        }
+    }
+
+    #[test]
+    fn names_outside_the_backup_are_refused() {
+        assert!(manifest("shard-00000", "000012.sst").check_complete().is_ok());
+        for (dir, file) in [("../other", "CURRENT"), ("/var/lib/vasto/ks/0", "CURRENT"), ("shard-00000", "../../x"), ("shard-00000", "")] {
+            let err = manifest(dir, file).check_complete().unwrap_err();
+            assert!(matches!(err, BackupError::Corrupt(_)), "{dir} {file}: {err}");
+        }
+        let mut two = manifest("shard-00000", "CURRENT");
+        two.shards = 2;
+        assert!(matches!(two.check_complete(), Err(BackupError::Partial(_))), "a shard missing from the list");
+    }
 }

@@ -30,6 +30,9 @@ pub(crate) struct ShardSource {
     /// The store holding the chosen replica, and that replica.
     pub store: String,
     pub info: ShardInfo,
+    /// The connection generation of that store when planned: a store that reconnects during the
+    /// backup may have restarted and lost writes it had applied, so the backup is refused.
+    pub generation: u64,
     /// Every other replica of the shard whose store is up.
     pub peers: Vec<(String, ShardInfo)>,
     /// Stores placed on the shard that are down (their unreplicated writes are missed).
@@ -102,7 +105,8 @@ impl State {
             let others = row.iter().enumerate().filter(|&(i, s)| i != chosen && !s.is_empty());
             let peers = others.clone().filter(|(_, s)| up(s)).map(|(i, s)| (s.clone(), ks.shard_info(name, shard, i as u32))).collect();
             let down = others.filter(|(_, s)| !up(s)).map(|(_, s)| s.clone()).collect();
-            sources.push(ShardSource { shard, store: row[chosen].clone(), info: ks.shard_info(name, shard, chosen as u32), peers, down });
+            let generation = self.stores.get(&row[chosen]).map_or(0, |s| s.generation);
+            sources.push(ShardSource { shard, store: row[chosen].clone(), info: ks.shard_info(name, shard, chosen as u32), generation, peers, down });
         }
         Ok(BackupPlan { incarnation: ks.incarnation, shards: ks.shards, replicas: ks.replicas, version: self.version(name), sources })
     }
@@ -145,8 +149,12 @@ async fn run_backup(shared: &Shared, name: &str, dir: &str) -> Result<BackupTake
         .collect();
     phase(shared, name, "backup", "catching up");
     poll_until(shared, name, "backup", CATCH_UP_TIMEOUT, true, |state| {
-        if let Some(gone) = plan.sources.iter().find(|s| !state.stores.get(&s.store).is_some_and(|r| r.up)) {
-            return Err(Reject::new(Status::Unavailable, format!("store {} went down during the backup of shard {}; back up again", gone.store, gone.shard)));
+        check_sessions(state, &plan)?;
+        if let Some((_, shard, peer, _)) = waits.iter().find(|(_, _, peer, _)| !state.stores.get(peer).is_some_and(|r| r.up)) {
+            return Err(Reject::new(
+                Status::Unavailable,
+                format!("store {peer} went down before shard {shard} had caught up with what it acknowledged; back up again (it will be named as down)"),
+            ));
         }
         Ok(waits.iter().all(|(store, shard, peer, mark)| state.reports_past(store, name, *shard, peer, *mark)))
     })
@@ -156,6 +164,7 @@ async fn run_backup(shared: &Shared, name: &str, dir: &str) -> Result<BackupTake
     let targets = plan.sources.iter().zip(&dirs).map(|(s, d)| (s.store.as_str(), &s.info, d.as_str()));
     let deadline = tokio::time::Instant::now() + CHECKPOINT_TIMEOUT;
     let done = run_commands_until(shared, ShardCommandKind::Checkpoint, targets, deadline, "checkpointing").await?;
+    check_sessions(&shared.lock().state, &plan)?;
     let taken = plan
         .sources
         .iter()
@@ -183,6 +192,16 @@ async fn run_backup(shared: &Shared, name: &str, dir: &str) -> Result<BackupTake
         finished_at_ms: unix_ms(),
         taken,
     })
+}
+
+/// Every chosen store is still up on the connection it had when the backup was planned.
+fn check_sessions(state: &State, plan: &BackupPlan) -> Result<(), Reject> {
+    match plan.sources.iter().find(|s| !state.stores.get(&s.store).is_some_and(|r| r.up && r.generation == s.generation)) {
+        Some(s) => {
+            Err(Reject::new(Status::Unavailable, format!("store {} went down or reconnected during the backup of shard {}; back up again", s.store, s.shard)))
+        }
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
