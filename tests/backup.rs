@@ -106,6 +106,9 @@ async fn a_backup_under_a_writer_restores_every_acknowledged_key_into_other_shar
     let err =
         refused(&tokio::task::block_in_place(|| cluster.admin(&["restore", &dir.display().to_string(), "--keyspace", "dst5", "--shards", "2"])), "restore");
     assert!(err.contains("exists with 5 shards"), "{err}");
+    let err =
+        refused(&tokio::task::block_in_place(|| cluster.admin(&["restore", &dir.display().to_string(), "--keyspace", "dst5", "--replicas", "3"])), "restore");
+    assert!(err.contains("exists with 2 replicas per shard"), "{err}");
     // A newer write is never overwritten by a restore of older data.
     let (key, _) = model.iter().find(|(_, v)| v.is_some()).unwrap();
     let dst = keyspace(&cluster, "dst5").await;

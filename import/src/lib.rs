@@ -126,6 +126,16 @@ pub enum BackupError {
         /// Why the backup failed.
         source: Box<BackupError>,
     },
+    /// The restore created the keyspace, then loading it failed: it holds part of the backup.
+    #[error(
+        "{source}; keyspace {keyspace} was created and holds part of the backup: run the same restore again to finish it (it is safe), or delete the keyspace"
+    )]
+    Unfinished {
+        /// The keyspace created.
+        keyspace: String,
+        /// Why loading it failed.
+        source: ImportError,
+    },
     /// The backup is incomplete (no manifest, a shard or file missing): nothing was restored.
     #[error("incomplete backup: {0}")]
     Partial(String),

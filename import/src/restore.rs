@@ -65,6 +65,12 @@ pub async fn restore(master: &str, dir: &Path, keyspace: &str, options: &Restore
                 options.shards.unwrap_or_default()
             )));
         }
+        Some((_, have)) if options.replicas.is_some_and(|want| want != have) => {
+            return Err(BackupError::Target(format!(
+                "keyspace {keyspace} exists with {have} replicas per shard, not the {} asked for: restore into a new keyspace",
+                options.replicas.unwrap_or_default()
+            )));
+        }
         Some(counts) => counts,
         None => (options.shards.unwrap_or(manifest.shards), options.replicas.unwrap_or(manifest.replicas)),
     };
@@ -76,13 +82,15 @@ pub async fn restore(master: &str, dir: &Path, keyspace: &str, options: &Restore
             .map_err(|e| BackupError::Master(format!("reading the backup stopped: {e}")))??
     };
     let prepare = started.elapsed();
+    let mut created = false;
     if existing.is_none() {
         let mut admin = AdminClient::connect_with(master, &options.import.client()).await?;
-        admin.create_keyspace(keyspace, shards, replicas).await?;
+        // "already exists": someone created it since it was looked up; it is loaded all the same.
+        created = !admin.create_keyspace_placed(keyspace, shards, replicas, false).await?.contains("already exists");
     }
     let uploading = Instant::now();
     let import = &options.import;
-    let sst_bytes = leased(master, keyspace, import, |given| async move {
+    let sent = leased(master, keyspace, import, |given| async move {
         if given != shards {
             return Err(ImportError::Busy(format!(
                 "keyspace {keyspace} now has {given} shards, not the {shards} the backup was partitioned for; restore again"
@@ -91,8 +99,13 @@ pub async fn restore(master: &str, dir: &Path, keyspace: &str, options: &Restore
         let table = routing_for(master, keyspace, given, import).await?;
         send_runs(keyspace, &table, runs, import, &progress).await
     })
-    .await?;
-    Ok(RestoreReport { manifest, entries, sst_bytes, shards, replicas, created: existing.is_none(), prepare, upload: uploading.elapsed() })
+    .await;
+    let sst_bytes = match sent {
+        Ok(bytes) => bytes,
+        Err(e) if created => return Err(BackupError::Unfinished { keyspace: keyspace.to_owned(), source: e }),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(RestoreReport { manifest, entries, sst_bytes, shards, replicas, created, prepare, upload: uploading.elapsed() })
 }
 
 /// Reads every shard's checkpoint, checking it against the manifest, into SST runs for
