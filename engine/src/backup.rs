@@ -3,12 +3,12 @@
 //! for a restore. A checkpoint is an openable copy of the whole replica (data, metadata, change
 //! log) as of one instant; reading it back yields the stored values (headers included) of the
 //! keys the replica owned, verifying every block's checksum on the way.
+use crate::census::ReadOnlyShard;
 use crate::changelog::LogPosition;
 use crate::header::Header;
 use crate::layout::LayoutRecord;
-use crate::shard::{Shard, LOG_CF, META_CF};
+use crate::shard::Shard;
 use crate::{EngineError, ShardMeta};
-use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 use std::path::Path;
 
 impl Shard {
@@ -59,20 +59,12 @@ pub fn read_checkpoint(dir: &Path, mut visit: impl FnMut(&[u8], &[u8]) -> Result
         return Err(corrupt("not a shard checkpoint (no CURRENT file)".into()));
     }
     let data_opts = crate::sst_options(&crate::block_table());
-    let cfs = [
-        ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, data_opts.clone()),
-        ColumnFamilyDescriptor::new(META_CF, Options::default()),
-        ColumnFamilyDescriptor::new(LOG_CF, Options::default()),
-    ];
-    let mut db_opts = data_opts;
+    let mut db_opts = data_opts.clone();
     db_opts.set_paranoid_checks(true);
     // A damaged WAL record fails the open instead of ending the replay early (which would
     // silently yield older values).
     db_opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::AbsoluteConsistency);
-    let db = DB::open_cf_descriptors_read_only(&db_opts, dir, cfs, false)?;
-    let cf = db.cf_handle(META_CF).ok_or_else(|| corrupt("no meta column family".into()))?;
-    let meta = ShardMeta::read(&db, cf, dir)?.ok_or_else(|| corrupt("no shard metadata".into()))?;
-    let layout = LayoutRecord::read(&db, cf, &meta, dir)?;
+    let ReadOnlyShard { db, meta, layout } = ReadOnlyShard::open(dir, &db_opts, &data_opts)?;
     if layout.serving != layout.committed {
         return Err(corrupt(format!("taken during a resize ({} shards serving, {} committed)", layout.serving, layout.committed)));
     }

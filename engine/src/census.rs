@@ -27,12 +27,7 @@ impl Engine {
     /// Counts the entries of the shard replica in `dir` through a read-only open (allowed while
     /// a store has the shard open; it sees the files as of this call).
     pub fn census(&self, dir: &Path) -> Result<ShardCensus, EngineError> {
-        let cfs = [rocksdb::DEFAULT_COLUMN_FAMILY_NAME, META_CF, LOG_CF].map(|name| ColumnFamilyDescriptor::new(name, self.db_opts.clone()));
-        let db = DB::open_cf_descriptors_read_only(&Options::default(), dir, cfs, false)?;
-        let corrupt = |what: &str| EngineError::Corrupt(format!("{}: {what}", dir.display()));
-        let cf = db.cf_handle(META_CF).ok_or_else(|| corrupt("no meta column family"))?;
-        let meta = ShardMeta::read(&db, cf, dir)?.ok_or_else(|| corrupt("no shard metadata"))?;
-        let layout = LayoutRecord::read(&db, cf, &meta, dir)?;
+        let ReadOnlyShard { db, meta, layout } = ReadOnlyShard::open(dir, &Options::default(), &self.db_opts)?;
         let mut it = db.raw_iterator();
         it.seek_to_first();
         let (mut entries, mut not_owned) = (0, 0);
@@ -43,7 +38,34 @@ impl Engine {
         }
         it.status()?;
         drop(it);
+        let cf = db.cf_handle(META_CF).ok_or_else(|| EngineError::Corrupt(format!("{}: no meta column family", dir.display())))?;
         let followed = crate::changes::positions_held(&db, cf)?;
         Ok(ShardCensus { meta, layout, entries, not_owned, followed })
+    }
+}
+
+/// A shard replica's directory opened read-only (a live store's, or a backup's checkpoint),
+/// with the identity and layout it records.
+pub(crate) struct ReadOnlyShard {
+    pub db: DB,
+    pub meta: ShardMeta,
+    pub layout: LayoutRecord,
+}
+
+impl ReadOnlyShard {
+    /// Opens `dir` read-only with `db_opts`, the user data with `data_opts` (which must carry
+    /// the last-writer-wins merge operator), the metadata and change log as a shard opens them.
+    pub fn open(dir: &Path, db_opts: &Options, data_opts: &Options) -> Result<Self, EngineError> {
+        let cfs = [
+            ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, data_opts.clone()),
+            ColumnFamilyDescriptor::new(META_CF, Options::default()),
+            ColumnFamilyDescriptor::new(LOG_CF, Options::default()),
+        ];
+        let db = DB::open_cf_descriptors_read_only(db_opts, dir, cfs, false)?;
+        let corrupt = |what: &str| EngineError::Corrupt(format!("{}: {what}", dir.display()));
+        let cf = db.cf_handle(META_CF).ok_or_else(|| corrupt("no meta column family"))?;
+        let meta = ShardMeta::read(&db, cf, dir)?.ok_or_else(|| corrupt("no shard metadata"))?;
+        let layout = LayoutRecord::read(&db, cf, &meta, dir)?;
+        Ok(Self { db, meta, layout })
     }
 }
