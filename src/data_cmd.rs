@@ -70,9 +70,15 @@ pub struct ScanArgs {
 pub struct LoadgenArgs {
     #[command(flatten)]
     target: Target,
-    /// put | get | mixed:R (R = percent reads).
+    /// put | get | mixed:R (R = percent reads) | ycsb-a (50% reads, 50% puts) | ycsb-b (95%
+    /// reads) | ycsb-c (reads only) | ycsb-f (50% reads, 50% read-modify-writes).
     #[arg(long, default_value = "mixed:50")]
     workload: vasto_loadgen::Workload,
+    /// Which keys requests touch: uniform | zipfian[:THETA] (0 < THETA < 1, default 0.99,
+    /// hot keys scattered over the key space) | latest (reads favour the keys written most
+    /// recently). Default: zipfian for the ycsb workloads, uniform otherwise.
+    #[arg(long)]
+    distribution: Option<vasto_loadgen::Distribution>,
     /// Size of the key space.
     #[arg(long, default_value_t = 100_000)]
     keys: u64,
@@ -186,6 +192,7 @@ pub async fn loadgen(a: LoadgenArgs) -> anyhow::Result<()> {
         master: a.target.master,
         keyspace: a.target.keyspace,
         workload: a.workload,
+        distribution: a.distribution,
         keys: a.keys,
         value_size: a.value_size,
         concurrency: a.concurrency,

@@ -5,7 +5,9 @@
 //! to back, so up to `pipeline` requests are in flight per connection. The clients are spread
 //! over `threads` OS threads, each running its own single-threaded tokio runtime (like
 //! `redis-benchmark --threads`), so the generator's own cost per request stays low. Keys are
-//! `key:000000000042`-style indexes drawn uniformly from `0..keys`; every put writes the same
+//! `key:000000000042`-style indexes drawn from `0..keys` uniformly, zipfian or skewed to the
+//! latest writes ([`Distribution`]); the workload is put, get, a get/put mix or one of YCSB's
+//! A, B, C and F ([`Workload`]); every put writes the same
 //! `value_size` random bytes. Every request's latency goes into an HDR histogram (microseconds,
 //! 3 significant digits); the [`Report`] gives throughput and percentiles.
 //!
@@ -19,6 +21,7 @@
 //!     keyspace: "default".into(),
 //!     workload: "mixed:90".parse().map_err(vasto_loadgen::LoadgenError::Config)?,
 //!     keys: 100_000,
+//!     distribution: Some("zipfian:0.99".parse().map_err(vasto_loadgen::LoadgenError::Config)?),
 //!     value_size: 100,
 //!     concurrency: 16,
 //!     pipeline: 4,
@@ -33,13 +36,15 @@
 //! # Ok(()) }
 //! ```
 
+mod distribution;
 mod keys;
 mod report;
 mod worker;
 mod workload;
 
+pub use distribution::Distribution;
 pub use report::Report;
-pub use workload::Workload;
+pub use workload::{Workload, Ycsb};
 
 use hdrhistogram::Histogram;
 use keys::SplitMix64;
@@ -60,8 +65,11 @@ pub struct LoadgenConfig {
     pub keyspace: String,
     /// The request mix.
     pub workload: Workload,
-    /// Size of the key space: keys are drawn uniformly from `0..keys`.
+    /// Size of the key space: keys are drawn from `0..keys`.
     pub keys: u64,
+    /// How keys are drawn (`None`: the workload's default, see
+    /// [`Workload::default_distribution`]).
+    pub distribution: Option<Distribution>,
     /// Bytes per written value.
     pub value_size: usize,
     /// Independent clients, i.e. connections per store.
@@ -108,6 +116,9 @@ pub async fn run(config: &LoadgenConfig) -> Result<Report, LoadgenError> {
     let mut value = vec![0u8; config.value_size];
     seeder.fill(&mut value);
     let value: Arc<[u8]> = value.into();
+    let distribution = config.distribution.unwrap_or(config.workload.default_distribution());
+    // The zipfian constants cost a pass over up to a million ranks: computed once, copied.
+    let chooser = distribution::KeyChooser::new(distribution, config.keys);
     let stop = Arc::new(Stop::default());
     let (start_tx, start_rx) = tokio::sync::watch::channel(false);
     let mut counters = Vec::with_capacity(threads);
@@ -121,6 +132,9 @@ pub async fn run(config: &LoadgenConfig) -> Result<Report, LoadgenError> {
             keyspace: config.keyspace.clone(),
             workload: config.workload,
             keys: config.keys,
+            chooser,
+            thread: t,
+            threads,
             pipeline: config.pipeline,
             // Client i runs on thread i % threads.
             clients: (t..config.concurrency).step_by(threads).count(),
@@ -196,6 +210,7 @@ pub async fn run(config: &LoadgenConfig) -> Result<Report, LoadgenError> {
     let us = |q: f64| if hist.is_empty() { 0.0 } else { hist.value_at_quantile(q) as f64 };
     Ok(Report {
         workload: config.workload.to_string(),
+        distribution: distribution.to_string(),
         concurrency: config.concurrency,
         pipeline: config.pipeline,
         value_size: config.value_size,
@@ -240,7 +255,7 @@ pub(crate) fn new_histogram() -> Result<Histogram<u64>, LoadgenError> {
 }
 
 /// A seed that differs between runs and processes.
-fn seed() -> u64 {
+pub(crate) fn seed() -> u64 {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     nanos ^ u64::from(std::process::id()).rotate_left(32)
 }
@@ -255,6 +270,7 @@ mod tests {
             keyspace: "ks".into(),
             workload: Workload::Put,
             keys: 10,
+            distribution: None,
             value_size: 8,
             concurrency: 1,
             pipeline: 1,

@@ -8,6 +8,8 @@ use std::fmt::Write as _;
 pub struct Report {
     /// The workload as given (`put`, `get`, `mixed:R`).
     pub workload: String,
+    /// How keys were drawn (`uniform`, `zipfian:THETA`, `latest`).
+    pub distribution: String,
     /// Connections per store (independent clients).
     pub concurrency: usize,
     /// Requests in flight per connection.
@@ -44,8 +46,8 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "workload    {} ({} connections x {} in flight, {}-byte values, {} keys)",
-            self.workload, self.concurrency, self.pipeline, self.value_size, self.keys
+            "workload    {} ({} keys, {} connections x {} in flight, {}-byte values, {} keys)",
+            self.workload, self.distribution, self.concurrency, self.pipeline, self.value_size, self.keys
         );
         let _ = writeln!(s, "duration    {:.2} s", self.duration_secs);
         let _ = writeln!(s, "requests    {} ok, {} errors, {} not found", self.ops, self.errors, self.not_found);
@@ -64,6 +66,7 @@ mod tests {
 
     fn sample() -> Report {
         Report {
+            distribution: "zipfian:0.99".into(),
             workload: "mixed:50".into(),
             concurrency: 4,
             pipeline: 2,

@@ -5,7 +5,9 @@
 //! nothing another thread writes: no cross-thread wake-ups, no contended locks, and the
 //! histogram stays in cache (with one histogram per task, 1,024 of them at c64 P16, recording
 //! was a tenth of the load generator's profile, nearly all cache misses).
+use crate::distribution::{KeyChooser, Recency};
 use crate::keys::{KeyBuf, SplitMix64};
+use crate::workload::Op;
 use crate::{LoadgenError, Workload};
 use hdrhistogram::Histogram;
 use std::cell::{Cell, RefCell};
@@ -82,6 +84,10 @@ pub(crate) struct ThreadPlan {
     pub keyspace: String,
     pub workload: Workload,
     pub keys: u64,
+    pub chooser: KeyChooser,
+    /// This thread's index and the number of threads (where `latest` writes start).
+    pub thread: usize,
+    pub threads: usize,
     pub pipeline: usize,
     pub clients: usize,
     pub value: Arc<[u8]>,
@@ -96,6 +102,8 @@ struct ThreadStats {
     not_found: Cell<u64>,
     first_error: RefCell<Option<(Instant, String)>>,
     counters: Arc<Counters>,
+    /// The thread's `latest` write cursor, shared by its tasks.
+    recency: Recency,
 }
 
 /// Runs one load thread to completion: connects its clients and reports that on `ready`, waits
@@ -133,7 +141,13 @@ pub(crate) fn thread_main(
         if ready.send(Ok(())).is_err() || start.wait_for(|s| *s).await.is_err() {
             return;
         }
-        let stats = Rc::new(ThreadStats { hist: RefCell::new(hist), not_found: Cell::new(0), first_error: RefCell::new(None), counters: plan.counters });
+        let stats = Rc::new(ThreadStats {
+            hist: RefCell::new(hist),
+            not_found: Cell::new(0),
+            first_error: RefCell::new(None),
+            counters: plan.counters,
+            recency: Recency::new(plan.thread, plan.threads, plan.keys),
+        });
         let mut seeder = SplitMix64::new(plan.seed);
         let mut tasks = Vec::with_capacity(keyspaces.len() * plan.pipeline);
         for ks in &keyspaces {
@@ -142,6 +156,7 @@ pub(crate) fn thread_main(
                     ks: ks.clone(),
                     workload: plan.workload,
                     keys: plan.keys,
+                    chooser: plan.chooser,
                     value: Arc::clone(&plan.value),
                     rng: SplitMix64::new(seeder.next_u64()),
                     stats: Rc::clone(&stats),
@@ -179,6 +194,7 @@ struct Task {
     ks: Keyspace,
     workload: Workload,
     keys: u64,
+    chooser: KeyChooser,
     /// The value every put writes.
     value: Arc<[u8]>,
     rng: SplitMix64,
@@ -188,16 +204,19 @@ struct Task {
 
 /// Issues requests back to back until the stop; a request that finishes after it is not counted.
 async fn run_task(task: Task) {
-    let Task { ks, workload, keys, value, mut rng, stats, stop } = task;
+    let Task { ks, workload, keys, chooser, value, mut rng, stats, stop } = task;
     let mut key = KeyBuf::new(keys);
     // Values read land here, one buffer reused by every get of this task.
     let mut read_buf = Vec::new();
     while !stop.stopped() {
-        let index = rng.below(keys);
-        let read = workload.is_read(rng.next_u64());
+        let op = workload.op(rng.next_u64());
+        let index = match op {
+            Op::Write => chooser.write_key(&mut rng, &stats.recency),
+            Op::Read | Op::ReadModifyWrite => chooser.read_key(&mut rng, &stats.recency),
+        };
         let key = key.set(index);
         let started = Instant::now();
-        let outcome = request(&ks, read, key, &value, &mut read_buf).await;
+        let outcome = request(&ks, op, key, &value, &mut read_buf).await;
         if stop.stopped() {
             break;
         }
@@ -231,13 +250,17 @@ pub(crate) fn record(hist: &mut Histogram<u64>, latency: Duration) {
     }
 }
 
-/// One get or put; `Ok(false)` for a get that found nothing.
+/// One get, put, or get then put of the same key; `Ok(false)` when the get found nothing.
 #[inline]
-async fn request(ks: &Keyspace, read: bool, key: &[u8], value: &[u8], buf: &mut Vec<u8>) -> Result<bool, ClientError> {
-    if read {
-        ks.get_into(key, buf).await
-    } else {
-        ks.put(key, value).await.map(|()| true)
+async fn request(ks: &Keyspace, op: Op, key: &[u8], value: &[u8], buf: &mut Vec<u8>) -> Result<bool, ClientError> {
+    match op {
+        Op::Read => ks.get_into(key, buf).await,
+        Op::Write => ks.put(key, value).await.map(|()| true),
+        Op::ReadModifyWrite => {
+            let found = ks.get_into(key, buf).await?;
+            ks.put(key, value).await?;
+            Ok(found)
+        }
     }
 }
 
