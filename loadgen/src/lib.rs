@@ -39,11 +39,13 @@
 mod distribution;
 mod keys;
 mod report;
+mod sampler;
 mod worker;
 mod workload;
 
 pub use distribution::Distribution;
 pub use report::Report;
+pub use sampler::{Request, RequestSampler};
 pub use workload::{Workload, Ycsb};
 
 use hdrhistogram::Histogram;

@@ -209,11 +209,7 @@ async fn run_task(task: Task) {
     // Values read land here, one buffer reused by every get of this task.
     let mut read_buf = Vec::new();
     while !stop.stopped() {
-        let op = workload.op(rng.next_u64());
-        let index = match op {
-            Op::Write => chooser.write_key(&mut rng, &stats.recency),
-            Op::Read | Op::ReadModifyWrite => chooser.read_key(&mut rng, &stats.recency),
-        };
+        let (op, index) = crate::sampler::draw(workload, &chooser, &mut rng, &stats.recency);
         let key = key.set(index);
         let started = Instant::now();
         let outcome = request(&ks, op, key, &value, &mut read_buf).await;
