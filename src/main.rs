@@ -77,6 +77,11 @@ enum Command {
         /// Core threads (default: one per CPU).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// Reader threads for gets that need a file read (data not in memory), so that those
+        /// never hold up a core thread and many reads reach the disk at once; 0 reads files on
+        /// the core threads.
+        #[arg(long, default_value_t = 16)]
+        read_threads: usize,
         /// Largest accepted frame in bytes.
         #[arg(long, default_value_t = vasto_wire::DEFAULT_MAX_FRAME)]
         max_frame: usize,
@@ -227,6 +232,7 @@ fn main() -> ExitCode {
             advertise,
             dir,
             threads,
+            read_threads,
             max_frame,
             change_log_entries,
             max_mbps,
@@ -255,6 +261,7 @@ fn main() -> ExitCode {
                     master,
                     dir,
                     threads,
+                    read_threads,
                     max_frame,
                     max_move_mbps: max_mbps,
                     engine,

@@ -240,3 +240,53 @@ fn every_endpoint_serves_what_the_cluster_does() {
     let unknown: Vec<&String> = used.iter().filter(|n| !seen.contains(*n)).collect();
     assert!(used.len() > 20 && unknown.is_empty(), "the dashboard uses names no endpoint served: {unknown:?} (served: {seen:?})");
 }
+
+/// Gets of imported data (in files only, nothing of it cached) are answered by the reader
+/// threads with the imported values, many at once, and counted as disk gets; a store with
+/// `--read-threads 0` answers them on its cores and counts none.
+#[test]
+fn gets_of_data_on_disk_go_to_reader_threads_and_answer_right() {
+    let records = 20_000u64;
+    for (read_threads, deferred) in [("16", true), ("0", false)] {
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let mut cluster = Cluster::start(0);
+        cluster.add_store_with(1, &["--metrics-listen", &metrics, "--read-threads", read_threads]);
+        cluster.create_keyspace("cold", 2, 1);
+        let input = cluster.dir.path().join("cold.tsv");
+        let tsv: String = (0..records).map(|i| format!("key:{i:012}\tvalue-{i}\n")).collect();
+        std::fs::write(&input, tsv).expect("write the records");
+        let out = cluster.vasto(&["import", "--master", &cluster.master_addr, "--keyspace", "cold", "--input", &input.display().to_string()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        // Keys spread over the key space, so most lie in blocks no earlier get brought in.
+        for i in (0..records).step_by(997) {
+            let key = format!("key:{i:012}");
+            let out = cluster.vasto(&["get", "--master", &cluster.master_addr, "--keyspace", "cold", &key]);
+            assert_eq!(String::from_utf8_lossy(&out.stdout), format!("value-{i}"), "{key}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let json = cluster.dir.path().join("gets.json");
+        let out = cluster.vasto(&[
+            "loadgen",
+            "--master",
+            &cluster.master_addr,
+            "--keyspace",
+            "cold",
+            "--workload",
+            "get",
+            "--keys",
+            &records.to_string(),
+            "--concurrency",
+            "8",
+            "--pipeline",
+            "8",
+            "--duration",
+            "2s",
+            "--json",
+            &json.display().to_string(),
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("report")).expect("JSON");
+        assert!(report["ops"].as_u64().unwrap() > 100 && report["errors"] == 0 && report["not_found"] == 0, "{report}");
+        let disk_gets = total(&scrape(&metrics), "vasto_store_disk_gets_total", &[]);
+        assert_eq!(disk_gets > 0.0, deferred, "--read-threads {read_threads}: {disk_gets} disk gets");
+    }
+}

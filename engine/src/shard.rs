@@ -93,6 +93,8 @@ pub struct Shard {
     meta: ShardMeta,
     dir: PathBuf,
     write_opts: WriteOptions,
+    /// Reads that may touch only the memtables and the block cache (see `read_pinned`).
+    memory_only: rocksdb::ReadOptions,
     opts: Options,
     pub(crate) layout: Arc<Layout>,
     committed_at_ms: AtomicU64,
@@ -176,6 +178,11 @@ impl Shard {
             meta,
             dir: dir.to_path_buf(),
             write_opts,
+            memory_only: {
+                let mut read = rocksdb::ReadOptions::default();
+                read.set_read_tier(rocksdb::ReadTier::BlockCache);
+                read
+            },
             opts: data_opts,
             layout,
             committed_at_ms: AtomicU64::new(record.committed_at_ms),
@@ -316,29 +323,51 @@ impl Shard {
 
     /// Like [`Shard::get`], with the value's expiry (ns since the Unix epoch, 0 = never).
     pub fn get_with_expiry<R>(&self, key: &[u8], f: impl FnOnce(Option<(&[u8], u64)>) -> R) -> Result<R, EngineError> {
-        self.get_stored(key, |stored| shown(stored, f))
+        match self.get_stored(key, false, |stored| shown(stored, f))? {
+            Some(answer) => Ok(answer),
+            None => Err(EngineError::Corrupt(format!("{}: a read of every tier came back incomplete", self.dir.display()))),
+        }
     }
 
-    /// Calls `f` with the stored value of `key` (header and user bytes), through the value cache.
-    fn get_stored<R>(&self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R, EngineError> {
+    /// Like [`Shard::get_with_expiry`], but reads only memory (the value cache, the memtables and
+    /// RocksDB's block cache): `Ok(None)`, without calling `f`, when the answer needs a read of
+    /// a file, so a thread that must not block on the disk can hand the read to one that may.
+    pub fn get_with_expiry_in_memory<R>(&self, key: &[u8], f: impl FnOnce(Option<(&[u8], u64)>) -> R) -> Result<Option<R>, EngineError> {
+        self.get_stored(key, true, |stored| shown(stored, f))
+    }
+
+    /// Calls `f` with the stored value of `key` (header and user bytes), through the value
+    /// cache; with `memory_only`, returns `None` instead when RocksDB would have to read a file.
+    fn get_stored<R>(&self, key: &[u8], memory_only: bool, f: impl FnOnce(Option<&[u8]>) -> R) -> Result<Option<R>, EngineError> {
         let Some(cache) = &self.cache else {
-            let pinned = self.db.get_pinned(key)?;
-            return Ok(f(pinned.as_deref()));
+            return Ok(self.read_pinned(key, memory_only)?.map(|pinned| f(pinned.as_deref())));
         };
         let owner = self.cache_owner.load(Ordering::Acquire);
         CACHED.with(|buf| {
             let buf = &mut *buf.borrow_mut();
             match cache.get(owner, key, buf) {
-                Probe::Hit => Ok(f(Some(buf))),
+                Probe::Hit => Ok(Some(f(Some(buf)))),
                 Probe::Miss(ticket) => {
-                    let pinned = self.db.get_pinned(key)?;
+                    let Some(pinned) = self.read_pinned(key, memory_only)? else { return Ok(None) };
                     if let Some(stored) = pinned.as_deref() {
                         cache.fill(ticket, owner, key, stored);
                     }
-                    Ok(f(pinned.as_deref()))
+                    Ok(Some(f(pinned.as_deref())))
                 }
             }
         })
+    }
+
+    /// RocksDB's read of `key`; with `memory_only`, `None` when that needs a read of a file.
+    fn read_pinned(&self, key: &[u8], memory_only: bool) -> Result<Option<Option<rocksdb::DBPinnableSlice<'_>>>, EngineError> {
+        if !memory_only {
+            return Ok(Some(self.db.get_pinned(key)?));
+        }
+        match self.db.get_pinned_opt(key, &self.memory_only) {
+            Ok(pinned) => Ok(Some(pinned)),
+            Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Tells the value cache about committed writes: `written` holds, for each, its length as

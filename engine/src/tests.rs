@@ -444,3 +444,26 @@ fn a_compaction_owed_after_a_layout_change_survives_a_restart_until_it_runs() {
     drop(s);
     assert!(!e.open_all(false).unwrap().pop().unwrap().compaction_owed().unwrap(), "paid once it ran");
 }
+
+/// A memory-only read answers from the memtable and the block cache, and says "needs the disk"
+/// (without guessing an answer) for data only in a file; once a normal read has brought the
+/// blocks in, it answers again. With and without the value cache.
+#[test]
+fn memory_only_reads_never_touch_files_and_never_guess() {
+    for value_cache_bytes in [0, 1 << 20] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Engine::new(dir.path(), &EngineOptions { value_cache_bytes, ..EngineOptions::default() }).unwrap().create_shard(&meta("ks", 0)).unwrap();
+        let in_memory = |key: &[u8]| s.get_with_expiry_in_memory(key, |v| v.map(|(v, _)| v.to_vec())).unwrap();
+        s.put(b"k", b"v1", 10, 0).unwrap();
+        assert_eq!(in_memory(b"k"), Some(Some(b"v1".to_vec())), "the memtable is memory");
+        s.compact().unwrap();
+        // A new handle on the files, so nothing of them is cached yet.
+        drop(s);
+        let engine = Engine::new(dir.path(), &EngineOptions { value_cache_bytes, ..EngineOptions::default() }).unwrap();
+        let s = engine.open_all(false).unwrap().pop().unwrap();
+        assert_eq!(s.get_with_expiry_in_memory(b"k", |v| v.map(|(v, _)| v.to_vec())).unwrap(), None, "in a file only: cache {value_cache_bytes}");
+        assert_eq!(get(&s, b"k"), Some(b"v1".to_vec()));
+        assert_eq!(s.get_with_expiry_in_memory(b"k", |v| v.map(|(v, _)| v.to_vec())).unwrap(), Some(Some(b"v1".to_vec())), "blocks now cached");
+        assert_eq!(s.get_with_expiry_in_memory(b"missing", |v| v.is_some()).unwrap(), Some(false), "a missing key: the filter block is cached");
+    }
+}

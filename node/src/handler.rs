@@ -1,6 +1,7 @@
 //! Turns one verified request frame into one response frame. Synchronous: RocksDB calls run on
 //! the core that owns the connection (thread-per-core), with key and value slices borrowed
 //! straight from the read buffer.
+use crate::disk_reads::{answer_get, ReadBatch, Tier};
 use crate::group::WriteGroup;
 use crate::ingest::IngestSession;
 use crate::metrics::{Op, Tally};
@@ -44,6 +45,10 @@ pub struct Handler {
     updates: UpdateGroup,
     /// Where the answers of the last flush end in the output, if `handle` flushed; else 0.
     flushed_to: usize,
+    /// Whether a get that needs a file is deferred to the reader threads (see `disk_reads`).
+    defer_reads: bool,
+    /// The gets deferred from the current read buffer, in request order.
+    pub(crate) reads: ReadBatch,
     /// The answers given since the connection last added them to the core's metrics.
     pub(crate) tally: Tally,
 }
@@ -60,6 +65,8 @@ pub enum Next {
     Snapshot(Arc<Replica>, Option<ShardSelector>, Option<crate::snapshot_gate::SnapshotPermit>),
     /// The importer sent its last piece: ingest the files, answer request `id`, close.
     Ingest(IngestSession, u64),
+    /// Not handled: deferred gets must be answered first, then this frame is handled again.
+    Wait,
 }
 
 struct Reject(Status, Cow<'static, str>);
@@ -85,8 +92,22 @@ impl Handler {
             group: WriteGroup::default(),
             updates: UpdateGroup::default(),
             flushed_to: 0,
+            defer_reads: false,
+            reads: ReadBatch::default(),
             tally: Tally::default(),
         }
+    }
+
+    /// Defers gets that need a file to the reader threads (see `disk_reads`): the connection
+    /// must then answer [`Handler::reads`] whenever it is pending after handling frames.
+    pub fn deferring_reads(mut self, on: bool) -> Self {
+        self.defer_reads = on;
+        self
+    }
+
+    /// The encoder (for answering deferred gets without a reader thread) and the tally.
+    pub(crate) fn encoder_and_tally(&mut self) -> (&mut FrameEncoder, &mut Tally) {
+        (&mut self.enc, &mut self.tally)
     }
 
     /// A new handler on the same registry and the same admitted peer, with nothing held (used to
@@ -94,7 +115,9 @@ impl Handler {
     pub fn fresh(&mut self) -> Self {
         let door = std::mem::replace(&mut self.door, Doorman::new("store", None));
         let tally = std::mem::take(&mut self.tally);
-        Self { door, tally, ..Self::new(Arc::clone(&self.registry), None, self.peer, self.max_skew_ns) }
+        // Gets deferred before the panic are still answered.
+        let reads = std::mem::take(&mut self.reads);
+        Self { door, tally, reads, ..Self::new(Arc::clone(&self.registry), None, self.peer, self.max_skew_ns).deferring_reads(self.defer_reads) }
     }
 
     /// Whether the peer has been admitted (every frame after that is a request).
@@ -134,6 +157,7 @@ impl Handler {
         self.flushed_to = 0;
         let frame = match parse_frame(&input[body]) {
             Ok(f) => f,
+            Err(_) if self.reads.pending() => return Next::Wait,
             Err(e) => {
                 // The framing is intact, so the connection can go on; the id is unknowable.
                 self.flush_writes(input, out);
@@ -143,7 +167,17 @@ impl Handler {
             }
         };
         let id = frame.id();
-        let Some(request) = Request::of(&frame) else {
+        let request = Request::of(&frame);
+        if self.reads.pending() {
+            // Only gets join deferred gets (answers keep request order); the rest waits.
+            return match request {
+                Some(Request::Get(r)) if !self.reads.is_full() && self.door.admitted().is_some_and(|role| Request::Get(r).permitted(role)) => {
+                    self.defer_get(input, id, r)
+                }
+                _ => Next::Wait,
+            };
+        }
+        let Some(request) = request else {
             self.flush_writes(input, out);
             self.tally.count(Op::Other, Status::BadRequest);
             self.enc.status(out, id, Status::BadRequest, "unexpected message on a data connection", 0);
@@ -166,7 +200,7 @@ impl Handler {
             Request::Update(r) => self.hold_update(input, id, r, out),
             other => {
                 self.flush_writes(input, out);
-                return self.serve(out, id, other);
+                return self.serve(input, out, id, other);
             }
         };
         if let Err(Reject(status, msg)) = held {
@@ -178,7 +212,7 @@ impl Handler {
     }
 
     /// Serves every request but puts and deletes, once the held writes are committed.
-    fn serve(&mut self, out: &mut Vec<u8>, id: u64, request: Request<'_>) -> Next {
+    fn serve(&mut self, input: &[u8], out: &mut Vec<u8>, id: u64, request: Request<'_>) -> Next {
         let op = request.op();
         let result = match request {
             Request::Tail(tail) => {
@@ -219,13 +253,14 @@ impl Handler {
                 };
             }
             Request::Ingest(req) => return self.ingest(out, id, req),
-            Request::Get(r) => self.get(out, id, r),
+            Request::Get(r) => self.get(input, out, id, r),
             Request::Batch(r) => self.batch(r),
             Request::Scan(r) => self.scan(out, id, r),
             Request::Put(_) | Request::Delete(_) | Request::Update(_) => Err(reject(Status::Internal, "a write reached the unheld path")),
         };
         match result {
             Ok(Responded::Yes(status)) => self.tally.count(op, status),
+            Ok(Responded::Later) => {}
             Ok(Responded::No) => {
                 self.tally.count(op, Status::Ok);
                 self.enc.status(out, id, Status::Ok, "", 0);
@@ -273,28 +308,27 @@ impl Handler {
         }
     }
 
-    fn get(&mut self, out: &mut Vec<u8>, id: u64, r: fb::Get<'_>) -> Result<Responded, Reject> {
-        let shard = self.shard(r.keyspace(), r.shard())?;
-        let key = checked_key(&shard, r.key())?;
-        let enc = &mut self.enc;
-        let answered = if r.with_expiry() {
-            shard.get_with_expiry(key, |v| match v {
-                Some((v, expires_at_ns)) => {
-                    enc.value_expiring(out, id, v, expires_at_ns);
-                    Status::Ok
-                }
-                None => not_found(enc, out, id),
-            })
-        } else {
-            shard.get(key, |v| match v {
-                Some(v) => {
-                    enc.value(out, id, v);
-                    Status::Ok
-                }
-                None => not_found(enc, out, id),
-            })
-        };
-        Ok(Responded::Yes(answered.map_err(engine_error)?))
+    /// Answers a get from memory, or defers it when it needs a file (and deferring is on).
+    fn get(&mut self, input: &[u8], out: &mut Vec<u8>, id: u64, r: fb::Get<'_>) -> Result<Responded, Reject> {
+        let replica = self.shard(r.keyspace(), r.shard())?;
+        let key = checked_key(&replica, r.key())?;
+        let tier = if self.defer_reads { Tier::Memory } else { Tier::Any };
+        match answer_get(&mut self.enc, out, id, &replica, key, r.with_expiry(), tier).map_err(engine_error)? {
+            Some(status) => Ok(Responded::Yes(status)),
+            None => {
+                self.reads.defer(input, id, &replica, key, r.with_expiry());
+                Ok(Responded::Later)
+            }
+        }
+    }
+
+    /// Adds a get to the deferred ones; one that would be refused waits instead, so that its
+    /// refusal is not answered before the gets ahead of it.
+    fn defer_get(&mut self, input: &[u8], id: u64, r: fb::Get<'_>) -> Next {
+        let Ok(replica) = self.shard(r.keyspace(), r.shard()) else { return Next::Wait };
+        let Ok(key) = checked_key(&replica, r.key()) else { return Next::Wait };
+        self.reads.defer(input, id, &replica, key, r.with_expiry());
+        Next::Continue
     }
 
     /// Validates a read-modify-write and holds it for the group commit (run under the
@@ -419,14 +453,11 @@ impl Handler {
     }
 }
 
-fn not_found(enc: &mut FrameEncoder, out: &mut Vec<u8>, id: u64) -> Status {
-    enc.status(out, id, Status::NotFound, "", 0);
-    Status::NotFound
-}
-
 enum Responded {
     /// The handler already appended the response, with this status.
     Yes(Status),
+    /// Deferred: answered (and counted) once the deferred gets are.
+    Later,
     /// Success without a payload: the caller appends a plain Ok.
     No,
 }

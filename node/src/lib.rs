@@ -14,6 +14,7 @@
 //! * `identity` — store id, cluster id, and whether the last run may have lost writes.
 
 mod disk;
+mod disk_reads;
 mod follower;
 mod group;
 mod handler;
@@ -83,6 +84,9 @@ pub struct NodeConfig {
     pub dir: PathBuf,
     /// Core threads; 0 means one per available CPU.
     pub threads: usize,
+    /// Reader threads that answer gets needing a file read, so those never block a core
+    /// thread; 0 reads files on the core threads.
+    pub read_threads: usize,
     /// Largest accepted frame body in bytes.
     pub max_frame: usize,
     /// Cap on data moved for other replicas, in MB/s: each snapshot or resize export reads at
@@ -226,7 +230,8 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         idle_timeout: config.idle_timeout,
     };
     let metrics = Arc::new(metrics::StoreMetrics::new(threads));
-    let (addr, _cores) = server::spawn_cores(config.listen, threads, Arc::clone(&registry), limits, config.token.clone(), Arc::clone(&metrics))?;
+    let reads = Arc::new(disk_reads::ReadPool::start(config.read_threads)?);
+    let (addr, _cores) = server::spawn_cores(config.listen, threads, Arc::clone(&registry), limits, config.token.clone(), Arc::clone(&metrics), reads)?;
     let identity = master_link::Identity {
         store_id: store_id.clone(),
         address: config.advertise.clone().unwrap_or_else(|| addr.to_string()),
@@ -307,6 +312,8 @@ fn spawn_cache_report(registry: Arc<registry::Registry>) -> Result<(), NodeError
     Ok(())
 }
 
+#[cfg(test)]
+mod disk_reads_tests;
 #[cfg(test)]
 mod tests;
 

@@ -165,6 +165,11 @@ impl StoreView {
         s.counter("vasto_store_value_cache_hits", "Reads answered from the value cache.", [(Labels::new(), cache.hits)])?;
         s.counter("vasto_store_value_cache_misses", "Reads that went to RocksDB.", [(Labels::new(), cache.misses)])?;
         s.gauge_one("vasto_store_value_cache_bytes", "Bytes the value cache holds.", cache.bytes as f64)?;
+        s.counter(
+            "vasto_store_disk_gets",
+            "Gets that needed a file read (not in the value cache, memtables or block cache), answered by a reader thread.",
+            [(Labels::new(), crate::disk_reads::DISK_GETS.load(Relaxed))],
+        )?;
         let moved = [
             ("snapshot_sent", &MOVED.snapshot_sent),
             ("snapshot_received", &MOVED.snapshot_received),

@@ -1,5 +1,6 @@
 //! Thread-per-core data server: one monoio runtime (io_uring, epoll fallback) per core, each with
 //! its own SO_REUSEPORT listener on the same address, so the kernel spreads connections.
+use crate::disk_reads::ReadPool;
 use crate::handler::{Handler, Next};
 use crate::metrics::StoreMetrics;
 use crate::registry::{Registry, Replica};
@@ -45,7 +46,7 @@ pub(crate) const OUTPUT_BOUND: usize = 8 << 20;
 
 /// Starts `threads` core threads serving `listen`. Returns the bound address (useful with port 0)
 /// and the thread handles; fails if any core cannot bind.
-/// Peers must prove `token` when there is one.
+/// Peers must prove `token` when there is one. Gets that need a file go to `reads`.
 pub fn spawn_cores(
     listen: SocketAddr,
     threads: usize,
@@ -53,6 +54,7 @@ pub fn spawn_cores(
     limits: Limits,
     token: Option<ClusterToken>,
     metrics: Arc<StoreMetrics>,
+    reads: Arc<ReadPool>,
 ) -> Result<(SocketAddr, Vec<JoinHandle<()>>), NodeError> {
     // The cores share the port with SO_REUSEPORT, which would just as well let a second store
     // (a typo, a stale process, a port handed out twice) bind it and silently take half of the
@@ -67,10 +69,10 @@ pub fn spawn_cores(
     let mut addr = listen;
     for core in 0..threads.max(1) {
         let (tx, rx) = mpsc::channel();
-        let (registry, token, metrics) = (Arc::clone(&registry), token.clone(), Arc::clone(&metrics));
+        let (registry, token, metrics, reads) = (Arc::clone(&registry), token.clone(), Arc::clone(&metrics), Arc::clone(&reads));
         let handle = std::thread::Builder::new()
             .name(format!("vasto-core-{core}"))
-            .spawn(move || core_main(core, addr, CoreShared { registry, limits, token, metrics }, tx))?;
+            .spawn(move || core_main(core, addr, CoreShared { registry, limits, token, metrics, reads }, tx))?;
         match rx.recv() {
             Ok(Ok(bound)) => addr = bound,
             Ok(Err(e)) => return Err(NodeError::Bind { addr: addr.to_string(), source: e }),
@@ -88,6 +90,8 @@ struct CoreShared {
     token: Option<ClusterToken>,
     /// Request counters (one set per core) and the connections served by all cores together.
     metrics: Arc<StoreMetrics>,
+    /// The reader threads gets that need a file are handed to.
+    reads: Arc<ReadPool>,
 }
 
 fn core_main(core: usize, addr: SocketAddr, shared: CoreShared, bound: mpsc::Sender<std::io::Result<SocketAddr>>) {
@@ -115,8 +119,8 @@ fn core_main(core: usize, addr: SocketAddr, shared: CoreShared, bound: mpsc::Sen
             match listener.accept().await {
                 Ok((stream, peer)) => match ConnectionSlot::take(&shared.metrics.connections, shared.limits.max_connections) {
                     Some(slot) => {
-                        let (registry, metrics) = (Arc::clone(&shared.registry), Arc::clone(&shared.metrics));
-                        let conn = Connection { peer, registry, limits: shared.limits, token: shared.token.clone(), metrics, core, _slot: slot };
+                        let (registry, metrics, reads) = (Arc::clone(&shared.registry), Arc::clone(&shared.metrics), Arc::clone(&shared.reads));
+                        let conn = Connection { peer, registry, limits: shared.limits, token: shared.token.clone(), metrics, reads, core, _slot: slot };
                         monoio::spawn(serve_connection(stream, conn));
                     }
                     None => {
@@ -145,10 +149,10 @@ async fn refuse_connection(mut stream: TcpStream, peer: SocketAddr, max: usize) 
 /// Closes a connection whose peer stalls in its opening or in the middle of a frame for
 /// longer than the read timeout, or sends nothing for longer than the idle timeout.
 async fn serve_connection(mut stream: TcpStream, conn: Connection) {
-    let Connection { peer, registry, limits, token, metrics, core, _slot } = conn;
+    let Connection { peer, registry, limits, token, metrics, reads, core, _slot } = conn;
     let metrics = metrics.core(core);
     let _ = stream.set_nodelay(true);
-    let mut handler = Handler::new(registry, token, peer, limits.max_skew_ns);
+    let mut handler = Handler::new(registry, token, peer, limits.max_skew_ns).deferring_reads(reads.enabled());
     let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     // The whole opening must fit in one read timeout, however the peer dribbles its bytes.
@@ -158,7 +162,8 @@ async fn serve_connection(mut stream: TcpStream, conn: Connection) {
         let limit = if handler.admitted() { limits.max_frame } else { OPENING_MAX_FRAME };
         if !matches!(frame_len(&input, limit), Ok(None)) {
             let started = Instant::now();
-            let (consumed, after) = process(&mut handler, &input, &mut out, limits.max_frame);
+            let Some((i, o, consumed, after)) = handle_frames(&mut handler, &reads, input, out, limits.max_frame).await else { return };
+            (input, out) = (i, o);
             input.drain(..consumed);
             let sent = send_and_go_on(stream, out, after, limits).await;
             handler.tally.flush(metrics, elapsed_ns(started));
@@ -199,7 +204,8 @@ async fn serve_connection(mut stream: TcpStream, conn: Connection) {
             Ok(_) => {}
         }
         let started = Instant::now();
-        let (consumed, after) = process(&mut handler, &input, &mut out, limits.max_frame);
+        let Some((i, o, consumed, after)) = handle_frames(&mut handler, &reads, input, out, limits.max_frame).await else { return };
+        (input, out) = (i, o);
         input.drain(..consumed);
         if let Some(needed) = declared_len(&input) {
             // Grow towards a large frame as its bytes arrive (at most doubling per read), so a
@@ -224,6 +230,7 @@ struct Connection {
     limits: Limits,
     token: Option<ClusterToken>,
     metrics: Arc<StoreMetrics>,
+    reads: Arc<ReadPool>,
     /// The core serving it (whose counters it adds to).
     core: usize,
     _slot: ConnectionSlot,
@@ -278,7 +285,32 @@ pub(crate) enum After {
     Ingest(crate::ingest::IngestSession, u64),
 }
 
+/// Handles the frames in `input` (see [`process`]), then has the gets it deferred answered by
+/// the reader threads while this core serves other connections (see [`crate::disk_reads`]).
+/// Returns the buffers, the bytes consumed and what to do next; `None` if the buffers were lost
+/// (a reader thread died: the process is ending).
+async fn handle_frames(
+    handler: &mut Handler,
+    reads: &ReadPool,
+    input: Vec<u8>,
+    mut out: Vec<u8>,
+    max_frame: usize,
+) -> Option<(Vec<u8>, Vec<u8>, usize, After)> {
+    let (consumed, after) = process(handler, &input, &mut out, max_frame);
+    if !handler.reads.pending() {
+        return Some((input, out, consumed, after));
+    }
+    let mut batch = std::mem::take(&mut handler.reads);
+    let (enc, tally) = handler.encoder_and_tally();
+    let buffers = reads.run(&mut batch, input, out, enc, tally).await;
+    handler.reads = batch;
+    let (input, out) = buffers?;
+    Some((input, out, consumed, after))
+}
+
 /// Handles every complete frame in `input`; returns the bytes consumed and what to do next.
+/// Gets deferred to the reader threads (see [`crate::disk_reads`]) are answered after this
+/// returns; the frames after them that are not gets are left in `input` (not consumed).
 /// Puts and deletes among them are committed in groups (see [`crate::group`]); all are
 /// committed and answered before this returns.
 pub(crate) fn process(handler: &mut Handler, input: &[u8], out: &mut Vec<u8>, max_frame: usize) -> (usize, After) {
@@ -294,6 +326,7 @@ pub(crate) fn process(handler: &mut Handler, input: &[u8], out: &mut Vec<u8>, ma
                     catch_unwind(AssertUnwindSafe(|| if handler.admitted() { handler.handle(input, body, out) } else { handler.admit(&input[body], out) }));
                 match next {
                     Ok(Next::Continue) => {}
+                    Ok(Next::Wait) => return (consumed - n, After::Read),
                     Ok(Next::Close) => return (consumed, After::Close),
                     Ok(Next::Tail(replica, position, only)) => return (consumed, After::Tail(replica, position, only)),
                     Ok(Next::Snapshot(replica, only, permit)) => return (consumed, After::Snapshot(replica, only, permit)),

@@ -1,0 +1,110 @@
+//! Deferred gets through the handler, the framing loop and real reader threads, on real RocksDB
+//! files that are not in memory.
+use crate::disk_reads::ReadPool;
+use crate::handler::{Handler, Next};
+use crate::metrics::Tally;
+use crate::registry::Registry;
+use crate::server::{process, After};
+use std::sync::Arc;
+use vasto_engine::{Engine, EngineOptions};
+use vasto_wire::{frame_len, parse_frame, FrameEncoder, Role, Status, DEFAULT_MAX_FRAME, LEN_PREFIX};
+
+fn answers(mut out: &[u8]) -> Vec<(u64, Status, Option<Vec<u8>>)> {
+    let mut all = Vec::new();
+    while let Some(n) = frame_len(out, DEFAULT_MAX_FRAME).unwrap() {
+        let f = parse_frame(&out[LEN_PREFIX..n]).unwrap();
+        let r = f.body_as_response().unwrap();
+        all.push((f.id(), r.status(), r.value().map(<[u8]>::to_vec)));
+        out = &out[n..];
+    }
+    all
+}
+
+fn admitted(registry: Arc<Registry>) -> Handler {
+    let mut h = Handler::new(registry, None, std::net::SocketAddr::from(([127, 0, 0, 1], 1)), 60_000_000_000).deferring_reads(true);
+    let mut hello = Vec::new();
+    FrameEncoder::new().hello(&mut hello, Role::Client, 0, &[0; 16]);
+    assert!(matches!(h.admit(&hello[LEN_PREFIX..], &mut Vec::new()), Next::Continue));
+    h
+}
+
+/// Gets of data only in files are deferred, in order, up to the first request that is not a
+/// get; a reader thread answers them in order; the put after them is handled only then, and the
+/// get after the put sees it. Nothing is answered twice or out of order.
+#[test]
+fn gets_needing_files_are_deferred_in_order_and_later_requests_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let reg = crate::tests::registry(dir.path());
+        let replica = reg.get("ks", 0).unwrap();
+        for (k, v) in [(&b"a"[..], &b"va"[..]), (b"b", b"vb")] {
+            replica.shard.put(k, v, 10, 0).unwrap();
+        }
+        replica.shard.compact().unwrap();
+    }
+    // Reopened: the data is in files and nothing of them is cached.
+    let reg = Arc::new(Registry::open(Engine::new(dir.path(), &EngineOptions::default()).unwrap(), false, 0).unwrap());
+    let mut handler = admitted(Arc::clone(&reg));
+    let mut input = Vec::new();
+    let mut enc = FrameEncoder::new();
+    enc.get(&mut input, 1, "ks", 0, b"a");
+    enc.get(&mut input, 2, "ks", 0, b"b");
+    let two_gets = input.len();
+    enc.put(&mut input, 3, "ks", 0, b"a", b"v2", 20, 0);
+    enc.get(&mut input, 4, "ks", 0, b"a");
+    enc.get(&mut input, 5, "other", 0, b"a");
+
+    let mut out = Vec::new();
+    let (consumed, after) = process(&mut handler, &input, &mut out, DEFAULT_MAX_FRAME);
+    assert!(matches!(after, After::Read));
+    assert_eq!(consumed, two_gets, "the put waits for the deferred gets");
+    assert!(out.is_empty(), "nothing answered ahead of the deferred gets");
+    assert!(handler.reads.pending());
+
+    let pool = ReadPool::start(2).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let mut batch = std::mem::take(&mut handler.reads);
+    let mut tally = Tally::default();
+    let (input, mut out) = rt.block_on(pool.run(&mut batch, input, out, &mut FrameEncoder::new(), &mut tally)).unwrap();
+    handler.reads = batch;
+    assert!(!handler.reads.pending());
+    assert_eq!(answers(&out), vec![(1, Status::Ok, Some(b"va".to_vec())), (2, Status::Ok, Some(b"vb".to_vec()))]);
+
+    out.clear();
+    let (rest, _) = process(&mut handler, &input[consumed..], &mut out, DEFAULT_MAX_FRAME);
+    assert_eq!(consumed + rest, input.len());
+    let got = answers(&out);
+    assert_eq!(got, vec![(3, Status::Ok, None), (4, Status::Ok, Some(b"v2".to_vec())), (5, Status::UnknownKeyspace, None)]);
+}
+
+/// A refused get behind a deferred one waits (its refusal must not overtake the deferred
+/// answer), and without a pool the deferred gets are answered on the calling thread.
+#[test]
+fn a_refused_get_waits_behind_a_deferred_one() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let reg = crate::tests::registry(dir.path());
+        let replica = reg.get("ks", 0).unwrap();
+        replica.shard.put(b"a", b"va", 10, 0).unwrap();
+        replica.shard.compact().unwrap();
+    }
+    let reg = Arc::new(Registry::open(Engine::new(dir.path(), &EngineOptions::default()).unwrap(), false, 0).unwrap());
+    let mut handler = admitted(reg);
+    let mut input = Vec::new();
+    let mut enc = FrameEncoder::new();
+    enc.get(&mut input, 1, "ks", 0, b"a");
+    let one = input.len();
+    enc.get(&mut input, 2, "ks", 0, b"");
+    let mut out = Vec::new();
+    let (consumed, _) = process(&mut handler, &input, &mut out, DEFAULT_MAX_FRAME);
+    assert_eq!((consumed, out.len()), (one, 0));
+    let pool = ReadPool::start(0).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let mut batch = std::mem::take(&mut handler.reads);
+    let (input, mut out) = rt.block_on(pool.run(&mut batch, input, out, &mut FrameEncoder::new(), &mut Tally::default())).unwrap();
+    handler.reads = batch;
+    let (rest, _) = process(&mut handler, &input[consumed..], &mut out, DEFAULT_MAX_FRAME);
+    assert_eq!(consumed + rest, input.len());
+    let got: Vec<(u64, Status)> = answers(&out).into_iter().map(|(id, s, _)| (id, s)).collect();
+    assert_eq!(got, vec![(1, Status::Ok), (2, Status::BadRequest)]);
+}
