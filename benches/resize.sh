@@ -5,20 +5,23 @@
 # (loadgen is stopped with SIGINT when the resize returns) against the p99 of the same load just
 # before, and in the window after it (when the stores compact the moved keys away). Prints a
 # markdown section. Usage: benches/resize.sh [SECONDS_BEFORE] (default 10);
-# MAX_MBPS caps each copy stream on the stores (default 0: unlimited).
+# MAX_MBPS caps each copy stream on the stores (default 0: unlimited); FIXED_PACE=1 moves at
+# exactly that instead of the pace the stores set from their foreground latency.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
 VALUE=${VALUE:-100}
 RESIZE_KEYS=${RESIZE_KEYS:-1000000}
 MAX_MBPS=${MAX_MBPS:-0}
+PACE_FLAGS=()
+[ "${FIXED_PACE:-0}" = 1 ] && PACE_FLAGS=(--fixed-pace)
 . benches/common.sh
 
 MPORT=$(port)
 $VASTO master --listen 127.0.0.1:$MPORT --dir "$WORK/master" >"$WORK/master.log" 2>&1 & PIDS+=($!)
 sleep 0.3
 for i in 0 1; do
-  $VASTO store --master 127.0.0.1:$MPORT --listen 127.0.0.1:$(port) --dir "$WORK/store$i" --max-mbps "$MAX_MBPS" >"$WORK/store$i.log" 2>&1 & PIDS+=($!)
+  $VASTO store --master 127.0.0.1:$MPORT --listen 127.0.0.1:$(port) --dir "$WORK/store$i" --max-mbps "$MAX_MBPS" "${PACE_FLAGS[@]}" >"$WORK/store$i.log" 2>&1 & PIDS+=($!)
 done
 for _ in $(seq 100); do
   [ "$($VASTO admin --master 127.0.0.1:$MPORT status --json 2>/dev/null | grep -o '"up":true' | wc -l)" -ge 2 ] && break
@@ -57,6 +60,7 @@ rsecs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
 moved_mb=$(awk -v k="$RESIZE_KEYS" -v v="$VALUE" 'BEGIN { printf "%.0f", k / 2 * 2 * (v + 10 + 17) / 1e6 }')
 p99b=$(json_field "$before" p99_us); p99d=$(json_field "$during" p99_us); p99a=$(json_field "$after" p99_us)
 cap=$([ "$MAX_MBPS" = 0 ] && echo "no --max-mbps cap" || echo "--max-mbps $MAX_MBPS per copy stream")
+cap="$cap, $([ "${FIXED_PACE:-0}" = 1 ] && echo "--fixed-pace" || echo "pace set by the stores from foreground latency (the default)")"
 echo "## Online resize (2 -> 4 shards, 2 replicas, ${RESIZE_KEYS} keys of ${VALUE} B, mixed:80 load at concurrency 16, ${cap})"
 echo
 echo "Resize took ${rsecs} s. Data that changes shard, counted once per replica: about ${moved_mb} MB"

@@ -9,7 +9,8 @@
 # * bulk import (`vasto import`) against loading the same records with puts;
 # * the RESP gateway (`vasto gateway`, 1 store): redis-benchmark against it and against
 #   redis-server (the same client for both), and its cost over the native client (loadgen);
-# * replication (1 vs 2 replicas, lag) and online resize (benches/resize.sh, uncapped and capped).
+# * replication (1 vs 2 replicas, lag) and online resize (benches/resize.sh: the default adaptive
+#   pace, fixed uncapped, fixed at 5 MB/s).
 # Usage: benches/run.sh [SECONDS_PER_RUN] (default 10). KEYS (default 1000000), VALUE (100).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -287,10 +288,12 @@ stop_cluster
   echo "p50 ${lagp50} us, p99 ${lagp99} us."
 } >>"$WORK/RESULTS.md"
 
-# Online resize, on a cluster of its own: without a cap, and with --max-mbps 5.
-for cap in 0 5; do
+# Online resize, on a cluster of its own: at the default pace (set by the stores from their
+# foreground latency), as fast as possible (--fixed-pace, no cap), and at a fixed 5 MB/s.
+for pace in "0 0" "0 1" "5 1"; do
+  set -- $pace
   echo >>"$WORK/RESULTS.md"
-  MAX_MBPS=$cap LOAD=put benches/resize.sh "$SECS" >>"$WORK/RESULTS.md" 2>>"$WORK/resize.err"
+  MAX_MBPS=$1 FIXED_PACE=$2 LOAD=put benches/resize.sh "$SECS" >>"$WORK/RESULTS.md" 2>>"$WORK/resize.err"
 done
 cp "$WORK/RESULTS.md" benches/RESULTS.md
 cat benches/RESULTS.md

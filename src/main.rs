@@ -91,9 +91,15 @@ enum Command {
         change_log_entries: u64,
         /// Cap, in MB/s, on data this store moves for other replicas: each snapshot or resize
         /// export reads at most this, and each snapshot or resize-copy stream sends at most
-        /// this (re-bootstrap, replace-store, resize); 0 means no cap.
+        /// this (re-bootstrap, replace-store, resize); 0 means no cap. Under it, the pace
+        /// follows this store's foreground latency: halved while requests are slower than 1.5x
+        /// their p99 before the movement, raised while they are not.
         #[arg(long, default_value_t = 0)]
         max_mbps: u64,
+        /// Move data at exactly --max-mbps (0: as fast as possible), whatever the foreground
+        /// latency.
+        #[arg(long)]
+        fixed_pace: bool,
         /// Memory, in MB, for the newest values of recently read keys, shared by all shards:
         /// a get of a cached key costs no RocksDB lookup. 0 turns it off.
         #[arg(long, default_value_t = 256)]
@@ -236,6 +242,7 @@ fn main() -> ExitCode {
             max_frame,
             change_log_entries,
             max_mbps,
+            fixed_pace,
             value_cache_mb,
             sync,
             boot_id_file,
@@ -264,6 +271,7 @@ fn main() -> ExitCode {
                     read_threads,
                     max_frame,
                     max_move_mbps: max_mbps,
+                    fixed_pace,
                     engine,
                     boot_id_path: boot_id_file,
                     token,

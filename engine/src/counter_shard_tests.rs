@@ -57,7 +57,7 @@ fn increments_on_both_replicas_all_count_through_replication_snapshots_and_resta
     // increments arrive twice (in b's state and in a's log) and count once.
     let ec = Engine::new(&dir.path().join("c"), &EngineOptions::default()).unwrap();
     let c = ec.create_shard(&meta()).unwrap();
-    let snap = b.export_snapshot(&dir.path().join("snap"), 1 << 20, 0).unwrap();
+    let snap = b.export_snapshot(&dir.path().join("snap"), 1 << 20, &MoveRate::new(0)).unwrap();
     c.ingest_snapshot("b", &snap.files, snap.position).unwrap();
     replicate(&a, &c, "a", LogPosition { incarnation: from_a.incarnation, seq: 0 });
     assert_eq!(get(&c, b"n"), Some(expected.to_string()));

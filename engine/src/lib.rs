@@ -32,7 +32,7 @@ pub use changes::ChangesRead;
 pub use import::ImportWriter;
 pub use layout::{LayoutRecord, MAX_LAYOUT_SHARDS};
 pub use meta::{valid_keyspace_name, ShardMeta};
-pub use pace::Pacer;
+pub use pace::{MoveRate, Pacer};
 pub use shard::{Closing, Shard, ShardStats, Write, WritesHeld};
 pub use snapshot::{SnapshotFiles, SplitFiles};
 pub use update::{ExpireCondition, ExpiryChange, KeyUpdate, SetCondition, UpdateOp, Updated};

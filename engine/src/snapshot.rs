@@ -3,7 +3,7 @@
 //! as merge operands, so ingesting them goes through the last-writer-wins merge and never
 //! overwrites a newer write the follower already holds.
 use crate::changelog::LogPosition;
-use crate::pace::Pacer;
+use crate::pace::{MoveRate, Pacer};
 use crate::shard::Shard;
 use crate::EngineError;
 use rocksdb::SstFileWriter;
@@ -33,31 +33,25 @@ pub struct SnapshotFiles {
 
 impl Shard {
     /// Writes the user data, as of now, to SST files of about `max_file_bytes` each in `dir`
-    /// (created if missing), reading at most `bytes_per_sec` (0: as fast as it can; the calling
-    /// thread sleeps to keep the pace). Keys the layout does not keep (moved away by a resize,
+    /// (created if missing), reading at the pace of `rate` (the calling thread sleeps to keep
+    /// it; the rate may change during the export). Keys the layout does not keep (moved away by a resize,
     /// not yet compacted) are left out: the follower's replica must not keep them either.
-    pub fn export_snapshot(&self, dir: &Path, max_file_bytes: u64, bytes_per_sec: u64) -> Result<SnapshotFiles, EngineError> {
-        let split = self.export_by_shard(dir, max_file_bytes, bytes_per_sec, |key| self.keeps(key).then_some(0))?;
+    pub fn export_snapshot(&self, dir: &Path, max_file_bytes: u64, rate: &MoveRate) -> Result<SnapshotFiles, EngineError> {
+        let split = self.export_by_shard(dir, max_file_bytes, rate, |key| self.keeps(key).then_some(0))?;
         Ok(SnapshotFiles { files: split.targets.into_iter().next().map(|(_, f)| f).unwrap_or_default(), position: split.position })
     }
 
     /// Writes, from one RocksDB snapshot, every key that `shards` shards would place on another
     /// shard than this one, into SST files per target shard under `dir`: one scan serves every
     /// receiving shard of a resize. Paced like [`Shard::export_snapshot`].
-    pub fn export_moving(&self, dir: &Path, max_file_bytes: u64, shards: u32, bytes_per_sec: u64) -> Result<SplitFiles, EngineError> {
+    pub fn export_moving(&self, dir: &Path, max_file_bytes: u64, shards: u32, rate: &MoveRate) -> Result<SplitFiles, EngineError> {
         let own = self.meta().shard;
-        self.export_by_shard(dir, max_file_bytes, bytes_per_sec, |key| Some(vasto_hash::shard_of(key, shards)).filter(|&t| t != own))
+        self.export_by_shard(dir, max_file_bytes, rate, |key| Some(vasto_hash::shard_of(key, shards)).filter(|&t| t != own))
     }
 
     /// One scan of a snapshot, each key written to the files of the target `target_of` names
     /// (skipped when `None`); each target's files are in key order.
-    fn export_by_shard(
-        &self,
-        dir: &Path,
-        max_file_bytes: u64,
-        bytes_per_sec: u64,
-        target_of: impl Fn(&[u8]) -> Option<u32>,
-    ) -> Result<SplitFiles, EngineError> {
+    fn export_by_shard(&self, dir: &Path, max_file_bytes: u64, rate: &MoveRate, target_of: impl Fn(&[u8]) -> Option<u32>) -> Result<SplitFiles, EngineError> {
         std::fs::create_dir_all(dir).map_err(|source| EngineError::Io { path: dir.to_path_buf(), source })?;
         // Read the position first: writes between it and the snapshot are both in the files and
         // re-sent by the tail, which is harmless (merging the same write twice changes nothing).
@@ -68,7 +62,7 @@ impl Shard {
         let mut targets: Vec<(u32, Vec<PathBuf>)> = Vec::new();
         // One open writer per target (index into `targets`).
         let mut writers: Vec<Option<SstFileWriter<'_>>> = Vec::new();
-        let mut pacer = Pacer::new(bytes_per_sec);
+        let mut pacer = Pacer::new(rate);
         let mut unpaced = 0u64;
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
             unpaced += (k.len() + v.len()) as u64;

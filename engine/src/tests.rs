@@ -304,7 +304,7 @@ fn a_snapshot_bootstraps_a_replica_without_overwriting_newer_writes() {
     // The target already holds a newer value for one key and an older one for another.
     target.put(b"k00001", b"newer-on-target", t + 5, 0).unwrap();
     target.put(b"k00002", b"older-on-target", t - 5, 0).unwrap();
-    let snap = source.export_snapshot(&dir.path().join("snap"), 4 << 10, 0).unwrap();
+    let snap = source.export_snapshot(&dir.path().join("snap"), 4 << 10, &MoveRate::new(0)).unwrap();
     assert!(snap.files.len() > 1, "split into several files");
     assert_eq!(snap.position, source.log_mark());
     target.ingest_snapshot("store-a", &snap.files, snap.position).unwrap();
@@ -316,7 +316,7 @@ fn a_snapshot_bootstraps_a_replica_without_overwriting_newer_writes() {
     // Ingested data is the peer's, not ours: it is never offered to other peers.
     assert_eq!(changes(&target, start(&target)).0.len(), 2, "only the target's own two puts are local");
     let empty = engine(&dir.path().join("c")).create_shard(&meta("s", 1)).unwrap();
-    assert!(empty.export_snapshot(&dir.path().join("snap2"), 1 << 20, 0).unwrap().files.is_empty());
+    assert!(empty.export_snapshot(&dir.path().join("snap2"), 1 << 20, &MoveRate::new(0)).unwrap().files.is_empty());
 }
 
 #[test]
@@ -334,7 +334,7 @@ fn growing_copies_only_moving_keys_and_the_committed_layout_drops_them() {
     let new = |shard| ShardMeta { keyspace: "g".into(), shard, shards: 5, replica: 0, replicas: 1, ..Default::default() };
     let targets: Vec<Shard> = (2..5).map(|s| e.create_shard(&new(s)).unwrap()).collect();
     for (i, source) in sources.iter().enumerate() {
-        let split = source.export_moving(&dir.path().join(format!("move-{i}")), 1 << 10, 5, 0).unwrap();
+        let split = source.export_moving(&dir.path().join(format!("move-{i}")), 1 << 10, 5, &MoveRate::new(0)).unwrap();
         assert!(split.targets.iter().all(|(t, _)| *t >= 2), "jump hash only moves keys to the new shards");
         for (t, files) in &split.targets {
             assert!(files.len() > 1, "1 KiB files: a target gets several");

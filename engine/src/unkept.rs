@@ -102,7 +102,7 @@ mod tests {
         apply(&source, &writes);
         let kept = writes.0.iter().filter(|(k, _)| source.keeps(k)).count();
         assert!(kept < writes.0.len());
-        let snap = source.export_snapshot(&dir.path().join("snap"), 1 << 20, 0).unwrap();
+        let snap = source.export_snapshot(&dir.path().join("snap"), 1 << 20, &crate::MoveRate::new(0)).unwrap();
         let target = replica(&dir.path().join("target"), 2, 0);
         target.ingest_snapshot("source", &snap.files, snap.position).unwrap();
         assert_eq!(target.raw_entry_count().unwrap(), kept as u64, "only the keys the source keeps travel");

@@ -1,31 +1,17 @@
 //! Deferred gets through the handler, the framing loop and real reader threads, on real RocksDB
 //! files that are not in memory.
 use crate::disk_reads::ReadPool;
-use crate::handler::{Handler, Next};
+use crate::handler::Handler;
 use crate::metrics::Tally;
 use crate::registry::Registry;
 use crate::server::{process, After};
+use crate::tests::responses;
 use std::sync::Arc;
 use vasto_engine::{Engine, EngineOptions};
-use vasto_wire::{frame_len, parse_frame, FrameEncoder, Role, Status, DEFAULT_MAX_FRAME, LEN_PREFIX};
-
-fn answers(mut out: &[u8]) -> Vec<(u64, Status, Option<Vec<u8>>)> {
-    let mut all = Vec::new();
-    while let Some(n) = frame_len(out, DEFAULT_MAX_FRAME).unwrap() {
-        let f = parse_frame(&out[LEN_PREFIX..n]).unwrap();
-        let r = f.body_as_response().unwrap();
-        all.push((f.id(), r.status(), r.value().map(<[u8]>::to_vec)));
-        out = &out[n..];
-    }
-    all
-}
+use vasto_wire::{FrameEncoder, Status, DEFAULT_MAX_FRAME};
 
 fn admitted(registry: Arc<Registry>) -> Handler {
-    let mut h = Handler::new(registry, None, std::net::SocketAddr::from(([127, 0, 0, 1], 1)), 60_000_000_000).deferring_reads(true);
-    let mut hello = Vec::new();
-    FrameEncoder::new().hello(&mut hello, Role::Client, 0, &[0; 16]);
-    assert!(matches!(h.admit(&hello[LEN_PREFIX..], &mut Vec::new()), Next::Continue));
-    h
+    crate::tests::admitted(registry).deferring_reads(true)
 }
 
 /// Gets of data only in files are deferred, in order, up to the first request that is not a
@@ -68,12 +54,12 @@ fn gets_needing_files_are_deferred_in_order_and_later_requests_wait() {
     let (input, mut out) = rt.block_on(pool.run(&mut batch, input, out, &mut FrameEncoder::new(), &mut tally)).unwrap();
     handler.reads = batch;
     assert!(!handler.reads.pending());
-    assert_eq!(answers(&out), vec![(1, Status::Ok, Some(b"va".to_vec())), (2, Status::Ok, Some(b"vb".to_vec()))]);
+    assert_eq!(responses(&out), vec![(1, Status::Ok, Some(b"va".to_vec())), (2, Status::Ok, Some(b"vb".to_vec()))]);
 
     out.clear();
     let (rest, _) = process(&mut handler, &input[consumed..], &mut out, DEFAULT_MAX_FRAME);
     assert_eq!(consumed + rest, input.len());
-    let got = answers(&out);
+    let got = responses(&out);
     assert_eq!(got, vec![(3, Status::Ok, None), (4, Status::Ok, Some(b"v2".to_vec())), (5, Status::UnknownKeyspace, None)]);
 }
 
@@ -105,6 +91,6 @@ fn a_refused_get_waits_behind_a_deferred_one() {
     handler.reads = batch;
     let (rest, _) = process(&mut handler, &input[consumed..], &mut out, DEFAULT_MAX_FRAME);
     assert_eq!(consumed + rest, input.len());
-    let got: Vec<(u64, Status)> = answers(&out).into_iter().map(|(id, s, _)| (id, s)).collect();
+    let got: Vec<(u64, Status)> = responses(&out).into_iter().map(|(id, s, _)| (id, s)).collect();
     assert_eq!(got, vec![(1, Status::Ok), (2, Status::BadRequest)]);
 }

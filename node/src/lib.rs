@@ -22,6 +22,7 @@ mod identity;
 mod ingest;
 mod master_link;
 mod metrics;
+mod pace;
 mod registry;
 mod replication;
 mod request;
@@ -92,6 +93,9 @@ pub struct NodeConfig {
     /// Cap on data moved for other replicas, in MB/s: each snapshot or resize export reads at
     /// most this and each snapshot or copy stream sends at most this (0 = unlimited).
     pub max_move_mbps: u64,
+    /// With `false`, data moves at the pace the store's foreground latency allows, under
+    /// `max_move_mbps` (see `pace`); with `true`, at exactly `max_move_mbps`.
+    pub fixed_pace: bool,
     /// Storage tunables.
     pub engine: EngineOptions,
     /// Where the current boot id is read from (see `identity`; tests point it at a file to
@@ -223,7 +227,6 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let threads = if config.threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { config.threads };
     let limits = server::Limits {
         max_frame: config.max_frame,
-        move_bytes_per_sec: config.max_move_mbps.saturating_mul(1_000_000),
         max_skew_ns: u64::try_from(config.max_clock_skew.as_nanos()).unwrap_or(u64::MAX),
         max_connections: config.max_connections.max(1),
         read_timeout: config.read_timeout,
@@ -231,7 +234,14 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     };
     let metrics = Arc::new(metrics::StoreMetrics::new(threads));
     let reads = Arc::new(disk_reads::ReadPool::start(config.read_threads)?);
-    let (addr, _cores) = server::spawn_cores(config.listen, threads, Arc::clone(&registry), limits, config.token.clone(), Arc::clone(&metrics), reads)?;
+    let cap = config.max_move_mbps.saturating_mul(1_000_000);
+    let moves = vasto_engine::MoveRate::new(cap);
+    if !config.fixed_pace {
+        pace::spawn_governor(moves.clone(), if cap == 0 { pace::UNCAPPED } else { cap }, Arc::clone(&metrics))?;
+    }
+    let shared =
+        server::CoreShared { registry: Arc::clone(&registry), limits, token: config.token.clone(), metrics: Arc::clone(&metrics), reads, moves: moves.clone() };
+    let (addr, _cores) = server::spawn_cores(config.listen, threads, shared)?;
     let identity = master_link::Identity {
         store_id: store_id.clone(),
         address: config.advertise.clone().unwrap_or_else(|| addr.to_string()),
@@ -245,7 +255,7 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     tracing::info!(%addr, threads, store_id = %store_id, dir = %config.dir.display(), sync = config.engine.sync.name(), "store listening");
     let replication = replication::Replication::start(Arc::clone(&registry), store_id.clone(), config.token.clone())?;
     if let Some(listen) = config.metrics_listen {
-        let view = metrics::StoreView { metrics, registry: Arc::clone(&registry), replication: replication.clone(), disk: identity.disk.clone() };
+        let view = metrics::StoreView { metrics, moves, registry: Arc::clone(&registry), replication: replication.clone(), disk: identity.disk.clone() };
         vasto_metrics::serve(listen, move |s| view.collect(s)).map_err(|e| NodeError::Config(e.to_string()))?;
     }
     spawn_cache_report(Arc::clone(&registry))?;

@@ -93,6 +93,9 @@ impl Tally {
 pub(crate) struct CoreMetrics {
     requests: [[AtomicU64; STATUSES]; OPS],
     latency: [Histogram; OPS],
+    /// How late the core's canary timer fires: how long a request arriving now would wait for
+    /// its core (see `server::canary`).
+    pub(crate) lateness: Histogram,
 }
 
 /// Everything the store counts as it serves.
@@ -112,6 +115,20 @@ impl StoreMetrics {
     /// The counters of core `core`.
     pub(crate) fn core(&self, core: usize) -> &CoreMetrics {
         &self.cores[core % self.cores.len()]
+    }
+
+    /// The latencies of every data request (not replication, snapshots or imports) answered
+    /// so far, and how late the cores' canaries woke, all cores together: what the pace
+    /// governor watches.
+    pub(crate) fn foreground_latency(&self) -> (HistogramTotals, HistogramTotals) {
+        let (mut requests, mut lateness) = (HistogramTotals::default(), HistogramTotals::default());
+        for core in &self.cores {
+            for op in [Op::Get, Op::Put, Op::Delete, Op::Batch, Op::Scan, Op::Update] {
+                core.latency[op as usize].add_to(&mut requests);
+            }
+            core.lateness.add_to(&mut lateness);
+        }
+        (requests, lateness)
     }
 }
 
@@ -135,6 +152,8 @@ pub(crate) static MOVED: Moved =
 /// What a scrape of the store reads.
 pub(crate) struct StoreView {
     pub metrics: Arc<StoreMetrics>,
+    /// The pace of data movement.
+    pub moves: vasto_engine::MoveRate,
     pub registry: Arc<Registry>,
     pub replication: Replication,
     pub disk: DiskWatch,
@@ -170,6 +189,12 @@ impl StoreView {
             "Gets that needed a file read (not in the value cache, memtables or block cache), answered by a reader thread.",
             [(Labels::new(), crate::disk_reads::DISK_GETS.load(Relaxed))],
         )?;
+        s.gauge_one(
+            "vasto_store_move_rate_bytes_per_second",
+            "Pace of each snapshot or resize copy this store sends, set from foreground latency (0: unlimited).",
+            self.moves.get() as f64,
+        )?;
+        s.gauge_one("vasto_store_move_streams", "Snapshots and resize copies this store sends now.", self.moves.streams() as f64)?;
         let moved = [
             ("snapshot_sent", &MOVED.snapshot_sent),
             ("snapshot_received", &MOVED.snapshot_received),

@@ -14,6 +14,7 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use std::time::Instant;
+use vasto_engine::MoveRate;
 use vasto_wire::{frame_len, ClusterToken, ConnectionSlot, FrameEncoder, ShardSelector, Status, WireError, LEN_PREFIX, OPENING_MAX_FRAME};
 
 const READ_CHUNK: usize = 64 << 10;
@@ -25,9 +26,6 @@ const KEEP_CAPACITY: usize = 1 << 20;
 pub struct Limits {
     /// Largest accepted frame body in bytes.
     pub max_frame: usize,
-    /// Snapshot data sent to a follower, in bytes per second per stream (0 = unlimited), so
-    /// that copying a replica leaves room for foreground traffic.
-    pub move_bytes_per_sec: u64,
     /// Writes whose event time is further ahead of the store's clock than this are refused.
     pub max_skew_ns: u64,
     /// Connections served at once by the whole store; one more is refused at its hello.
@@ -46,16 +44,8 @@ pub(crate) const OUTPUT_BOUND: usize = 8 << 20;
 
 /// Starts `threads` core threads serving `listen`. Returns the bound address (useful with port 0)
 /// and the thread handles; fails if any core cannot bind.
-/// Peers must prove `token` when there is one. Gets that need a file go to `reads`.
-pub fn spawn_cores(
-    listen: SocketAddr,
-    threads: usize,
-    registry: Arc<Registry>,
-    limits: Limits,
-    token: Option<ClusterToken>,
-    metrics: Arc<StoreMetrics>,
-    reads: Arc<ReadPool>,
-) -> Result<(SocketAddr, Vec<JoinHandle<()>>), NodeError> {
+/// What the cores share is in `shared`.
+pub(crate) fn spawn_cores(listen: SocketAddr, threads: usize, shared: CoreShared) -> Result<(SocketAddr, Vec<JoinHandle<()>>), NodeError> {
     // The cores share the port with SO_REUSEPORT, which would just as well let a second store
     // (a typo, a stale process, a port handed out twice) bind it and silently take half of the
     // connections. A plain bind first fails if anything already holds the port.
@@ -69,10 +59,8 @@ pub fn spawn_cores(
     let mut addr = listen;
     for core in 0..threads.max(1) {
         let (tx, rx) = mpsc::channel();
-        let (registry, token, metrics, reads) = (Arc::clone(&registry), token.clone(), Arc::clone(&metrics), Arc::clone(&reads));
-        let handle = std::thread::Builder::new()
-            .name(format!("vasto-core-{core}"))
-            .spawn(move || core_main(core, addr, CoreShared { registry, limits, token, metrics, reads }, tx))?;
+        let shared = shared.clone();
+        let handle = std::thread::Builder::new().name(format!("vasto-core-{core}")).spawn(move || core_main(core, addr, shared, tx))?;
         match rx.recv() {
             Ok(Ok(bound)) => addr = bound,
             Ok(Err(e)) => return Err(NodeError::Bind { addr: addr.to_string(), source: e }),
@@ -84,14 +72,18 @@ pub fn spawn_cores(
 }
 
 /// What every core shares.
-struct CoreShared {
-    registry: Arc<Registry>,
-    limits: Limits,
-    token: Option<ClusterToken>,
+#[derive(Clone)]
+pub(crate) struct CoreShared {
+    pub registry: Arc<Registry>,
+    pub limits: Limits,
+    /// The token peers must prove, when there is one.
+    pub token: Option<ClusterToken>,
     /// Request counters (one set per core) and the connections served by all cores together.
-    metrics: Arc<StoreMetrics>,
+    pub metrics: Arc<StoreMetrics>,
     /// The reader threads gets that need a file are handed to.
-    reads: Arc<ReadPool>,
+    pub reads: Arc<ReadPool>,
+    /// The pace of snapshots and resize copies (see `pace`).
+    pub moves: MoveRate,
 }
 
 fn core_main(core: usize, addr: SocketAddr, shared: CoreShared, bound: mpsc::Sender<std::io::Result<SocketAddr>>) {
@@ -115,12 +107,14 @@ fn core_main(core: usize, addr: SocketAddr, shared: CoreShared, bound: mpsc::Sen
             }
         };
         tracing::info!(core, io_uring = uring, "core serving");
+        monoio::spawn(canary(Arc::clone(&shared.metrics), core));
         loop {
             match listener.accept().await {
                 Ok((stream, peer)) => match ConnectionSlot::take(&shared.metrics.connections, shared.limits.max_connections) {
                     Some(slot) => {
                         let (registry, metrics, reads) = (Arc::clone(&shared.registry), Arc::clone(&shared.metrics), Arc::clone(&shared.reads));
-                        let conn = Connection { peer, registry, limits: shared.limits, token: shared.token.clone(), metrics, reads, core, _slot: slot };
+                        let moves = shared.moves.clone();
+                        let conn = Connection { peer, registry, limits: shared.limits, token: shared.token.clone(), metrics, reads, moves, core, _slot: slot };
                         monoio::spawn(serve_connection(stream, conn));
                     }
                     None => {
@@ -133,6 +127,21 @@ fn core_main(core: usize, addr: SocketAddr, shared: CoreShared, bound: mpsc::Sen
             }
         }
     });
+}
+
+/// How often a core's canary wakes.
+const CANARY_PERIOD: Duration = Duration::from_millis(5);
+
+/// Wakes every [`CANARY_PERIOD`] and records how late it woke: the time a request arriving on
+/// this core waits before the core runs it, which data movement stealing the CPU lengthens
+/// and a request's own service time does not show (the pace governor watches both).
+async fn canary(metrics: Arc<StoreMetrics>, core: usize) {
+    loop {
+        let due = Instant::now() + CANARY_PERIOD;
+        monoio::time::sleep(CANARY_PERIOD).await;
+        let late = Instant::now().saturating_duration_since(due);
+        metrics.core(core).lateness.observe_ns(u64::try_from(late.as_nanos()).unwrap_or(u64::MAX), 1);
+    }
 }
 
 /// Answers the hello of a connection over the limit with `Unavailable` (clients then use
@@ -149,7 +158,7 @@ async fn refuse_connection(mut stream: TcpStream, peer: SocketAddr, max: usize) 
 /// Closes a connection whose peer stalls in its opening or in the middle of a frame for
 /// longer than the read timeout, or sends nothing for longer than the idle timeout.
 async fn serve_connection(mut stream: TcpStream, conn: Connection) {
-    let Connection { peer, registry, limits, token, metrics, reads, core, _slot } = conn;
+    let Connection { peer, registry, limits, token, metrics, reads, moves, core, _slot } = conn;
     let metrics = metrics.core(core);
     let _ = stream.set_nodelay(true);
     let mut handler = Handler::new(registry, token, peer, limits.max_skew_ns).deferring_reads(reads.enabled());
@@ -165,7 +174,7 @@ async fn serve_connection(mut stream: TcpStream, conn: Connection) {
             let Some((i, o, consumed, after)) = handle_frames(&mut handler, &reads, input, out, limits.max_frame).await else { return };
             (input, out) = (i, o);
             input.drain(..consumed);
-            let sent = send_and_go_on(stream, out, after, limits).await;
+            let sent = send_and_go_on(stream, out, after, &moves).await;
             handler.tally.flush(metrics, elapsed_ns(started));
             let Some((s, o)) = sent else { return };
             (stream, out) = (s, o);
@@ -216,7 +225,7 @@ async fn serve_connection(mut stream: TcpStream, conn: Connection) {
         } else if input.is_empty() && input.capacity() > KEEP_CAPACITY {
             input = Vec::with_capacity(READ_CHUNK);
         }
-        let sent = send_and_go_on(stream, out, after, limits).await;
+        let sent = send_and_go_on(stream, out, after, &moves).await;
         handler.tally.flush(metrics, elapsed_ns(started));
         let Some((s, o)) = sent else { return };
         (stream, out) = (s, o);
@@ -231,6 +240,7 @@ struct Connection {
     token: Option<ClusterToken>,
     metrics: Arc<StoreMetrics>,
     reads: Arc<ReadPool>,
+    moves: MoveRate,
     /// The core serving it (whose counters it adds to).
     core: usize,
     _slot: ConnectionSlot,
@@ -242,7 +252,7 @@ fn elapsed_ns(since: Instant) -> u64 {
 
 /// Writes the answers in `out`, then hands the stream and the emptied buffer back to read
 /// more, or hands the connection over (a tail, a snapshot, an ingest) or closes it (`None`).
-async fn send_and_go_on(mut stream: TcpStream, mut out: Vec<u8>, after: After, limits: Limits) -> Option<(TcpStream, Vec<u8>)> {
+async fn send_and_go_on(mut stream: TcpStream, mut out: Vec<u8>, after: After, moves: &MoveRate) -> Option<(TcpStream, Vec<u8>)> {
     if !out.is_empty() {
         let (res, buf) = stream.write_all(out).await;
         out = buf;
@@ -255,9 +265,9 @@ async fn send_and_go_on(mut stream: TcpStream, mut out: Vec<u8>, after: After, l
     match after {
         After::Read => return Some((stream, out)),
         After::Close => {}
-        After::Tail(replica, position, only) => crate::tail::stream_changes(stream, replica, position, only, limits.move_bytes_per_sec).await,
+        After::Tail(replica, position, only) => crate::tail::stream_changes(stream, replica, position, only, moves).await,
         After::Snapshot(replica, only, permit) => {
-            crate::tail::stream_snapshot(stream, replica, only, limits.move_bytes_per_sec).await;
+            crate::tail::stream_snapshot(stream, replica, only, moves).await;
             drop(permit);
         }
         After::Ingest(session, id) => crate::ingest::finish(stream, session, id).await,

@@ -79,8 +79,8 @@ impl SplitCache {
     /// The export of `replica`'s moving keys under `shards` shards: the shared one if it is
     /// recent and the change log still reaches back to it, else a new one (concurrent callers
     /// wait for the same export).
-    /// Reads at most `bytes_per_sec` (0: unlimited).
-    pub async fn get(&self, replica: &Arc<Replica>, shards: u32, bytes_per_sec: u64) -> Result<Arc<SplitExport>, String> {
+    /// Reads at the pace of `rate`.
+    pub async fn get(&self, replica: &Arc<Replica>, shards: u32, rate: &vasto_engine::MoveRate) -> Result<Arc<SplitExport>, String> {
         let cell = {
             let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
             let fresh = slot
@@ -94,10 +94,10 @@ impl SplitCache {
         let export = cell
             .get_or_try_init(|| async {
                 let dir = replica.dir().with_extension(format!("split-{shards}-{}", vasto_engine::now_ns()));
-                let (source, out) = (Arc::clone(replica), dir.clone());
+                let (source, out, rate) = (Arc::clone(replica), dir.clone(), rate.clone());
                 let split = on_helper_thread("vasto-split", move || {
                     let _turn = heavy_work_turn();
-                    source.export_moving(&out, FILE_BYTES, shards, bytes_per_sec)
+                    source.export_moving(&out, FILE_BYTES, shards, &rate)
                 })
                 .await;
                 match split {

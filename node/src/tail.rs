@@ -10,7 +10,7 @@ use monoio::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vasto_engine::{EngineError, LogPosition, Pacer};
+use vasto_engine::{EngineError, LogPosition, MoveRate, Pacer};
 use vasto_wire::{FrameEncoder, ShardSelector, Status};
 
 /// Largest batch of changes per frame (about).
@@ -19,15 +19,14 @@ const MAX_FRAME_BYTES: usize = 256 << 10;
 pub const KEEPALIVE: Duration = Duration::from_millis(500);
 
 /// Streams changes after `position` until the follower goes away or the replica is dropped:
-/// every change, or with `only` just the keys it selects, sent at most `bytes_per_sec` (0:
-/// unlimited; applies to `only` streams, which are resize copies, not to replication between
+/// every change, or with `only` just the keys it selects, paced by `rate` (applies to `only` streams, which are resize copies, not to replication between
 /// replicas of a shard). A position of another incarnation of the log, or beyond its head, is
 /// answered `Diverged`, one the log no longer reaches `Trimmed`: the follower re-bootstraps.
-pub async fn stream_changes(mut stream: TcpStream, replica: Arc<Replica>, mut position: LogPosition, only: Option<ShardSelector>, bytes_per_sec: u64) {
+pub async fn stream_changes(mut stream: TcpStream, replica: Arc<Replica>, mut position: LogPosition, only: Option<ShardSelector>, rate: &MoveRate) {
     let mut enc = FrameEncoder::new();
     let mut out: Vec<u8> = Vec::with_capacity(MAX_FRAME_BYTES + 4096);
     let mut last_sent = Instant::now() - KEEPALIVE;
-    let mut pacer = Pacer::new(if only.is_some() { bytes_per_sec } else { 0 });
+    let mut pacer = only.is_some().then(|| Pacer::new(rate));
     loop {
         if replica.retired() {
             return;
@@ -88,7 +87,7 @@ pub async fn stream_changes(mut stream: TcpStream, replica: Arc<Replica>, mut po
             if only.is_some() {
                 MOVED.resize_sent.fetch_add(out.len() as u64, Relaxed);
             }
-            if let Some(wait) = pacer.after(out.len() as u64) {
+            if let Some(wait) = pacer.as_mut().and_then(|p| p.after(out.len() as u64)) {
                 monoio::time::sleep(wait).await;
             }
         }
@@ -103,28 +102,25 @@ const SNAPSHOT_CHUNK: usize = 1 << 20;
 /// Target size of one snapshot SST file.
 const SNAPSHOT_FILE_BYTES: u64 = 64 << 20;
 
-/// Sends a snapshot of the replica in pieces, at most `bytes_per_sec` (0: unlimited); the last
+/// Sends a snapshot of the replica in pieces, paced by `rate`; the last
 /// piece carries the position to tail from. Without `only`, a full export made for this request
 /// (on a helper thread, so this core keeps serving); with `only` (a resize copy), the selected
 /// shard's files of the export all resize copies of this replica share.
-pub async fn stream_snapshot(mut stream: TcpStream, replica: Arc<Replica>, only: Option<ShardSelector>, bytes_per_sec: u64) {
+pub async fn stream_snapshot(mut stream: TcpStream, replica: Arc<Replica>, only: Option<ShardSelector>, rate: &MoveRate) {
     let meta = replica.meta().clone();
     let mut enc = FrameEncoder::new();
     let mut out = Vec::with_capacity(SNAPSHOT_CHUNK + 4096);
     let result = match only {
         None => {
             let dir = replica.dir().with_extension(format!("snapshot-out-{}", vasto_engine::now_ns()));
-            let (source, out_dir) = (Arc::clone(&replica), dir.clone());
+            let (source, out_dir, export_rate) = (Arc::clone(&replica), dir.clone(), rate.clone());
             let exported = on_helper_thread("vasto-snapshot", move || {
                 let _turn = crate::split::heavy_work_turn();
-                source.export_snapshot(&out_dir, SNAPSHOT_FILE_BYTES, bytes_per_sec)
+                source.export_snapshot(&out_dir, SNAPSHOT_FILE_BYTES, &export_rate)
             })
             .await;
             let sent = match exported {
-                Ok(s) => {
-                    send_snapshot_files(&mut stream, &mut enc, &mut out, &replica, &s.files, s.position, Metered::new(bytes_per_sec, &MOVED.snapshot_sent))
-                        .await
-                }
+                Ok(s) => send_snapshot_files(&mut stream, &mut enc, &mut out, &replica, &s.files, s.position, Metered::new(rate, &MOVED.snapshot_sent)).await,
                 Err(e) => refuse(&mut stream, &mut enc, out, e.to_string()).await,
             };
             if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -132,7 +128,7 @@ pub async fn stream_snapshot(mut stream: TcpStream, replica: Arc<Replica>, only:
             }
             sent
         }
-        Some(sel) => match replica.split.get(&replica, sel.shards, bytes_per_sec).await {
+        Some(sel) => match replica.split.get(&replica, sel.shards, rate).await {
             Ok(split) => {
                 send_snapshot_files(
                     &mut stream,
@@ -141,7 +137,7 @@ pub async fn stream_snapshot(mut stream: TcpStream, replica: Arc<Replica>, only:
                     &replica,
                     split.files_for(sel.shard),
                     split.position(),
-                    Metered::new(bytes_per_sec, &MOVED.resize_sent),
+                    Metered::new(rate, &MOVED.resize_sent),
                 )
                 .await
             }
@@ -169,8 +165,8 @@ struct Metered<'a> {
 }
 
 impl<'a> Metered<'a> {
-    fn new(bytes_per_sec: u64, moved: &'a AtomicU64) -> Self {
-        Metered { pacer: Pacer::new(bytes_per_sec), moved }
+    fn new(rate: &MoveRate, moved: &'a AtomicU64) -> Self {
+        Metered { pacer: Pacer::new(rate), moved }
     }
 }
 

@@ -14,7 +14,7 @@ pub(crate) fn registry(dir: &std::path::Path) -> Arc<Registry> {
 }
 
 /// Splits an output buffer into (id, status, value) per response frame.
-fn responses(mut out: &[u8]) -> Vec<(u64, Status, Option<Vec<u8>>)> {
+pub(crate) fn responses(mut out: &[u8]) -> Vec<(u64, Status, Option<Vec<u8>>)> {
     let mut all = Vec::new();
     while let Some(n) = frame_len(out, DEFAULT_MAX_FRAME).unwrap() {
         let f = parse_frame(&out[LEN_PREFIX..n]).unwrap();
@@ -31,7 +31,7 @@ fn handler(registry: Arc<Registry>) -> Handler {
 }
 
 /// A handler that has admitted a client (its hello answered), for request-by-request tests.
-fn admitted(registry: Arc<Registry>) -> Handler {
+pub(crate) fn admitted(registry: Arc<Registry>) -> Handler {
     let mut h = handler(registry);
     let hello = hello_frame();
     assert!(matches!(h.admit(&hello[LEN_PREFIX..], &mut Vec::new()), Next::Continue) && h.admitted());
