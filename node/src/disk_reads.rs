@@ -17,6 +17,7 @@
 use crate::handler::engine_status;
 use crate::metrics::{Op, Tally};
 use crate::registry::Replica;
+use crate::server::OUTPUT_BOUND;
 use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,11 +75,16 @@ struct Job {
 }
 
 impl Job {
-    /// Answers every get, in order, appending to `out` (blocking: a reader thread's work).
+    /// Answers the gets in order, appending to `out`, until `out` holds [`OUTPUT_BOUND`]
+    /// bytes; the rest stay in `gets` for the next run, once the connection has sent what
+    /// `out` holds (blocking: a reader thread's work).
     fn answer(&mut self, enc: &mut FrameEncoder) {
         let Self { gets, statuses, input, out, .. } = self;
         statuses.clear();
-        for get in gets.drain(..) {
+        for get in gets.iter() {
+            if out.len() >= OUTPUT_BOUND {
+                break;
+            }
             let key = &input[get.key.clone()];
             let answered = catch_unwind(AssertUnwindSafe(|| answer_get(enc, out, get.id, &get.replica, key, get.with_expiry, Tier::Any)));
             let status = match answered {
@@ -96,6 +102,7 @@ impl Job {
             };
             statuses.push(status);
         }
+        gets.drain(..statuses.len());
     }
 }
 
@@ -182,8 +189,10 @@ impl ReadPool {
     }
 
     /// Answers the batch's gets on a reader thread, appending to `out` after what it holds,
-    /// counts their statuses in `tally` and gives the buffers back (`None`: the reader died
-    /// with them, only when the process is ending). Without a pool, answers them here.
+    /// until `out` reaches the output bound (the batch is then still pending: send `out` and
+    /// run it again), counts their statuses in `tally` and gives the buffers back (`None`: the
+    /// reader died with them, only when the process is ending). Without a pool, answers them
+    /// here.
     pub async fn run(&self, batch: &mut ReadBatch, input: Vec<u8>, out: Vec<u8>, enc: &mut FrameEncoder, tally: &mut Tally) -> Option<(Vec<u8>, Vec<u8>)> {
         let (done, back) = tokio::sync::oneshot::channel();
         let mut job = Job { gets: std::mem::take(&mut batch.gets), statuses: std::mem::take(&mut batch.statuses), input, out, done: Some(done) };

@@ -94,3 +94,46 @@ fn a_refused_get_waits_behind_a_deferred_one() {
     let got: Vec<(u64, Status)> = responses(&out).into_iter().map(|(id, s, _)| (id, s)).collect();
     assert_eq!(got, vec![(1, Status::Ok), (2, Status::BadRequest)]);
 }
+
+/// Deferred gets of large values stop at the output bound: the rest stay pending until the
+/// connection has sent what the output holds, then come in order.
+#[test]
+fn deferred_answers_stop_at_the_output_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = vec![7u8; 5 << 20];
+    {
+        let reg = crate::tests::registry(dir.path());
+        let replica = reg.get("ks", 0).unwrap();
+        for k in [&b"a"[..], b"b", b"c"] {
+            replica.shard.put(k, &big, 10, 0).unwrap();
+        }
+        replica.shard.compact().unwrap();
+    }
+    let reg =
+        Arc::new(Registry::open(Engine::new(dir.path(), &EngineOptions { value_cache_bytes: 0, ..EngineOptions::default() }).unwrap(), false, 0).unwrap());
+    let mut handler = admitted(reg);
+    let mut input = Vec::new();
+    let mut enc = FrameEncoder::new();
+    for (id, k) in [(1, &b"a"[..]), (2, b"b"), (3, b"c")] {
+        enc.get(&mut input, id, "ks", 0, k);
+    }
+    let mut out = Vec::new();
+    let (consumed, _) = process(&mut handler, &input, &mut out, DEFAULT_MAX_FRAME);
+    assert_eq!((consumed, out.len()), (input.len(), 0));
+    let pool = ReadPool::start(1).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let mut ids = Vec::new();
+    let mut runs = 0;
+    while handler.reads.pending() {
+        let mut batch = std::mem::take(&mut handler.reads);
+        let (i, o) = rt.block_on(pool.run(&mut batch, input, out, &mut FrameEncoder::new(), &mut Tally::default())).unwrap();
+        handler.reads = batch;
+        assert!(o.len() < crate::server::OUTPUT_BOUND + big.len() + 4096, "one answer past the bound at most: {}", o.len());
+        ids.extend(responses(&o).into_iter().map(|(id, status, value)| (id, status, value.map(|v| v.len()))));
+        (input, out) = (i, o);
+        out.clear();
+        runs += 1;
+    }
+    assert_eq!(runs, 2, "the bound split the answers");
+    assert_eq!(ids, vec![(1, Status::Ok, Some(big.len())), (2, Status::Ok, Some(big.len())), (3, Status::Ok, Some(big.len()))]);
+}

@@ -171,7 +171,7 @@ async fn serve_connection(mut stream: TcpStream, conn: Connection) {
         let limit = if handler.admitted() { limits.max_frame } else { OPENING_MAX_FRAME };
         if !matches!(frame_len(&input, limit), Ok(None)) {
             let started = Instant::now();
-            let Some((i, o, consumed, after)) = handle_frames(&mut handler, &reads, input, out, limits.max_frame).await else { return };
+            let Some((i, o, consumed, after)) = handle_frames(&mut handler, &reads, &mut stream, input, out, limits.max_frame).await else { return };
             (input, out) = (i, o);
             input.drain(..consumed);
             let sent = send_and_go_on(stream, out, after, &moves).await;
@@ -213,7 +213,7 @@ async fn serve_connection(mut stream: TcpStream, conn: Connection) {
             Ok(_) => {}
         }
         let started = Instant::now();
-        let Some((i, o, consumed, after)) = handle_frames(&mut handler, &reads, input, out, limits.max_frame).await else { return };
+        let Some((i, o, consumed, after)) = handle_frames(&mut handler, &reads, &mut stream, input, out, limits.max_frame).await else { return };
         (input, out) = (i, o);
         input.drain(..consumed);
         if let Some(needed) = declared_len(&input) {
@@ -296,25 +296,32 @@ pub(crate) enum After {
 }
 
 /// Handles the frames in `input` (see [`process`]), then has the gets it deferred answered by
-/// the reader threads while this core serves other connections (see [`crate::disk_reads`]).
-/// Returns the buffers, the bytes consumed and what to do next; `None` if the buffers were lost
-/// (a reader thread died: the process is ending).
+/// the reader threads while this core serves other connections (see [`crate::disk_reads`]),
+/// writing the answers to `stream` whenever they reach the output bound. Returns the buffers,
+/// the bytes consumed and what to do next; `None` if the connection failed or the buffers were
+/// lost (a reader thread died: the process is ending).
 async fn handle_frames(
     handler: &mut Handler,
     reads: &ReadPool,
-    input: Vec<u8>,
+    stream: &mut TcpStream,
+    mut input: Vec<u8>,
     mut out: Vec<u8>,
     max_frame: usize,
 ) -> Option<(Vec<u8>, Vec<u8>, usize, After)> {
     let (consumed, after) = process(handler, &input, &mut out, max_frame);
-    if !handler.reads.pending() {
-        return Some((input, out, consumed, after));
+    while handler.reads.pending() {
+        let mut batch = std::mem::take(&mut handler.reads);
+        let (enc, tally) = handler.encoder_and_tally();
+        let buffers = reads.run(&mut batch, input, out, enc, tally).await;
+        handler.reads = batch;
+        (input, out) = buffers?;
+        if handler.reads.pending() {
+            let (res, buf) = stream.write_all(out).await;
+            out = buf;
+            out.clear();
+            res.ok()?;
+        }
     }
-    let mut batch = std::mem::take(&mut handler.reads);
-    let (enc, tally) = handler.encoder_and_tally();
-    let buffers = reads.run(&mut batch, input, out, enc, tally).await;
-    handler.reads = batch;
-    let (input, out) = buffers?;
     Some((input, out, consumed, after))
 }
 
