@@ -250,17 +250,23 @@ fn elapsed_ns(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// Writes all of `out` to `stream` and hands the buffer back emptied (a large one replaced by
+/// a small one, so one big answer does not pin its memory); `None` if the connection failed.
+async fn send_out(stream: &mut TcpStream, out: Vec<u8>) -> Option<Vec<u8>> {
+    let (res, mut out) = stream.write_all(out).await;
+    out.clear();
+    if out.capacity() > KEEP_CAPACITY {
+        out = Vec::with_capacity(READ_CHUNK);
+    }
+    res.ok()?;
+    Some(out)
+}
+
 /// Writes the answers in `out`, then hands the stream and the emptied buffer back to read
 /// more, or hands the connection over (a tail, a snapshot, an ingest) or closes it (`None`).
 async fn send_and_go_on(mut stream: TcpStream, mut out: Vec<u8>, after: After, moves: &MoveRate) -> Option<(TcpStream, Vec<u8>)> {
     if !out.is_empty() {
-        let (res, buf) = stream.write_all(out).await;
-        out = buf;
-        out.clear();
-        if out.capacity() > KEEP_CAPACITY {
-            out = Vec::with_capacity(READ_CHUNK);
-        }
-        res.ok()?;
+        out = send_out(&mut stream, out).await?;
     }
     match after {
         After::Read => return Some((stream, out)),
@@ -316,10 +322,7 @@ async fn handle_frames(
         handler.reads = batch;
         (input, out) = buffers?;
         if handler.reads.pending() {
-            let (res, buf) = stream.write_all(out).await;
-            out = buf;
-            out.clear();
-            res.ok()?;
+            out = send_out(stream, out).await?;
         }
     }
     Some((input, out, consumed, after))
