@@ -289,11 +289,12 @@ stop_cluster
 } >>"$WORK/RESULTS.md"
 
 # Online resize, on a cluster of its own: at the default pace (set by the stores from their
-# foreground latency), as fast as possible (--fixed-pace, no cap), and at a fixed 5 MB/s.
-for pace in "0 0" "0 1" "5 1"; do
+# foreground latency), as fast as possible (--fixed-pace, no cap), and at a fixed 5 MB/s; then
+# the control: no resize, a 30 s wait measured the same way (how far p99 drifts by itself).
+for pace in "0 0 0" "0 1 0" "5 1 0" "0 0 30"; do
   set -- $pace
   echo >>"$WORK/RESULTS.md"
-  MAX_MBPS=$1 FIXED_PACE=$2 LOAD=put benches/resize.sh "$SECS" >>"$WORK/RESULTS.md" 2>>"$WORK/resize.err"
+  MAX_MBPS=$1 FIXED_PACE=$2 CONTROL=$3 LOAD=put benches/resize.sh "$SECS" >>"$WORK/RESULTS.md" 2>>"$WORK/resize.err"
 done
 cp "$WORK/RESULTS.md" benches/RESULTS.md
 cat benches/RESULTS.md

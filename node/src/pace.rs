@@ -5,11 +5,15 @@
 //! every data operation) and the p99 of how late the cores' canary timers woke (the wait a
 //! request arriving then had before its core ran it: copying that steals the CPU lengthens it,
 //! the requests' own service time does not show it). While no copy runs, both feed moving
-//! baselines. While copies run, a tick with either over [`SLOW`] x its baseline halves the rate (down to [`FLOOR`], so a
-//! resize always finishes), a tick under [`CALM`] x the baseline raises it by a quarter and
-//! 1 MB/s (up to the ceiling: `--max-mbps`, or [`UNCAPPED`] without one), and one with too few
-//! requests to judge raises it too: there is no one to protect. Each new movement starts at
-//! [`START`]. With `--fixed-pace`, the rate is `--max-mbps` throughout, as before.
+//! baselines (the canaries' every tick, the requests' in ticks with enough of them). While
+//! copies run, a tick with either over [`SLOW`] x its baseline halves the rate (down to
+//! [`FLOOR`], so a resize always finishes), a tick under [`CALM`] x the baseline raises it by an
+//! eighth and 0.5 MB/s (up to the ceiling: `--max-mbps`, or [`UNCAPPED`] without one), and a
+//! tick in which no canary woke at all halves it. A tick with too few requests to judge is
+//! judged by the canaries alone: a store without clients of its own still shares its machine
+//! (measured: a replica no client read from, judged by nothing, copied at 270 MB/s while the
+//! other store on the machine served every request). Each new movement starts at [`START`]. With
+//! `--fixed-pace`, the rate is `--max-mbps` throughout, as before.
 use crate::metrics::StoreMetrics;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +23,7 @@ use vasto_metrics::{HistogramTotals, LATENCY_BUCKETS};
 /// How often the governor looks.
 pub(crate) const TICK: Duration = Duration::from_millis(250);
 /// The rate a movement starts at, bytes per second per stream.
-pub(crate) const START: u64 = 8_000_000;
+pub(crate) const START: u64 = 4_000_000;
 /// The lowest rate the governor sets.
 pub(crate) const FLOOR: u64 = 2_000_000;
 /// The ceiling without `--max-mbps`.
@@ -44,12 +48,13 @@ pub(crate) struct Governor {
     baseline_late: Option<f64>,
 }
 
-/// One tick's foreground: requests answered, their p99, and the p99 of the canaries' lateness
-/// (seconds).
+/// One tick's foreground: requests answered, their p99, the canaries that woke, and the p99 of
+/// their lateness (seconds).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Tick {
     pub requests: u64,
     pub p99: f64,
+    pub canaries: u64,
     pub late_p99: f64,
 }
 
@@ -73,24 +78,32 @@ impl Governor {
         let judged = tick.requests >= MIN_REQUESTS;
         let follow = |b: Option<f64>, x: f64| Some(b.map_or(x, |b| b + BASELINE_WEIGHT * (x - b)));
         if !moving {
+            if tick.canaries > 0 {
+                self.baseline_late = follow(self.baseline_late, tick.late_p99);
+            }
             if judged {
                 self.baseline = follow(self.baseline, tick.p99);
-                self.baseline_late = follow(self.baseline_late, tick.late_p99);
             }
             return START.min(self.ceiling);
         }
-        let grow = || rate.saturating_add(rate / 4 + 1_000_000).min(self.ceiling);
-        let (Some(base), Some(late)) = (self.baseline, self.baseline_late) else {
-            // No calm tick seen yet (copies started with the store): hold until one is.
-            return if judged { rate } else { grow() };
+        if tick.canaries == 0 {
+            // No core ran its canary in a whole tick: as slow as it gets.
+            return (rate / 2).max(FLOOR);
+        }
+        let Some(late) = self.baseline_late else {
+            // No tick without movement seen yet (copies started with the store): hold.
+            return rate;
         };
-        let late = late.max(LATE_FLOOR);
-        if !judged {
-            grow()
-        } else if tick.p99 > SLOW * base || tick.late_p99 > SLOW * late {
+        // How far over its baseline each signal is; requests count when there are enough.
+        let lateness = tick.late_p99 / late.max(LATE_FLOOR);
+        let slowest = match self.baseline {
+            Some(base) if judged => lateness.max(tick.p99 / base),
+            _ => lateness,
+        };
+        if slowest > SLOW {
             (rate / 2).max(FLOOR)
-        } else if tick.p99 < CALM * base && tick.late_p99 < CALM * late {
-            grow()
+        } else if slowest < CALM {
+            rate.saturating_add(rate / 8 + 500_000).min(self.ceiling)
         } else {
             rate
         }
@@ -138,7 +151,12 @@ pub(crate) fn spawn_governor(rate: MoveRate, ceiling: u64, metrics: Arc<StoreMet
             let now = metrics.foreground_latency();
             let (requests, lateness) = (since(&now.0, &last.0), since(&now.1, &last.1));
             last = now;
-            let tick = Tick { requests: requests.count(), p99: quantile(&requests, 0.99), late_p99: quantile(&lateness, 0.99) };
+            let tick = Tick {
+                requests: requests.count(),
+                p99: quantile(&requests, 0.99),
+                canaries: lateness.count(),
+                late_p99: quantile(&lateness, 0.99),
+            };
             let next = governor.next_rate(rate.get(), rate.streams() > 0, tick);
             if next != rate.get() {
                 let (base, base_late) = governor.baselines();
@@ -179,7 +197,7 @@ mod tests {
     }
 
     fn tick(requests: u64, p99: f64, late_p99: f64) -> Tick {
-        Tick { requests, p99, late_p99 }
+        Tick { requests, p99, canaries: 100, late_p99 }
     }
 
     #[test]
@@ -204,22 +222,32 @@ mod tests {
         assert!(g.next_rate(grown, true, tick(1000, 0.001, 0.0004)) > grown);
         // Between calm and slow: hold.
         assert_eq!(g.next_rate(grown, true, tick(1000, 0.0013, 0.0002)), grown);
-        // No traffic to protect: grow towards the ceiling.
+        // No requests to judge: the canaries alone decide. Calm cores: grow to the ceiling.
         let mut idle = grown;
         for _ in 0..200 {
-            idle = g.next_rate(idle, true, tick(0, 0.0, 0.0));
+            idle = g.next_rate(idle, true, tick(0, 0.0, 0.0002));
         }
         assert_eq!(idle, UNCAPPED);
+        // Late cores halve it even without requests (another process takes the machine).
+        assert_eq!(g.next_rate(idle, true, tick(10, 0.5, 0.004)), idle / 2);
+        // A tick in which no canary woke halves it too.
+        let stalled = Tick { canaries: 0, ..tick(1000, 0.001, 0.0) };
+        assert_eq!(g.next_rate(grown, true, stalled), (grown / 2).max(FLOOR));
         // Movement over: the next one starts at START again.
         assert_eq!(g.next_rate(idle, false, tick(0, 0.0, 0.0)), START);
     }
 
     #[test]
     fn the_cap_bounds_everything_and_copies_at_start_hold_until_judged() {
-        let mut g = Governor::new(5_000_000);
-        assert_eq!(g.next_rate(0, false, tick(0, 0.0, 0.0)), 5_000_000, "a cap under START starts at the cap");
-        // No baseline yet: hold while there is traffic, grow while there is none.
-        assert_eq!(g.next_rate(3_000_000, true, tick(1000, 0.5, 0.0)), 3_000_000);
-        assert_eq!(g.next_rate(4_900_000, true, tick(0, 0.0, 0.0)), 5_000_000);
+        let cap = START - 1_000_000;
+        let mut g = Governor::new(cap);
+        // No baseline yet (copies started with the store): hold, with or without requests.
+        assert_eq!(g.next_rate(cap - 500_000, true, tick(1000, 0.5, 0.0002)), cap - 500_000);
+        assert_eq!(g.next_rate(cap - 100_000, true, tick(0, 0.0, 0.0002)), cap - 100_000);
+        assert_eq!(g.next_rate(0, false, tick(0, 0.0, 0.0002)), cap, "a cap under START starts at the cap");
+        // A lateness baseline forms without requests; requests without a baseline of their
+        // own do not count yet.
+        assert_eq!(g.next_rate(cap - 100_000, true, tick(1000, 0.5, 0.0002)), cap);
+        assert_eq!(g.next_rate(cap, true, tick(0, 0.0, 0.0002)), cap, "never above the cap");
     }
 }
