@@ -14,8 +14,8 @@
 //! queue, while each waits on the disk and costs no CPU. With 0, gets read files on the core.
 //! A hand-off costs one small allocation (the reply channel) per batch of up to
 //! [`MAX_DEFERRED`] gets, each of which waits for a file read: nothing on the in-memory path.
-use crate::handler::engine_status;
 use crate::metrics::{Op, Tally};
+use crate::refusal::engine_status;
 use crate::registry::Replica;
 use crate::server::OUTPUT_BOUND;
 use std::ops::Range;

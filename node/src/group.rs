@@ -105,7 +105,7 @@ impl WriteGroup {
                     enc.status(out, w.id, Status::Ok, "", 0);
                 }
                 Err(e) => {
-                    let (status, message) = crate::handler::engine_status(&e);
+                    let (status, message) = crate::refusal::engine_status(&e);
                     tally.count(op, status);
                     enc.status(out, w.id, status, &message, 0);
                 }

@@ -5,6 +5,7 @@ use crate::disk_reads::{answer_get, ReadBatch, Tier};
 use crate::group::WriteGroup;
 use crate::ingest::IngestSession;
 use crate::metrics::{Op, Tally};
+use crate::refusal::{checked_key, checked_value, engine_error, reject, Reject, FROZEN_MESSAGE, MAX_SCAN_BYTES, MAX_SCAN_LIMIT};
 use crate::registry::{Lookup, Registry, Replica};
 use crate::request::Request;
 use crate::update_group::UpdateGroup;
@@ -12,18 +13,8 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
-use vasto_engine::{EngineError, KeyUpdate, LogPosition, Shard, Write};
+use vasto_engine::{KeyUpdate, LogPosition, Write};
 use vasto_wire::{fb, only_selector, parse_frame, Admission, ClusterToken, Doorman, FrameEncoder, OpKind, Role, ShardSelector, Status};
-
-/// Largest accepted value, in bytes.
-pub const MAX_VALUE_BYTES: usize = 32 << 20;
-/// Largest accepted key, in bytes.
-pub const MAX_KEY_BYTES: usize = 64 << 10;
-/// Largest page a scan returns, whatever the client asks.
-pub const MAX_SCAN_LIMIT: u32 = 10_000;
-/// Keys and values a scan page carries at most (a page always has at least one entry, so one
-/// value of up to [`MAX_VALUE_BYTES`] still fits): bounds a scan answer's memory on both sides.
-pub const MAX_SCAN_BYTES: usize = 4 << 20;
 
 /// Per-connection request executor: owns the frame encoder so responses are encoded without
 /// allocating once the connection is warm.
@@ -67,12 +58,6 @@ pub enum Next {
     Ingest(IngestSession, u64),
     /// Not handled: deferred gets must be answered first, then this frame is handled again.
     Wait,
-}
-
-struct Reject(Status, Cow<'static, str>);
-
-fn reject(status: Status, msg: &'static str) -> Reject {
-    Reject(status, Cow::Borrowed(msg))
 }
 
 impl Handler {
@@ -460,69 +445,4 @@ enum Responded {
     Later,
     /// Success without a payload: the caller appends a plain Ok.
     No,
-}
-
-fn checked_key<'a>(shard: &Shard, key: Option<&'a [u8]>) -> Result<&'a [u8], Reject> {
-    let key = key.unwrap_or_default();
-    if key.is_empty() {
-        return Err(reject(Status::BadRequest, "empty key"));
-    }
-    if key.len() > MAX_KEY_BYTES {
-        return Err(reject(Status::TooLarge, "key larger than 64 KiB"));
-    }
-    if !shard.owns(key) {
-        return Err(reject(Status::WrongShard, NOT_OWNED_MESSAGE));
-    }
-    Ok(key)
-}
-
-fn checked_value(value: Option<&[u8]>) -> Result<&[u8], Reject> {
-    let value = value.unwrap_or_default();
-    if value.len() > MAX_VALUE_BYTES {
-        return Err(reject(Status::TooLarge, "value larger than 32 MiB"));
-    }
-    Ok(value)
-}
-
-/// What a write to a frozen replica is told.
-pub(crate) const FROZEN_MESSAGE: &str = "this replica is being retired; write to another replica";
-/// What a write of a key the shard no longer owns is told.
-pub(crate) const NOT_OWNED_MESSAGE: &str = "key does not belong to this shard";
-
-/// The answer to a failed write or read: a refusal the client acts on (`Unavailable`: try another
-/// replica, also when the disk is full or failing; `WrongShard`: wait for a newer table), or
-/// `Internal` for any other storage failure.
-pub(crate) fn engine_status(e: &EngineError) -> (Status, Cow<'static, str>) {
-    match e {
-        EngineError::Frozen => (Status::Unavailable, Cow::Borrowed(FROZEN_MESSAGE)),
-        EngineError::NotOwned => (Status::WrongShard, Cow::Borrowed(NOT_OWNED_MESSAGE)),
-        EngineError::Refused(why) => (Status::Refused, Cow::Borrowed(why)),
-        e if e.is_disk_failure() => {
-            if once_a_second() {
-                tracing::error!(error = %e, "the disk refused an operation; clients are sent to other replicas");
-            }
-            (Status::Unavailable, Cow::Owned(format!("this replica's disk refused the operation ({e}); use another replica")))
-        }
-        e => {
-            if once_a_second() {
-                tracing::error!(error = %e, "storage error");
-            }
-            (Status::Internal, Cow::Owned(format!("storage error: {e}")))
-        }
-    }
-}
-
-/// True at most once a second across the process: a failing disk fails every request, and one
-/// line a second says so as well as thousands would.
-fn once_a_second() -> bool {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let last = LAST.load(Ordering::Relaxed);
-    now != last && LAST.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-}
-
-fn engine_error(e: EngineError) -> Reject {
-    let (status, message) = engine_status(&e);
-    Reject(status, message)
 }

@@ -23,6 +23,7 @@ mod ingest;
 mod master_link;
 mod metrics;
 mod pace;
+mod refusal;
 mod registry;
 mod replication;
 mod request;
@@ -33,9 +34,9 @@ mod tail;
 mod update;
 mod update_group;
 
-pub use handler::{MAX_KEY_BYTES, MAX_SCAN_BYTES, MAX_SCAN_LIMIT, MAX_VALUE_BYTES};
 pub use identity::default_boot_id_path;
 pub use master_link::HEARTBEAT_INTERVAL;
+pub use refusal::{MAX_KEY_BYTES, MAX_SCAN_BYTES, MAX_SCAN_LIMIT, MAX_VALUE_BYTES};
 pub use vasto_engine::{EngineOptions, SyncMode};
 
 use std::net::SocketAddr;

@@ -151,12 +151,7 @@ pub(crate) fn spawn_governor(rate: MoveRate, ceiling: u64, metrics: Arc<StoreMet
             let now = metrics.foreground_latency();
             let (requests, lateness) = (since(&now.0, &last.0), since(&now.1, &last.1));
             last = now;
-            let tick = Tick {
-                requests: requests.count(),
-                p99: quantile(&requests, 0.99),
-                canaries: lateness.count(),
-                late_p99: quantile(&lateness, 0.99),
-            };
+            let tick = Tick { requests: requests.count(), p99: quantile(&requests, 0.99), canaries: lateness.count(), late_p99: quantile(&lateness, 0.99) };
             let next = governor.next_rate(rate.get(), rate.streams() > 0, tick);
             if next != rate.get() {
                 let (base, base_late) = governor.baselines();

@@ -1,5 +1,5 @@
 //! Translates a wire `Update` into the engine's read-modify-write.
-use crate::handler::MAX_VALUE_BYTES;
+use crate::refusal::MAX_VALUE_BYTES;
 use vasto_engine::counter::Delta;
 use vasto_engine::{ExpireCondition, ExpiryChange, SetCondition, UpdateOp};
 use vasto_wire::{fb, Condition, ExpiryMode, UpdateKind};

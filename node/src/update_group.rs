@@ -96,14 +96,14 @@ impl UpdateGroup {
             replica.appended();
         }
         for (h, (outcome, value)) in held.iter().zip(outcomes.iter()) {
-            tally.count(Op::Update, outcome.as_ref().map_or_else(|e| crate::handler::engine_status(e).0, |_| vasto_wire::Status::Ok));
+            tally.count(Op::Update, outcome.as_ref().map_or_else(|e| crate::refusal::engine_status(e).0, |_| vasto_wire::Status::Ok));
             match outcome {
                 Ok(done) => {
                     let value = done.returned.then(|| &returned[value.clone()]);
                     enc.update_outcome(out, h.id, &UpdateOutcome { applied: done.applied, value, number: done.number, float_number: done.float_number });
                 }
                 Err(e) => {
-                    let (status, message) = crate::handler::engine_status(e);
+                    let (status, message) = crate::refusal::engine_status(e);
                     enc.status(out, h.id, status, &message, 0);
                 }
             }
