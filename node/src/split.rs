@@ -23,6 +23,18 @@ pub fn heavy_work_turn() -> std::sync::MutexGuard<'static, ()> {
     HEAVY_WORK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A replica estimated to hold fewer keys than this is exported without waiting for the turn:
+/// its export costs next to nothing, and waiting only lets it grow. Measured: the new replicas
+/// of a resize ask each other for a snapshot as they start, empty; those requests waited behind
+/// the exports that fill them and then exported each new shard whole, 10-15 s after the commit.
+pub const SMALL_EXPORT_KEYS: u64 = 10_000;
+
+/// The turn for exporting a replica of about `keys` keys: `None`, at once, when it is small
+/// (see [`SMALL_EXPORT_KEYS`]), else [`heavy_work_turn`].
+pub fn export_turn(keys: u64) -> Option<std::sync::MutexGuard<'static, ()>> {
+    (keys >= SMALL_EXPORT_KEYS).then(heavy_work_turn)
+}
+
 /// Runs `f` on a new named thread and waits for its result without blocking the calling
 /// runtime (monoio or tokio), so a core keeps serving while RocksDB works.
 pub async fn on_helper_thread<T: Send + 'static>(name: &str, f: impl FnOnce() -> Result<T, EngineError> + Send + 'static) -> Result<T, EngineError> {
@@ -96,7 +108,7 @@ impl SplitCache {
                 let dir = replica.dir().with_extension(format!("split-{shards}-{}", vasto_engine::now_ns()));
                 let (source, out, rate) = (Arc::clone(replica), dir.clone(), rate.clone());
                 let split = on_helper_thread("vasto-split", move || {
-                    let _turn = heavy_work_turn();
+                    let _turn = export_turn(source.estimated_keys());
                     source.export_moving(&out, FILE_BYTES, shards, &rate)
                 })
                 .await;
@@ -113,5 +125,24 @@ impl SplitCache {
             })
             .await?;
         Ok(Arc::clone(export))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    #[test]
+    fn a_small_export_does_not_wait_for_the_turn_and_a_large_one_does() {
+        let held = heavy_work_turn();
+        let (tx, rx) = mpsc::channel();
+        let small = tx.clone();
+        std::thread::spawn(move || small.send(("small", export_turn(SMALL_EXPORT_KEYS - 1).is_none())));
+        assert_eq!(rx.recv_timeout(Duration::from_secs(30)), Ok(("small", true)), "a small export went ahead while the turn was held");
+        std::thread::spawn(move || tx.send(("large", export_turn(SMALL_EXPORT_KEYS).is_some())));
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err(), "a large export went ahead while the turn was held");
+        drop(held);
+        assert_eq!(rx.recv_timeout(Duration::from_secs(30)), Ok(("large", true)), "the large export took the turn once it was free");
     }
 }

@@ -115,7 +115,7 @@ pub async fn stream_snapshot(mut stream: TcpStream, replica: Arc<Replica>, only:
             let dir = replica.dir().with_extension(format!("snapshot-out-{}", vasto_engine::now_ns()));
             let (source, out_dir, export_rate) = (Arc::clone(&replica), dir.clone(), rate.clone());
             let exported = on_helper_thread("vasto-snapshot", move || {
-                let _turn = crate::split::heavy_work_turn();
+                let _turn = crate::split::export_turn(source.estimated_keys());
                 source.export_snapshot(&out_dir, SNAPSHOT_FILE_BYTES, &export_rate)
             })
             .await;
