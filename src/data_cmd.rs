@@ -63,6 +63,10 @@ pub struct ScanArgs {
     /// Start strictly after this key (continuation).
     #[arg(long, default_value = "")]
     after: String,
+    /// Print only the keys, one per line. Without it each line is the key, a tab and the value
+    /// as stored (invalid UTF-8 replaced), so a value holding a newline spans lines.
+    #[arg(long)]
+    keys_only: bool,
 }
 
 /// `vasto loadgen`.
@@ -163,7 +167,11 @@ pub async fn scan(a: ScanArgs) -> anyhow::Result<()> {
     while left > 0 {
         let page = ks.scan_prefix(a.prefix.as_bytes(), &after, left.min(1000) as u32).await?;
         for (k, v) in &page.entries {
-            writeln!(out, "{}\t{}", String::from_utf8_lossy(k), String::from_utf8_lossy(v))?;
+            if a.keys_only {
+                writeln!(out, "{}", String::from_utf8_lossy(k))?;
+            } else {
+                writeln!(out, "{}\t{}", String::from_utf8_lossy(k), String::from_utf8_lossy(v))?;
+            }
         }
         left -= page.entries.len() as u64;
         match page.next {

@@ -30,6 +30,8 @@ fn put_get_delete_scan_and_status() {
 
     let out = run(&[&["scan"], &ks[..], &["fruit:"]].concat());
     assert_eq!(text(&out.stdout), "fruit:apple\tred\nfruit:banana\tyellow\n");
+    let out = run(&[&["scan"], &ks[..], &["--keys-only", "fruit:"]].concat());
+    assert_eq!(text(&out.stdout), "fruit:apple\nfruit:banana\n");
 
     let out = run(&[&["delete"], &ks[..], &["fruit:apple"]].concat());
     assert!(out.status.success());
