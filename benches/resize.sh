@@ -15,6 +15,7 @@ SECS=${1:-10}
 VALUE=${VALUE:-100}
 RESIZE_KEYS=${RESIZE_KEYS:-1000000}
 MAX_MBPS=${MAX_MBPS:-0}
+CONTROL=${CONTROL:-0}
 PACE_FLAGS=()
 [ "${FIXED_PACE:-0}" = 1 ] && PACE_FLAGS=(--fixed-pace)
 . benches/common.sh
@@ -51,7 +52,7 @@ load "$before" "${SECS}s"
   --concurrency 16 --pipeline 1 --duration 10m --json "$during" >/dev/null 2>>"$WORK/load.err") & LOADPID=$!
 sleep 1
 t0=$(date +%s.%N)
-if [ "${CONTROL:-0}" != 0 ]; then sleep "$CONTROL"; else $VASTO admin --master 127.0.0.1:$MPORT resize rs --shards 4 >/dev/null; fi
+if [ "$CONTROL" != 0 ]; then sleep "$CONTROL"; else $VASTO admin --master 127.0.0.1:$MPORT resize rs --shards 4 >/dev/null; fi
 t1=$(date +%s.%N)
 kill -INT "$LOADPID"
 wait "$LOADPID" || true
@@ -63,10 +64,11 @@ moved_mb=$(awk -v k="$RESIZE_KEYS" -v v="$VALUE" 'BEGIN { printf "%.0f", k / 2 *
 p99b=$(json_field "$before" p99_us); p99d=$(json_field "$during" p99_us); p99a=$(json_field "$after" p99_us)
 cap=$([ "$MAX_MBPS" = 0 ] && echo "no --max-mbps cap" || echo "--max-mbps $MAX_MBPS per copy stream")
 cap="$cap, $([ "${FIXED_PACE:-0}" = 1 ] && echo "--fixed-pace" || echo "pace set by the stores from foreground latency (the default)")"
-[ "${CONTROL:-0}" != 0 ] && cap="CONTROL: no resize, a wait of ${CONTROL} s in its place"
+after_what="background compaction of the moved keys"
+if [ "$CONTROL" != 0 ]; then cap="CONTROL: no resize, a wait of ${CONTROL} s in its place"; after_what="no resize ran"; fi
 echo "## Online resize (2 -> 4 shards, 2 replicas, ${RESIZE_KEYS} keys of ${VALUE} B, mixed:80 load at concurrency 16, ${cap})"
 echo
-if [ "${CONTROL:-0}" != 0 ]; then
+if [ "$CONTROL" != 0 ]; then
 echo "No resize: the same load ran on through a wait of ${rsecs} s, measured as a resize would be."
 echo "Foreground p99 before: ${p99b} us; during the wait: ${p99d} us"
 else
@@ -75,5 +77,5 @@ echo "($(awk -v m="$moved_mb" -v s="$rsecs" 'BEGIN { printf "%.0f", m / s }') MB
 echo "both replicas of their old shard (each replica's change log holds only its own writes), so about twice that crosses the network."
 echo "Foreground p99 before: ${p99b} us; during the resize (load stopped when it returned): ${p99d} us"
 fi
-echo "(ratio $(ratio "$p99d" "$p99b")); in the ${SECS} s after it (background compaction of the moved keys): ${p99a} us"
+echo "(ratio $(ratio "$p99d" "$p99b")); in the ${SECS} s after it (${after_what}): ${p99a} us"
 echo "(ratio $(ratio "$p99a" "$p99b")). Ops/s before $(json_field "$before" ops_per_sec | cut -d. -f1), during $(json_field "$during" ops_per_sec | cut -d. -f1), after $(json_field "$after" ops_per_sec | cut -d. -f1). Errors during: $(json_field "$during" errors)."
