@@ -51,7 +51,7 @@ fn gets_needing_files_are_deferred_in_order_and_later_requests_wait() {
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let mut batch = std::mem::take(&mut handler.reads);
     let mut tally = Tally::default();
-    let (input, mut out) = rt.block_on(pool.run(&mut batch, input, out, &mut FrameEncoder::new(), &mut tally)).unwrap();
+    assert!(rt.block_on(pool.run(&mut batch, &input, &mut out, &mut FrameEncoder::new(), &mut tally)));
     handler.reads = batch;
     assert!(!handler.reads.pending());
     assert_eq!(responses(&out), vec![(1, Status::Ok, Some(b"va".to_vec())), (2, Status::Ok, Some(b"vb".to_vec()))]);
@@ -87,7 +87,7 @@ fn a_refused_get_waits_behind_a_deferred_one() {
     let pool = ReadPool::start(0).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let mut batch = std::mem::take(&mut handler.reads);
-    let (input, mut out) = rt.block_on(pool.run(&mut batch, input, out, &mut FrameEncoder::new(), &mut Tally::default())).unwrap();
+    assert!(rt.block_on(pool.run(&mut batch, &input, &mut out, &mut FrameEncoder::new(), &mut Tally::default())));
     handler.reads = batch;
     let (rest, _) = process(&mut handler, &input[consumed..], &mut out, DEFAULT_MAX_FRAME);
     assert_eq!(consumed + rest, input.len());
@@ -95,8 +95,15 @@ fn a_refused_get_waits_behind_a_deferred_one() {
     assert_eq!(got, vec![(1, Status::Ok), (2, Status::BadRequest)]);
 }
 
+/// The store reopened on `dir` with nothing in memory (and no value cache): every get of data
+/// in files is deferred.
+fn cold(dir: &std::path::Path) -> Arc<Registry> {
+    Arc::new(Registry::open(Engine::new(dir, &EngineOptions { value_cache_bytes: 0, ..EngineOptions::default() }).unwrap(), false, 0).unwrap())
+}
+
 /// Deferred gets of large values stop at the output bound: the rest stay pending until the
-/// connection has sent what the output holds, then come in order.
+/// connection has sent what the output holds, then come in order. The same with one reader
+/// and with the batch split across several.
 #[test]
 fn deferred_answers_stop_at_the_output_bound() {
     let dir = tempfile::tempdir().unwrap();
@@ -109,31 +116,77 @@ fn deferred_answers_stop_at_the_output_bound() {
         }
         replica.shard.compact().unwrap();
     }
-    let reg =
-        Arc::new(Registry::open(Engine::new(dir.path(), &EngineOptions { value_cache_bytes: 0, ..EngineOptions::default() }).unwrap(), false, 0).unwrap());
-    let mut handler = admitted(reg);
     let mut input = Vec::new();
     let mut enc = FrameEncoder::new();
     for (id, k) in [(1, &b"a"[..]), (2, b"b"), (3, b"c")] {
         enc.get(&mut input, id, "ks", 0, k);
     }
-    let mut out = Vec::new();
-    let (consumed, _) = process(&mut handler, &input, &mut out, DEFAULT_MAX_FRAME);
-    assert_eq!((consumed, out.len()), (input.len(), 0));
-    let pool = ReadPool::start(1).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let mut ids = Vec::new();
-    let mut runs = 0;
-    while handler.reads.pending() {
-        let mut batch = std::mem::take(&mut handler.reads);
-        let (i, o) = rt.block_on(pool.run(&mut batch, input, out, &mut FrameEncoder::new(), &mut Tally::default())).unwrap();
-        handler.reads = batch;
-        assert!(o.len() < crate::server::OUTPUT_BOUND + big.len() + 4096, "one answer past the bound at most: {}", o.len());
-        ids.extend(responses(&o).into_iter().map(|(id, status, value)| (id, status, value.map(|v| v.len()))));
-        (input, out) = (i, o);
-        out.clear();
-        runs += 1;
+    for threads in [1, 4] {
+        let mut handler = admitted(cold(dir.path()));
+        let mut out = Vec::new();
+        let (consumed, _) = process(&mut handler, &input, &mut out, DEFAULT_MAX_FRAME);
+        assert_eq!((consumed, out.len()), (input.len(), 0));
+        let pool = ReadPool::start(threads).unwrap();
+        let mut ids = Vec::new();
+        let mut runs = 0;
+        while handler.reads.pending() {
+            let mut batch = std::mem::take(&mut handler.reads);
+            assert!(rt.block_on(pool.run(&mut batch, &input, &mut out, &mut FrameEncoder::new(), &mut Tally::default())));
+            handler.reads = batch;
+            assert!(out.len() < crate::server::OUTPUT_BOUND + big.len() + 4096, "one answer past the bound at most: {}", out.len());
+            ids.extend(responses(&out).into_iter().map(|(id, status, value)| (id, status, value.map(|v| v.len()))));
+            out.clear();
+            runs += 1;
+        }
+        assert_eq!(runs, 2, "{threads} readers: the bound split the answers");
+        assert_eq!(ids, vec![(1, Status::Ok, Some(big.len())), (2, Status::Ok, Some(big.len())), (3, Status::Ok, Some(big.len()))], "{threads} readers");
     }
-    assert_eq!(runs, 2, "the bound split the answers");
-    assert_eq!(ids, vec![(1, Status::Ok, Some(big.len())), (2, Status::Ok, Some(big.len())), (3, Status::Ok, Some(big.len()))]);
+}
+
+/// A full batch of gets, found and not found, split across readers that answer at their own
+/// pace, comes back in request order with each key's own answer, round after round on the
+/// same pool.
+#[test]
+fn a_batch_split_across_readers_is_answered_in_request_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let value = |i: usize| format!("value-{i}-").repeat(1 + i % 7).into_bytes();
+    {
+        let reg = crate::tests::registry(dir.path());
+        let replica = reg.get("ks", 0).unwrap();
+        for i in 0..200 {
+            replica.shard.put(format!("k{i:03}").as_bytes(), &value(i), 10, 0).unwrap();
+        }
+        replica.shard.compact().unwrap();
+    }
+    let pool = ReadPool::start(5).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    for round in 0..3 {
+        // Reopened each round, so that nothing the last round read is cached.
+        let mut handler = admitted(cold(dir.path()));
+        // 64 gets (a full batch): keys in a scrambled order, every fifth one absent.
+        let mut input = Vec::new();
+        let mut expected = Vec::new();
+        let mut enc = FrameEncoder::new();
+        for n in 0..crate::disk_reads::MAX_DEFERRED {
+            let i = (n * 37 + round * 11) % 200;
+            let id = (round * 1000 + n) as u64;
+            if n % 5 == 4 {
+                enc.get(&mut input, id, "ks", 0, format!("absent{i}").as_bytes());
+                expected.push((id, Status::NotFound, None));
+            } else {
+                enc.get(&mut input, id, "ks", 0, format!("k{i:03}").as_bytes());
+                expected.push((id, Status::Ok, Some(value(i))));
+            }
+        }
+        let mut out = Vec::new();
+        let (consumed, _) = process(&mut handler, &input, &mut out, DEFAULT_MAX_FRAME);
+        assert_eq!((consumed, out.len()), (input.len(), 0), "round {round}: every get deferred");
+        let mut batch = std::mem::take(&mut handler.reads);
+        let mut tally = Tally::default();
+        assert!(rt.block_on(pool.run(&mut batch, &input, &mut out, &mut FrameEncoder::new(), &mut tally)));
+        handler.reads = batch;
+        assert!(!handler.reads.pending(), "round {round}: all answered in one run");
+        assert_eq!(responses(&out), expected, "round {round}");
+    }
 }

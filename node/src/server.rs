@@ -304,13 +304,13 @@ pub(crate) enum After {
 /// Handles the frames in `input` (see [`process`]), then has the gets it deferred answered by
 /// the reader threads while this core serves other connections (see [`crate::disk_reads`]),
 /// writing the answers to `stream` whenever they reach the output bound. Returns the buffers,
-/// the bytes consumed and what to do next; `None` if the connection failed or the buffers were
-/// lost (a reader thread died: the process is ending).
+/// the bytes consumed and what to do next; `None` if the connection failed or a reader thread
+/// died with a part of the gets (only when the process is ending).
 async fn handle_frames(
     handler: &mut Handler,
     reads: &ReadPool,
     stream: &mut TcpStream,
-    mut input: Vec<u8>,
+    input: Vec<u8>,
     mut out: Vec<u8>,
     max_frame: usize,
 ) -> Option<(Vec<u8>, Vec<u8>, usize, After)> {
@@ -318,9 +318,11 @@ async fn handle_frames(
     while handler.reads.pending() {
         let mut batch = std::mem::take(&mut handler.reads);
         let (enc, tally) = handler.encoder_and_tally();
-        let buffers = reads.run(&mut batch, input, out, enc, tally).await;
+        let answered = reads.run(&mut batch, &input, &mut out, enc, tally).await;
         handler.reads = batch;
-        (input, out) = buffers?;
+        if !answered {
+            return None;
+        }
         if handler.reads.pending() {
             out = send_out(stream, out).await?;
         }
