@@ -5,10 +5,12 @@
 # keyspace loaded by `vasto import` with DATA_GB (default 11, over 5x the limit) of records whose VALUE-byte values
 # (default 1000) LZ4 cannot shrink. For each load (gets uniform and zipfian, YCSB B and A on
 # zipfian keys), with the page cache dropped before each run:
-# * the store, driven by `vasto loadgen` with CONC (default 16) connections, one request each;
+# * the store, driven by `vasto loadgen` with CONC (default 16) connections of P requests each,
+#   for each P in PIPELINES (default "1 4");
 # * the floor: the storage engine in-process (RocksDB, no value cache, no network) opened on the
-#   store's own data directory once the store has stopped, under the same limit, CONC threads
-#   with one request each and exactly loadgen's mix and keys (benches/disk_floor.rs).
+#   store's own data directory once the store has stopped, under the same limit, CONC x P
+#   threads (the same requests in flight) with one request each and exactly loadgen's mix and
+#   keys (benches/disk_floor.rs).
 # Each run is preceded by a warm-up of WARMUP seconds (default 5) of the same load.
 # Usage: benches/disk.sh [SECONDS_PER_RUN] (default 20). DISK_DIR: where the data goes (default
 # a temp dir; it needs about 2.2 x DATA_GB free).
@@ -19,6 +21,7 @@ DATA_GB=${DATA_GB:-11}
 MEM_MB=${MEM_MB:-2048}
 VALUE=${VALUE:-1000}
 CONC=${CONC:-16}
+PIPELINES=${PIPELINES:-1 4}
 WARMUP=${WARMUP:-5}
 SHARDS=${SHARDS:-2}
 KEYS=$(awk -v g="$DATA_GB" -v v="$VALUE" 'BEGIN { printf "%d", g * 1e9 / (v + 18) }')
@@ -97,34 +100,36 @@ STORE_GB=$(du -sb "$WORK/store" | awk '{ printf "%.1f", $1 / 1e9 }')
 row() { # json-file
   printf '%.0f %s %s %s %s\n' "$(json_field "$1" ops_per_sec)" "$(json_field "$1" p50_us)" "$(json_field "$1" p99_us)" "$(json_field "$1" not_found)" "$(peak_mb)" >"$WORK/row"
 }
-vasto_run() { # workload distribution
-  local out="$WORK/vasto-$1-$2.json"
+vasto_run() { # workload distribution pipeline
+  local out="$WORK/vasto-$1-$2-$3.json"
   drop_caches; reset_peak
-  local common=(--master 127.0.0.1:$MPORT --keyspace disk --workload "$1" --distribution "$2" --keys "$KEYS" --value-size "$VALUE" --concurrency "$CONC" --pipeline 1)
+  local common=(--master 127.0.0.1:$MPORT --keyspace disk --workload "$1" --distribution "$2" --keys "$KEYS" --value-size "$VALUE" --concurrency "$CONC" --pipeline "$3")
   $VASTO loadgen "${common[@]}" --duration "${WARMUP}s" >/dev/null 2>&1
   $VASTO loadgen "${common[@]}" --duration "${SECS}s" --json "$out" >/dev/null 2>"$WORK/loadgen.err" || { cat "$WORK/loadgen.err" >&2; exit 1; }
   row "$out"
 }
-floor_run() { # workload distribution
+floor_run() { # workload distribution threads
   drop_caches; reset_peak
   (limited "$FLOOR" --dir "$WORK/store" --keyspace disk --keys "$KEYS" --value-size "$VALUE" --workload "$1" --distribution "$2" \
-    --threads "$CONC" --secs "$SECS" --warmup "$WARMUP") >"$WORK/floor.json" 2>"$WORK/floor.err" \
+    --threads "$3" --secs "$SECS" --warmup "$WARMUP") >"$WORK/floor.json" 2>"$WORK/floor.err" \
     || { echo "disk.sh: the floor failed (killed by the memory limit?)" >&2; cat "$WORK/floor.err" >&2; exit 1; }
   row "$WORK/floor.json"
 }
 
 ROWS=()
+for pipeline in $PIPELINES; do
 for load in "ycsb-c uniform" "ycsb-c zipfian:0.99" "ycsb-b zipfian:0.99" "ycsb-a zipfian:0.99"; do
   set -- $load
-  echo "disk.sh: $1 $2" >&2
-  vasto_run "$1" "$2"
+  echo "disk.sh: $1 $2, pipeline $pipeline" >&2
+  vasto_run "$1" "$2" "$pipeline"
   read -r vops vp50 vp99 vnf vpeak <"$WORK/row"
   stop_store
-  floor_run "$1" "$2"
+  floor_run "$1" "$2" $((CONC * pipeline))
   read -r fops fp50 fp99 fnf fpeak <"$WORK/row"
   start_store
-  ROWS+=("| $1 | $2 | $vops | $vp50 | $vp99 | $vpeak | $fops | $fp50 | $fp99 | $fpeak | $(ratio "$vops" "$fops") | $(ratio "$vp99" "$fp99") |")
+  ROWS+=("| $1 | $2 | ${CONC}x$pipeline | $vops | $vp50 | $vp99 | $vpeak | $fops | $fp50 | $fp99 | $fpeak | $(ratio "$vops" "$fops") | $(ratio "$vp99" "$fp99") |")
   [ "$vnf" = 0 ] && [ "$fnf" = 0 ] || echo "disk.sh: $1 $2: gets found nothing (store $vnf, floor $fnf times): the data is incomplete" >&2
+done
 done
 
 {
@@ -135,12 +140,13 @@ done
   echo "Data: $KEYS records of $VALUE-byte values that LZ4 cannot shrink ($FILE_GB GB of TSV), loaded by \`vasto import\` in $IMPORT_S s"
   echo "(store peak memory $IMPORT_PEAK MiB); $STORE_GB GB on disk, $(awk -v d="$STORE_GB" -v m="$MEM_MB" 'BEGIN { printf "%.1f", d * 1e9 / (m * 1048576) }')x the limit."
   echo "Each run: the page cache dropped, a $WARMUP s warm-up of the same load, then $SECS s measured."
-  echo "vasto: \`vasto loadgen\` with $CONC connections x 1 request (store defaults: 256 MB block cache, 256 MB value cache)."
-  echo "Floor: the storage engine in-process on the same directory after the store stopped, same limit, no value cache,"
-  echo "$CONC threads x 1 request, loadgen's mix and keys (benches/disk_floor.rs). Latencies in microseconds; peak = the cgroup's peak memory in MiB."
+  echo "vasto: \`vasto loadgen\` with $CONC connections x P requests (pipelined; P in: $PIPELINES), store defaults (256 MB block cache,"
+  echo "256 MB value cache, 16 reader threads). Floor: the storage engine in-process on the same directory after the store stopped,"
+  echo "same limit, no value cache, $CONC x P threads of 1 request each (the same requests in flight), loadgen's mix and keys"
+  echo "(benches/disk_floor.rs). Latencies in microseconds; peak = the cgroup's peak memory in MiB."
   echo
-  echo "| load | keys | vasto ops/s | p50 | p99 | peak | floor ops/s | p50 | p99 | peak | ops / floor (goal >= 0.8) | p99 / floor (goal <= 1.5) |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| load | keys | in flight (conns x P) | vasto ops/s | p50 | p99 | peak | floor ops/s | p50 | p99 | peak | ops / floor (goal >= 0.8) | p99 / floor (goal <= 1.5) |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${ROWS[@]}"
 } >"$OUT"
 cat "$OUT"
