@@ -104,6 +104,13 @@ enum Command {
         /// a get of a cached key costs no RocksDB lookup. 0 turns it off.
         #[arg(long, default_value_t = 256)]
         value_cache_mb: usize,
+        /// Memory, in MB, for RocksDB's block cache (data, index and filter blocks), shared by
+        /// all shards. A get whose blocks are cached is answered on its core; one that needs a
+        /// block outside it goes to a reader thread, even when the OS page cache holds the
+        /// block (on 11 GB under a 2 GiB limit, 1024 against 256 changed zipfian gets by less
+        /// than the run-to-run noise).
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+        block_cache_mb: u64,
         /// When acknowledged writes are synced to disk: `none` (a power failure loses what the
         /// OS had not written back, up to ~30 s), `everysec` (synced once a second: a power
         /// failure loses at most ~1 s), `always` (synced before each write is acknowledged:
@@ -244,6 +251,7 @@ fn main() -> ExitCode {
             max_mbps,
             fixed_pace,
             value_cache_mb,
+            block_cache_mb,
             sync,
             boot_id_file,
             max_clock_skew_ms,
@@ -258,8 +266,13 @@ fn main() -> ExitCode {
         } => {
             init_logs("info");
             let value_cache_bytes = value_cache_mb.checked_mul(1 << 20).ok_or_else(|| anyhow::anyhow!("--value-cache-mb {value_cache_mb} is too large"));
-            let engine =
-                value_cache_bytes.map(|value_cache_bytes| vasto_node::EngineOptions { change_log_entries, value_cache_bytes, sync, ..Default::default() });
+            let block_cache_bytes = usize::try_from(block_cache_mb)
+                .ok()
+                .and_then(|mb| mb.checked_mul(1 << 20))
+                .ok_or_else(|| anyhow::anyhow!("--block-cache-mb {block_cache_mb} is too large"));
+            let engine = value_cache_bytes.and_then(|value_cache_bytes| {
+                Ok(vasto_node::EngineOptions { change_log_entries, value_cache_bytes, block_cache_bytes: block_cache_bytes?, sync, ..Default::default() })
+            });
             engine.and_then(|engine| {
                 let token = token.load()?;
                 let config = vasto_node::NodeConfig {
