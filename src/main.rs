@@ -103,7 +103,7 @@ enum Command {
         /// Memory, in MB, for the newest values of recently read keys, shared by all shards:
         /// a get of a cached key costs no RocksDB lookup. 0 turns it off.
         #[arg(long, default_value_t = 256)]
-        value_cache_mb: usize,
+        value_cache_mb: u64,
         /// Memory, in MB, for RocksDB's block cache (data, index and filter blocks), shared by
         /// all shards. A get whose blocks are cached is answered on its core; one that needs a
         /// block outside it goes to a reader thread, even when the OS page cache holds the
@@ -193,6 +193,11 @@ fn parse_cluster_id(text: &str) -> Result<u64, String> {
 }
 
 /// Parses `--sync`.
+/// `mb` megabytes in bytes, or an error naming `flag` when that does not fit in memory.
+fn megabytes(flag: &str, mb: u64) -> anyhow::Result<usize> {
+    usize::try_from(mb).ok().and_then(|mb| mb.checked_mul(1 << 20)).ok_or_else(|| anyhow::anyhow!("{flag} {mb} is too large"))
+}
+
 fn parse_sync(text: &str) -> Result<vasto_node::SyncMode, String> {
     vasto_node::SyncMode::from_name(text).ok_or_else(|| format!("{text:?}: use none, everysec or always"))
 }
@@ -265,14 +270,11 @@ fn main() -> ExitCode {
             token,
         } => {
             init_logs("info");
-            let value_cache_bytes = value_cache_mb.checked_mul(1 << 20).ok_or_else(|| anyhow::anyhow!("--value-cache-mb {value_cache_mb} is too large"));
-            let block_cache_bytes = usize::try_from(block_cache_mb)
-                .ok()
-                .and_then(|mb| mb.checked_mul(1 << 20))
-                .ok_or_else(|| anyhow::anyhow!("--block-cache-mb {block_cache_mb} is too large"));
-            let engine = value_cache_bytes.and_then(|value_cache_bytes| {
-                Ok(vasto_node::EngineOptions { change_log_entries, value_cache_bytes, block_cache_bytes: block_cache_bytes?, sync, ..Default::default() })
-            });
+            let engine = (|| {
+                let value_cache_bytes = megabytes("--value-cache-mb", value_cache_mb)?;
+                let block_cache_bytes = megabytes("--block-cache-mb", block_cache_mb)?;
+                anyhow::Ok(vasto_node::EngineOptions { change_log_entries, value_cache_bytes, block_cache_bytes, sync, ..Default::default() })
+            })();
             engine.and_then(|engine| {
                 let token = token.load()?;
                 let config = vasto_node::NodeConfig {

@@ -201,7 +201,8 @@ pub(crate) fn answer_get(
 /// reader is free; a push wakes one idle reader and none when all are busy (each then takes
 /// the next job as it finishes, without sleeping). A `Mutex<mpsc::Receiver>` shared by the
 /// readers cost two wake-ups per job (the channel's, then the mutex's for the next waiter):
-/// on 11 GB under a 2 GiB limit the readers spent a fifth of their time in futex calls.
+/// on 11 GB under a 2 GiB limit a fifth of the readers' time was in system calls, most of them
+/// the futex calls of that hand-over.
 #[derive(Default)]
 struct JobQueue {
     state: Mutex<QueueState>,
