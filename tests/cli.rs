@@ -199,3 +199,32 @@ async fn every_sync_mode_serves_and_a_bad_one_is_refused() {
         assert_eq!(ks.get(k).await.unwrap().as_deref(), Some(v.as_slice()), "{}", String::from_utf8_lossy(k));
     }
 }
+
+/// The cache sizes are taken as given (the store's start line shows them, and it serves with
+/// the block cache at its smallest and the value cache off); sizes the store cannot have are
+/// refused with a message naming the flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_sizes_are_applied_and_impossible_ones_refused() {
+    for (flag, value, says) in [
+        ("--block-cache-mb", "0", "--block-cache-mb"),
+        ("--value-cache-mb", "99999999999999999", "--value-cache-mb 99999999999999999 is too large"),
+        ("--block-cache-mb", "-1", "--block-cache-mb"),
+    ] {
+        let out = run_bounded(Command::new(vasto()).args(["store", "--dir", "/nonexistent", &format!("{flag}={value}")]), Duration::from_secs(30));
+        assert!(!out.status.success() && text(&out.stderr).contains(says), "{flag} {value}: {}", text(&out.stderr));
+    }
+    let mut cluster = Cluster::start(1);
+    cluster.kill_store(0);
+    cluster.start_store_with(0, &["--block-cache-mb", "1", "--value-cache-mb", "0"]);
+    cluster.wait_stores_up(1);
+    cluster.create_keyspace("caches", 2, 1);
+    let ks = vasto_client::Client::connect(&cluster.master_addr).await.unwrap().keyspace("caches").await.unwrap();
+    let mut acked = Vec::new();
+    common::put_numbered(&ks, "k", 200, &mut acked).await;
+    for (k, v) in &acked {
+        assert_eq!(ks.get(k).await.unwrap().as_deref(), Some(v.as_slice()), "{}", String::from_utf8_lossy(k));
+    }
+    let log = std::fs::read_to_string(cluster.dir.path().join("store-0.log")).unwrap();
+    let started = log.lines().filter(|l| l.contains("store listening")).last().unwrap_or_default();
+    assert!(started.contains("block_cache_mb=1") && started.contains("value_cache_mb=0"), "{started}");
+}

@@ -253,7 +253,8 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         // The start time in nanoseconds: no two starts of one store share it.
         start_id: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
     };
-    tracing::info!(%addr, threads, store_id = %store_id, dir = %config.dir.display(), sync = config.engine.sync.name(), "store listening");
+    tracing::info!(%addr, threads, store_id = %store_id, dir = %config.dir.display(), sync = config.engine.sync.name(),
+        block_cache_mb = config.engine.block_cache_bytes >> 20, value_cache_mb = config.engine.value_cache_bytes >> 20, "store listening");
     let replication = replication::Replication::start(Arc::clone(&registry), store_id.clone(), config.token.clone())?;
     if let Some(listen) = config.metrics_listen {
         let view = metrics::StoreView { metrics, moves, registry: Arc::clone(&registry), replication: replication.clone(), disk: identity.disk.clone() };
