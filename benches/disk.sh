@@ -11,7 +11,15 @@
 #   store's own data directory once the store has stopped, under the same limit, CONC x P
 #   threads (the same requests in flight) with one request each and exactly loadgen's mix and
 #   keys (benches/disk_floor.rs).
-# Each run is preceded by a warm-up of WARMUP seconds (default 5) of the same load.
+# * the request path's ceiling: the store under the same load shape with HOT_KEYS (default
+#   100000) keys, which the value cache holds whole: what the network, the cores and loadgen
+#   allow on this machine with no disk at all.
+# Each run is preceded by a warm-up of WARMUP seconds (default 30) of the same load: both sides
+# start with the page cache dropped and their own caches empty, and a shorter warm-up measures
+# mostly how fast they fill (zipfian gets 16x4 ran at 48.5K after 5 s and 71.3K on the next run
+# with the store's caches warm; 75.9K after 30 s).
+# ROUNDS (default 1) repeats each pair of runs (store, then floor) and reports medians, with the
+# lowest and highest ratio: this VM's disk drifts by a third between runs.
 # Usage: benches/disk.sh [SECONDS_PER_RUN] (default 20). DISK_DIR: where the data goes (default
 # a temp dir; it needs about 2.2 x DATA_GB free).
 set -euo pipefail
@@ -22,7 +30,9 @@ MEM_MB=${MEM_MB:-2048}
 VALUE=${VALUE:-1000}
 CONC=${CONC:-16}
 PIPELINES=${PIPELINES:-1 4}
-WARMUP=${WARMUP:-5}
+WARMUP=${WARMUP:-30}
+ROUNDS=${ROUNDS:-1}
+HOT_KEYS=${HOT_KEYS:-100000}
 SHARDS=${SHARDS:-2}
 KEYS=$(awk -v g="$DATA_GB" -v v="$VALUE" 'BEGIN { printf "%d", g * 1e9 / (v + 18) }')
 . benches/common.sh
@@ -100,10 +110,10 @@ STORE_GB=$(du -sb "$WORK/store" | awk '{ printf "%.1f", $1 / 1e9 }')
 row() { # json-file
   printf '%.0f %s %s %s %s\n' "$(json_field "$1" ops_per_sec)" "$(json_field "$1" p50_us)" "$(json_field "$1" p99_us)" "$(json_field "$1" not_found)" "$(peak_mb)" >"$WORK/row"
 }
-vasto_run() { # workload distribution pipeline
-  local out="$WORK/vasto-$1-$2-$3.json"
+vasto_run() { # workload distribution pipeline [keys]
+  local out="$WORK/vasto-$1-$2-$3-${4:-$KEYS}.json"
   drop_caches; reset_peak
-  local common=(--master 127.0.0.1:$MPORT --keyspace disk --workload "$1" --distribution "$2" --keys "$KEYS" --value-size "$VALUE" --concurrency "$CONC" --pipeline "$3")
+  local common=(--master 127.0.0.1:$MPORT --keyspace disk --workload "$1" --distribution "$2" --keys "${4:-$KEYS}" --value-size "$VALUE" --concurrency "$CONC" --pipeline "$3")
   $VASTO loadgen "${common[@]}" --duration "${WARMUP}s" >/dev/null 2>&1
   $VASTO loadgen "${common[@]}" --duration "${SECS}s" --json "$out" >/dev/null 2>"$WORK/loadgen.err" || { cat "$WORK/loadgen.err" >&2; exit 1; }
   row "$out"
@@ -116,18 +126,35 @@ floor_run() { # workload distribution threads
   row "$WORK/floor.json"
 }
 
+# The median of column $1 of $WORK/rounds (one line per round); with "range", followed by the
+# lowest and highest when there are several rounds.
+summary() {
+  sort -g -k "$1,$1" "$WORK/rounds" | awk -v c="$1" -v r="${2:-}" '{ v[NR] = $c } END {
+    m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+    s = (m > 100) ? sprintf("%.0f", m) : sprintf("%.2f", m)
+    if (r != "" && NR > 1) s = s sprintf(" (%s-%s)", v[1], v[NR]); print s }'
+}
 ROWS=()
+CEILING=()
 for pipeline in $PIPELINES; do
+echo "disk.sh: the request path's ceiling ($HOT_KEYS keys), pipeline $pipeline" >&2
+vasto_run ycsb-c uniform "$pipeline" "$HOT_KEYS"
+read -r cops cp50 cp99 cnf cpeak <"$WORK/row"
+CEILING+=("| ${CONC}x$pipeline | $cops | $cp50 | $cp99 |")
 for load in "ycsb-c uniform" "ycsb-c zipfian:0.99" "ycsb-b zipfian:0.99" "ycsb-a zipfian:0.99"; do
   set -- $load
   echo "disk.sh: $1 $2, pipeline $pipeline" >&2
-  vasto_run "$1" "$2" "$pipeline"
-  read -r vops vp50 vp99 vnf vpeak <"$WORK/row"
-  stop_store
-  floor_run "$1" "$2" $((CONC * pipeline))
-  read -r fops fp50 fp99 fnf fpeak <"$WORK/row"
-  start_store
-  ROWS+=("| $1 | $2 | ${CONC}x$pipeline | $vops | $vp50 | $vp99 | $vpeak | $fops | $fp50 | $fp99 | $fpeak | $(ratio "$vops" "$fops") | $(ratio "$vp99" "$fp99") |")
+  : >"$WORK/rounds"
+  for _ in $(seq "$ROUNDS"); do
+    vasto_run "$1" "$2" "$pipeline"
+    read -r vops vp50 vp99 vnf vpeak <"$WORK/row"
+    stop_store
+    floor_run "$1" "$2" $((CONC * pipeline))
+    read -r fops fp50 fp99 fnf fpeak <"$WORK/row"
+    start_store
+    echo "$vops $vp50 $vp99 $vpeak $fops $fp50 $fp99 $fpeak $(ratio "$vops" "$fops") $(ratio "$vp99" "$fp99")" >>"$WORK/rounds"
+  done
+  ROWS+=("| $1 | $2 | ${CONC}x$pipeline | $(summary 1) | $(summary 2) | $(summary 3) | $(summary 4) | $(summary 5) | $(summary 6) | $(summary 7) | $(summary 8) | $(summary 9 range) | $(summary 10 range) |")
   [ "$vnf" = 0 ] && [ "$fnf" = 0 ] || echo "disk.sh: $1 $2: gets found nothing (store $vnf, floor $fnf times): the data is incomplete" >&2
 done
 done
@@ -139,7 +166,8 @@ done
   echo "One store (release build) under a memory cgroup limit of $MEM_MB MiB (page cache included), keyspace of $SHARDS shards, 1 replica."
   echo "Data: $KEYS records of $VALUE-byte values that LZ4 cannot shrink ($FILE_GB GB of TSV), loaded by \`vasto import\` in $IMPORT_S s"
   echo "(store peak memory $IMPORT_PEAK MiB); $STORE_GB GB on disk, $(awk -v d="$STORE_GB" -v m="$MEM_MB" 'BEGIN { printf "%.1f", d * 1e9 / (m * 1048576) }')x the limit."
-  echo "Each run: the page cache dropped, a $WARMUP s warm-up of the same load, then $SECS s measured."
+  echo "Each run: the page cache dropped, a $WARMUP s warm-up of the same load, then $SECS s measured; $ROUNDS round(s) of the"
+  echo "store's run followed by the floor's, each cell the median of the rounds (the ratios' lowest and highest in brackets)."
   echo "vasto: \`vasto loadgen\` with $CONC connections x P requests (pipelined; P in: $PIPELINES), store defaults (256 MB block cache,"
   echo "256 MB value cache, 16 reader threads). Floor: the storage engine in-process on the same directory after the store stopped,"
   echo "same limit, no value cache, $CONC x P threads of 1 request each (the same requests in flight), loadgen's mix and keys"
@@ -148,5 +176,13 @@ done
   echo "| load | keys | in flight (conns x P) | vasto ops/s | p50 | p99 | peak | floor ops/s | p50 | p99 | peak | ops / floor (goal >= 0.8) | p99 / floor (goal <= 1.5) |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${ROWS[@]}"
+  echo
+  echo "The request path's ceiling: the same store and loadgen, gets of $HOT_KEYS keys (all in the value cache after the"
+  echo "warm-up), so no run above can be faster than this on this machine, whatever the disk does (the floor has no network"
+  echo "and no client sharing its cores):"
+  echo
+  echo "| in flight (conns x P) | vasto ops/s | p50 | p99 |"
+  echo "|---|---|---|---|"
+  printf '%s\n' "${CEILING[@]}"
 } >"$OUT"
 cat "$OUT"
