@@ -206,14 +206,16 @@ async fn every_sync_mode_serves_and_a_bad_one_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_sizes_are_applied_and_impossible_ones_refused() {
     for (flag, value, says) in [
-        ("--block-cache-mb", "0", "--block-cache-mb"),
+        ("--block-cache-mb", "0", "invalid value '0' for '--block-cache-mb"),
         ("--value-cache-mb", "99999999999999999", "--value-cache-mb 99999999999999999 is too large"),
-        ("--block-cache-mb", "-1", "--block-cache-mb"),
+        ("--block-cache-mb", "-1", "invalid value '-1' for '--block-cache-mb"),
     ] {
         let out = run_bounded(Command::new(vasto()).args(["store", "--dir", "/nonexistent", &format!("{flag}={value}")]), Duration::from_secs(30));
         assert!(!out.status.success() && text(&out.stderr).contains(says), "{flag} {value}: {}", text(&out.stderr));
     }
     let mut cluster = Cluster::start(1);
+    // Restarted once it is up: a store killed during its very first start is another case.
+    cluster.wait_stores_up(1);
     cluster.kill_store(0);
     cluster.start_store_with(0, &["--block-cache-mb", "1", "--value-cache-mb", "0"]);
     cluster.wait_stores_up(1);
