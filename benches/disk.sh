@@ -153,9 +153,9 @@ for load in "ycsb-c uniform" "ycsb-c zipfian:0.99" "ycsb-b zipfian:0.99" "ycsb-a
     read -r fops fp50 fp99 fnf fpeak <"$WORK/row"
     start_store
     echo "$vops $vp50 $vp99 $vpeak $fops $fp50 $fp99 $fpeak $(ratio "$vops" "$fops") $(ratio "$vp99" "$fp99")" >>"$WORK/rounds"
+    [ "$vnf" = 0 ] && [ "$fnf" = 0 ] || echo "disk.sh: $1 $2: gets found nothing (store $vnf, floor $fnf times): the data is incomplete" >&2
   done
   ROWS+=("| $1 | $2 | ${CONC}x$pipeline | $(summary 1) | $(summary 2) | $(summary 3) | $(summary 4) | $(summary 5) | $(summary 6) | $(summary 7) | $(summary 8) | $(summary 9 range) | $(summary 10 range) |")
-  [ "$vnf" = 0 ] && [ "$fnf" = 0 ] || echo "disk.sh: $1 $2: gets found nothing (store $vnf, floor $fnf times): the data is incomplete" >&2
 done
 done
 

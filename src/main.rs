@@ -192,12 +192,12 @@ fn parse_cluster_id(text: &str) -> Result<u64, String> {
     u64::from_str_radix(text.trim_start_matches("0x"), 16).ok().filter(|&id| id != 0).ok_or_else(|| format!("{text:?} is not a cluster id (16 hex digits)"))
 }
 
-/// Parses `--sync`.
 /// `mb` megabytes in bytes, or an error naming `flag` when that does not fit in memory.
 fn megabytes(flag: &str, mb: u64) -> anyhow::Result<usize> {
     usize::try_from(mb).ok().and_then(|mb| mb.checked_mul(1 << 20)).ok_or_else(|| anyhow::anyhow!("{flag} {mb} is too large"))
 }
 
+/// Parses `--sync`.
 fn parse_sync(text: &str) -> Result<vasto_node::SyncMode, String> {
     vasto_node::SyncMode::from_name(text).ok_or_else(|| format!("{text:?}: use none, everysec or always"))
 }
