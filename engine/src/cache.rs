@@ -53,7 +53,8 @@ pub(crate) fn new_owner() -> u64 {
 pub struct CacheStats {
     /// Reads answered from the cache.
     pub hits: u64,
-    /// Reads that went to RocksDB.
+    /// Reads that RocksDB answered (counted once it has, so a memory-only read handed on to a
+    /// thread that may read files counts once, there).
     pub misses: u64,
     /// Bytes of the record rings in use (live and not yet reclaimed records).
     pub bytes: u64,
@@ -65,7 +66,8 @@ pub struct CacheStats {
 pub(crate) enum Probe {
     /// The stored value was copied into the caller's buffer.
     Hit,
-    /// Not cached; read RocksDB, then offer the result to [`ValueCache::fill`] with this.
+    /// Not cached; read RocksDB, then give its answer to [`ValueCache::fill`] with this (which
+    /// counts the miss; a read that gave up without an answer is not counted).
     Miss(Ticket),
 }
 
@@ -124,20 +126,21 @@ impl ValueCache {
             stripe.hits += 1;
             Probe::Hit
         } else {
-            stripe.misses += 1;
             Probe::Miss(Ticket { hash, generation: stripe.generation })
         }
     }
 
-    /// Caches `stored`, the value RocksDB returned for `key` after `ticket` was taken, unless a
-    /// write reached the key's stripe in between. Tombstones and oversize values are not cached.
-    pub(crate) fn fill(&self, ticket: Ticket, owner: u64, key: &[u8], stored: &[u8]) {
-        if !self.cacheable(key, stored) {
-            return;
-        }
+    /// Counts the miss `ticket` was taken for and caches `stored`, what RocksDB returned for
+    /// `key` after that (`None`: no such key), unless a write reached the key's stripe in
+    /// between. Missing keys, tombstones and oversize values are not cached.
+    pub(crate) fn fill(&self, ticket: Ticket, owner: u64, key: &[u8], stored: Option<&[u8]>) {
+        let cached = stored.filter(|stored| self.cacheable(key, stored));
         let mut stripe = self.stripe(ticket.hash);
-        if stripe.generation == ticket.generation && stripe.ring.find(ticket.hash, owner, key).is_none() {
-            stripe.ring.insert(ticket.hash, owner, key, stored);
+        stripe.misses += 1;
+        if let Some(stored) = cached {
+            if stripe.generation == ticket.generation && stripe.ring.find(ticket.hash, owner, key).is_none() {
+                stripe.ring.insert(ticket.hash, owner, key, stored);
+            }
         }
     }
 
@@ -197,7 +200,7 @@ mod tests {
 
     fn fill(cache: &ValueCache, owner: u64, key: &[u8], value: &[u8]) {
         if let Probe::Miss(ticket) = cache.get(owner, key, &mut Vec::new()) {
-            cache.fill(ticket, owner, key, value);
+            cache.fill(ticket, owner, key, Some(value));
         }
     }
 
@@ -222,7 +225,7 @@ mod tests {
         let Probe::Miss(ticket) = cache.get(1, b"k", &mut Vec::new()) else { panic!("empty cache hit") };
         // RocksDB returned the old value, then a newer write committed before the fill.
         cache.written(1, b"k", &stored(9, false, b"new"));
-        cache.fill(ticket, 1, b"k", &stored(3, false, b"old"));
+        cache.fill(ticket, 1, b"k", Some(&stored(3, false, b"old")));
         assert!(read(&cache, 1, b"k").is_none(), "the stale value must not be cached");
     }
 

@@ -50,10 +50,10 @@ impl Shard {
             match cache.get(owner, key, buf) {
                 Probe::Hit => Ok(Some(f(Some(buf)))),
                 Probe::Miss(ticket) => {
+                    // A memory-only read that needs a file is handed on and probed again there,
+                    // so only a read RocksDB answered counts as a miss.
                     let Some(pinned) = self.read_pinned(key, memory_only)? else { return Ok(None) };
-                    if let Some(stored) = pinned.as_deref() {
-                        cache.fill(ticket, owner, key, stored);
-                    }
+                    cache.fill(ticket, owner, key, pinned.as_deref());
                     Ok(Some(f(pinned.as_deref())))
                 }
             }

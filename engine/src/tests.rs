@@ -447,7 +447,8 @@ fn a_compaction_owed_after_a_layout_change_survives_a_restart_until_it_runs() {
 
 /// A memory-only read answers from the memtable and the block cache, and says "needs the disk"
 /// (without guessing an answer) for data only in a file; once a normal read has brought the
-/// blocks in, it answers again. With and without the value cache.
+/// blocks in, it answers again. With and without the value cache; a read handed on for the disk
+/// counts as one miss of the value cache, not two.
 #[test]
 fn memory_only_reads_never_touch_files_and_never_guess() {
     for value_cache_bytes in [0, 1 << 20] {
@@ -461,9 +462,14 @@ fn memory_only_reads_never_touch_files_and_never_guess() {
         drop(s);
         let engine = Engine::new(dir.path(), &EngineOptions { value_cache_bytes, ..EngineOptions::default() }).unwrap();
         let s = engine.open_all(false).unwrap().pop().unwrap();
+        let counts = || engine.cache_stats().map(|c| (c.hits, c.misses));
+        let expect = |hits: u64, misses: u64| (value_cache_bytes > 0).then_some((hits, misses));
         assert_eq!(s.get_with_expiry_in_memory(b"k", |v| v.map(|(v, _)| v.to_vec())).unwrap(), None, "in a file only: cache {value_cache_bytes}");
+        assert_eq!(counts(), expect(0, 0), "a read handed on is counted where it is answered");
         assert_eq!(get(&s, b"k"), Some(b"v1".to_vec()));
+        assert_eq!(counts(), expect(0, 1));
         assert_eq!(s.get_with_expiry_in_memory(b"k", |v| v.map(|(v, _)| v.to_vec())).unwrap(), Some(Some(b"v1".to_vec())), "blocks now cached");
         assert_eq!(s.get_with_expiry_in_memory(b"missing", |v| v.is_some()).unwrap(), Some(false), "a missing key: the filter block is cached");
+        assert_eq!(counts(), expect(1, 2), "the value cache now holds k; a missing key is a miss");
     }
 }
