@@ -82,6 +82,12 @@ enum Command {
         /// the core threads.
         #[arg(long, default_value_t = 16)]
         read_threads: usize,
+        /// Fewest gets handed to one reader thread at a time: a connection's gets that need
+        /// files are split into parts of at least this many (at most one per reader). Each
+        /// part costs two cross-thread wake-ups; smaller parts put more reads at the disk at
+        /// once, larger ones spend less CPU per get.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+        read_part_gets: u64,
         /// Largest accepted frame in bytes.
         #[arg(long, default_value_t = vasto_wire::DEFAULT_MAX_FRAME)]
         max_frame: usize,
@@ -251,6 +257,7 @@ fn main() -> ExitCode {
             dir,
             threads,
             read_threads,
+            read_part_gets,
             max_frame,
             change_log_entries,
             max_mbps,
@@ -284,6 +291,7 @@ fn main() -> ExitCode {
                     dir,
                     threads,
                     read_threads,
+                    read_part_gets: usize::try_from(read_part_gets).unwrap_or(1),
                     max_frame,
                     max_move_mbps: max_mbps,
                     fixed_pace,

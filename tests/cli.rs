@@ -201,14 +201,16 @@ async fn every_sync_mode_serves_and_a_bad_one_is_refused() {
 }
 
 /// The cache sizes are taken as given (the store's start line shows them, and it serves with
-/// the block cache at its smallest and the value cache off); sizes the store cannot have are
-/// refused with a message naming the flag.
+/// the block cache at its smallest and the value cache off); sizes the store cannot have (and
+/// reader parts of no gets) are refused with a message naming the flag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_sizes_are_applied_and_impossible_ones_refused() {
     for (flag, value, says) in [
         ("--block-cache-mb", "0", "invalid value '0' for '--block-cache-mb"),
         ("--value-cache-mb", "99999999999999999", "--value-cache-mb 99999999999999999 is too large"),
         ("--block-cache-mb", "-1", "invalid value '-1' for '--block-cache-mb"),
+        ("--read-part-gets", "0", "invalid value '0' for '--read-part-gets"),
+        ("--read-part-gets", "65", "invalid value '65' for '--read-part-gets"),
     ] {
         let out = run_bounded(Command::new(vasto()).args(["store", "--dir", "/nonexistent", &format!("{flag}={value}")]), Duration::from_secs(30));
         assert!(!out.status.success() && text(&out.stderr).contains(says), "{flag} {value}: {}", text(&out.stderr));

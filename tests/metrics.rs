@@ -242,15 +242,16 @@ fn every_endpoint_serves_what_the_cluster_does() {
 }
 
 /// Gets of imported data (in files only, nothing of it cached) are answered by the reader
-/// threads with the imported values, many at once, and counted as disk gets; a store with
-/// `--read-threads 0` answers them on its cores and counts none.
+/// threads with the imported values, many at once, and counted as disk gets, whether a reader
+/// takes them one by one or at least 4 at a time; a store with `--read-threads 0` answers them
+/// on its cores and counts none.
 #[test]
 fn gets_of_data_on_disk_go_to_reader_threads_and_answer_right() {
     let records = 20_000u64;
-    for (read_threads, deferred) in [("16", true), ("0", false)] {
+    for (read_threads, part_gets, deferred) in [("16", "4", true), ("16", "1", true), ("0", "4", false)] {
         let metrics = format!("127.0.0.1:{}", free_port());
         let mut cluster = Cluster::start(0);
-        cluster.add_store_with(1, &["--metrics-listen", &metrics, "--read-threads", read_threads]);
+        cluster.add_store_with(1, &["--metrics-listen", &metrics, "--read-threads", read_threads, "--read-part-gets", part_gets]);
         cluster.create_keyspace("cold", 2, 1);
         let input = cluster.dir.path().join("cold.tsv");
         let tsv: String = (0..records).map(|i| format!("key:{i:012}\tvalue-{i}\n")).collect();
@@ -287,6 +288,6 @@ fn gets_of_data_on_disk_go_to_reader_threads_and_answer_right() {
         let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("report")).expect("JSON");
         assert!(report["ops"].as_u64().unwrap() > 100 && report["errors"] == 0 && report["not_found"] == 0, "{report}");
         let disk_gets = total(&scrape(&metrics), "vasto_store_disk_gets_total", &[]);
-        assert_eq!(disk_gets > 0.0, deferred, "--read-threads {read_threads}: {disk_gets} disk gets");
+        assert_eq!(disk_gets > 0.0, deferred, "--read-threads {read_threads} --read-part-gets {part_gets}: {disk_gets} disk gets");
     }
 }

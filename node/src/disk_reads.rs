@@ -5,16 +5,19 @@
 //! So a get first reads memory only (value cache, memtables, block cache:
 //! `Shard::get_with_expiry_in_memory`); when that cannot answer, the get is *deferred*: held,
 //! with every later get of the same read buffer (so answers keep request order), up to the
-//! first request that is not a get. The connection then splits the batch into up to one part
-//! per reader thread (consecutive gets, their keys copied into the part), hands the parts to the
-//! pool and waits; its core serves other connections meanwhile. Each part is answered by one
-//! reader into the part's own buffer, so a pipelined connection has as many reads at the disk
-//! as there are readers, not one. The connection then appends the answers to its output in
-//! request order.
+//! first request that is not a get. The connection then splits the batch into parts
+//! (consecutive gets, their keys copied into the part; at most one per reader thread, each of
+//! at least `--read-part-gets` gets), hands the parts to the pool and waits; its core serves
+//! other connections meanwhile. Each part is answered by one reader into the part's own
+//! buffer, so a pipelined connection can have several reads at the disk, not one. The
+//! connection then appends the answers to its output in request order.
 //!
 //! The pool has `--read-threads` threads (default 16): enough reads in flight for an SSD's
 //! queue, while each waits on the disk and costs no CPU. With 0, gets read files on the core.
-//! A hand-off costs one small allocation (the reply channel) per part, a part being at least
+//! A part costs two cross-thread wake-ups (the reader's, then the connection's), so parts have
+//! at least `--read-part-gets` gets (default 4): where the CPU, not the disk, is the limit,
+//! fewer wake-ups serve more gets than more reads side by side (ARCHITECTURE.md has the
+//! numbers). A hand-off costs one small allocation (the reply channel) per part, a part being at least
 //! one get that waits for a file read: nothing on the in-memory path. The parts' buffers are
 //! the connection's and reused from batch to batch.
 use crate::metrics::{Op, Tally};
@@ -262,6 +265,8 @@ pub struct ReadPool {
     jobs: Option<Arc<JobQueue>>,
     /// The reader threads: a batch is split into at most this many parts.
     threads: usize,
+    /// The fewest gets of a part (the last part of a batch may have fewer).
+    part_gets: usize,
 }
 
 impl Drop for ReadPool {
@@ -273,10 +278,12 @@ impl Drop for ReadPool {
 }
 
 impl ReadPool {
-    /// A pool of `threads` reader threads (0: none, gets read files on the core threads).
-    pub fn start(threads: usize) -> std::io::Result<Self> {
+    /// A pool of `threads` reader threads (0: none, gets read files on the core threads) that
+    /// are handed at least `part_gets` gets at a time (a batch with fewer goes whole).
+    pub fn start(threads: usize, part_gets: usize) -> std::io::Result<Self> {
+        let part_gets = part_gets.max(1);
         if threads == 0 {
-            return Ok(Self { jobs: None, threads: 0 });
+            return Ok(Self { jobs: None, threads: 0, part_gets });
         }
         let queue = Arc::new(JobQueue::default());
         for n in 0..threads {
@@ -295,7 +302,7 @@ impl ReadPool {
                 return Err(e);
             }
         }
-        Ok(Self { jobs: Some(queue), threads })
+        Ok(Self { jobs: Some(queue), threads, part_gets })
     }
 
     /// Whether gets that need a file are deferred to the pool.
@@ -313,7 +320,7 @@ impl ReadPool {
         if room == 0 || batch.gets.is_empty() {
             return true;
         }
-        let parts = batch.gets.len().min(self.threads.max(1));
+        let parts = parts_of(batch.gets.len(), self.threads, self.part_gets);
         let ReadBatch { gets, parts: spare, waiting } = batch;
         let mut split = std::mem::take(spare);
         split.resize_with(parts.max(split.len()), Part::default);
@@ -354,6 +361,21 @@ impl ReadPool {
         *spare = split;
         true
     }
+}
+
+/// How many parts a batch of `gets` is split into: as many as have at least `part_gets` gets
+/// each (one for a smaller batch), at most one per reader thread, and one without readers.
+fn parts_of(gets: usize, threads: usize, part_gets: usize) -> usize {
+    (gets / part_gets.max(1)).clamp(1, threads.max(1))
+}
+
+#[cfg(test)]
+#[test]
+fn batches_split_into_parts_of_at_least_part_gets() {
+    assert_eq!([1, 4, 7, 8, 11, 12, 64].map(|g| parts_of(g, 16, 4)), [1, 1, 1, 2, 2, 3, 16]);
+    assert_eq!([1, 3, 64].map(|g| parts_of(g, 16, 1)), [1, 3, 16], "one get per part, up to one part per reader");
+    assert_eq!([1, 64].map(|g| parts_of(g, 0, 4)), [1, 1], "no readers: answered whole on the core");
+    assert_eq!(parts_of(64, 2, 0), 2, "0 is taken as 1");
 }
 
 /// Appends the parts' answers to `out` in order, stopping once `out` holds the output bound or

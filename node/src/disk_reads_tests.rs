@@ -47,7 +47,7 @@ fn gets_needing_files_are_deferred_in_order_and_later_requests_wait() {
     assert!(out.is_empty(), "nothing answered ahead of the deferred gets");
     assert!(handler.reads.pending());
 
-    let pool = ReadPool::start(2).unwrap();
+    let pool = ReadPool::start(2, 1).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let mut batch = std::mem::take(&mut handler.reads);
     let mut tally = Tally::default();
@@ -84,7 +84,7 @@ fn a_refused_get_waits_behind_a_deferred_one() {
     let mut out = Vec::new();
     let (consumed, _) = process(&mut handler, &input, &mut out, DEFAULT_MAX_FRAME);
     assert_eq!((consumed, out.len()), (one, 0));
-    let pool = ReadPool::start(0).unwrap();
+    let pool = ReadPool::start(0, 1).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let mut batch = std::mem::take(&mut handler.reads);
     assert!(rt.block_on(pool.run(&mut batch, &input, &mut out, &mut FrameEncoder::new(), &mut Tally::default())));
@@ -127,7 +127,7 @@ fn deferred_answers_stop_at_the_output_bound() {
         let mut out = Vec::new();
         let (consumed, _) = process(&mut handler, &input, &mut out, DEFAULT_MAX_FRAME);
         assert_eq!((consumed, out.len()), (input.len(), 0));
-        let pool = ReadPool::start(threads).unwrap();
+        let pool = ReadPool::start(threads, 1).unwrap();
         let mut ids = Vec::new();
         let mut runs = 0;
         while handler.reads.pending() {
@@ -159,7 +159,7 @@ fn a_batch_split_across_readers_is_answered_in_request_order() {
         }
         replica.shard.compact().unwrap();
     }
-    let pool = ReadPool::start(5).unwrap();
+    let pool = ReadPool::start(5, 1).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     for round in 0..3 {
         // Reopened each round, so that nothing the last round read is cached.

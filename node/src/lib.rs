@@ -89,6 +89,9 @@ pub struct NodeConfig {
     /// Reader threads that answer gets needing a file read, so those never block a core
     /// thread; 0 reads files on the core threads.
     pub read_threads: usize,
+    /// Fewest deferred gets handed to one reader thread at a time (at least 1): see
+    /// `disk_reads`.
+    pub read_part_gets: usize,
     /// Largest accepted frame body in bytes.
     pub max_frame: usize,
     /// Cap on data moved for other replicas, in MB/s: each snapshot or resize export reads at
@@ -234,7 +237,7 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         idle_timeout: config.idle_timeout,
     };
     let metrics = Arc::new(metrics::StoreMetrics::new(threads));
-    let reads = Arc::new(disk_reads::ReadPool::start(config.read_threads)?);
+    let reads = Arc::new(disk_reads::ReadPool::start(config.read_threads, config.read_part_gets)?);
     let cap = config.max_move_mbps.saturating_mul(1_000_000);
     let moves = vasto_engine::MoveRate::new(cap);
     if !config.fixed_pace {
