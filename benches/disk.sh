@@ -169,7 +169,7 @@ done
   echo "Each run: the page cache dropped, a $WARMUP s warm-up of the same load, then $SECS s measured; $ROUNDS round(s) of the"
   echo "store's run followed by the floor's, each cell the median of the rounds (the ratios' lowest and highest in brackets)."
   echo "vasto: \`vasto loadgen\` with $CONC connections x P requests (pipelined; P in: $PIPELINES), store defaults (256 MB block cache,"
-  echo "256 MB value cache, 16 reader threads). Floor: the storage engine in-process on the same directory after the store stopped,"
+  echo "256 MB value cache, 16 reader threads, parts of at least 4 gets). Floor: the storage engine in-process on the same directory after the store stopped,"
   echo "same limit, no value cache, $CONC x P threads of 1 request each (the same requests in flight), loadgen's mix and keys"
   echo "(benches/disk_floor.rs). Latencies in microseconds; peak = the cgroup's peak memory in MiB."
   echo

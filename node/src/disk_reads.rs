@@ -17,9 +17,9 @@
 //! A part costs two cross-thread wake-ups (the reader's, then the connection's), so parts have
 //! at least `--read-part-gets` gets (default 4): where the CPU, not the disk, is the limit,
 //! fewer wake-ups serve more gets than more reads side by side (ARCHITECTURE.md has the
-//! numbers). A hand-off costs one small allocation (the reply channel) per part, a part being at least
-//! one get that waits for a file read: nothing on the in-memory path. The parts' buffers are
-//! the connection's and reused from batch to batch.
+//! numbers). A hand-off also costs one small allocation (the reply channel) per part, a part
+//! being at least one get that waits for a file read: nothing on the in-memory path. The
+//! parts' buffers are the connection's and reused from batch to batch.
 use crate::metrics::{Op, Tally};
 use crate::refusal::engine_status;
 use crate::registry::Replica;
