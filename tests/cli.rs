@@ -229,6 +229,6 @@ async fn cache_sizes_are_applied_and_impossible_ones_refused() {
         assert_eq!(ks.get(k).await.unwrap().as_deref(), Some(v.as_slice()), "{}", String::from_utf8_lossy(k));
     }
     let log = std::fs::read_to_string(cluster.dir.path().join("store-0.log")).unwrap();
-    let started = log.lines().filter(|l| l.contains("store listening")).last().unwrap_or_default();
+    let started = log.lines().rfind(|l| l.contains("store listening")).unwrap_or_default();
     assert!(started.contains("block_cache_mb=1") && started.contains("value_cache_mb=0"), "{started}");
 }
