@@ -86,8 +86,8 @@ enum Command {
         /// files are split into parts of at least this many (at most one per reader). Each
         /// part costs two cross-thread wake-ups; smaller parts put more reads at the disk at
         /// once, larger ones spend less CPU per get.
-        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
-        read_part_gets: u64,
+        #[arg(long, default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+        read_part_gets: usize,
         /// Largest accepted frame in bytes.
         #[arg(long, default_value_t = vasto_wire::DEFAULT_MAX_FRAME)]
         max_frame: usize,
@@ -291,7 +291,7 @@ fn main() -> ExitCode {
                     dir,
                     threads,
                     read_threads,
-                    read_part_gets: usize::try_from(read_part_gets).unwrap_or(1),
+                    read_part_gets,
                     max_frame,
                     max_move_mbps: max_mbps,
                     fixed_pace,

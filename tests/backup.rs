@@ -2,18 +2,11 @@
 //! other shard counts; damaged and incomplete backups are refused before anything is loaded.
 mod common;
 
-use common::{Cluster, Raw};
+use common::{seed, Cluster, Raw};
 use rand::{RngExt, SeedableRng};
 use std::collections::BTreeMap;
 use std::path::Path;
 use vasto_client::{Client, Keyspace, PutOptions, WriteTo};
-
-/// A seed from `VASTO_BACKUP_SEED`, else from the clock; printed so a failure can be re-run.
-fn seed() -> u64 {
-    let seed = std::env::var("VASTO_BACKUP_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(vasto_client::now_ns);
-    println!("backup seed={seed} (re-run with VASTO_BACKUP_SEED={seed})");
-    seed
-}
 
 fn ok(out: &std::process::Output, what: &str) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -64,7 +57,7 @@ fn replicas_agree(cluster: &Cluster, name: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_under_a_writer_restores_every_acknowledged_key_into_other_shard_counts() {
-    let seed = seed();
+    let seed = seed("VASTO_BACKUP_SEED", "backup");
     let mut cluster = Cluster::start(3);
     cluster.create_keyspace("src", 3, 2);
     let ks = keyspace(&cluster, "src").await.with_write_to(WriteTo::AnyReplica);

@@ -15,13 +15,6 @@ fn key(i: u64) -> Vec<u8> {
     format!("counter-{i}").into_bytes()
 }
 
-/// A seed from `VASTO_COUNTER_SEED`, else from the clock; printed so a failure can be re-run.
-fn seed() -> u64 {
-    let seed = std::env::var("VASTO_COUNTER_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(vasto_client::now_ns);
-    println!("counters seed={seed} (re-run with VASTO_COUNTER_SEED={seed})");
-    seed
-}
-
 fn next(rng: &mut u64) -> u64 {
     *rng ^= *rng << 13;
     *rng ^= *rng >> 7;
@@ -97,7 +90,7 @@ fn converged(cluster: &Cluster, keyspace: &str) -> BTreeMap<u64, Option<i64>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn increments_spread_over_both_replicas_all_count_through_a_kill_and_a_restart() {
-    let seed = seed();
+    let seed = common::seed("VASTO_COUNTER_SEED", "counters");
     let mut cluster = Cluster::start(2);
     cluster.create_keyspace("counts", 2, 2);
     let client = Client::connect_with(&cluster.master_addr, cluster.client_config()).await.expect("client");

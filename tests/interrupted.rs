@@ -5,7 +5,8 @@
 //! killed at random moments of their first start come back when started again.
 mod common;
 
-use common::{assert_all_replicas_hold, free_port, put_numbered, run_bounded, vasto, wait_for, Cluster};
+use common::{assert_all_replicas_hold, free_port, put_numbered, run_bounded, seed, vasto, wait_for, Cluster};
+use rand::{RngExt, SeedableRng};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use vasto_client::{AdminClient, Client};
@@ -202,22 +203,6 @@ async fn a_resize_run_again_after_a_rollback_copies_what_was_imported_meanwhile(
     }
 }
 
-/// A seed from `VASTO_RESTART_SEED`, else from the clock; printed so a failure can be re-run.
-fn restart_seed() -> u64 {
-    let seed = std::env::var("VASTO_RESTART_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(vasto_client::now_ns);
-    println!("restart seed={seed} (re-run with VASTO_RESTART_SEED={seed})");
-    seed
-}
-
-/// The next number of a splitmix64 sequence.
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 /// Stores killed (kill -9) at random moments of their first start, some twice in a row, come
 /// back when started again on the same directory and port: each is seen up, and a keyspace
 /// created on them afterwards serves every acknowledged write. The moments span the whole
@@ -225,35 +210,21 @@ fn splitmix(state: &mut u64) -> u64 {
 /// registration with the master and its first heartbeats.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stores_killed_during_their_first_start_come_back() {
-    let mut state = restart_seed();
+    let mut rng = rand_xorshift::XorShiftRng::seed_from_u64(seed("VASTO_RESTART_SEED", "restart"));
     let mut cluster = Cluster::start(0);
     for i in 0..3 {
         cluster.store_addrs.push(format!("127.0.0.1:{}", free_port()));
         cluster.stores.push(None);
-        for _ in 0..1 + splitmix(&mut state) % 2 {
+        for _ in 0..rng.random_range(1..=2) {
             cluster.start_store(i);
-            let after = Duration::from_millis(splitmix(&mut state) % 1500);
+            let after = Duration::from_millis(rng.random_range(0..1500));
             println!("store {i}: killed {after:?} into a start");
             tokio::time::sleep(after).await;
             cluster.kill_store(i);
         }
         cluster.start_store(i);
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let up = cluster.status().and_then(|s| Some(s["stores"].as_array()?.iter().filter(|st| st["up"] == true).count()));
-        if up == Some(3) {
-            break;
-        }
-        if Instant::now() > deadline {
-            let logs: Vec<String> = ["master.log", "store-0.log", "store-1.log", "store-2.log"]
-                .iter()
-                .map(|f| format!("--- {f}\n{}", std::fs::read_to_string(cluster.dir.path().join(f)).unwrap_or_default()))
-                .collect();
-            panic!("{up:?} of 3 stores up after 30 s; status {:?}\n{}", cluster.status(), logs.join("\n"));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    cluster.wait_stores_up(3);
     cluster.create_keyspace("back", 3, 1);
     let ks = Client::connect(&cluster.master_addr).await.unwrap().keyspace("back").await.unwrap();
     let mut acked = Vec::new();

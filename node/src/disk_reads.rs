@@ -281,7 +281,6 @@ impl ReadPool {
     /// A pool of `threads` reader threads (0: none, gets read files on the core threads) that
     /// are handed at least `part_gets` gets at a time (a batch with fewer goes whole).
     pub fn start(threads: usize, part_gets: usize) -> std::io::Result<Self> {
-        let part_gets = part_gets.max(1);
         if threads == 0 {
             return Ok(Self { jobs: None, threads: 0, part_gets });
         }

@@ -89,6 +89,14 @@ impl Drop for Proc {
     }
 }
 
+/// A seed for a randomized test: from the environment variable `var`, else from the clock;
+/// printed (as `what seed=N`) so a failure can be re-run with the same one.
+pub fn seed(var: &str, what: &str) -> u64 {
+    let seed = std::env::var(var).ok().and_then(|s| s.parse().ok()).unwrap_or_else(vasto_client::now_ns);
+    println!("{what} seed={seed} (re-run with {var}={seed})");
+    seed
+}
+
 /// Polls `f` every 50 ms until it returns `Some`, or panics after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
@@ -307,12 +315,22 @@ impl Cluster {
         (ks["shards"].as_u64().unwrap_or(0) as u32, rows)
     }
 
+    /// Waits up to 30 s until at least `n` stores are up; panics with the status and every
+    /// process's log otherwise.
     pub fn wait_stores_up(&self, n: usize) {
-        wait_for(&format!("{n} stores up"), Duration::from_secs(30), || {
-            let s = self.status()?;
-            let up = s["stores"].as_array()?.iter().filter(|st| st["up"] == true).count();
-            (up >= n).then_some(())
-        });
+        let timeout = Duration::from_secs(30);
+        let deadline = Instant::now() + timeout;
+        let up = || Some(self.status()?["stores"].as_array()?.iter().filter(|st| st["up"] == true).count());
+        while up().is_none_or(|up| up < n) {
+            assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {n} stores up; status {:?}\n{}", self.status(), self.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The master's log and every store's, each under its file name.
+    pub fn logs(&self) -> String {
+        let files = std::iter::once("master.log".to_owned()).chain((0..self.stores.len()).map(|i| format!("store-{i}.log")));
+        files.map(|f| format!("--- {f}\n{}", std::fs::read_to_string(self.dir.path().join(&f)).unwrap_or_default())).collect::<Vec<_>>().join("\n")
     }
 
     pub fn create_keyspace(&self, name: &str, shards: u32, replicas: u32) {
